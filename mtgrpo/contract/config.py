@@ -1,0 +1,371 @@
+"""The trainer configuration schema: every hyperparameter, its type, default and help.
+
+This is the one contract between the renderer and the container. The renderer validates a
+recipe's ``trainer:`` section with :meth:`TrainerConfig.from_mapping` and renders it with
+:meth:`TrainerConfig.to_hyperparameters`; the container parses SageMaker's string map back with
+:meth:`TrainerConfig.from_hyperparameters`. A key one side knows and the other does not cannot
+exist. Importing this module must stay cheap: standard library only, never torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from mtgrpo.errors import Problem, UserError, did_you_mean
+
+ALGORITHMS = ("mt_grpo", "grpo_or", "grpo_mr")
+TOOL_FORMATS = ("xml", "qwen")
+GENERATION_BACKENDS = ("vllm", "transformers")
+WEIGHT_SYNC_BACKENDS = ("auto", "nccl", "reload")
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
+SCALE_REWARDS = ("group", "batch", "none")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+DEEPSPEED_STAGES = (0, 2, 3)
+
+
+def _f(default: Any, help: str, *, choices: tuple = (), min: float | None = None,
+       max: float | None = None, min_exclusive: bool = False, required: bool = False) -> Any:
+    """A dataclass field with its help text and bounds kept in ``metadata``."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max,
+            "min_exclusive": min_exclusive, "required": required}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Hyperparameters of the MT-GRPO trainer.
+
+    Parameters that control the model and data:
+        model_name_or_path, train_file, eval_file, corpus_dir, eval_fraction, max_train_samples,
+        max_eval_samples, seed.
+    Parameters that control optimisation:
+        num_epochs, max_steps, learning_rate, per_device_train_batch_size,
+        gradient_accumulation_steps, max_grad_norm, weight_decay, warmup_ratio,
+        lr_scheduler_type, bf16, gradient_checkpointing, deepspeed_stage.
+    Parameters that control GRPO:
+        num_generations, beta, epsilon, loss_type, scale_rewards, temperature, top_p,
+        max_prompt_length, max_completion_length.
+    Parameters that control multi-turn rollouts and credit assignment:
+        algorithm, turn_advantage_coef, tool_format, max_turns, max_tool_calls,
+        max_tokens_per_turn, search_top_k, search_max_tokens.
+    Parameters that control rewards (weight 0 = logged, not optimised):
+        reward_tool_execution, reward_answer_in_result, reward_answer_contains,
+        reward_exact_match, reward_format, reward_xml_count, reward_f1.
+    Parameters that control generation and weight sync:
+        generation_backend, vllm_server_url, vllm_request_timeout_s, vllm_startup_timeout_s,
+        weight_sync, vllm_gpus, vllm_gpu_memory_utilization.
+    Parameters that control evaluation, logging and checkpoints:
+        eval_steps, logging_steps, save_steps, save_total_limit.
+    """
+
+    # -- model and data -------------------------------------------------------------------------
+    model_name_or_path: str = _f(
+        "", "Model to train: a local directory (in a job, the `model` channel wins when present) "
+            "or a hub id when the job has network access.", required=True)
+    train_file: str = _f(
+        "", "Training records (JSONL or parquet with `question` and `answer.aliases` or "
+            "`aliases`). Empty: the first .jsonl/.parquet file of the `train` channel.")
+    eval_file: str = _f(
+        "", "Held-out records scored as `eval_reward`. Empty: the `eval` channel if present, "
+            "else `eval_fraction` of the training records.")
+    corpus_dir: str = _f(
+        "", "Passage corpus directory for `wiki_search`. Empty: the `corpus` channel.")
+    eval_fraction: float = _f(
+        0.05, "Share of training records held out for evaluation when no eval file is given.",
+        min=0.0, max=0.5)
+    max_train_samples: int = _f(0, "Use at most this many training records (0 = all).", min=0)
+    max_eval_samples: int = _f(64, "Score at most this many eval records per evaluation.", min=1)
+    seed: int = _f(42, "Random seed for data order, sampling and initialisation.", min=0)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    num_epochs: float = _f(1.0, "Passes over the training records.", min=0.0,
+                           min_exclusive=True)
+    max_steps: int = _f(-1, "Optimizer steps to run; -1 = derived from num_epochs.", min=-1)
+    learning_rate: float = _f(1e-6, "Peak learning rate of AdamW.", min=0.0, max=1.0,
+                              min_exclusive=True)
+    per_device_train_batch_size: int = _f(
+        1, "Completions per device per micro-batch.", min=1)
+    gradient_accumulation_steps: int = _f(4, "Micro-batches per optimizer step.", min=1)
+    max_grad_norm: float = _f(0.1, "Gradient clipping norm (paper: 0.1).", min=0.0)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
+    warmup_ratio: float = _f(0.0, "Share of steps spent warming up the learning rate.",
+                             min=0.0, max=1.0)
+    lr_scheduler_type: str = _f("constant", "Learning-rate schedule.", choices=LR_SCHEDULERS)
+    bf16: bool = _f(True, "Train in bfloat16 mixed precision (ignored on CPU).")
+    gradient_checkpointing: bool = _f(True, "Recompute activations in backward to save memory.")
+    deepspeed_stage: int = _f(2, "DeepSpeed ZeRO stage for multi-GPU training (0 = off).",
+                              choices=DEEPSPEED_STAGES)
+
+    # -- GRPO -----------------------------------------------------------------------------------
+    num_generations: int = _f(8, "Completions sampled per prompt (one group; paper: 21).", min=2)
+    beta: float = _f(0.0, "KL coefficient against the reference model (paper: 0).", min=0.0)
+    epsilon: float = _f(0.2, "PPO-style clipping range of the importance ratio.", min=0.0,
+                        min_exclusive=True)
+    loss_type: str = _f("grpo", "Loss aggregation, as in TRL's GRPOConfig.", choices=LOSS_TYPES)
+    scale_rewards: str = _f("group", "Reward std scaling, as in TRL's GRPOConfig.",
+                            choices=SCALE_REWARDS)
+    temperature: float = _f(0.9, "Sampling temperature of rollouts (paper: 0.9).", min=0.0,
+                            min_exclusive=True)
+    top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0, min_exclusive=True)
+    max_prompt_length: int = _f(1024, "Prompt tokens kept (left-truncated).", min=1)
+    max_completion_length: int = _f(
+        1024, "Tokens of the whole multi-turn completion, tool results included.", min=1)
+
+    # -- multi-turn rollouts and credit assignment ----------------------------------------------
+    algorithm: str = _f(
+        "mt_grpo", "Credit assignment: mt_grpo (turn-level), grpo_or (outcome reward only), "
+                   "grpo_mr (merged turn + outcome reward).", choices=ALGORITHMS)
+    turn_advantage_coef: float = _f(
+        1.0, "lambda: weight of the turn advantage on the first turn's tokens (mt_grpo).",
+        min=0.0)
+    tool_format: str = _f(
+        "xml", "Tool-call format: xml (<reasoning>/<tool>/<result>/<answer>, the paper's) or "
+               "qwen (<tool_call> JSON).", choices=TOOL_FORMATS)
+    max_turns: int = _f(3, "Assistant turns per episode, the answer turn included.", min=1)
+    max_tool_calls: int = _f(2, "Tool calls per episode (paper: 2).", min=0)
+    max_tokens_per_turn: int = _f(256, "Sampled tokens per assistant turn.", min=1)
+    search_top_k: int = _f(1, "Passages returned by wiki_search.", min=1, max=20)
+    search_max_tokens: int = _f(
+        256, "Token budget of one tool result, so the answer turn still fits.", min=16)
+
+    # -- rewards --------------------------------------------------------------------------------
+    reward_tool_execution: float = _f(0.2, "Turn reward: share of tool calls that succeeded.")
+    reward_answer_in_result: float = _f(0.5, "Turn reward: a gold alias is in a tool result.")
+    reward_answer_contains: float = _f(0.5, "Outcome reward: the answer contains a gold alias.")
+    reward_exact_match: float = _f(1.0, "Outcome reward: normalised exact match with an alias.")
+    reward_format: float = _f(0.2, "Outcome reward: the episode follows the tool format.")
+    reward_xml_count: float = _f(0.2, "Outcome reward: well-formed tag counts.")
+    reward_f1: float = _f(0.0, "Outcome reward: token F1 against the best alias.")
+
+    # -- generation and weight sync -------------------------------------------------------------
+    generation_backend: str = _f(
+        "vllm", "Rollout sampler: vllm (server mode) or transformers (generate; no vLLM).",
+        choices=GENERATION_BACKENDS)
+    vllm_server_url: str = _f(
+        "http://127.0.0.1:8000", "Base URL of the vLLM OpenAI-compatible server.")
+    vllm_request_timeout_s: float = _f(
+        300.0, "A vLLM request unanswered this long ends training with an error.", min=1.0)
+    vllm_startup_timeout_s: float = _f(
+        900.0, "Seconds to wait for the vLLM server's health endpoint.", min=1.0)
+    weight_sync: str = _f(
+        "auto", "How new weights reach vLLM after each optimizer step: nccl (GPUs), reload "
+                "(save + reload_weights; CPU), auto (nccl when CUDA is available).",
+        choices=WEIGHT_SYNC_BACKENDS)
+    vllm_gpus: str = _f(
+        "", "GPUs of the first host given to vLLM, comma-separated (empty: the last GPU).")
+    vllm_gpu_memory_utilization: float = _f(
+        0.9, "Share of the vLLM GPU's memory it may use.", min=0.0, max=1.0, min_exclusive=True)
+
+    # -- evaluation, logging, checkpoints -------------------------------------------------------
+    eval_steps: int = _f(25, "Score the eval split every this many optimizer steps (0 = never).",
+                         min=0)
+    logging_steps: int = _f(1, "Log metrics every this many optimizer steps.", min=1)
+    save_steps: int = _f(50, "Checkpoint every this many optimizer steps.", min=1)
+    save_total_limit: int = _f(2, "Checkpoints kept on disk (oldest removed first).", min=1)
+
+    def __post_init__(self) -> None:
+        problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]
+        problems += _cross_field_problems(self, "", "")
+        if problems:
+            raise UserError(problems)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "",
+                     key_prefix: str = "trainer") -> "TrainerConfig":
+        """Build from typed values (a recipe's ``trainer:`` section). Reports every problem."""
+        problems: list[Problem] = []
+        if not isinstance(values, Mapping):
+            raise UserError(Problem(source, key_prefix, f"must be a mapping, got "
+                                    f"{type(values).__name__}", "a mapping of hyperparameters"))
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            path = f"{key_prefix}.{key}" if key_prefix else str(key)
+            if key not in known:
+                problems.append(Problem(source, path, "unknown trainer hyperparameter"
+                                        + did_you_mean(str(key), known),
+                                        "see docs/hyperparameters.md"))
+                continue
+            converted, problem = _coerce(known[key], value, source, path, strings=False)
+            if problem:
+                problems.append(problem)
+            else:
+                kwargs[key] = converted
+        for f in known.values():
+            path = f"{key_prefix}.{f.name}" if key_prefix else f.name
+            if f.metadata["required"] and f.name not in kwargs and not any(
+                    p.key == path for p in problems):
+                problems.append(Problem(source, path, "required value is missing",
+                                        f.metadata["help"]))
+        if problems:
+            raise UserError(problems)
+        return cls._build(kwargs, source, key_prefix)
+
+    @classmethod
+    def from_hyperparameters(cls, values: Mapping[str, str], *,
+                             source: str = "hyperparameters.json") -> "TrainerConfig":
+        """Parse SageMaker's flat string-to-string map back into typed values."""
+        problems: list[Problem] = []
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key.startswith("sagemaker_") or key.startswith("_"):
+                continue  # set by SageMaker itself (tuning jobs add `_tuning_objective_metric`)
+            if key not in known:
+                problems.append(Problem(source, key, "unknown trainer hyperparameter"
+                                        + did_you_mean(key, known), "see docs/hyperparameters.md"))
+                continue
+            converted, problem = _coerce(known[key], value, source, key, strings=True)
+            if problem:
+                problems.append(problem)
+            else:
+                kwargs[key] = converted
+        for f in known.values():
+            if f.metadata["required"] and f.name not in kwargs and not any(
+                    p.key == f.name for p in problems):
+                problems.append(Problem(source, f.name, "required value is missing",
+                                        f.metadata["help"]))
+        if problems:
+            raise UserError(problems)
+        return cls._build(kwargs, source, "")
+
+    @classmethod
+    def _build(cls, kwargs: dict[str, Any], source: str, key_prefix: str) -> "TrainerConfig":
+        try:
+            return cls(**kwargs)
+        except UserError as err:  # re-label problems raised by __post_init__ with file and path
+            raise UserError([Problem(source, f"{key_prefix}.{p.key}" if key_prefix else p.key,
+                                     p.message, p.allowed) for p in err.problems]) from None
+
+    # -- output ---------------------------------------------------------------------------------
+    def to_hyperparameters(self, *, only: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The SageMaker string map: every field, sorted, each value rendered by its type.
+
+        Every field is rendered (not only the ones a recipe sets), so the container never
+        depends on a default that might change between image versions.
+        """
+        names = sorted(f.name for f in fields(self)) if only is None else sorted(only)
+        return {name: format_value(getattr(self, name)) for name in names}
+
+    def replace(self, **changes: Any) -> "TrainerConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def field_specs() -> dict[str, dataclasses.Field]:
+    """Every hyperparameter's dataclass field (type, default, metadata['help'], bounds)."""
+    return {f.name: f for f in fields(TrainerConfig)}
+
+
+def field_type(f: dataclasses.Field) -> type:
+    return {"str": str, "int": int, "float": float, "bool": bool}[
+        f.type if isinstance(f.type, str) else f.type.__name__]
+
+
+def format_value(value: Any) -> str:
+    """Render a typed value as SageMaker's string: booleans lower-case, floats by repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Parse one hyperparameter's string (as a tuning job substitutes it) into its type."""
+    f = field_specs()[name]
+    converted, problem = _coerce(f, text, "", name, strings=True)
+    if problem:
+        raise UserError(problem)
+    return converted
+
+
+def _allowed(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    if meta["choices"]:
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    kind = field_type(f).__name__
+    lo, hi = meta["min"], meta["max"]
+    if lo is not None and hi is not None:
+        return f"{kind} in {'(' if meta['min_exclusive'] else '['}{lo}, {hi}]"
+    if lo is not None:
+        return f"{kind} {'>' if meta['min_exclusive'] else '>='} {lo}"
+    return {"bool": "true or false", "str": "a string"}.get(kind, kind)
+
+
+def _coerce(f: dataclasses.Field, value: Any, source: str, path: str,
+            *, strings: bool) -> tuple[Any, Problem | None]:
+    kind = field_type(f)
+    bad = Problem(source, path, f"invalid value {value!r}", _allowed(f))
+    if strings:
+        if not isinstance(value, str):
+            return None, Problem(source, path, f"must be a string, got {type(value).__name__}",
+                                 "SageMaker hyperparameters are strings")
+        text = value.strip()
+        try:
+            if kind is bool:
+                low = text.lower()
+                if low not in ("true", "false", "1", "0"):
+                    return None, bad
+                return low in ("true", "1"), None
+            if kind is int:
+                as_float = float(text)
+                if not as_float.is_integer():
+                    return None, bad
+                return int(as_float), None
+            if kind is float:
+                number = float(text)
+                return (number, None) if math.isfinite(number) else (None, bad)
+            return value, None
+        except ValueError:
+            return None, bad
+    # Typed values from YAML: no silent conversions between strings, booleans and numbers.
+    if kind is bool:
+        return (value, None) if isinstance(value, bool) else (None, bad)
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        return None, bad
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value), None
+        return None, bad
+    if isinstance(value, str):
+        return value, None
+    return None, Problem(source, path, f"must be a string, got {type(value).__name__}",
+                         _allowed(f))
+
+
+def _check_value(f: dataclasses.Field, value: Any, source: str, prefix: str) -> list[Problem]:
+    meta = f.metadata
+    path = f"{prefix}.{f.name}" if prefix else f.name
+    if meta["choices"] and value not in meta["choices"]:
+        return [Problem(source, path, f"invalid value {value!r}", _allowed(f))]
+    lo, hi = meta["min"], meta["max"]
+    if lo is not None and (value < lo or (meta["min_exclusive"] and value == lo)):
+        return [Problem(source, path, f"{value!r} is out of range", _allowed(f))]
+    if hi is not None and value > hi:
+        return [Problem(source, path, f"{value!r} is out of range", _allowed(f))]
+    return []
+
+
+def _cross_field_problems(cfg: TrainerConfig, source: str, prefix: str) -> list[Problem]:
+    def key(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
+    problems = []
+    if cfg.max_tokens_per_turn > cfg.max_completion_length:
+        problems.append(Problem(source, key("max_tokens_per_turn"),
+                                f"{cfg.max_tokens_per_turn} exceeds max_completion_length "
+                                f"{cfg.max_completion_length}",
+                                "max_tokens_per_turn <= max_completion_length"))
+    if cfg.max_tool_calls >= cfg.max_turns and cfg.max_tool_calls > 0:
+        problems.append(Problem(source, key("max_tool_calls"),
+                                f"{cfg.max_tool_calls} tool calls leave no turn to answer in "
+                                f"max_turns {cfg.max_turns}", "max_tool_calls < max_turns"))
+    return problems

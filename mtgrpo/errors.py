@@ -1,0 +1,53 @@
+"""User-facing errors: one line each, naming the file, the key, what is wrong and what is allowed.
+
+Every mistake a user can make (a bad recipe, a bad hyperparameter, a missing channel) is raised
+as a ``UserError`` (or collected as ``Problem``s and raised together), and the CLI's single error
+boundary prints them one per line without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with one value: rendered as ``file: key: message (allowed: ...)``."""
+
+    file: str
+    key: str
+    message: str
+    allowed: str = ""
+
+    def __str__(self) -> str:
+        parts = [self.file or "<input>"]
+        if self.key:
+            parts.append(self.key)
+        text = ": ".join(parts) + ": " + self.message
+        if self.allowed:
+            text += f" (allowed: {self.allowed})"
+        # One line, always: newlines inside messages would break the one-error-per-line promise.
+        return " ".join(text.split())
+
+
+class UserError(Exception):
+    """A mistake in user input. Carries one or more ``Problem``s; never shown with a traceback."""
+
+    def __init__(self, problems: Problem | Sequence[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem("", "", problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ``did you mean 'x'?`` suffix for an unknown key, or an empty string."""
+    matches = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{matches[0]}'?" if matches else ""
