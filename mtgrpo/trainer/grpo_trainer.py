@@ -1,0 +1,307 @@
+"""MTGRPOTrainer: TRL's GRPOTrainer with multi-turn tool rollouts and turn-level credit assignment.
+
+What it changes in TRL 1.16 (pinned: ``_generate_and_score_completions`` and the ``(B, T)``
+advantages of ``_compute_loss`` are private API):
+
+- Rollouts: ``rollout_func`` runs the multi-turn tool environment over the batch. The token ids
+  the sampler produced and the tool-result ids the environment appended are passed through as
+  they are (nothing is re-tokenized); ``env_mask`` marks the environment's tokens.
+- Loss mask vs attention mask: TRL turns ``env_mask`` into its ``tool_mask``, which multiplies
+  the LOSS mask only; the attention mask it builds is ``prompt_mask + completion_mask``, so the
+  answer turn attends to the tool result. ``tests/test_attention_mask.py`` pins this down.
+- Advantages: TRL's per-sequence advantages are replaced by per-token ``(B, T)`` advantages from
+  the episode's turn and outcome rewards (``mt_grpo``, ``grpo_or`` or ``grpo_mr``), normalised per
+  prompt group over the whole (all-process) generation batch.
+- Evaluation: ``evaluate()`` samples one episode per held-out question and logs ``eval_reward``
+  and ``eval_exact_match`` instead of TRL's eval loss.
+- Metrics: exact match, tool success rate, reward components, rollout and weight-sync seconds,
+  step seconds and learner tokens per second go into TRL's metric buffers, so they appear in
+  every log record (and in ``metrics.jsonl``, see ``metrics_log.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import TrainerCallback, TrainingArguments
+from trl import GRPOTrainer
+
+from mtgrpo.contract import TrainerConfig
+from mtgrpo.trainer.types import Episode, QARecord, RewardBreakdown
+
+logger = logging.getLogger(__name__)
+
+RolloutFn = Callable[[list[QARecord]], list[Episode]]
+ScoreFn = Callable[[Episode], RewardBreakdown]
+
+
+def _trainer_bases() -> tuple[type, ...]:
+    """GRPOTrainer, with the memory-efficient log-prob mixin first when it is available."""
+    try:
+        from mtgrpo.trainer.fast_logprobs import FastLogprobsMixin  # noqa: WPS433
+    except ImportError:  # not shipped (yet): TRL's own chunked path is used
+        return (GRPOTrainer,)
+    return (FastLogprobsMixin, GRPOTrainer)
+
+
+def _rollout_entry(prompts: list, trainer: "MTGRPOTrainer") -> dict[str, list]:
+    """TRL's ``rollout_func(prompts, trainer)``: delegates to the trainer that owns the env."""
+    return trainer.rollout(prompts)
+
+
+def turn_reward(completions, turn_reward: list[float], **_: Any) -> list[float]:
+    """Turn-level reward of each episode (computed by the rollout; TRL logs and sums it)."""
+    return [float(r) for r in turn_reward]
+
+
+def outcome_reward(completions, outcome_reward: list[float], **_: Any) -> list[float]:
+    """Outcome-level reward of each episode (computed by the rollout; TRL logs and sums it)."""
+    return [float(r) for r in outcome_reward]
+
+
+turn_reward.__name__ = "turn"
+outcome_reward.__name__ = "outcome"
+
+
+class MTGRPOTrainer(*_trainer_bases()):
+    """GRPOTrainer for multi-turn tool use with per-token (turn-level) advantages.
+
+    Arguments beyond GRPOTrainer's:
+        config: the run's TrainerConfig (algorithm, lambda, num_generations, eval sizes).
+        train_records / eval_records: the questions; the train dataset holds only their keys.
+        rollout: ``records -> episodes``, one episode per record, in order (train sampling).
+        eval_rollout: the same for evaluation (defaults to ``rollout``).
+        scorer: ``episode -> RewardBreakdown`` (turn and outcome rewards and components).
+    """
+
+    def __init__(self, model, args: TrainingArguments, *, processing_class, config: TrainerConfig,
+                 train_records: Sequence[QARecord], rollout: RolloutFn, scorer: ScoreFn,
+                 eval_records: Sequence[QARecord] = (), eval_rollout: RolloutFn | None = None,
+                 callbacks: Sequence[TrainerCallback] = ()):
+        from datasets import Dataset
+
+        self.mt_config = config
+        self._records = {str(i): r for i, r in enumerate(train_records)}
+        self._eval_records = list(eval_records)[: config.max_eval_samples]
+        self._rollout_fn = rollout
+        self._eval_rollout_fn = eval_rollout or rollout
+        self._scorer = scorer
+        self._stop_requested = False
+        self._step_wall = 0.0
+        self._step_rollout = 0.0
+        self._step_tokens = 0
+        train_dataset = Dataset.from_dict({"prompt": list(self._records)})
+        eval_dataset = Dataset.from_dict({"prompt": [str(i) for i in range(len(self._eval_records))]}) \
+            if self._eval_records else None
+        super().__init__(
+            model=model, reward_funcs=[turn_reward, outcome_reward], args=args,
+            train_dataset=train_dataset, eval_dataset=eval_dataset,
+            processing_class=processing_class, callbacks=list(callbacks),
+            rollout_func=_rollout_entry)
+        self.add_callback(_StopOnRequest(self))
+
+    # -- rollouts ------------------------------------------------------------------------------
+    def rollout(self, prompts: list[str]) -> dict[str, list]:
+        """Run the environment for a (local) generation batch; one episode per prompt key."""
+        records = [self._records[p] for p in prompts]
+        start = time.perf_counter()
+        episodes = self._rollout_fn(records)
+        seconds = time.perf_counter() - start
+        if len(episodes) != len(records):
+            raise RuntimeError(f"rollout returned {len(episodes)} episodes for {len(records)} prompts")
+        self._step_rollout += seconds
+        self._metrics["train"]["rollout_seconds"].append(seconds)
+        return self.episodes_to_batch(episodes)
+
+    def episodes_to_batch(self, episodes: Sequence[Episode]) -> dict[str, list]:
+        """The rollout_func output for these episodes: sampled ids kept, env tokens flagged."""
+        limit = self.mt_config.max_completion_length
+        out: dict[str, list] = {k: [] for k in (
+            "prompt_ids", "completion_ids", "logprobs", "env_mask", "turn_reward",
+            "outcome_reward", "first_tool_result_index", "exact_match", "tool_calls",
+            "tool_successes", "reward_components")}
+        for ep in episodes:
+            ids = ep.completion_ids[:limit]
+            mask = ep.env_mask[:limit]
+            logps = [lp for t in ep.turns for lp in (
+                t.logprobs if t.role == "assistant" and t.logprobs is not None
+                else [0.0] * len(t.token_ids))][:limit]
+            first = ep.first_tool_result_index
+            breakdown = self._scorer(ep)
+            out["prompt_ids"].append(list(ep.prompt_ids))
+            out["completion_ids"].append(list(ids))
+            out["logprobs"].append(logps)
+            out["env_mask"].append(mask)
+            out["turn_reward"].append(float(breakdown.turn))
+            out["outcome_reward"].append(float(breakdown.outcome))
+            out["first_tool_result_index"].append(-1 if first is None or first >= len(ids) else first)
+            out["exact_match"].append(float(breakdown.components.get("exact_match", 0.0) > 0))
+            out["tool_calls"].append(ep.tool_calls)
+            out["tool_successes"].append(ep.tool_successes)
+            out["reward_components"].append(dict(breakdown.components))
+        return out
+
+    # -- advantages ----------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        # TRL merged the rollout's extra fields into `inputs` (this process's rows).
+        self._replace_advantages(output, inputs)
+        return output
+
+    def _replace_advantages(self, output: dict, inputs: list[dict]) -> None:
+        from accelerate.utils import gather_object
+
+        from mtgrpo.trainer.advantages import compute_advantages, token_advantages
+
+        mode = "train" if self.model.training else "eval"
+        local = [(float(x["turn_reward"]), float(x["outcome_reward"]),
+                  int(x["first_tool_result_index"])) for x in inputs]
+        rows = gather_object(local)  # the whole generation batch, in TRL's process order
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        groups = [i // num_generations for i in range(len(rows))]
+        pairs = compute_advantages(
+            [r[0] for r in rows], [r[1] for r in rows], groups, [r[2] >= 0 for r in rows],
+            algorithm=self.mt_config.algorithm, turn_coef=self.mt_config.turn_advantage_coef)
+        start = self.accelerator.process_index * len(inputs)
+        completion_ids = output["completion_ids"]
+        width = completion_ids.size(1)
+        lengths = output["completion_mask"].sum(dim=1).tolist()
+        per_token = torch.zeros(completion_ids.shape, dtype=torch.float32)
+        for row, (first_adv, later_adv) in enumerate(pairs[start:start + len(inputs)]):
+            first_tool = local[row][2]
+            values = token_advantages(first_adv, later_adv, int(lengths[row]),
+                                      None if first_tool < 0 else first_tool)
+            per_token[row, :len(values)] = torch.tensor(values[:width], dtype=torch.float32)
+        output["advantages"] = per_token.to(completion_ids.device)
+        self._log_batch_metrics(mode, inputs, output)
+
+    def _log_batch_metrics(self, mode: str, inputs: list[dict], output: dict) -> None:
+        from accelerate.utils import gather_object
+
+        stats = gather_object([(x["exact_match"], x["tool_calls"], x["tool_successes"],
+                                x["reward_components"]) for x in inputs])
+        calls = sum(s[1] for s in stats)
+        self._metrics[mode]["exact_match"].append(sum(s[0] for s in stats) / len(stats))
+        self._metrics[mode]["tool_calls_per_episode"].append(calls / len(stats))
+        # No call in the whole batch: nothing failed, but nothing succeeded either -> 0.
+        self._metrics[mode]["tool_success_rate"].append(
+            sum(s[2] for s in stats) / calls if calls else 0.0)
+        names = sorted({k for s in stats for k in s[3]})
+        for name in names:
+            self._metrics[mode][f"rewards/components/{name}"].append(
+                sum(s[3].get(name, 0.0) for s in stats) / len(stats))
+        tokens = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1).sum()
+        self._step_tokens += int(self.accelerator.gather(tokens.reshape(1)).sum().item())
+
+    # -- timing ------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch):
+        start = time.perf_counter()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_wall += time.perf_counter() - start
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            learner = max(self._step_wall - self._step_rollout, 1e-9)
+            self._metrics["train"]["step_seconds"].append(self._step_wall)
+            self._metrics["train"]["tokens_per_second"].append(self._step_tokens / learner)
+            self._step_wall = self._step_rollout = 0.0
+            self._step_tokens = 0
+        return loss
+
+    def record_weight_sync(self, seconds: float) -> None:
+        self._metrics["train"]["weight_sync_seconds"].append(seconds)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Sample one episode per held-out question; log ``eval_reward`` and friends."""
+        metrics = self.score_records(self._eval_records, prefix=metric_key_prefix)
+        if metrics:
+            from transformers import Trainer
+
+            Trainer.log(self, dict(metrics))  # TRL's log() would flush the train buffers here
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control,
+                                                         metrics)
+        return metrics
+
+    def score_records(self, records: Sequence[QARecord], *, prefix: str = "eval") -> dict[str, float]:
+        """Roll out each record once (sharded over processes) and average its scores."""
+        from accelerate.utils import gather_object
+
+        if not records:
+            return {}
+        shard = list(records)[self.accelerator.process_index::self.accelerator.num_processes]
+        start = time.perf_counter()
+        episodes = self._eval_rollout_fn(shard) if shard else []
+        local = []
+        for ep in episodes:
+            b = self._scorer(ep)
+            local.append((b.total, float(b.components.get("exact_match", 0.0) > 0),
+                          ep.tool_calls, ep.tool_successes))
+        rows = gather_object(local)
+        calls = sum(r[2] for r in rows)
+        n = max(len(rows), 1)
+        return {f"{prefix}_reward": sum(r[0] for r in rows) / n,
+                f"{prefix}_exact_match": sum(r[1] for r in rows) / n,
+                f"{prefix}_tool_success_rate": sum(r[3] for r in rows) / calls if calls else 0.0,
+                f"{prefix}_samples": float(len(rows)),
+                f"{prefix}_seconds": time.perf_counter() - start}
+
+    # -- stop and save on request (SIGTERM, spot interruption) ------------------------------------
+    def request_save_and_stop(self) -> None:
+        """Ask for a checkpoint and a clean stop at the end of the current optimizer step.
+
+        Safe to call from a signal handler: it only sets a flag.
+        """
+        self._stop_requested = True
+
+
+class _StopOnRequest(TrainerCallback):
+    def __init__(self, trainer: MTGRPOTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.trainer._stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class WeightSyncCallback(TrainerCallback):
+    """Pushes the policy's weights to the sampler at train start and after every optimizer step.
+
+    ``push(model) -> seconds`` runs on the main process; under DeepSpeed ZeRO-3 every rank joins
+    the parameter gather first (a collective), then the others wait for the push to finish.
+    """
+
+    def __init__(self, trainer: MTGRPOTrainer, push: Callable[[Any], float]):
+        self.trainer = trainer
+        self.push = push
+
+    def _sync(self) -> float:
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        start = time.perf_counter()
+        with _gathered(trainer, model):
+            if trainer.accelerator.is_main_process:
+                self.push(model)
+        trainer.accelerator.wait_for_everyone()
+        return time.perf_counter() - start
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # The server may hold other weights (a resumed run, a shared server): align it first.
+        self._sync()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.record_weight_sync(self._sync())
+
+
+def _gathered(trainer: MTGRPOTrainer, model):
+    import contextlib
+
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and plugin.zero_stage == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()

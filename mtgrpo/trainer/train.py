@@ -1,0 +1,277 @@
+"""The training entry point shared by ``mtgrpo train`` and the SageMaker container: ``run``.
+
+``run(config, paths)`` builds the tokenizer and model, the data, the search tool, the
+environment, the sampler and the weight sync; maps the TrainerConfig onto TRL's GRPOConfig;
+trains with MTGRPOTrainer (resuming from the newest complete checkpoint); saves the final model
+with its tokenizer to ``paths.model_dir``; scores the held-out split once more and writes
+``eval_summary.json`` to ``paths.output_dir``; returns a summary dict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mtgrpo.contract import TrainerConfig
+from mtgrpo.errors import Problem, UserError
+from mtgrpo.trainer.paths import RunPaths
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def newest_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The highest-step ``checkpoint-N`` directory whose ``trainer_state.json`` exists.
+
+    HF Trainer writes ``trainer_state.json`` last, so a directory without it was cut short
+    (a stop or a spot interruption mid-save) and is skipped.
+    """
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+             and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def check_batch_shape(config: TrainerConfig, world_size: int, *, source: str = "") -> None:
+    """GRPO needs whole prompt groups in a generation batch; say which keys to change if not."""
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size
+    if batch % config.num_generations:
+        raise UserError(Problem(
+            source, "trainer.num_generations",
+            f"{config.num_generations} does not divide the generation batch of {batch} completions "
+            f"(per_device_train_batch_size {config.per_device_train_batch_size} x "
+            f"gradient_accumulation_steps {config.gradient_accumulation_steps} x {world_size} "
+            "process(es))", "a divisor of that product; or raise gradient_accumulation_steps"))
+
+
+def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
+              use_cuda: bool | None = None):
+    """TRL's GRPOConfig for this TrainerConfig (rollouts live in rollout_func: use_vllm=False)."""
+    import torch
+    from trl import GRPOConfig
+
+    check_batch_shape(config, world_size)
+    cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
+    deepspeed = _deepspeed_config(config) if cuda and world_size > 1 and config.deepspeed_stage \
+        else None
+    return GRPOConfig(
+        output_dir=str(paths.checkpoint_dir),
+        seed=config.seed,
+        data_seed=config.seed,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+        bf16=bool(config.bf16 and cuda),
+        gradient_checkpointing=bool(config.gradient_checkpointing and cuda),
+        deepspeed=deepspeed,
+        use_cpu=not cuda,
+        # GRPO
+        num_generations=config.num_generations,
+        num_generations_eval=1,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_completion_length=config.max_completion_length,
+        mask_truncated_completions=False,
+        use_vllm=False,  # FACTS 4: the rollout_func talks to vLLM over HTTP; we sync weights
+        # evaluation, logging, checkpoints
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps or None,
+        per_device_eval_batch_size=1,
+        logging_steps=config.logging_steps,
+        logging_first_step=False,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        log_completions=False,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+def _deepspeed_config(config: TrainerConfig) -> dict:
+    return {"zero_optimization": {"stage": config.deepspeed_stage},
+            "bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto"}
+
+
+def _load_model(config: TrainerConfig, model_path: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if (config.bf16 and torch.cuda.is_available()) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    return tokenizer, model
+
+
+def _records(config: TrainerConfig, paths: RunPaths):
+    from mtgrpo.trainer.data import load_records, split_eval
+
+    train = load_records(paths.train_file)
+    if paths.eval_file is not None:
+        evals = load_records(paths.eval_file)
+    elif config.eval_fraction > 0:
+        train, evals = split_eval(train, config.eval_fraction, config.seed)
+    else:
+        evals = []
+    if config.max_train_samples:
+        train = train[: config.max_train_samples]
+    if not train:
+        raise UserError(Problem(str(paths.train_file), "", "no training records",
+                                "JSONL or parquet rows with question and aliases"))
+    return list(train), list(evals)[: config.max_eval_samples]
+
+
+def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *,
+                     sampler=None) -> dict[str, Any]:
+    """Tools, parser, environment, sampler, scorer and weight sync for one run."""
+    from mtgrpo.trainer.environment import ToolEnvironment
+    from mtgrpo.trainer.parsers import get_parser
+    from mtgrpo.trainer.rewards import RewardWeights, score_episode
+    from mtgrpo.trainer.tools.wiki_search import WikiSearch, tokenizer_budget
+
+    count_tokens, truncate = tokenizer_budget(tokenizer)
+    search = WikiSearch(paths.corpus_dir, top_k=config.search_top_k,
+                        max_tokens=config.search_max_tokens, count_tokens=count_tokens,
+                        truncate=truncate)
+    parser = get_parser(config.tool_format)
+    weights = RewardWeights.from_config(config)
+    environment = ToolEnvironment.from_config(config, tokenizer, [search])
+    weight_sync = None
+    if sampler is None:
+        if config.generation_backend == "vllm":
+            from mtgrpo.rollout.sampler import VLLMSampler
+            from mtgrpo.rollout.weight_sync import make_weight_sync
+
+            sampler = VLLMSampler(config.vllm_server_url, None, config.vllm_request_timeout_s)
+            weight_sync = make_weight_sync(config)
+        else:
+            from mtgrpo.rollout.sampler import TransformersSampler
+
+            sampler = TransformersSampler(model, tokenizer)  # the live policy: always on-policy
+
+    def scorer(episode):
+        return score_episode(episode, parser, weights)
+
+    def rollout(records):
+        return environment.rollout_sync(records, 1, sampler)
+
+    return {"environment": environment, "sampler": sampler, "parser": parser,
+            "scorer": scorer, "rollout": rollout, "weight_sync": weight_sync, "search": search}
+
+
+def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = (),
+        resume: bool = True, sampler=None,
+        on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Train, save the final model to ``paths.model_dir`` and return a summary.
+
+    callbacks: extra ``transformers.TrainerCallback``s, run after the built-in ones (weight
+        sync, metrics). A callback with a ``bind(trainer)`` method gets the trainer before
+        training starts, e.g. to call ``trainer.request_save_and_stop()`` on SIGTERM.
+    resume: continue from the newest complete checkpoint in ``paths.checkpoint_dir``.
+    sampler: a ready sampler (tests, benchmarks); default: from ``generation_backend``.
+    on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
+    """
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer, WeightSyncCallback
+    from mtgrpo.trainer.metrics_log import MetricsLogger
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental
+    started = time.perf_counter()
+    world_size = PartialState().num_processes
+    check_batch_shape(config, world_size)
+    set_seed(config.seed)
+    for d in (paths.output_dir, paths.model_dir, paths.checkpoint_dir):
+        Path(d).mkdir(parents=True, exist_ok=True)
+
+    tokenizer, model = _load_model(config, paths.model)
+    train_records, eval_records = _records(config, paths)
+    parts = build_components(config, paths, tokenizer, model, sampler=sampler)
+    args = grpo_args(config, paths, world_size=world_size)
+    trainer = MTGRPOTrainer(
+        model, args, processing_class=tokenizer, config=config, train_records=train_records,
+        eval_records=eval_records, rollout=parts["rollout"], scorer=parts["scorer"])
+    if parts["weight_sync"] is not None:
+        trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
+    trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl"))
+    for cb in callbacks:
+        if hasattr(cb, "bind"):
+            cb.bind(trainer)
+        trainer.add_callback(cb)
+    if on_trainer is not None:
+        on_trainer(trainer)
+
+    checkpoint = newest_complete_checkpoint(paths.checkpoint_dir) if resume else None
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    save_final_model(trainer, tokenizer, paths.model_dir)
+    final_eval = trainer.score_records(eval_records, prefix="eval") if eval_records else {}
+    summary = {
+        "global_step": int(trainer.state.global_step),
+        "train_loss": _finite(result.training_loss),
+        "train_seconds": round(time.perf_counter() - started, 3),
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "stopped_early": bool(trainer._stop_requested),
+        "model_dir": str(paths.model_dir),
+        "eval": {k: _finite(v) for k, v in sorted(final_eval.items())},
+        "train_records": len(train_records),
+        "eval_records": len(eval_records),
+        "algorithm": config.algorithm,
+    }
+    if trainer.accelerator.is_main_process:
+        _write_json(Path(paths.output_dir) / "eval_summary.json", summary)
+    if hasattr(parts["sampler"], "close"):
+        parts["sampler"].close()
+    return summary
+
+
+def save_final_model(trainer, tokenizer, model_dir: str | Path) -> None:
+    """Safetensors + config + tokenizer + generation config: loadable by transformers and vLLM."""
+    trainer.save_model(str(model_dir))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(model_dir))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(str(model_dir))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
