@@ -1,0 +1,85 @@
+"""The tool protocol and the one place tool calls are executed.
+
+A tool is anything with a ``name``, a ``description`` (what the model reads), a JSON-schema
+``parameters`` object and ``__call__(**kwargs) -> str``. :func:`execute_tool_call` runs a parsed
+call and never raises: every failure (a parse error, an unknown tool, bad arguments, an exception
+inside the tool, an empty result) comes back as ``"Error: ..."`` text with ``ok=False``, so one
+bad call can never end a rollout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import jsonschema
+
+from mtgrpo.trainer.types import ParsedTurn
+
+# Error texts are cut to this many characters: a huge exception message must not flood the
+# model's context (the tool result is what the next turn reads).
+MAX_ERROR_CHARS = 300
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A callable tool the model can use. ``parameters`` is a JSON schema of type object."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+    def __call__(self, **kwargs: Any) -> str: ...
+
+
+def error_text(message: str) -> str:
+    """The tool-result text of a failure: ``Error: <message>`` on one bounded line."""
+    message = " ".join(str(message).split())
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    return f"Error: {message}"
+
+
+def check_arguments(tool: Tool, args: Mapping[str, Any]) -> str | None:
+    """Why ``args`` do not fit ``tool.parameters`` (one line), or None when they do."""
+    validator = jsonschema.Draft202012Validator(tool.parameters)
+    errors = sorted(validator.iter_errors(dict(args)), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    first = errors[0]
+    where = "/".join(str(p) for p in first.absolute_path)
+    # jsonschema's messages repeat the whole instance for some validators ("... is not valid
+    # under ..."); keep the short ones and name the argument instead.
+    if first.validator == "required":
+        return first.message.replace("is a required property", "is required")
+    if first.validator == "additionalProperties":
+        allowed = ", ".join(sorted(tool.parameters.get("properties", {})))
+        return f"{first.message} (allowed: {allowed})"
+    return f"argument '{where}': {first.message}" if where else first.message
+
+
+def execute_tool_call(tools: Mapping[str, Tool], parsed: ParsedTurn) -> tuple[str, bool]:
+    """Run the tool call of one parsed turn. Returns ``(result_text, ok)``; never raises."""
+    try:
+        if parsed.tool_error is not None:
+            return error_text(parsed.tool_error), False
+        call = parsed.tool_call
+        if call is None:
+            return error_text("no tool call found in the turn"), False
+        tool = tools.get(call.name)
+        if tool is None:
+            available = ", ".join(sorted(tools)) or "none"
+            return error_text(f"unknown tool '{call.name}' (available: {available})"), False
+        if not isinstance(call.args, Mapping):
+            return error_text(f"arguments of {call.name} must be a JSON object"), False
+        problem = check_arguments(tool, call.args)
+        if problem is not None:
+            return error_text(f"invalid arguments for {call.name}: {problem}"), False
+        result = tool(**call.args)
+        if not isinstance(result, str):
+            result = str(result)
+        if not result.strip():
+            return error_text(f"{call.name} returned empty output"), False
+        return result, True
+    except Exception as exc:  # noqa: BLE001 - a tool failure must become text, whatever it is
+        name = parsed.tool_call.name if parsed.tool_call is not None else "tool"
+        return error_text(f"{name} failed: {type(exc).__name__}: {exc}"), False
