@@ -1,0 +1,224 @@
+"""Recipe -> ACK resources: template context, template, parse, name by content hash, emit.
+
+The template lays the spec out; this module computes the values that need SageMaker semantics
+(channels, metric definitions, hyperparameter strings, tuning ranges, tags) and, after the
+template ran, the content-hash name (:mod:`mtgrpo.render.naming`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import jinja2
+
+from mtgrpo.contract import TrainerConfig, metric_definitions
+from mtgrpo.contract.config import field_specs, format_value, parse_value
+from mtgrpo.errors import Problem, UserError
+from mtgrpo.recipes import Recipe
+from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
+from mtgrpo.render import naming
+from mtgrpo.render.settings import Settings
+from mtgrpo.render.templating import TEMPLATES, render_template
+
+API_VERSION = "sagemaker.services.k8s.aws/v1alpha1"
+RECIPE_LABEL = "mtgrpo.io/recipe"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+SOURCE_ANNOTATION = "mtgrpo.io/source"
+REGION_ANNOTATION = "services.k8s.aws/region"
+DELETION_POLICY_ANNOTATION = "services.k8s.aws/deletion-policy"
+SYNC_OPTIONS_ANNOTATION = "argocd.argoproj.io/sync-options"
+# Run-once jobs: removing a manifest from Git must not stop the job; never Replace or Force.
+SYNC_OPTIONS = "Prune=false"
+
+NAME_FIELDS = {"TrainingJob": ("trainingJobName", naming.TRAINING_JOB_NAME_LIMIT),
+               "HyperParameterTuningJob": ("hyperParameterTuningJobName",
+                                           naming.TUNING_JOB_NAME_LIMIT)}
+RANGE_LISTS = {"continuous": "continuousParameterRanges", "integer": "integerParameterRanges",
+               "categorical": "categoricalParameterRanges"}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One rendered Kubernetes object, written to ``manifests/<filename>``."""
+
+    kind: str
+    name: str
+    body: dict
+    text: str
+    source: str
+    recipe: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.kind.lower()}.yaml"
+
+
+def build_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
+    """The resources a recipe renders to: a TrainingJob, or for a recipe with ``tuning:`` a
+    HyperParameterTuningJob (plus the TrainingJob when ``tuning.render_training_job``)."""
+    if recipe.tuning is None:
+        return [_build("TrainingJob", recipe, settings, recipe.trainer)]
+    out = [_build("HyperParameterTuningJob", recipe, settings, recipe.trainer)]
+    if recipe.tuning["render_training_job"]:
+        out.append(_build("TrainingJob", recipe, settings, recipe.trainer))
+    return out
+
+
+def training_job_for(recipe: Recipe, settings: Settings,
+                     hyperparameter_overrides: Mapping[str, str]) -> Resource:
+    """The recipe's TrainingJob with some trainer hyperparameters replaced by strings (e.g. a
+    tuning job's best ``TunedHyperParameters``), named by content hash like any other job.
+    Keys SageMaker adds itself (``_tuning_objective_metric``, ``sagemaker_*``) are ignored."""
+    specs = field_specs()
+    changes: dict[str, Any] = {}
+    problems = []
+    for key, text in sorted(hyperparameter_overrides.items()):
+        if key.startswith("_") or key.startswith("sagemaker_"):
+            continue
+        if key not in specs:
+            problems.append(Problem(recipe.source, f"trainer.{key}",
+                                    "not a trainer hyperparameter", "see docs/hyperparameters.md"))
+            continue
+        try:
+            changes[key] = parse_value(key, str(text))
+        except UserError as err:
+            problems += [Problem(recipe.source, f"trainer.{key}", p.message, p.allowed)
+                         for p in err.problems]
+    if problems:
+        raise UserError(problems)
+    try:
+        trainer = recipe.trainer.replace(**changes)
+    except UserError as err:
+        raise UserError([Problem(recipe.source, f"trainer.{p.key}", p.message, p.allowed)
+                         for p in err.problems]) from None
+    return _build("TrainingJob", recipe, settings, trainer)
+
+
+def context_for(recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> dict:
+    """Everything a template sees (documented in docs/recipes.md)."""
+    job = recipe.job
+    hyperparameters = trainer.to_hyperparameters()
+    ctx: dict[str, Any] = {
+        "name": "",
+        "namespace": settings.namespace,
+        "labels": {MANAGED_BY_LABEL: "mtgrpo", RECIPE_LABEL: recipe.name},
+        "annotations": {
+            SOURCE_ANNOTATION: recipe.source,
+            REGION_ANNOTATION: job["region"],
+            DELETION_POLICY_ANNOTATION: settings.deletion_policy,
+            SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS,
+        },
+        "recipe": recipe.data,
+        "job": job,
+        "tuning": recipe.tuning,
+        "image": job["image_uri"],
+        "hyperparameters": hyperparameters,
+        "metric_definitions": _metric_definitions(job),
+        "channels": _channels(job),
+        "tags": [{"key": t["Key"], "value": t["Value"]} for t in job["tags"]],
+    }
+    if recipe.tuning is not None:
+        ranges = recipe.tuning["hyperparameter_ranges"]
+        ctx["parameter_ranges"] = _parameter_ranges(ranges)
+        ctx["static_hyperparameters"] = {k: v for k, v in hyperparameters.items()
+                                         if k not in ranges}
+    return ctx
+
+
+def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> Resource:
+    ctx = context_for(recipe, settings, trainer)
+    template = TEMPLATES[kind]
+    try:
+        text = render_template(kind, settings.templates_dir, ctx)
+    except jinja2.TemplateSyntaxError as err:
+        raise UserError(Problem(f"templates/{template}", f"line {err.lineno}",
+                                f"template syntax error: {err.message}",
+                                "Jinja2 syntax")) from None
+    except jinja2.TemplateError as err:
+        raise UserError(Problem(f"templates/{template}", "",
+                                f"template failed for {recipe.source}: {err}",
+                                "variables listed in docs/recipes.md")) from None
+    body = parse_yaml(text, source=f"templates/{template} (rendered for {recipe.source})")
+    name_field, limit = NAME_FIELDS[kind]
+    if not isinstance(body, dict) or body.get("kind") != kind or \
+            not isinstance(body.get("spec"), dict) or not isinstance(body.get("metadata"), dict):
+        raise UserError(Problem(f"templates/{template}", "",
+                                f"must render one {kind} with metadata and spec",
+                                f"apiVersion {API_VERSION}, kind {kind}"))
+    body["spec"].pop(name_field, None)
+    body["metadata"].pop("name", None)
+    name = naming.job_name(recipe.name, hash_input(body), limit)
+    body["metadata"]["name"] = name
+    body["spec"][name_field] = name
+    header = (f"# Generated by `mtgrpo render` from {recipe.source} "
+              f"(template templates/{template}).\n"
+              f"# Do not edit: change the recipe and run `mtgrpo render`.\n")
+    return Resource(kind=kind, name=name, body=body, text=header + dump_yaml(body),
+                    source=recipe.source, recipe=recipe.name)
+
+
+def hash_input(body: Mapping[str, Any]) -> dict:
+    """What a job name's hash covers: everything that changes what or where the job runs.
+
+    The whole spec except the name field, the apiVersion and kind, the namespace (a new
+    namespace is a new object, which must not collide with the old job's name) and the region
+    annotation. Labels and the other annotations (deletion policy, sync options, source file)
+    can change on a live resource without re-running the job, so they are not hashed.
+    """
+    spec = copy.deepcopy(dict(body["spec"]))
+    for field_name, _ in NAME_FIELDS.values():
+        spec.pop(field_name, None)
+    metadata = body.get("metadata") or {}
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "namespace": metadata.get("namespace"),
+            "region": (metadata.get("annotations") or {}).get(REGION_ANNOTATION),
+            "spec": spec}
+
+
+def _metric_definitions(job: Mapping[str, Any]) -> list[dict[str, str]]:
+    ours = [{"name": m["Name"], "regex": m["Regex"]} for m in metric_definitions()]
+    extra = [{"name": m["Name"], "regex": m["Regex"]} for m in job["metric_definitions"]]
+    return ours + extra
+
+
+def _channels(job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """SDK ``TrainingInput`` options -> ACK channels, sorted by name, SageMaker's defaults
+    rendered (the controller writes compressionType/recordWrapperType back otherwise)."""
+    out = []
+    for channel in sorted(job["inputs"]):
+        opts = job["inputs"][channel]
+        s3 = {"s3URI": opts["s3_data"], "s3DataType": opts["s3_data_type"],
+              "s3DataDistributionType": opts["distribution"]}
+        if opts["attribute_names"]:
+            s3["attributeNames"] = list(opts["attribute_names"])
+        item: dict[str, Any] = {"channelName": channel, "dataSource": {"s3DataSource": s3},
+                                "compressionType": opts["compression"],
+                                "recordWrapperType": opts["record_wrapping"]}
+        if opts["content_type"]:
+            item["contentType"] = opts["content_type"]
+        if opts["input_mode"]:
+            item["inputMode"] = opts["input_mode"]
+        out.append(item)
+    return out
+
+
+def _range_text(value: Any) -> str:
+    return format_value(value) if isinstance(value, (bool, int, float)) else str(value)
+
+
+def _parameter_ranges(ranges: Mapping[str, Mapping[str, Any]]) -> dict[str, list]:
+    """SDK-style ranges -> ACK parameterRanges (strings, as the CRD wants), sorted by name."""
+    out: dict[str, list] = {}
+    for name in sorted(ranges):
+        spec = ranges[name]
+        kind = spec["type"]
+        if kind == "categorical":
+            item = {"name": name, "values": [_range_text(v) for v in spec["values"] or []]}
+        else:
+            item = {"name": name, "minValue": _range_text(spec["min_value"]),
+                    "maxValue": _range_text(spec["max_value"]),
+                    "scalingType": spec["scaling_type"]}
+        out.setdefault(RANGE_LISTS[kind], []).append(item)
+    return out

@@ -1,0 +1,73 @@
+"""Project render settings: one file, ``recipes/_project.yaml``, read by every command.
+
+It is the one place for the namespace, the deletion policy and the CRD directory. A missing
+file means the defaults below. Files starting with ``_`` are never recipes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtgrpo.errors import UserError
+from mtgrpo.recipes import schema
+from mtgrpo.recipes.yamlfile import read_yaml
+
+SETTINGS_FILE = "recipes/_project.yaml"
+
+PROJECT: dict[str, schema.Key] = {
+    "namespace": schema.Key("str", "Namespace of every rendered resource.", default="default"),
+    "deletion_policy": schema.Key(
+        "str", "services.k8s.aws/deletion-policy: retain keeps the SageMaker job when its "
+               "resource is deleted; delete stops a running job.", default="retain",
+        choices=("retain", "delete")),
+    "crd_dir": schema.Key("str", "CRD directory for validation, relative to the repo root "
+                                 "(empty: $MTGRPO_CRD_DIR, ../shared/crds, or the packaged "
+                                 "copy).", default=""),
+    "require_image_digest": schema.Key(
+        "bool", "Refuse job.image_uri values not pinned as <repo>@sha256:<digest>.",
+        default=False),
+}
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    namespace: str = "default"
+    deletion_policy: str = "retain"
+    crd_dir: Path | None = None
+    require_image_digest: bool = False
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.root / "recipes"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+
+def load_settings(root: Path | str) -> Settings:
+    """Read ``recipes/_project.yaml`` under ``root`` (defaults when the file is absent)."""
+    root = Path(root)
+    path = root / SETTINGS_FILE
+    raw = read_yaml(path, source=SETTINGS_FILE) if path.is_file() else {}
+    checker = schema.Checker(lambda key: SETTINGS_FILE)
+    values = checker.section(raw if raw is not None else {}, PROJECT, "", "project settings")
+    if "namespace" in values and not _DNS_LABEL.match(values["namespace"]):
+        checker.problem("namespace", f"invalid namespace {values['namespace']!r}",
+                        "a DNS label: lower-case letters, digits and '-', at most 63")
+    if checker.problems:
+        raise UserError(checker.problems)
+    crd_dir = (root / values["crd_dir"]) if values["crd_dir"] else None
+    return Settings(root=root, namespace=values["namespace"],
+                    deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
+                    require_image_digest=values["require_image_digest"])
+
