@@ -1,0 +1,177 @@
+"""Validate k8s objects against their CRD's openAPIV3Schema with unknown fields rejected.
+
+kubectl's strict field validation (the default since Kubernetes 1.27 for ``kubectl apply``)
+refuses fields the schema does not list. jsonschema does not know that rule, so it is injected:
+``additionalProperties: false`` wherever a schema lists ``properties`` and neither says
+``x-kubernetes-preserve-unknown-fields`` nor gives its own ``additionalProperties``.
+``metadata`` stays a free object, as the API server checks it against ObjectMeta, not the CRD.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import fastjsonschema
+import jsonschema
+import yaml
+
+from mtgrpo.errors import Problem, did_you_mean
+
+
+# OpenAPI formats the CRDs use; the API server checks them as types only.
+_FORMATS = {"int64": lambda value: True, "int32": lambda value: True}
+
+
+def default_crd_dir() -> Path:
+    """``$MTGRPO_CRD_DIR``, else ``<repo>/../shared/crds`` if present, else the packaged copy."""
+    env = os.environ.get("MTGRPO_CRD_DIR")
+    if env:
+        return Path(env)
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
+    if (shared / "sagemaker.services.k8s.aws_trainingjobs.yaml").is_file():
+        return shared
+    return Path(__file__).resolve().parent / "crds"
+
+
+def strict(schema: Any) -> Any:
+    """A copy of an openAPIV3Schema in which unlisted fields are errors (kubectl strict mode)."""
+    schema = copy.deepcopy(schema)
+    _strictify(schema)
+    return schema
+
+
+def _strictify(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _strictify(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if ("properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        node["additionalProperties"] = False
+    for key, value in node.items():
+        if key == "properties":
+            for prop in value.values():
+                _strictify(prop)
+        elif key in ("items", "additionalProperties", "allOf", "anyOf", "oneOf", "not"):
+            _strictify(value)
+
+
+@dataclass(frozen=True)
+class _Schema:
+    fast: Callable[[Any], Any]  # fastjsonschema: compiled to Python, raises on the first error
+    full: Any  # jsonschema: slower, but lists every error with its path
+
+
+@functools.lru_cache(maxsize=None)
+def _validators(crd_dir: str, mtime_key: tuple) -> dict[tuple[str, str, str], _Schema]:
+    """(group, version, kind) -> validators, for every CRD file in ``crd_dir``."""
+    found = {}
+    for path in sorted(Path(crd_dir).glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = doc["spec"]
+            for version in spec.get("versions", []):
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                schema.setdefault("required", [])
+                validator_cls = jsonschema.validators.validator_for(schema,
+                                                                    jsonschema.Draft7Validator)
+                found[(spec["group"], version["name"], spec["names"]["kind"])] = _Schema(
+                    fastjsonschema.compile(schema, formats=_FORMATS), validator_cls(schema))
+    return found
+
+
+def validators(crd_dir: Path) -> dict[tuple[str, str, str], Any]:
+    crd_dir = Path(crd_dir)
+    # Re-read when a CRD file changes (tests swap directories); cheap stat calls otherwise.
+    key = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(crd_dir.glob("*.yaml")))
+    return _validators(str(crd_dir.resolve()), key)
+
+
+@functools.lru_cache(maxsize=None)
+def _spellings(crd_dir: str, mtime_key: tuple) -> dict[str, str]:
+    found: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, prop in (node.get("properties") or {}).items():
+                found.setdefault(name.rstrip("_").lower(), name)
+                walk(prop)
+            for key in ("items", "additionalProperties"):
+                walk(node.get(key))
+
+    for path in sorted(Path(crd_dir).glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                for version in doc["spec"].get("versions", []):
+                    walk(version["schema"]["openAPIV3Schema"])
+    return found
+
+
+def field_spellings(crd_dir: Path) -> dict[str, str]:
+    """Lower-cased field name -> its spelling in the CRDs (``rolearn`` -> ``roleARN``)."""
+    crd_dir = Path(crd_dir)
+    key = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(crd_dir.glob("*.yaml")))
+    return _spellings(str(crd_dir.resolve()), key)
+
+
+def check_against_crd(resource: dict, *, source: str, crd_dir: Path) -> list[Problem]:
+    """Problems of one k8s object against its CRD, each naming the object's field path."""
+    api_version = str(resource.get("apiVersion", ""))
+    kind = str(resource.get("kind", ""))
+    group, _, version = api_version.rpartition("/")
+    table = validators(crd_dir)
+    validator = table.get((group, version, kind))
+    if validator is None:
+        known = ", ".join(sorted(f"{g}/{v} {k}" for g, v, k in table)) or "none found"
+        return [Problem(source, "kind", f"no CRD for {api_version} {kind} in {crd_dir}",
+                        known)]
+    try:
+        validator.fast(resource)
+        return []
+    except fastjsonschema.JsonSchemaException:
+        pass  # collect every error, with paths, from the thorough validator
+    problems = [p for err in _errors(validator.full, resource) for p in _problems(err, source)]
+    return sorted(set(problems), key=lambda p: (p.key, p.message))
+
+
+def _errors(validator: Any, resource: dict) -> Iterator[Any]:
+    for err in validator.iter_errors(resource):
+        # Report the innermost cause of a combined failure, not the wrapper.
+        yield from (err.context or [err]) if err.validator in ("anyOf", "oneOf") else [err]
+
+
+def _problems(err: Any, source: str) -> list[Problem]:
+    where = _join(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        names = sorted(err.schema.get("properties", {}))
+        return [Problem(source, _dot(where, str(key)),
+                        "unknown field (kubectl strict field validation refuses it)"
+                        + did_you_mean(str(key), names), "fields: " + ", ".join(names))
+                for key in sorted(err.instance, key=str) if key not in names]
+    if err.validator == "required":
+        return [Problem(source, _dot(where, str(name)), "required field is missing",
+                        "required: " + ", ".join(err.validator_value))
+                for name in err.validator_value if name not in err.instance]
+    if err.validator == "type":
+        return [Problem(source, where, f"wrong type {type(err.instance).__name__}",
+                        f"{err.validator_value}")]
+    return [Problem(source, where, err.message)]
+
+
+def _join(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else _dot(out, str(part))[len(out):]
+    return out
+
+
+def _dot(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key

@@ -1,0 +1,1 @@
+"""Data only: the ACK SageMaker CRDs shipped with the package (see SOURCE.md)."""

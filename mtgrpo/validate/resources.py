@@ -1,0 +1,132 @@
+"""``check_resources``: each rendered k8s object against its CRD (strict) and the SageMaker API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from mtgrpo.ack import to_request
+from mtgrpo.errors import Problem
+from mtgrpo.validate.crd_schema import check_against_crd, field_spellings
+from mtgrpo.validate.service_model import ack_path, check_request
+
+# RFC 1123 subdomain, as the API server requires of metadata.name.
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME_FIELD = {"TrainingJob": "trainingJobName",
+               "HyperParameterTuningJob": "hyperParameterTuningJobName"}
+
+
+def check_resources(resources: list[dict], *, source: str, crd_dir: Path) -> list[Problem]:
+    """Problems of rendered resources: CRD schema with unknown fields rejected, then the
+    equivalent Create* request against the SageMaker service model, then the cross-field rules
+    SageMaker applies at create time. Keys are the resource's own field paths."""
+    problems: list[Problem] = []
+    for resource in resources:
+        problems += _check_one(resource, source, Path(crd_dir))
+    return problems
+
+
+def _check_one(resource: dict, source: str, crd_dir: Path) -> list[Problem]:
+    if not isinstance(resource, Mapping):
+        return [Problem(source, "", f"a resource must be a mapping, got "
+                                    f"{type(resource).__name__}", "a k8s object")]
+    kind = str(resource.get("kind", ""))
+    problems = check_against_crd(resource, source=source, crd_dir=crd_dir)
+    problems += _metadata(resource, source)
+    if kind not in _NAME_FIELD or not isinstance(resource.get("spec"), Mapping):
+        return problems
+    # Not strict: fields the CRD check refused are left out, wrong types are kept for the
+    # service-model check to name, so every other problem is still found.
+    operation, request = to_request(resource, strict=False)
+    spec = resource["spec"]
+    crd_keys = {p.key for p in problems}
+    for v in check_request(operation, request):
+        path = ack_path(spec, v.steps, spellings=field_spellings(crd_dir))
+        if path in crd_keys:
+            continue  # already named by the CRD check (a wrong type)
+        problems.append(Problem(source, path, f"{kind}: {v.message}",
+                                v.allowed))
+    problems += _cross_field(kind, spec, source)
+    return problems
+
+
+def _metadata(resource: Mapping[str, Any], source: str) -> list[Problem]:
+    meta = resource.get("metadata")
+    if not isinstance(meta, Mapping):
+        return []  # the CRD check reports a missing or malformed metadata
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        return [Problem(source, "metadata.name", "required field is missing",
+                        "the job name, lower-cased")]
+    problems = []
+    if len(name) > 253 or not _K8S_NAME.match(name):
+        problems.append(Problem(source, "metadata.name", f"{name!r} is not a valid object name",
+                                "lower-case letters, digits, '-' and '.', at most 253"))
+    job = (resource.get("spec") or {}).get(_NAME_FIELD.get(str(resource.get("kind")), ""))
+    if isinstance(job, str) and job.lower() != name:
+        problems.append(Problem(source, "metadata.name", f"{name!r} differs from the job name "
+                                f"{job!r} lower-cased", job.lower()))
+    return problems
+
+
+def _cross_field(kind: str, spec: Mapping[str, Any], source: str) -> list[Problem]:
+    if kind == "TrainingJob":
+        return _job_definition(spec, "spec", source)
+    problems = []
+    definition = spec.get("trainingJobDefinition")
+    config = spec.get("hyperParameterTuningJobConfig") or {}
+    if not isinstance(definition, Mapping):
+        return [Problem(source, "spec.trainingJobDefinition", "required field is missing",
+                        "the trial's training job definition")]
+    base = "spec.trainingJobDefinition"
+    problems += _job_definition(definition, base, source)
+    ranges = config.get("parameterRanges") or {}
+    tuned = sorted(r.get("name") for group in ranges.values() if isinstance(group, list)
+                   for r in group if isinstance(r, Mapping))
+    static = definition.get("staticHyperParameters") or {}
+    for name in tuned:
+        if name in static:
+            problems.append(Problem(source, f"{base}.staticHyperParameters.{name}",
+                                    "is also a tuned range; SageMaker refuses both",
+                                    "a name either in parameterRanges or static"))
+    objective = (config.get("hyperParameterTuningJobObjective") or {}).get("metricName")
+    metrics = [m.get("name") for m in
+               (definition.get("algorithmSpecification") or {}).get("metricDefinitions") or []
+               if isinstance(m, Mapping)]
+    if objective is not None and objective not in metrics:
+        problems.append(Problem(source, "spec.hyperParameterTuningJobConfig."
+                                "hyperParameterTuningJobObjective.metricName",
+                                f"{objective!r} is not a defined metric",
+                                ", ".join(str(m) for m in metrics) or "none defined"))
+    limits = config.get("resourceLimits") or {}
+    jobs, parallel = limits.get("maxNumberOfTrainingJobs"), limits.get("maxParallelTrainingJobs")
+    if isinstance(jobs, int) and isinstance(parallel, int) and parallel > jobs:
+        problems.append(Problem(source, "spec.hyperParameterTuningJobConfig.resourceLimits."
+                                "maxParallelTrainingJobs", f"{parallel} exceeds "
+                                f"maxNumberOfTrainingJobs {jobs}", f"at most {jobs}"))
+    return problems
+
+
+def _job_definition(spec: Mapping[str, Any], base: str, source: str) -> list[Problem]:
+    problems = []
+    stop = spec.get("stoppingCondition") or {}
+    run, wait = stop.get("maxRuntimeInSeconds"), stop.get("maxWaitTimeInSeconds")
+    spot = spec.get("enableManagedSpotTraining") is True
+    if spot and not isinstance(wait, int):
+        problems.append(Problem(source, f"{base}.stoppingCondition.maxWaitTimeInSeconds",
+                                "managed spot training needs a maximum wait time",
+                                "maxWaitTimeInSeconds >= maxRuntimeInSeconds"))
+    if spot and isinstance(wait, int) and isinstance(run, int) and wait < run:
+        problems.append(Problem(source, f"{base}.stoppingCondition.maxWaitTimeInSeconds",
+                                f"{wait} is less than maxRuntimeInSeconds {run}",
+                                f"at least {run}"))
+    if not spot and wait is not None:
+        problems.append(Problem(source, f"{base}.stoppingCondition.maxWaitTimeInSeconds",
+                                "is only allowed with enableManagedSpotTraining: true",
+                                "leave it out, or enable managed spot training"))
+    if spot and not (spec.get("checkpointConfig") or {}).get("s3URI"):
+        problems.append(Problem(source, f"{base}.checkpointConfig.s3URI",
+                                "managed spot training needs a checkpoint S3 URI to resume from",
+                                "an s3:// URI"))
+    return problems
