@@ -1,0 +1,55 @@
+"""``mtgrpo logs JOB [--follow]``: the job's CloudWatch logs, all hosts interleaved by time."""
+
+from __future__ import annotations
+
+from mtgrpo.errors import Problem, UserError
+from mtgrpo.operate import logs
+from mtgrpo.operate.aws import aws_errors
+from mtgrpo.operate.jobs import FINISHED, view
+from mtgrpo.operate.kube import TUNING, add_connection_arguments, connect_from_args
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("job", metavar="JOB", help="training or tuning job name")
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing new lines until the job has finished")
+    parser.add_argument("--trial", metavar="NAME",
+                        help="for a tuning job: this trial's logs (default: the best trial)")
+    parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
+                        help="how often --follow looks for new lines (default 5)")
+    add_connection_arguments(parser)
+
+
+def run(args) -> int:
+    kube = connect_from_args(args)
+    obj = kube.find(args.job)
+    job = view(obj)
+    if job.kind == TUNING:
+        trial = args.trial or job.best.get("name")
+        if not trial:
+            raise UserError(Problem(f"{job.kind} {job.name}", "--trial",
+                                    "the tuning job has no best trial yet; name one",
+                                    f"a trial name starting with {job.job_name}-"))
+    elif args.trial:
+        raise UserError(Problem(f"{job.kind} {job.name}", "--trial",
+                                "only a tuning job has trials", "a HyperParameterTuningJob"))
+    else:
+        trial = job.job_name
+    with aws_errors(f"logs of {trial}"):
+        reader = logs.LogReader(logs.logs_client(job.region), trial)
+        running = _running_check(kube, job, trial)
+        logs.print_logs(reader, lambda line: print(line, flush=True), follow=args.follow,
+                        running=running, poll_s=args.poll)
+    return 0
+
+
+def _running_check(kube, job, trial: str):
+    """Whether the job whose logs are printed is still running (asked while following)."""
+    if job.kind != TUNING:
+        return lambda: view(kube.get(job.kind, job.name)).status not in FINISHED
+
+    import boto3
+
+    sagemaker = boto3.client("sagemaker", region_name=job.region or None)
+    return lambda: sagemaker.describe_training_job(TrainingJobName=trial)[
+        "TrainingJobStatus"] in ("InProgress", "Stopping")

@@ -1,0 +1,36 @@
+"""``mtgrpo status [RECIPE|JOB ...]``: the jobs' state, from the cluster."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+
+from mtgrpo.operate import status
+from mtgrpo.operate.kube import TUNING, add_connection_arguments, connect_from_args
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("selectors", nargs="*", metavar="RECIPE|JOB",
+                        help="job names, recipe names or recipe files (default: every job)")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                        help="a readable table (default) or JSON for scripts")
+    parser.add_argument("--no-aws", action="store_true",
+                        help="do not ask SageMaker for tuning jobs' trial counts")
+    add_connection_arguments(parser)
+
+
+def run(args) -> int:
+    kube = connect_from_args(args)
+    jobs = status.select(kube, args.selectors)
+    counts = {}
+    if not args.no_aws:
+        clients = status.sagemaker_clients()
+        counts = {j.name: status.trial_counts(j, clients) for j in jobs if j.kind == TUNING}
+    records = status.as_records(jobs, datetime.now(timezone.utc), counts)
+    if args.output == "json":
+        print(status.to_json(records))
+    elif records:
+        print(status.to_table(records))
+    else:
+        print(f"no jobs in namespace {kube.namespace}", file=sys.stderr)
+    return 0

@@ -1,0 +1,30 @@
+"""boto3 failures a user can fix (no credentials, no region) as one-line errors."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from mtgrpo.errors import Problem, UserError
+
+
+@contextmanager
+def aws_errors(what: str) -> Iterator[None]:
+    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
+                                     NoRegionError, PartialCredentialsError)
+
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError) as err:
+        raise UserError(Problem("AWS credentials", what, f"{err}",
+                                "AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SSO, "
+                                "an instance or pod role")) from None
+    except NoRegionError:
+        raise UserError(Problem("AWS region", what, "no region: the job's status names none "
+                                "and none is configured", "AWS_REGION or AWS_DEFAULT_REGION")) from None
+    except EndpointConnectionError as err:
+        raise UserError(Problem("AWS", what, f"cannot reach the endpoint: {err}")) from None
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        raise UserError(Problem("AWS", what, f"{error.get('Code', 'error')}: "
+                                f"{error.get('Message', err)}")) from None

@@ -1,0 +1,138 @@
+"""``mtgrpo status``: the jobs' state from the cluster, as a table or as JSON.
+
+Everything comes from the resources' ``status`` that the ACK controller writes, except a tuning
+job's trial counts: the controller does not copy SageMaker's ``TrainingJobStatusCounters`` into
+the resource, so they are read with ``DescribeHyperParameterTuningJob`` when AWS credentials are
+at hand, and shown as unknown otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from mtgrpo.errors import Problem, UserError, did_you_mean
+from mtgrpo.operate.jobs import JobView, format_elapsed, view
+from mtgrpo.operate.kube import KINDS, TUNING, Kube
+
+COUNTERS = (("completed", ("Completed",)), ("running", ("InProgress",)),
+            ("failed", ("RetryableError", "NonRetryableError")), ("stopped", ("Stopped",)))
+
+
+def select(kube: Kube, selectors: list[str]) -> list[JobView]:
+    """Jobs in the namespace matching any selector (job name, recipe name or recipe file); all if none."""
+    jobs = [view(obj) for kind in KINDS for obj in kube.list(kind)]
+    if not selectors:
+        return jobs
+    chosen: dict[tuple[str, str], JobView] = {}
+    for selector in selectors:
+        recipe = _recipe_name(selector)
+        key = selector.lower().split("/", 1)[-1]
+        hits = [j for j in jobs if (recipe and j.recipe == recipe) or (not recipe and (
+            j.name == key or j.job_name.lower() == key or j.recipe == selector))]
+        if not hits:
+            names = sorted({j.name for j in jobs} | {j.recipe for j in jobs if j.recipe})
+            raise UserError(Problem(
+                f"namespace {kube.namespace}", selector,
+                f"no job or recipe of that name{did_you_mean(recipe or key, names)}",
+                ", ".join(names) or "no jobs exist"))
+        for job in hits:
+            chosen[(job.kind, job.name)] = job
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def _recipe_name(selector: str) -> str:
+    """A recipe file's name (its slug), or "" when the selector is not a recipe file."""
+    path = Path(selector)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return ""
+    from mtgrpo.recipes import load_recipe
+
+    return load_recipe(path).name
+
+
+def trial_counts(job: JobView, client_for: Callable[[str], Any]) -> dict[str, int] | None:
+    """A tuning job's trials by state from SageMaker, or None when SageMaker cannot be asked."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        described = client_for(job.region).describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=job.job_name)
+    except (BotoCoreError, ClientError):
+        return None
+    counters = described.get("TrainingJobStatusCounters") or {}
+    return {name: sum(int(counters.get(k) or 0) for k in keys) for name, keys in COUNTERS}
+
+
+def sagemaker_clients() -> Callable[[str], Any]:
+    import boto3
+
+    cache: dict[str, Any] = {}
+
+    def client_for(region: str):
+        if region not in cache:
+            cache[region] = boto3.client("sagemaker", region_name=region or None)
+        return cache[region]
+    return client_for
+
+
+def as_records(jobs: list[JobView], now: datetime,
+               counts: dict[str, dict[str, int] | None]) -> list[dict[str, Any]]:
+    records = []
+    for job in jobs:
+        record: dict[str, Any] = {
+            "kind": job.kind, "name": job.name, "jobName": job.job_name, "recipe": job.recipe,
+            "status": job.status, "secondaryStatus": job.secondary_status,
+            "failureReason": job.failure_reason, "terminal": job.terminal,
+            "elapsedSeconds": None if job.elapsed_s(now) is None else int(job.elapsed_s(now)),
+            "instanceType": job.instance_type, "instanceCount": job.instance_count,
+            "modelArtifact": job.model_artifact}
+        if job.kind == TUNING:
+            record["trials"] = counts.get(job.name)
+            record["best"] = job.best or None
+        records.append(record)
+    return records
+
+
+def to_json(records: list[dict[str, Any]]) -> str:
+    return json.dumps(records, indent=2, sort_keys=True)
+
+
+def to_table(records: list[dict[str, Any]], width: int = 60) -> str:
+    header = ("JOB", "KIND", "RECIPE", "STATUS", "SECONDARY", "ELAPSED", "INSTANCES", "REASON")
+    rows = []
+    for r in records:
+        reason = r["terminal"] and f"Terminal: {r['terminal']}" or r["failureReason"]
+        rows.append((r["name"], "tuning" if r["kind"] == TUNING else "training",
+                     r["recipe"] or "-", r["status"] or "Pending", r["secondaryStatus"] or "-",
+                     format_elapsed(r["elapsedSeconds"]),
+                     f"{r['instanceType'] or '?'} x {r['instanceCount']}",
+                     _cut(reason, width) or "-"))
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row, record in zip([header, *rows], [None, *records]):
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        if record and record["kind"] == TUNING:
+            lines.extend("    " + extra for extra in _tuning_lines(record))
+    return "\n".join(lines)
+
+
+def _tuning_lines(record: dict[str, Any]) -> list[str]:
+    trials = record.get("trials")
+    lines = ["trials: " + (", ".join(f"{n} {k}" for k, n in trials.items()) if trials
+                           else "unknown (needs AWS credentials for DescribeHyperParameterTuningJob)")]
+    best = record.get("best")
+    if best:
+        value = "" if best.get("value") is None else f" {best['objective']}={best['value']:g}"
+        tuned = " ".join(f"{k}={v}" for k, v in best["hyperparameters"].items())
+        lines.append(f"best: {best['name']}{value}" + (f"  ({tuned})" if tuned else ""))
+    else:
+        lines.append("best: none yet")
+    return lines
+
+
+def _cut(text: str, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,271 @@
+"""`mtgrpo wait` and create-and-wait against the local fake Kubernetes API server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fakekube import fake, terminal_condition, training_job, tuning_job, best_trial  # noqa: F401
+from mtgrpo.cli import main
+
+RUNNING = {"trainingJobStatus": "InProgress", "secondaryStatus": "Starting"}
+
+
+def later(fn, *args):
+    """Run ``fn`` in a thread (the test plays the controller while the command waits)."""
+    thread = threading.Thread(target=fn, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait(fake, *args):
+    return main(["wait", *args, "--kubeconfig", str(fake.kubeconfig), "--timeout", "30"])
+
+
+def test_completed_exits_0_with_progress_lines(fake, capsys):
+    fake.put(training_job("Demo-A", status=RUNNING))
+
+    def controller():
+        fake.wait_watching()
+        fake.set_status("TrainingJob", "demo-a", {"secondaryStatus": "Training"})
+        fake.set_status("TrainingJob", "demo-a", {"trainingJobStatus": "Completed",
+                                                  "secondaryStatus": "Completed"})
+    later(controller)
+    assert wait(fake, "Demo-A") == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "demo-a: Completed"
+    progress = [line.split(" [")[0] for line in err.splitlines()]
+    assert progress == ["demo-a: InProgress / Starting", "demo-a: InProgress / Training",
+                        "demo-a: Completed / Completed"]
+
+
+def test_failed_exits_1_with_the_reason(fake, capsys):
+    fake.put(training_job("demo-b", status=RUNNING))
+
+    def controller():
+        fake.wait_watching()
+        fake.set_status("TrainingJob", "demo-b", {
+            "trainingJobStatus": "Failed", "secondaryStatus": "Failed",
+            "failureReason": "AlgorithmError: CUDA out of memory"})
+    later(controller)
+    assert wait(fake, "trainingjob/demo-b") == 1
+    assert capsys.readouterr().out.strip() == \
+        "demo-b: Failed: AlgorithmError: CUDA out of memory"
+
+
+def test_stopped_exits_1(fake, capsys):
+    fake.put(training_job("demo-s", status={"trainingJobStatus": "Stopped",
+                                            "failureReason": "stopped by user"}))
+    assert wait(fake, "demo-s") == 1
+    assert "Stopped: stopped by user" in capsys.readouterr().out
+
+
+def test_terminal_condition_exits_2_with_its_message(fake, capsys):
+    fake.put(training_job("demo-c", status=RUNNING))
+
+    def controller():
+        fake.wait_watching()
+        fake.set_status("TrainingJob", "demo-c", {"conditions": terminal_condition(
+            "ValidationException: 1 validation error detected: Value 'x' at 'trainingJobName'")})
+    later(controller)
+    assert wait(fake, "demo-c") == 2
+    out = capsys.readouterr().out
+    assert out.startswith("demo-c: Terminal: ValidationException: 1 validation error")
+
+
+def test_tuning_job_completed(fake, capsys):
+    fake.put(tuning_job("tune-a", status={"hyperParameterTuningJobStatus": "InProgress"}))
+
+    def controller():
+        fake.wait_watching()
+        status = {"hyperParameterTuningJobStatus": "Completed",
+                  **best_trial("tune-a-003-abc", {"learning_rate": "3e-06"}, 0.61)}
+        fake.set_status("HyperParameterTuningJob", "tune-a", status)
+    later(controller)
+    assert wait(fake, "tune-a") == 0
+    assert "best tune-a-003-abc eval_reward=0.61" in capsys.readouterr().err
+
+
+def test_dropped_watch_is_resumed_from_the_last_version(fake, capsys):
+    fake.put(training_job("demo-d", status=RUNNING))
+
+    def controller():
+        fake.wait_watching()
+        fake.set_status("TrainingJob", "demo-d", {"secondaryStatus": "Training"})
+        time.sleep(0.3)
+        fake.drop_watches()  # mid-stream: no terminating chunk
+        # Changed while no watch is open: the resumed watch must deliver it.
+        fake.set_status("TrainingJob", "demo-d", {"secondaryStatus": "Uploading"})
+        time.sleep(0.3)
+        fake.wait_watching()
+        fake.set_status("TrainingJob", "demo-d", {"trainingJobStatus": "Completed",
+                                                  "secondaryStatus": "Completed"})
+    later(controller)
+    assert wait(fake, "demo-d") == 0
+    err = capsys.readouterr().err
+    assert "watch connection lost" in err
+    assert "demo-d: InProgress / Uploading" in err
+    assert fake.count("watch", "trainingjobs") >= 2
+    assert fake.count("list", "trainingjobs") == 1  # resumed, not relisted
+
+
+def test_410_gone_relists(fake, capsys):
+    fake.put(training_job("demo-e", status=RUNNING))
+
+    def controller():
+        fake.wait_watching()
+        fake.set_status("TrainingJob", "demo-e", {"secondaryStatus": "Training"})
+        time.sleep(0.2)
+        fake.drop_watches()
+        fake.set_status("TrainingJob", "demo-e", {"secondaryStatus": "Uploading"})
+        fake.compact()  # the version the client resumes from is gone now
+        time.sleep(0.5)
+        fake.wait_watching()
+        fake.set_status("TrainingJob", "demo-e", {"trainingJobStatus": "Completed"})
+    later(controller)
+    assert wait(fake, "demo-e") == 0
+    err = capsys.readouterr().err
+    assert "410 Gone" in err
+    assert fake.count("list", "trainingjobs") == 2  # the first list and the relist
+    assert "demo-e: InProgress / Uploading" in err  # seen through the relist
+
+
+def test_timeout_exits_124(fake, capsys):
+    fake.put(training_job("demo-f", status=RUNNING))
+    code = main(["wait", "demo-f", "--kubeconfig", str(fake.kubeconfig), "--timeout", "1"])
+    assert code == 124
+    assert "still InProgress after the 0m01s timeout" in capsys.readouterr().out
+
+
+def test_deleted_while_waiting_exits_1(fake, capsys):
+    fake.put(training_job("demo-g", status=RUNNING))
+
+    def controller():
+        fake.wait_watching()
+        kube_delete(fake, "trainingjobs", "demo-g")
+    later(controller)
+    assert wait(fake, "demo-g") == 1
+    assert "was deleted" in capsys.readouterr().out
+
+
+def kube_delete(fake, plural, name):
+    import urllib.request
+    url = f"{fake.url}/apis/sagemaker.services.k8s.aws/v1alpha1/namespaces/ml/{plural}/{name}"
+    urllib.request.urlopen(urllib.request.Request(url, method="DELETE")).read()
+
+
+# -- one-line errors, never a traceback -----------------------------------------------------
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_unknown_job(fake, capsys):
+    fake.put(training_job("demo-known"))
+    assert wait(fake, "demo-knwn") == 1
+    line = one_error_line(capsys)
+    assert "demo-knwn" in line and "did you mean 'demo-known'" in line
+
+
+def test_no_kubeconfig(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["wait", "demo"]) == 1
+    assert "no Kubernetes configuration found" in one_error_line(capsys)
+
+
+def test_missing_kubeconfig_file(tmp_path, capsys):
+    assert main(["status", "--kubeconfig", str(tmp_path / "nope.yaml")]) == 1
+    assert "--kubeconfig: no such file" in one_error_line(capsys)
+
+
+def test_unreachable_api_server(tmp_path, capsys):
+    from fakekube import FakeKube
+    dead = FakeKube()  # never started: nothing listens on its port
+    kubeconfig = dead.write_kubeconfig(tmp_path / "kubeconfig")
+    dead.server.server_close()
+    assert main(["wait", "demo", "--kubeconfig", str(kubeconfig)]) == 1
+    assert "cannot reach the Kubernetes API" in one_error_line(capsys)
+
+
+def test_bad_timeout(fake, capsys):
+    assert main(["wait", "x", "--timeout", "soon", "--kubeconfig", str(fake.kubeconfig)]) == 1
+    assert "--timeout: 'soon' is not a duration" in one_error_line(capsys)
+
+
+# -- create and wait (the pipeline components' step) ----------------------------------------
+
+def test_create_and_wait_creates_then_waits(fake):
+    from mtgrpo.operate import connect, create_and_wait
+
+    def controller(server, obj):
+        server.set_status("TrainingJob", obj["metadata"]["name"], {
+            "trainingJobStatus": "Completed",
+            "modelArtifacts": {"s3ModelArtifacts": "s3://b/out/x/output/model.tar.gz"}})
+    fake.on_create["trainingjobs"] = controller
+    kube = connect(kubeconfig=str(fake.kubeconfig))
+    lines = []
+    outcome = create_and_wait(kube, training_job("new-job"), timeout_s=30, progress=lines.append)
+    assert outcome.code == 0
+    assert outcome.job.model_artifact == "s3://b/out/x/output/model.tar.gz"
+    assert lines[0] == "created TrainingJob new-job in namespace ml"
+    # A retried step finds the resource (same name = same spec) and waits instead of failing.
+    again = create_and_wait(kube, training_job("new-job"), timeout_s=30, progress=lines.append)
+    assert again.code == 0 and "exists already" in lines[-2]
+    assert fake.count("create", "trainingjobs") == 2 and fake.count("delete", "trainingjobs") == 0
+
+
+def test_create_and_wait_deletes_the_job_on_timeout(fake):
+    from mtgrpo.operate import connect, create_and_wait
+    kube = connect(kubeconfig=str(fake.kubeconfig))
+    outcome = create_and_wait(kube, training_job("slow-job"), timeout_s=1)
+    assert outcome.code == 124
+    assert ("trainingjobs", "ml", "slow-job") not in fake.objects
+
+
+SIGTERM_SCRIPT = """
+import sys
+from mtgrpo.operate import connect, create_and_wait
+sys.path.insert(0, {tests!r})
+from fakekube import training_job
+kube = connect(kubeconfig={kubeconfig!r})
+try:
+    create_and_wait(kube, training_job("cancel-me"), timeout_s=60, progress=print)
+except BaseException as err:
+    print("raised", type(err).__name__, flush=True)
+    raise SystemExit(143)
+"""
+
+
+def test_sigterm_deletes_the_created_job(fake):
+    """A cancelled pipeline run sends SIGTERM to the step's pod: the job must be stopped."""
+    script = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent),
+                                   kubeconfig=str(fake.kubeconfig))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        fake.wait_watching(timeout=30)
+        assert ("trainingjobs", "ml", "cancel-me") in fake.objects
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out
+    assert "deleted TrainingJob cancel-me so SageMaker stops the job" in out
+    assert "raised Cancelled" in out
+    assert ("trainingjobs", "ml", "cancel-me") not in fake.objects
+    assert fake.count("delete", "trainingjobs") == 1
