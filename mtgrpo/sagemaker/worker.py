@@ -1,0 +1,49 @@
+"""One training process: ``python -m mtgrpo.sagemaker.worker`` (started by the launcher,
+directly on CPU or once per GPU through ``accelerate launch``).
+
+It reads the same contract as the launcher, takes the vLLM URL the launcher chose, and calls
+``mtgrpo.trainer.train.run`` with the checkpoint callback. A stop request ends it with 143 after
+the step's checkpoint is saved, without writing a final model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from mtgrpo.sagemaker.checkpoints import StopRequest, TrainingInterrupted
+from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
+from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, report
+from mtgrpo.sagemaker.job import METRICS_FILE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mtgrpo.sagemaker.worker")
+    parser.add_argument("--vllm-server-url", default="",
+                        help="the server the launcher started or waited for")
+    args = parser.parse_args(argv)
+    layout = OptML.from_env()
+    stop = StopRequest.from_env()
+    stop.install_handler()
+    try:
+        config = read_hyperparameters(layout)
+        if args.vllm_server_url:
+            config = config.replace(vllm_server_url=args.vllm_server_url)
+        paths = resolve_paths(config, layout)
+        from mtgrpo.sagemaker.callback import CheckpointCallback
+        from mtgrpo.trainer.train import run
+
+        callback = CheckpointCallback(stop, metrics_file=paths.output_dir / METRICS_FILE)
+        summary = run(config, paths, callbacks=[callback], resume=True)
+        print(f"mtgrpo: training finished at step {summary.get('global_step')}", flush=True)
+        return 0
+    except TrainingInterrupted as stopped:
+        print(f"mtgrpo: {stopped}", flush=True)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        return report(layout.failure_file, err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
