@@ -49,6 +49,8 @@ def parse_record(value: Any, where: str, default_id: str) -> QARecord:
     if not isinstance(value, dict):
         raise UserError(Problem(where, "", f"must be a JSON object, got {type(value).__name__}",
                                 _SHAPES))
+    # A parquet table has every column in every row: null means absent.
+    value = {k: v for k, v in value.items() if v is not None}
     question = value.get("question")
     if not isinstance(question, str) or not question.strip():
         problem = "required key is missing" if question is None else "must be a non-empty string"
