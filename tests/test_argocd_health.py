@@ -1,0 +1,189 @@
+"""Argo CD health checks, run in a real Lua 5.1 interpreter (lupa's lua51), and the Application."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+lupa = pytest.importorskip("lupa.lua51")
+
+REPO = Path(__file__).resolve().parent.parent
+ARGOCD = REPO / "deploy" / "argocd"
+TRAINING = "resource.customizations.health.sagemaker.services.k8s.aws_TrainingJob"
+TUNING = "resource.customizations.health.sagemaker.services.k8s.aws_HyperParameterTuningJob"
+
+
+def build_module():
+    spec = importlib.util.spec_from_file_location("build_health_config",
+                                                  ARGOCD / "build_health_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config_map() -> dict:
+    return yaml.safe_load((ARGOCD / "argocd-cm-health.yaml").read_text())
+
+
+def run_health(script: str, obj: dict) -> dict:
+    """Run a health script as Argo CD does: `obj` global, a returned {status, message} table."""
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    assert lua.eval("_VERSION") == "Lua 5.1"
+    lua.globals().obj = to_lua(lua, obj)
+    result = lua.execute(script)
+    return {"status": result["status"], "message": result["message"]}
+
+
+def to_lua(lua, value):
+    """Python -> Lua tables the way Argo CD hands JSON to gopher-lua (lists 1-based)."""
+    if isinstance(value, dict):
+        return lua.table_from({k: to_lua(lua, v) for k, v in value.items()})
+    if isinstance(value, list):
+        return lua.table_from([to_lua(lua, v) for v in value])
+    return value
+
+
+def job(status: dict | None = None, kind: str = "TrainingJob") -> dict:
+    obj = {"apiVersion": "sagemaker.services.k8s.aws/v1alpha1", "kind": kind,
+           "metadata": {"name": "sample-0123456789"}, "spec": {}}
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def cond(kind: str, status: str, message: str | None = None) -> dict:
+    c = {"type": kind, "status": status}
+    if message:
+        c["message"] = message
+    return c
+
+
+SYNCED = [cond("ACK.ResourceSynced", "True"), cond("Ready", "True")]
+
+TRAINING_CASES = [
+    ("no status yet", None, "Progressing", "Waiting for SageMaker to create the training job"),
+    ("status without job status", {"conditions": []}, "Progressing",
+     "Waiting for SageMaker to create the training job"),
+    ("recoverable error", {"conditions": [cond("ACK.Recoverable", "True", "throttled")]},
+     "Progressing", "Waiting: throttled"),
+    ("in progress", {"trainingJobStatus": "InProgress", "secondaryStatus": "Downloading",
+                     "conditions": SYNCED}, "Progressing", "Downloading"),
+    ("in progress without secondary", {"trainingJobStatus": "InProgress"}, "Progressing",
+     "InProgress"),
+    ("stopping", {"trainingJobStatus": "Stopping", "secondaryStatus": "Stopping"},
+     "Progressing", "Stopping"),
+    ("completed", {"trainingJobStatus": "Completed", "secondaryStatus": "Completed",
+                   "modelArtifacts": {"s3ModelArtifacts": "s3://b/out/model.tar.gz"},
+                   "conditions": SYNCED}, "Healthy", "Completed: s3://b/out/model.tar.gz"),
+    ("completed without artifacts", {"trainingJobStatus": "Completed"}, "Healthy", "Completed"),
+    ("failed: Ready and Synced, yet Degraded",
+     {"trainingJobStatus": "Failed", "failureReason": "AlgorithmError: CUDA out of memory",
+      "conditions": SYNCED}, "Degraded", "AlgorithmError: CUDA out of memory"),
+    ("stopped", {"trainingJobStatus": "Stopped", "secondaryStatus": "MaxRuntimeExceeded"},
+     "Degraded", "Stopped: MaxRuntimeExceeded"),
+    ("terminal condition wins",
+     {"trainingJobStatus": "InProgress",
+      "conditions": [cond("ACK.Terminal", "True", "ValidationException: bad instance type")]},
+     "Degraded", "ValidationException: bad instance type"),
+    ("terminal without a message", {"conditions": [cond("ACK.Terminal", "True")]}, "Degraded",
+     "ACK.Terminal: the controller cannot create or update the job"),
+    ("terminal condition False is ignored",
+     {"trainingJobStatus": "InProgress", "secondaryStatus": "Training",
+      "conditions": [cond("ACK.Terminal", "False", "old")]}, "Progressing", "Training"),
+    ("unknown status", {"trainingJobStatus": "Deleting"}, "Progressing",
+     "Unknown training job status Deleting"),
+]
+
+BEST = {"trainingJobName": "sample-tune-0123456-003-abcdef01",
+        "finalHyperParameterTuningJobObjectiveMetric": {"metricName": "eval_reward",
+                                                        "value": 0.5}}
+TUNING_CASES = [
+    ("no status yet", None, "Progressing", "Waiting for SageMaker to create the tuning job"),
+    ("recoverable error", {"conditions": [cond("ACK.Recoverable", "True", "quota")]},
+     "Progressing", "Waiting: quota"),
+    ("in progress", {"hyperParameterTuningJobStatus": "InProgress"}, "Progressing",
+     "InProgress"),
+    ("in progress with a best job so far",
+     {"hyperParameterTuningJobStatus": "InProgress", "bestTrainingJob": BEST}, "Progressing",
+     "InProgress: so far best training job sample-tune-0123456-003-abcdef01 (eval_reward=0.5)"),
+    ("stopping", {"hyperParameterTuningJobStatus": "Stopping"}, "Progressing", "Stopping"),
+    ("completed with the best job",
+     {"hyperParameterTuningJobStatus": "Completed", "bestTrainingJob": BEST,
+      "conditions": SYNCED}, "Healthy",
+     "Completed: best training job sample-tune-0123456-003-abcdef01 (eval_reward=0.5)"),
+    ("completed without a best job", {"hyperParameterTuningJobStatus": "Completed"}, "Healthy",
+     "Completed: no best training job reported"),
+    ("failed", {"hyperParameterTuningJobStatus": "Failed",
+                "failureReason": "All training jobs failed", "conditions": SYNCED},
+     "Degraded", "All training jobs failed"),
+    ("stopped", {"hyperParameterTuningJobStatus": "Stopped"}, "Degraded",
+     "Stopped: no reason given"),
+    ("terminal condition", {"conditions": [cond("ACK.Terminal", "True", "name in use")]},
+     "Degraded", "name in use"),
+    ("unknown status", {"hyperParameterTuningJobStatus": "Deleting"}, "Progressing",
+     "Unknown tuning job status Deleting"),
+]
+
+
+@pytest.mark.parametrize("status,health,message", [c[1:] for c in TRAINING_CASES],
+                         ids=[c[0] for c in TRAINING_CASES])
+def test_training_job_health(status, health, message):
+    script = config_map()["data"][TRAINING]
+    assert run_health(script, job(status)) == {"status": health, "message": message}
+
+
+@pytest.mark.parametrize("status,health,message", [c[1:] for c in TUNING_CASES],
+                         ids=[c[0] for c in TUNING_CASES])
+def test_tuning_job_health(status, health, message):
+    script = config_map()["data"][TUNING]
+    result = run_health(script, job(status, "HyperParameterTuningJob"))
+    assert result == {"status": health, "message": message}
+
+
+def test_config_map_holds_exactly_the_lua_files():
+    data = config_map()["data"]
+    assert data == {TRAINING: (ARGOCD / "health" / "trainingjob.lua").read_text(),
+                    TUNING: (ARGOCD / "health" / "hyperparametertuningjob.lua").read_text()}
+    assert config_map()["metadata"]["name"] == "argocd-cm"
+
+
+def test_config_map_is_not_stale():
+    module = build_module()
+    assert module.main(["--check"]) == 0
+    assert (ARGOCD / "argocd-cm-health.yaml").read_text() == module.render()
+
+
+def test_application_syncs_run_once_jobs_safely():
+    app = yaml.safe_load((ARGOCD / "application.yaml").read_text())
+    assert app["kind"] == "Application" and app["apiVersion"] == "argoproj.io/v1alpha1"
+    assert app["spec"]["source"]["path"] == "."  # the top-level kustomization.yaml
+    policy = app["spec"]["syncPolicy"]
+    assert policy["automated"]["prune"] is False
+    options = policy.get("syncOptions", [])
+    assert not any(o.startswith(("Replace=", "Force=")) and o.endswith("true") for o in options)
+    assert "resources-finalizer.argocd.argoproj.io" not in app["metadata"].get("finalizers", [])
+    namespace = yaml.safe_load((REPO / "recipes" / "_project.yaml").read_text())["namespace"]
+    assert app["spec"]["destination"]["namespace"] == namespace
+
+
+def test_rendered_resources_opt_out_of_pruning():
+    paths = sorted((REPO / "manifests").glob("*.yaml"))
+    if not paths:
+        pytest.skip("no rendered manifests yet")
+    for path in paths:
+        annotations = yaml.safe_load(path.read_text())["metadata"]["annotations"]
+        options = annotations.get("argocd.argoproj.io/sync-options", "")
+        assert "Prune=false" in options, path
+        assert "Replace=true" not in options and "Force=true" not in options, path
+
+
+def test_application_path_builds_with_kustomize():
+    built = subprocess.run(["kubectl", "kustomize", str(REPO)], capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
+    assert kinds <= {"TrainingJob", "HyperParameterTuningJob"} and kinds
