@@ -69,7 +69,8 @@ def test_unchanged_recipe_keeps_its_name(project):
 ])
 def test_a_changed_value_changes_the_name(project, file, old, new):
     if file.startswith("templates/"):  # profiler on, so the template's edited branch renders
-        _edit(project / "recipes/qwen3-1-7b-p4d-spot.yaml", "job:\n", "job:\n  disable_profiler: false\n")
+        _edit(project / "recipes/qwen3-1-7b-p4d-spot.yaml", "job:\n",
+              "job:\n  disable_profiler: false\n")
     before = _names(project, "qwen3-1-7b-p4d-spot.yaml")
     _edit(project / file, old, new)
     after = _names(project, "qwen3-1-7b-p4d-spot.yaml")

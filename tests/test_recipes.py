@@ -188,7 +188,7 @@ def test_extends_errors(tmp_path):
     cycle = write(tmp_path, "recipes/b.yaml", "name: b\nextends: base/x.yaml\n")
     with pytest.raises(UserError) as excinfo:
         load_recipe(cycle)
-    assert "extends itself (a cycle)" in errors(excinfo)[0]
+    assert "leads back to this file (a cycle)" in errors(excinfo)[0]
 
 
 def test_unquoted_off_is_read_as_off(tmp_path):

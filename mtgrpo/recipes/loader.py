@@ -143,7 +143,8 @@ def _load_merged(path: Path, root: Path, provenance: dict[str, str],
     for base in bases:
         base_path = (path.parent / base).resolve()
         if base_path in chain or base_path == path.resolve():
-            raise UserError(Problem(source, "extends", f"{base!r} extends itself (a cycle)",
+            raise UserError(Problem(source, "extends",
+                                    f"{base!r} leads back to this file (a cycle)",
                                     "a chain of base files without cycles"))
         if not base_path.is_file():
             raise UserError(Problem(source, "extends", f"file not found: {base!r}",

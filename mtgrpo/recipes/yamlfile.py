@@ -20,7 +20,8 @@ from mtgrpo.errors import Problem, UserError
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
-# Floats with an exponent but no dot (``1e-6``, ``5E3``): float in YAML 1.2 and go-yaml, string in 1.1.
+# Exponent floats without a dot (``1e-6``, ``5E3``): floats to YAML 1.2 and go-yaml, strings
+# to YAML 1.1.
 _EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 # YAML 1.2 octal ints (``0o17``): a number to go-yaml v3, a string to PyYAML.
 _OCTAL_12 = re.compile(r"^[-+]?0o[0-7]+$")
