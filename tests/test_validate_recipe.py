@@ -1,4 +1,4 @@
-"""check_recipe: each rule refuses one bad value with file, key path, message and what is allowed."""
+"""check_recipe: each rule refuses a bad value with file, key path, message and what is allowed."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ HEADER = """\
 # GENERATED from deploy/argocd/health/*.lua by deploy/argocd/build_health_config.py: do not edit.
 # Argo CD health checks for ACK SageMaker jobs that read the job status (docs/argocd.md).
 # Apply as a merge patch of the live argocd-cm:
-#   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file deploy/argocd/argocd-cm-health.yaml
+#   kubectl -n argocd patch configmap argocd-cm --type merge \\
+#     --patch-file deploy/argocd/argocd-cm-health.yaml
 """
 
 

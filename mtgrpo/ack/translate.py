@@ -1,4 +1,4 @@
-"""Translate an ACK SageMaker resource (a k8s object dict) into the Create* request it stands for."""
+"""Translate an ACK SageMaker resource (a k8s object dict) into the Create* request it means."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def operation_for(resource: Mapping[str, Any]) -> str:
     return OPERATIONS[str(kind)]
 
 
-def to_request(resource: Mapping[str, Any], *, strict: bool = True) -> tuple[str, dict[str, Any]]:
+def to_request(resource: Mapping[str, Any], *,
+               strict: bool = True) -> tuple[str, dict[str, Any]]:
     """``(operation name, request dict)`` for an ACK TrainingJob or HyperParameterTuningJob.
 
     Strict (the default): a field the API does not have, or a value of the wrong JSON type,
@@ -56,8 +57,9 @@ def to_request(resource: Mapping[str, Any], *, strict: bool = True) -> tuple[str
 
 def _convert(shape: Node, value: Any, path: str, strict: bool) -> Any:
     kind = shape.kind
+    # Plain dict checks: YAML gives dicts, and isinstance against typing's Mapping ABC is slow.
     if kind == "structure":
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             return _wrong(path, f"must be a mapping ({shape.name})", value, strict)
         out = {}
         for key, item in value.items():
@@ -76,7 +78,7 @@ def _convert(shape: Node, value: Any, path: str, strict: bool) -> Any:
         member = node(shape.member)
         return [_convert(member, item, f"{path}[{i}]", strict) for i, item in enumerate(value)]
     if kind == "map":
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             return _wrong(path, f"must be a mapping ({shape.name})", value, strict)
         item_shape = node(shape.value)
         return {k: _convert(item_shape, v, f"{path}.{k}", strict) for k, v in value.items()}

@@ -61,6 +61,7 @@ def compile_java(pattern: str) -> "regex.Pattern[str]":
     return regex.compile(translate(pattern))
 
 
+@functools.lru_cache(maxsize=65536)  # manifests repeat values (metric regexes, S3 prefixes)
 def matches(pattern: str, value: str) -> bool:
     """Whether the whole of ``value`` matches the Java ``pattern``."""
     return compile_java(pattern).fullmatch(value) is not None

@@ -43,7 +43,7 @@ _NUMBERS = {"integer": "an integer", "long": "an integer", "float": "a number",
 def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation]) -> None:
     kind = shape.kind
     if kind == "structure":
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):  # not typing's Mapping: its isinstance is slow
             out.append(Violation(steps, f"must be a structure ({shape.name})"))
             return
         for name in shape.required:
@@ -66,7 +66,7 @@ def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation
         for i, item in enumerate(value):
             _check(member, item, steps + (("index", i),), out)
     elif kind == "map":
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             out.append(Violation(steps, f"must be a map ({shape.name})"))
             return
         _bounds(shape, len(value), steps, "entries", out)
@@ -128,7 +128,7 @@ def _list(values: list[str]) -> str:
 
 def ack_path(spec: Mapping[str, Any], steps: tuple[Step, ...], prefix: str = "spec",
              spellings: Mapping[str, str] | None = None) -> str:
-    """Spell an API path in the resource's own field names (``spec.resourceConfig.instanceType``)."""
+    """An API path spelled in the resource's field names (``spec.resourceConfig.instanceType``)."""
     path, node = prefix, spec
     for kind, name in steps:
         if kind == "index":
