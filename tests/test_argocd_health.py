@@ -187,3 +187,22 @@ def test_application_path_builds_with_kustomize():
     assert built.returncode == 0, built.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
     assert kinds <= {"TrainingJob", "HyperParameterTuningJob"} and kinds
+
+
+def test_patch_merges_into_a_live_argocd_cm(tmp_path):
+    """The documented `kubectl patch --type merge` keeps argocd-cm's other keys (real kubectl)."""
+    live = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "argocd-cm", "namespace": "argocd"},
+            "data": {"url": "https://argocd.example.com", "timeout.reconciliation": "180s"}}
+    path = tmp_path / "argocd-cm.yaml"
+    path.write_text(yaml.safe_dump(live))
+    patched = subprocess.run(
+        ["kubectl", "patch", "-f", str(path), "--local", "--type", "merge", "--patch-file",
+         str(ARGOCD / "argocd-cm-health.yaml"), "-o", "yaml"],
+        capture_output=True, text=True, timeout=120)
+    assert patched.returncode == 0, patched.stderr
+    data = yaml.safe_load(patched.stdout)["data"]
+    assert data["url"] == "https://argocd.example.com"
+    assert data["timeout.reconciliation"] == "180s"
+    assert data[TRAINING] == config_map()["data"][TRAINING]
+    assert data[TUNING] == config_map()["data"][TUNING]
