@@ -162,7 +162,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
                         truncate=truncate)
     parser = get_parser(config.tool_format)
     weights = RewardWeights.from_config(config)
-    environment = ToolEnvironment.from_config(config, tokenizer, [search])
+    environment = ToolEnvironment.from_config(config, tokenizer, {search.name: search}, parser=parser)
     weight_sync = None
     if sampler is None:
         if config.generation_backend == "vllm":

@@ -1,0 +1,143 @@
+"""``mtgrpo train CONFIG.yaml --output DIR``: run the MT-GRPO trainer on this machine.
+
+CONFIG is a YAML file with a ``trainer:`` section, the same shape as a recipe's (other
+top-level sections, such as ``job:``, are ignored here). Relative paths in it
+(``model_name_or_path`` when it names a local directory, ``train_file``, ``eval_file``,
+``corpus_dir``) are resolved against the config file's directory. Outputs under DIR:
+``metrics.jsonl``, ``eval_summary.json``, ``model/`` (the final model) and ``checkpoints/``.
+
+With ``generation_backend: vllm`` and no server answering at ``vllm_server_url``, the command
+starts one itself on that host and port (serving the initial model), and stops it at the end;
+``--no-start-server`` turns that off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mtgrpo.errors import Problem, UserError
+
+PATH_KEYS = ("train_file", "eval_file", "corpus_dir")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="YAML file with a `trainer:` section")
+    parser.add_argument("--output", "-o", type=Path, required=True,
+                        help="directory for metrics.jsonl, eval_summary.json, model/, checkpoints/")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start fresh even if DIR/checkpoints holds a checkpoint")
+    parser.add_argument("--no-start-server", action="store_true",
+                        help="never start a vLLM server; fail if none answers")
+
+
+def load_config(path: Path):
+    """The TrainerConfig of a config file, relative paths resolved against its directory."""
+    import yaml
+
+    from mtgrpo.contract import TrainerConfig
+
+    source = str(path)
+    if not path.is_file():
+        raise UserError(Problem(source, "", "config file not found", "a YAML file"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(Problem(source, "", f"invalid YAML{where}", "a YAML mapping")) from None
+    if not isinstance(data, dict) or "trainer" not in data:
+        raise UserError(Problem(source, "trainer", "missing section",
+                                "a mapping with a `trainer:` section of hyperparameters"))
+    section = data["trainer"]
+    if not isinstance(section, dict):
+        raise UserError(Problem(source, "trainer", "must be a mapping of hyperparameters",
+                                "see docs/hyperparameters.md"))
+    config = TrainerConfig.from_mapping(section, source=source)
+    base = path.resolve().parent
+    changes = {}
+    for key in PATH_KEYS:
+        value = getattr(config, key)
+        if value and not Path(value).is_absolute():
+            changes[key] = str(base / value)
+    model = config.model_name_or_path
+    if not Path(model).is_absolute() and (base / model).exists():
+        changes["model_name_or_path"] = str(base / model)
+    config = dataclasses.replace(config, **changes)
+    if not config.train_file:
+        raise UserError(Problem(source, "trainer.train_file", "required for a local run",
+                                "a .jsonl or .parquet file of question/aliases records"))
+    if not config.corpus_dir:
+        raise UserError(Problem(source, "trainer.corpus_dir", "required for a local run",
+                                "a directory holding passages.jsonl"))
+    for key in PATH_KEYS:
+        value = getattr(config, key)
+        if value and not Path(value).exists():
+            raise UserError(Problem(source, f"trainer.{key}", f"{value} does not exist",
+                                    "a path relative to the config file, or absolute"))
+    return config
+
+
+def run_paths(config, output: Path):
+    from mtgrpo.trainer.paths import RunPaths
+
+    out = output.resolve()
+    return RunPaths(model=config.model_name_or_path, train_file=Path(config.train_file),
+                    eval_file=Path(config.eval_file) if config.eval_file else None,
+                    corpus_dir=Path(config.corpus_dir), output_dir=out,
+                    model_dir=out / "model", checkpoint_dir=out / "checkpoints")
+
+
+def _local_server(config, output: Path, allowed: bool):
+    """A VLLMServer to start for this run, or None when one already answers (or not wanted)."""
+    if config.generation_backend != "vllm":
+        return None
+    from mtgrpo.rollout.client import VLLMClient
+
+    if VLLMClient(config.vllm_server_url).healthy():
+        return None
+    source = "--no-start-server"
+    if not allowed:
+        raise UserError(Problem(source, "trainer.vllm_server_url",
+                                f"no vLLM server answers at {config.vllm_server_url}",
+                                "start one, or drop --no-start-server"))
+    url = urlparse(config.vllm_server_url)
+    if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
+        raise UserError(Problem("", "trainer.vllm_server_url",
+                                f"no vLLM server answers at {config.vllm_server_url}, and only a "
+                                "local one (127.0.0.1 with a port) can be started",
+                                "http://127.0.0.1:PORT or a running server"))
+    from mtgrpo.rollout.server import VLLMServer
+
+    import torch
+
+    gpus = None
+    if torch.cuda.is_available():
+        gpus = config.vllm_gpus or str(torch.cuda.device_count() - 1)
+    return VLLMServer(config.model_name_or_path, port=url.port, host=url.hostname, gpus=gpus,
+                      gpu_memory_utilization=config.vllm_gpu_memory_utilization if gpus else 0.3,
+                      log_path=output / "vllm.log",
+                      weight_transfer="nccl" if gpus and config.weight_sync != "reload" else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    paths = run_paths(config, args.output)
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    server = _local_server(config, paths.output_dir, not args.no_start_server)
+    try:
+        if server is not None:
+            print(f"starting vLLM server on {server.url} (log: {paths.output_dir / 'vllm.log'})",
+                  flush=True)
+            server.start().wait_healthy(config.vllm_startup_timeout_s)
+        from mtgrpo.trainer.train import run as train
+
+        summary = train(config, paths, resume=not args.no_resume)
+    finally:
+        if server is not None:
+            server.stop()
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0

@@ -1,0 +1,130 @@
+"""A synthetic tool-use task whose answers can only be found with the search tool.
+
+Every entity (a NATO-alphabet word) gets a random code (a number word) in a generated corpus:
+one passage per entity, "The code of bravo is seven." The question "What is the code of
+bravo?" names the entity but not the code, and the codes are drawn at random per task seed, so
+a policy can only answer by searching (held-out entities are never asked during training).
+All words are single tokens of the tiny tokenizer (``mtgrpo.testing.tiny``), so a two-layer
+model can learn to copy them.
+
+``ScriptedSampler`` plays the ideal policy (search for the entity, answer with the code from
+the result) through the real environment: its episodes are the supervised warm-start data.
+
+    python -m mtgrpo.testing.synthetic DIR     # DIR/train.jsonl, DIR/eval.jsonl, DIR/corpus/
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from mtgrpo.rollout.client import Sample
+from mtgrpo.trainer.types import QARecord
+
+ENTITIES = ("bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+            "november oscar quebec romeo sierra tango uniform victor whiskey xray yankee "
+            "zulu").split()
+CODES = "zero one two three four six seven eight nine ten".split()
+
+CALL_TURN = ('<reasoning> I should search for the code. </reasoning>\n<tool>\n'
+             '{{"name": "wiki_search", "args": {{"query": "code of {entity}"}}}}\n</tool>')
+ANSWER_TURN = "<reasoning> The result names the code. </reasoning>\n<answer> {code} </answer>"
+_QUESTION = re.compile(r"What is the code of (\w+)\?")
+_RESULT = re.compile(r"The code of (\w+) is (\w+)\.")
+
+
+def make_task(seed: int = 0, n_eval: int = 6) -> tuple[list[QARecord], list[QARecord], list[dict]]:
+    """``(train records, held-out eval records, corpus passages)`` for one task seed."""
+    rng = random.Random(seed)
+    codes = {e: rng.choice(CODES) for e in ENTITIES}
+    passages = [{"id": f"p{i}", "title": e.capitalize(), "text": f"The code of {e} is {codes[e]}."}
+                for i, e in enumerate(ENTITIES)]
+    entities = list(ENTITIES)
+    rng.shuffle(entities)
+    records = [QARecord(id=f"code-{e}", question=f"What is the code of {e}?", aliases=(codes[e],))
+               for e in entities]
+    return records[n_eval:], records[:n_eval], passages
+
+
+def write_task(out_dir: str | Path, seed: int = 0, n_eval: int = 6) -> Path:
+    """Write ``train.jsonl``, ``eval.jsonl`` and ``corpus/passages.jsonl`` under ``out_dir``."""
+    out = Path(out_dir)
+    (out / "corpus").mkdir(parents=True, exist_ok=True)
+    train, evals, passages = make_task(seed, n_eval)
+    for name, records in (("train.jsonl", train), ("eval.jsonl", evals)):
+        lines = [json.dumps({"id": r.id, "question": r.question, "aliases": list(r.aliases)})
+                 for r in records]
+        (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "corpus" / "passages.jsonl").write_text(
+        "\n".join(json.dumps(p, sort_keys=True) for p in passages) + "\n", encoding="utf-8")
+    return out
+
+
+class ScriptedSampler:
+    """A sampler that writes the ideal turn for each prompt: search, then answer from the result.
+
+    It reads the question and the latest tool result from the decoded prompt; its token ids are
+    the tokenizer's encoding of the scripted text (logprobs 0).
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def turn_text(self, prompt_text: str) -> str:
+        results = _RESULT.findall(prompt_text)
+        if results:
+            return ANSWER_TURN.format(code=results[-1][1])
+        questions = _QUESTION.findall(prompt_text)
+        return CALL_TURN.format(entity=questions[-1] if questions else "unknown")
+
+    async def generate(self, prompts: Sequence[Sequence[int]], *, max_tokens, temperature: float,
+                       top_p: float, stop: Sequence[str], seed=None) -> list[Sample]:
+        out = []
+        for prompt in prompts:
+            text = self.turn_text(self.tokenizer.decode(list(prompt)))
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            out.append(Sample(list(ids), [0.0] * len(ids), text, "stop"))
+        return out
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: int = 0,
+                     optimizer=None):
+    """``steps`` full-batch AdamW steps of next-token loss on the episodes' sampled tokens.
+
+    Environment tokens (tool results) are context, not targets, exactly as in GRPO. Returns the
+    optimizer so that warm-starting can continue in chunks.
+    """
+    import torch
+
+    rows = [ep.prompt_ids + ep.completion_ids for ep in episodes]
+    targets = [[0] * len(ep.prompt_ids) + ep.env_mask for ep in episodes]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (row, target) in enumerate(zip(rows, targets)):
+        ids[i, :len(row)] = torch.tensor(row)
+        attention[i, :len(row)] = 1
+        labels[i, :len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, target)])
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    return optimizer
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m mtgrpo.testing.synthetic OUT_DIR")
+    print(write_task(sys.argv[1]))
