@@ -147,3 +147,21 @@ def test_split_eval_is_deterministic_and_disjoint():
     assert split_eval(records[:1], 0.5, seed=0) == (records[:1], [])
     with pytest.raises(ValueError):
         split_eval(records, 1.0, seed=0)
+
+
+def test_parquet_reads_only_the_record_columns(tmp_path, monkeypatch):
+    # TriviaQA's rc parquet carries whole pages per question; they must not be loaded.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    read = pq.read_table
+    asked: list = []
+    monkeypatch.setattr(pq, "read_table", lambda path, columns=None: asked.append(columns)
+                        or read(path, columns=columns))
+
+    table = pa.table({"question": ["Q?"], "question_id": ["tc_9"],
+                      "answer": [{"value": "Paris", "aliases": ["Paris", "Paree"]}],
+                      "entity_pages": [{"wiki_context": ["x" * 1000]}]})
+    pq.write_table(table, tmp_path / "rc.parquet")
+    assert load_records(tmp_path / "rc.parquet") == [QARecord("tc_9", "Q?", ("Paris", "Paree"))]
+    assert asked == [["question", "question_id", "answer"]]

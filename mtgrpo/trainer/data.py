@@ -22,6 +22,7 @@ from mtgrpo.errors import Problem, UserError
 from mtgrpo.trainer.types import QARecord
 
 SUFFIXES = (".jsonl", ".parquet")
+_COLUMNS = ("question", "question_id", "id", "answer", "aliases", "answers")
 _SHAPES = ('{"question": str, "answer": {"value": str, "aliases": [str]}} (TriviaQA) or '
            '{"question": str, "aliases" or "answers": [str], "id": optional str}')
 
@@ -130,7 +131,11 @@ def _parquet_rows(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        # Only the columns a record needs: TriviaQA's `rc` parquet also carries whole
+        # Wikipedia pages and search results per question (gigabytes).
+        wanted = [c for c in names if c in _COLUMNS]
+        table = pq.read_table(path, columns=wanted)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise UserError(Problem(str(path), "", f"unreadable parquet file: {exc}",
                                 "a parquet file of question/answer records")) from None
