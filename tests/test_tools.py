@@ -54,6 +54,23 @@ def test_top_k_orders_by_score_and_is_deterministic(search):
         assert text == tool("Eiffel tower Paris")
 
 
+def test_top_k_larger_than_the_corpus_returns_only_matching_passages():
+    with WikiSearch(CORPUS, top_k=100, max_tokens=10_000) as tool:
+        hits = tool.search("Everest")
+        assert [p.id for p, _ in hits] == ["mount-everest-2", "mount-everest-1"]
+        assert tool("Everest").count("Title:") == 2
+
+
+def test_every_fixture_question_is_answerable_by_search(search):
+    # The fixtures are a tiny task where the tool finds every answer (other tests rely on it).
+    from mtgrpo.trainer.data import load_records
+    from mtgrpo.trainer.rewards import answer_contains
+
+    for name in ("train.jsonl", "eval.jsonl"):
+        for record in load_records(REPO / "tests" / "fixtures" / "qa" / name):
+            assert answer_contains(search(record.question), record.aliases), record.id
+
+
 def test_token_budget_cuts_the_result():
     with WikiSearch(CORPUS, top_k=1, max_tokens=12) as tool:
         text = tool("first ascent of Everest 1953")
