@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-lupa = pytest.importorskip("lupa.lua51")
+from lupa import lua51 as lupa  # noqa: E402  (the test extra installs lupa)
 
 REPO = Path(__file__).resolve().parent.parent
 ARGOCD = REPO / "deploy" / "argocd"

@@ -260,9 +260,20 @@ def test_bad_rules_are_distinct():
     assert len({b[0] for b in BAD}) == len(BAD) >= 12
 
 
-def test_tuned_names_leave_the_static_count():
-    # 55 trainer fields: 100 - 55 leaves room; a tuned field is not counted as static.
-    assert check_recipe(tuned_recipe(), source=SOURCE) == []
+def test_a_static_value_for_a_tuned_name_is_replaced_not_refused():
+    """Documented decision: the range replaces the static value (docs/validation.md)."""
+    recipe = tuned_recipe()
+    assert recipe["trainer"]["learning_rate"] == 1e-6
+    assert "learning_rate" in recipe["tuning"]["hyperparameter_ranges"]
+    assert check_recipe(recipe, source=SOURCE) == []
+
+
+def test_hyperparameter_count_excludes_tuned_names(monkeypatch):
+    import mtgrpo.validate.recipe_rules as rules
+
+    monkeypatch.setattr(rules, "MAX_HYPERPARAMETERS", len(field_specs()) - 1)
+    assert [p.key for p in check_recipe(copy.deepcopy(BASE), source=SOURCE)] == ["trainer"]
+    assert check_recipe(tuned_recipe(), source=SOURCE) == []  # 3 tuned names leave the count
 
 
 def test_invalid_trainer_section_is_left_to_the_loader():

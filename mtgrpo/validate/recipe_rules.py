@@ -344,8 +344,10 @@ def _one_range(name: str, spec: Mapping[str, Any], config: TrainerConfig | None,
                         ", ".join(RANGE_TYPES))]
     if field_kind not in fits[kind]:
         suits = [k for k in RANGE_TYPES if field_kind in fits[k]]
-        return [Problem(source, f"{key}.type", f"a {kind} range cannot set {name}, a "
-                        f"{field_kind} hyperparameter", " or ".join(suits))]
+        article = "an" if kind == "integer" else "a"
+        return [Problem(source, f"{key}.type", f"{article} {kind} range cannot set {name}, "
+                        f"{'an' if field_kind == 'int' else 'a'} {field_kind} hyperparameter",
+                        " or ".join(suits))]
     if kind == "categorical":
         return _categorical(name, spec, config, source, key)
     problems = []
