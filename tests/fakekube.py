@@ -386,10 +386,10 @@ def best_trial(name: str, values: dict[str, str], value: float = 0.5,
 
 
 @pytest.fixture
-def fake(tmp_path):
+def fake(tmp_path_factory):
     """A started FakeKube with ``fake.kubeconfig`` (namespace ``ml``); stopped after the test."""
     server = FakeKube().start()
-    server.kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    server.kubeconfig = server.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
     try:
         yield server
     finally:

@@ -43,7 +43,7 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 def download(uri: str, dest: Path, s3: Any, *, progress: bool = True) -> list[Path]:
     """Download ``uri`` (a .tar.gz) and unpack it into ``dest``; the unpacked files, sorted."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError
     from tqdm import tqdm
 
     bucket, key = split_s3(uri)
@@ -58,13 +58,11 @@ def download(uri: str, dest: Path, s3: Any, *, progress: bool = True) -> list[Pa
             size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
             archive = work / "model.tar.gz"
             with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=Path(key).name, disable=not progress, leave=False) as bar:
+                      desc=Path(key).name, disable=not progress) as bar:
                 s3.download_file(bucket, key, str(archive), Callback=bar.update)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             raise UserError(Problem(uri, "", f"cannot download: {code or err}")) from None
-        except BotoCoreError as err:
-            raise UserError(Problem(uri, "", f"cannot download: {err}")) from None
         unpacked = work / "unpacked"
         try:
             with tarfile.open(archive) as tar:

@@ -10,8 +10,8 @@ from mtgrpo.errors import Problem, UserError
 
 @contextmanager
 def aws_errors(what: str) -> Iterator[None]:
-    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
-                                     NoRegionError, PartialCredentialsError)
+    from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionError,
+                                     NoCredentialsError, NoRegionError, PartialCredentialsError)
 
     try:
         yield
@@ -28,3 +28,5 @@ def aws_errors(what: str) -> Iterator[None]:
         error = err.response.get("Error", {})
         raise UserError(Problem("AWS", what, f"{error.get('Code', 'error')}: "
                                 f"{error.get('Message', err)}")) from None
+    except BotoCoreError as err:  # the rest of botocore's own errors: config, parameters
+        raise UserError(Problem("AWS", what, str(err))) from None
