@@ -304,3 +304,33 @@ def test_module_entry_point(tmp_path):
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{tmp_path}: 32 indexed"
+
+
+def test_build_from_triviaqa_evidence_pages(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    eiffel = "Gustave Eiffel was a French civil engineer whose company built the tower. " * 3
+    everest = "Edmund Hillary was a New Zealand mountaineer who climbed Everest in 1953. " * 3
+    rows = [{"question": "Who built the tower?", "question_id": "tc_1",
+             "answer": {"value": "Gustave Eiffel", "aliases": ["Eiffel"]},
+             "entity_pages": {"title": ["Gustave Eiffel"], "wiki_context": [eiffel]}},
+            {"question": "Who climbed Everest?", "question_id": "tc_2",
+             "answer": {"value": "Edmund Hillary", "aliases": ["Hillary"]},
+             "entity_pages": {"title": ["Edmund Hillary", "Gustave Eiffel"],
+                              "wiki_context": [everest, eiffel]}}]
+    jsonl = tmp_path / "rc.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rc.parquet")
+    for dump in (jsonl, tmp_path / "rc.parquet"):
+        out = tmp_path / f"corpus-{dump.suffix[1:]}"
+        assert build_main(["--wiki-dump", str(dump), "--out", str(out)]) == 0
+        passages = [json.loads(l) for l in (out / "passages.jsonl").read_text().splitlines()]
+        # each evidence page once (Gustave Eiffel appears in both rows)
+        assert [(p["id"], p["title"]) for p in passages] == [("0_0", "Gustave Eiffel"),
+                                                             ("1_0", "Edmund Hillary")]
+        with WikiSearch(out) as tool:
+            assert tool("mountaineer 1953").startswith("Title: Edmund Hillary")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "entity_pages": {"title": ["A"]}}) + "\n")
+    assert build_main(["--wiki-dump", str(bad), "--out", str(tmp_path / "x")]) == 1

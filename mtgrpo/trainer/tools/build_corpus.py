@@ -8,7 +8,10 @@ DUMP is one of:
     with ``id``, ``title``, ``text``), read in sorted path order;
   * a ``.jsonl`` file of such articles (``.jsonl.gz``/``.jsonl.bz2`` too);
   * a ``.parquet`` file, or a directory of them, with ``title`` and ``text`` columns (the
-    Hugging Face ``wikipedia`` / ``wikimedia/wikipedia`` dumps; ``id`` optional).
+    Hugging Face ``wikipedia`` / ``wikimedia/wikipedia`` dumps; ``id`` optional);
+  * TriviaQA's own rows (``.jsonl`` or ``.parquet`` of the ``rc`` / ``rc.wikipedia``
+    configurations) with ``entity_pages``: their evidence Wikipedia pages, each title once. A
+    corpus that holds the answer pages of every question, far smaller than all of Wikipedia.
 
 Each article's text is cut into passages of about ``--words`` words (paragraphs are packed
 together, a long paragraph is split, a short tail joins the passage before it); each passage
@@ -97,10 +100,14 @@ def _parquet_articles(path: Path) -> Iterator[tuple[str, dict]]:
                                 "a parquet file with title and text columns")) from None
     names = set(parquet.schema_arrow.names)
     missing = sorted({"title", "text"} - names)
-    if missing:
+    if missing and "entity_pages" in names:
+        columns = ["entity_pages"]  # TriviaQA rows: only their evidence pages are read
+    elif missing:
         raise UserError(Problem(str(path), ", ".join(missing), "column is missing",
-                                "columns title, text (and optionally id)"))
-    columns = [c for c in ("id", "title", "text") if c in names]
+                                "columns title, text (and optionally id), or TriviaQA's "
+                                "entity_pages"))
+    else:
+        columns = [c for c in ("id", "title", "text") if c in names]
     row = 0
     for batch in parquet.iter_batches(batch_size=1024, columns=columns):
         for article in batch.to_pylist():
@@ -122,19 +129,48 @@ def _dump_files(dump: Path) -> list[Path]:
     return files
 
 
+def _evidence_pages(row: dict, where: str) -> Iterator[dict]:
+    """The Wikipedia pages of one TriviaQA row (``entity_pages``: title and wiki_context lists)."""
+    pages = row.get("entity_pages")
+    allowed = 'entity_pages {"title": [str], "wiki_context": [str]}'
+    if not isinstance(pages, dict):
+        raise UserError(Problem(where, "entity_pages", "must be an object", allowed))
+    titles, texts = pages.get("title"), pages.get("wiki_context")
+    if not isinstance(titles, list) or not isinstance(texts, list) or len(titles) != len(texts):
+        raise UserError(Problem(where, "entity_pages", "needs title and wiki_context lists of "
+                                "equal length", allowed))
+    for title, text in zip(titles, texts):
+        yield {"title": title, "text": text}
+
+
 def read_articles(dump: Path) -> Iterator[dict]:
-    """Every article of a dump as ``{"id", "title", "text"}``, in a deterministic order."""
+    """Every article of a dump as ``{"id", "title", "text"}``, in a deterministic order.
+
+    TriviaQA rows (with ``entity_pages``) give their evidence pages instead, each title once.
+    """
+    seen_pages: set[str] = set()
     for path in _dump_files(dump):
         reader = _parquet_articles if path.suffix.lower() == ".parquet" else _json_articles
-        for where, article in reader(path):
-            if not isinstance(article, dict):
+        for where, row in reader(path):
+            if not isinstance(row, dict):
                 raise UserError(Problem(where, "", "must be a JSON object",
                                         "an article {id, title, text}"))
-            for key in ("title", "text"):
-                if not isinstance(article.get(key), str):
-                    raise UserError(Problem(where, key, "must be a string",
-                                            "an article {id, title, text}"))
-            yield article
+            if "entity_pages" in row and "text" not in row:
+                for page in _evidence_pages(row, where):
+                    if isinstance(page["title"], str) and page["title"] in seen_pages:
+                        continue
+                    yield _checked(page, where)
+                    seen_pages.add(page["title"])
+                continue
+            yield _checked(row, where)
+
+
+def _checked(article: dict, where: str) -> dict:
+    for key in ("title", "text"):
+        if not isinstance(article.get(key), str):
+            raise UserError(Problem(where, key, "must be a string",
+                                    "an article {id, title, text}"))
+    return article
 
 
 def write_passages(articles: Iterable[dict], out: Path, *, words: int = 100,
