@@ -301,3 +301,34 @@ def test_secret_names(key, secret):
 def test_secret_values(value, kind):
     found = looks_like_secret_value(value)
     assert (kind in found) if kind else found == ""
+
+
+def _paths(node, prefix=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield prefix + (key,)
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield prefix + (i,)
+            yield from _paths(value, prefix + (i,))
+
+
+@pytest.mark.parametrize("make", [lambda: copy.deepcopy(BASE), tuned_recipe],
+                         ids=["training", "tuning"])
+def test_any_misshapen_value_gives_problems_never_an_exception(make):
+    """check_recipe also runs on data the loader has not cleaned (library use): never crash."""
+    from mtgrpo.errors import Problem
+
+    base = make()
+    paths = list(_paths(base))
+    assert len(paths) > 25
+    for path in paths:
+        for wrong in (None, 7, 2.5, True, "x", [], {}, [1], {"a": None}):
+            recipe = copy.deepcopy(base)
+            node = recipe
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = wrong
+            problems = check_recipe(recipe, source=SOURCE)
+            assert all(isinstance(p, Problem) for p in problems), path

@@ -217,3 +217,63 @@ def test_every_pattern_of_both_operations_compiles():
     for pattern in patterns:
         compile_java(pattern)
     assert r"\p{Alnum}" not in translate(r"[\p{Alnum}\-]+")
+
+
+RESOURCE_RULES = [
+    ("duplicate channel", ("inputDataConfig", 1, "channelName"), "corpus",
+     "spec.inputDataConfig[1].channelName", "listed twice"),
+    ("duplicate metric", ("algorithmSpecification", "metricDefinitions", 1, "name"),
+     "eval_exact_match", "spec.algorithmSpecification.metricDefinitions[1].name",
+     "defined twice"),
+    ("reserved tag prefix", ("tags", 1, "key"), "aws:team", "spec.tags[1].key", "reserved"),
+    ("zero instances", ("resourceConfig", "instanceCount"), 0,
+     "spec.resourceConfig.instanceCount", "at least 1"),
+    ("zero volume", ("resourceConfig", "volumeSizeInGB"), 0,
+     "spec.resourceConfig.volumeSizeInGB", "at least 1"),
+]
+
+
+@pytest.mark.parametrize("path,value,key,words", [c[1:] for c in RESOURCE_RULES],
+                         ids=[c[0] for c in RESOURCE_RULES])
+def test_create_time_rules(path, value, key, words, crd_dir):
+    problems = problems_of(set_path(training_job(), path, value), crd_dir)
+    assert key in problems, list(problems.values())
+    assert words in problems[key]
+
+
+def test_a_range_tuned_twice(crd_dir):
+    job = tuning_job()
+    ranges = job["spec"]["hyperParameterTuningJobConfig"]["parameterRanges"]
+    ranges["categoricalParameterRanges"][0]["name"] = "learning_rate"
+    ranges["categoricalParameterRanges"][0]["values"] = ["1e-06"]
+    problems = problems_of(job, crd_dir)
+    assert "tuned twice" in problems[
+        "spec.hyperParameterTuningJobConfig.parameterRanges.continuousParameterRanges[0].name"]
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, prefix + (i,))
+
+
+@pytest.mark.parametrize("make", [training_job, tuning_job], ids=["training", "tuning"])
+def test_any_misshapen_value_gives_problems_never_an_exception(make, crd_dir):
+    """Each value of the resource replaced by each wrong shape: problems, never a crash."""
+    import copy
+
+    from mtgrpo.errors import Problem
+
+    base = make()
+    paths = [p for p in _paths(base["spec"]) if p]
+    assert len(paths) > 60
+    for path in paths:
+        for wrong in (None, 7, "x", [], {}):
+            resource = copy.deepcopy(base)
+            set_path(resource, path, wrong)
+            problems = check_resources([resource], source=SOURCE, crd_dir=crd_dir)
+            assert all(isinstance(p, Problem) for p in problems)

@@ -278,7 +278,7 @@ def _tuning(tuning: Mapping[str, Any], metric_names: set[str], config: TrainerCo
             source: str) -> list[Problem]:
     problems = []
     objective = tuning.get("objective_metric_name", DEFAULT_OBJECTIVE)
-    if objective not in metric_names:
+    if not isinstance(objective, str) or objective not in metric_names:
         problems.append(Problem(source, "tuning.objective_metric_name", f"{objective!r} is not "
                                 "a defined metric" + did_you_mean(str(objective), metric_names),
                                 ", ".join(sorted(metric_names))))

@@ -70,47 +70,74 @@ def _metadata(resource: Mapping[str, Any], source: str) -> list[Problem]:
     return problems
 
 
+def _dicts(value: Any) -> list[dict]:
+    """The mapping items of a list (anything else is the CRD check's to report)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _cross_field(kind: str, spec: Mapping[str, Any], source: str) -> list[Problem]:
+    """Rules SageMaker applies at create time that its service model cannot express."""
+    problems = _tags(spec, source)
     if kind == "TrainingJob":
-        return _job_definition(spec, "spec", source)
-    problems = []
+        return problems + _job_definition(spec, "spec", source)
     definition = spec.get("trainingJobDefinition")
-    config = spec.get("hyperParameterTuningJobConfig") or {}
-    if not isinstance(definition, Mapping):
-        return [Problem(source, "spec.trainingJobDefinition", "required field is missing",
-                        "the trial's training job definition")]
+    if not isinstance(definition, dict):
+        return problems + [Problem(source, "spec.trainingJobDefinition",
+                                   "required field is missing",
+                                   "the trial's training job definition")]
     base = "spec.trainingJobDefinition"
     problems += _job_definition(definition, base, source)
-    ranges = config.get("parameterRanges") or {}
-    tuned = sorted(r.get("name") for group in ranges.values() if isinstance(group, list)
-                   for r in group if isinstance(r, Mapping))
-    static = definition.get("staticHyperParameters") or {}
-    for name in tuned:
-        if name in static:
-            problems.append(Problem(source, f"{base}.staticHyperParameters.{name}",
-                                    "is also a tuned range; SageMaker refuses both",
-                                    "a name either in parameterRanges or static"))
-    objective = (config.get("hyperParameterTuningJobObjective") or {}).get("metricName")
-    metrics = [m.get("name") for m in
-               (definition.get("algorithmSpecification") or {}).get("metricDefinitions") or []
-               if isinstance(m, Mapping)]
+    config = _dict(spec.get("hyperParameterTuningJobConfig"))
+    where = "spec.hyperParameterTuningJobConfig"
+    static = _dict(definition.get("staticHyperParameters"))
+    seen: set = set()
+    for group, ranges in sorted(_dict(config.get("parameterRanges")).items()):
+        for i, item in enumerate(_dicts(ranges)):
+            name = item.get("name")
+            if not isinstance(name, str):
+                continue  # the CRD check reports a missing or mistyped name
+            key = f"{where}.parameterRanges.{group}[{i}].name"
+            if name in seen:
+                problems.append(Problem(source, key, f"{name!r} is tuned twice",
+                                        "each name in one range"))
+            seen.add(name)
+            if name in static:
+                problems.append(Problem(source, f"{base}.staticHyperParameters.{name}",
+                                        "is also a tuned range; SageMaker refuses both",
+                                        "a name either in parameterRanges or static"))
+    objective = _dict(config.get("hyperParameterTuningJobObjective")).get("metricName")
+    metrics = [m.get("name") for m in _dicts(_dict(definition.get("algorithmSpecification"))
+                                              .get("metricDefinitions"))]
     if objective is not None and objective not in metrics:
-        problems.append(Problem(source, "spec.hyperParameterTuningJobConfig."
-                                "hyperParameterTuningJobObjective.metricName",
+        problems.append(Problem(source, f"{where}.hyperParameterTuningJobObjective.metricName",
                                 f"{objective!r} is not a defined metric",
                                 ", ".join(str(m) for m in metrics) or "none defined"))
-    limits = config.get("resourceLimits") or {}
+    limits = _dict(config.get("resourceLimits"))
     jobs, parallel = limits.get("maxNumberOfTrainingJobs"), limits.get("maxParallelTrainingJobs")
     if isinstance(jobs, int) and isinstance(parallel, int) and parallel > jobs:
-        problems.append(Problem(source, "spec.hyperParameterTuningJobConfig.resourceLimits."
-                                "maxParallelTrainingJobs", f"{parallel} exceeds "
-                                f"maxNumberOfTrainingJobs {jobs}", f"at most {jobs}"))
+        problems.append(Problem(source, f"{where}.resourceLimits.maxParallelTrainingJobs",
+                                f"{parallel} exceeds maxNumberOfTrainingJobs {jobs}",
+                                f"at most {jobs}"))
+    return problems
+
+
+def _tags(spec: Mapping[str, Any], source: str) -> list[Problem]:
+    problems = []
+    for i, tag in enumerate(_dicts(spec.get("tags"))):
+        key = tag.get("key")
+        if isinstance(key, str) and key.lower().startswith("aws:"):
+            problems.append(Problem(source, f"spec.tags[{i}].key", f"{key!r} uses the "
+                                    "reserved prefix aws:", "a key not starting with aws:"))
     return problems
 
 
 def _job_definition(spec: Mapping[str, Any], base: str, source: str) -> list[Problem]:
     problems = []
-    stop = spec.get("stoppingCondition") or {}
+    stop = _dict(spec.get("stoppingCondition"))
     run, wait = stop.get("maxRuntimeInSeconds"), stop.get("maxWaitTimeInSeconds")
     spot = spec.get("enableManagedSpotTraining") is True
     if spot and not isinstance(wait, int):
@@ -125,8 +152,28 @@ def _job_definition(spec: Mapping[str, Any], base: str, source: str) -> list[Pro
         problems.append(Problem(source, f"{base}.stoppingCondition.maxWaitTimeInSeconds",
                                 "is only allowed with enableManagedSpotTraining: true",
                                 "leave it out, or enable managed spot training"))
-    if spot and not (spec.get("checkpointConfig") or {}).get("s3URI"):
+    if spot and not _dict(spec.get("checkpointConfig")).get("s3URI"):
         problems.append(Problem(source, f"{base}.checkpointConfig.s3URI",
                                 "managed spot training needs a checkpoint S3 URI to resume from",
                                 "an s3:// URI"))
+    resources = _dict(spec.get("resourceConfig"))
+    if not resources.get("instanceGroups"):
+        # The model allows 0 (for instance groups); a job without groups needs real values.
+        for field, what in (("instanceCount", "instances"), ("volumeSizeInGB", "GB")):
+            value = resources.get(field)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                problems.append(Problem(source, f"{base}.resourceConfig.{field}",
+                                        f"{value} {what}", "at least 1"))
+    channels = [c.get("channelName") for c in _dicts(spec.get("inputDataConfig"))]
+    for i, name in enumerate(channels):
+        if name in channels[:i]:
+            problems.append(Problem(source, f"{base}.inputDataConfig[{i}].channelName",
+                                    f"channel {name!r} is listed twice", "distinct names"))
+    metrics = [m.get("name") for m in _dicts(_dict(spec.get("algorithmSpecification"))
+                                             .get("metricDefinitions"))]
+    for i, name in enumerate(metrics):
+        if name in metrics[:i]:
+            problems.append(Problem(source, f"{base}.algorithmSpecification."
+                                    f"metricDefinitions[{i}].name",
+                                    f"metric {name!r} is defined twice", "distinct names"))
     return problems
