@@ -172,3 +172,12 @@ def test_qwen_episode_scores_with_qwen_tags():
     assert got.components["answer_in_result"] == 1.0
     assert got.components["exact_match"] == 1.0
     assert got.components["format"] == pytest.approx(1.0)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from mtgrpo.trainer import rewards
+
+    result = doctest.testmod(rewards)
+    assert result.attempted >= 2 and result.failed == 0

@@ -309,6 +309,8 @@ class QwenParser(TagParser):
         )
 
 
+# The type other modules name: every format is a TagParser (name, stop, system_prompt, parse,
+# format_tool_result, extract_tool_result, final_answer, format_reward, xml_count_reward).
 Parser = TagParser
 
 _PARSERS = {"xml": XMLParser, "qwen": QwenParser}
