@@ -251,6 +251,14 @@ def test_a_range_tuned_twice(crd_dir):
         "spec.hyperParameterTuningJobConfig.parameterRanges.continuousParameterRanges[0].name"]
 
 
+def test_ranges_are_limited_in_total(crd_dir):
+    job = tuning_job()
+    ranges = job["spec"]["hyperParameterTuningJobConfig"]["parameterRanges"]
+    ranges["categoricalParameterRanges"] = [{"name": f"p{i}", "values": ["1"]} for i in range(29)]
+    assert "30 across" in problems_of(job, crd_dir)[
+        "spec.hyperParameterTuningJobConfig.parameterRanges"]  # 29 + 1 + 1 = 31
+
+
 def _paths(node, prefix=()):
     yield prefix
     if isinstance(node, dict):

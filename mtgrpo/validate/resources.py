@@ -109,6 +109,11 @@ def _cross_field(kind: str, spec: Mapping[str, Any], source: str) -> list[Proble
                 problems.append(Problem(source, f"{base}.staticHyperParameters.{name}",
                                         "is also a tuned range; SageMaker refuses both",
                                         "a name either in parameterRanges or static"))
+    total = sum(len(_dicts(r)) for g, r in _dict(config.get("parameterRanges")).items()
+                if g != "autoParameters")
+    if total > 30:  # the model limits each list; SageMaker limits their sum
+        problems.append(Problem(source, f"{where}.parameterRanges", f"{total} ranges in total",
+                                "at most 30 across continuous, integer and categorical"))
     objective = _dict(config.get("hyperParameterTuningJobObjective")).get("metricName")
     metrics = [m.get("name") for m in _dicts(_dict(definition.get("algorithmSpecification"))
                                               .get("metricDefinitions"))]
