@@ -334,3 +334,14 @@ def test_build_from_triviaqa_evidence_pages(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "entity_pages": {"title": ["A"]}}) + "\n")
     assert build_main(["--wiki-dump", str(bad), "--out", str(tmp_path / "x")]) == 1
+
+
+def test_incomplete_index_is_a_user_error(tmp_path):
+    shutil.copy(CORPUS / "passages.jsonl", tmp_path / "passages.jsonl")
+    assert build_main(["--out", str(tmp_path)]) == 0
+    (tmp_path / "index" / "offsets.npy").unlink()  # e.g. an interrupted upload
+    with pytest.raises(UserError, match=r"index: unreadable index \(FileNotFoundError"):
+        WikiSearch(tmp_path)
+    (tmp_path / "index" / "mtgrpo-index.json").write_text("{")
+    with pytest.raises(UserError, match="unreadable index metadata"):
+        WikiSearch(tmp_path)

@@ -185,8 +185,12 @@ def load_index(corpus_dir: Path):
         raise UserError(Problem(str(meta_path), "passages_bytes",
                                 f"index was built for a {meta.get('passages_bytes')}-byte "
                                 f"{PASSAGES_FILE}, but it has {size} bytes now", rebuild))
-    offsets = np.load(index_dir / OFFSETS_FILE)
-    retriever = bm25s.BM25.load(str(index_dir), mmap=True, show_progress=False)
+    try:
+        offsets = np.load(index_dir / OFFSETS_FILE)
+        retriever = bm25s.BM25.load(str(index_dir), mmap=True, show_progress=False)
+    except (OSError, ValueError, KeyError) as exc:  # a missing or truncated index file
+        raise UserError(Problem(str(index_dir), "", f"unreadable index ({type(exc).__name__}: "
+                                f"{exc})", rebuild)) from None
     if len(offsets) != meta.get("passages") or retriever.scores["num_docs"] != len(offsets):
         raise UserError(Problem(str(index_dir), "", "index and offsets disagree on the "
                                 "number of passages", rebuild))
