@@ -114,6 +114,10 @@ def test_bad_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(UserError, match="has no records"):
         load_records(tmp_path / "empty.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"question": "ok?", "aliases": ["y"]}\n'
+                                            b'{"question": "Caf\xe9?", "aliases": ["x"]}\n')
+    with pytest.raises(UserError, match=r"latin1.jsonl:2: not UTF-8 \(invalid continuation"):
+        load_records(tmp_path / "latin1.jsonl")
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(UserError, match="unreadable parquet file"):
         load_records(tmp_path / "junk.parquet")

@@ -345,3 +345,18 @@ def test_incomplete_index_is_a_user_error(tmp_path):
     (tmp_path / "index" / "mtgrpo-index.json").write_text("{")
     with pytest.raises(UserError, match="unreadable index metadata"):
         WikiSearch(tmp_path)
+
+
+def test_build_from_compressed_and_broken_dumps(tmp_path, capsys):
+    import gzip
+
+    article = {"id": "7", "title": "Albedo", "text": "Albedo is reflected sunlight. " * 10}
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write(json.dumps(article) + "\n")
+    assert build_main(["--wiki-dump", str(tmp_path / "a.jsonl.gz"), "--out",
+                       str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "passages.jsonl").read_text())["id"] == "7_0"
+    (tmp_path / "b.jsonl.gz").write_bytes(b"not gzip at all")
+    assert build_main(["--wiki-dump", str(tmp_path / "b.jsonl.gz"), "--out",
+                       str(tmp_path / "d")]) == 1
+    assert "b.jsonl.gz: unreadable (BadGzipFile" in capsys.readouterr().err

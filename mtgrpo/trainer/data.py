@@ -108,11 +108,16 @@ def load_records(path: str | Path) -> list[QARecord]:
                    for i, row in enumerate(rows)]
     elif suffix == ".jsonl":
         records = []
-        with path.open("r", encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
+        with path.open("rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserError(Problem(where, "", f"not UTF-8 ({exc.reason} at byte "
+                                            f"{exc.start})", "UTF-8 text")) from None
                 if not line.strip():
                     continue
-                where = f"{path}:{lineno}"
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:

@@ -78,6 +78,14 @@ def _open_text(path: Path):
 
 
 def _json_articles(path: Path) -> Iterator[tuple[str, dict]]:
+    try:
+        yield from _json_lines(path)
+    except (UnicodeDecodeError, OSError, EOFError) as exc:  # not UTF-8, a broken .gz/.bz2
+        raise UserError(Problem(str(path), "", f"unreadable ({type(exc).__name__}: {exc})",
+                                "UTF-8 JSON lines, optionally .gz or .bz2")) from None
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
     with _open_text(path) as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
