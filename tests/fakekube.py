@@ -184,7 +184,13 @@ def _handler(fake: FakeKube):
                 self._send(404, _status(404, "NotFound", f"the server could not find {url.path}"))
                 return None
             ns, plural, name = match.groups()
-            return ns, plural, name, parse_qs(url.query)
+            query = parse_qs(url.query)
+            try:
+                _selectors(query)
+            except ValueError as err:  # as the real server answers an unsupported selector
+                self._send(400, _status(400, "BadRequest", str(err)))
+                return None
+            return ns, plural, name, query
 
         def do_GET(self) -> None:
             route = self._route()

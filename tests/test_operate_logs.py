@@ -125,3 +125,22 @@ def test_no_credentials_is_one_line(fake, capsys, monkeypatch, tmp_path):
     fake.put(training_job(JOB, status={"trainingJobStatus": "Completed"}))
     assert logs(fake, JOB) == 1
     assert "AWS credentials" in one_line(capsys)
+
+
+def test_follow_a_trial_ends_when_sagemaker_says_it_finished(fake, cloudwatch, capsys):
+    """A trial is no Kubernetes resource: its state comes from DescribeTrainingJob."""
+    trial = "tune-v-003-cccc"
+    boto3.client("sagemaker", region_name="us-west-2").create_training_job(
+        TrainingJobName=trial,
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::111122223333:role/sm-role-name",
+        OutputDataConfig={"S3OutputPath": "s3://b/o"},
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1,
+                        "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 60})  # moto: Completed at once
+    fake.put(tuning_job("tune-v", status={"hyperParameterTuningJobStatus": "InProgress"}))
+    put(cloudwatch, f"{trial}/algo-1-1700000000", [(1000, "trial line")])
+    assert logs(fake, "tune-v", "--trial", trial, "--follow", "--poll", "0.05") == 0
+    assert capsys.readouterr().out == "trial line\n"
+    assert logs(fake, "tune-v", "--trial", "tune-v-999-none", "--follow") == 1
+    assert "ValidationException" in capsys.readouterr().err
