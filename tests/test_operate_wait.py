@@ -269,3 +269,38 @@ def test_sigterm_deletes_the_created_job(fake):
     assert "raised Cancelled" in out
     assert ("trainingjobs", "ml", "cancel-me") not in fake.objects
     assert fake.count("delete", "trainingjobs") == 1
+
+
+def test_heartbeat_while_nothing_changes(fake):
+    from mtgrpo.operate import connect, wait_for
+    fake.put(training_job("quiet", status=RUNNING))
+    lines = []
+    outcome = wait_for(connect(kubeconfig=str(fake.kubeconfig)), "TrainingJob", "quiet",
+                       timeout_s=2.5, progress=lines.append, heartbeat_s=0.5, watch_s=1)
+    assert outcome.code == 124
+    assert lines[0].startswith("quiet: InProgress / Starting [")
+    assert sum(line.endswith("(still waiting)") for line in lines[1:]) >= 1
+    assert fake.count("watch", "trainingjobs") >= 2  # watched in slices, resumed each time
+    assert fake.count("list", "trainingjobs") == 1
+
+
+def test_in_cluster_configuration(monkeypatch, tmp_path):
+    """In a pipeline step's pod: no kubeconfig, the service account's token and namespace."""
+    from kubernetes.config import incluster_config
+
+    from mtgrpo.operate import kube
+    (tmp_path / "token").write_text("pod-token")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "namespace").write_text("team-a\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+    monkeypatch.setattr(kube, "IN_CLUSTER_NAMESPACE", tmp_path / "namespace")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    client = kube.connect()
+    assert (client.server, client.namespace) == ("https://10.0.0.1:443", "team-a")
+    assert kube.connect(namespace="other").namespace == "other"
+    config = client.api.api_client.configuration
+    assert config.api_key["authorization"].lower() == "bearer pod-token"
