@@ -148,3 +148,45 @@ def test_input_resources_are_not_modified(crd_dir):
     before = copy.deepcopy(job)
     check_resources([job], source=SOURCE, crd_dir=crd_dir)
     assert job == before
+
+
+def test_structural_fast_check_agrees_with_jsonschema(crd_dir):
+    """The quick yes/no must say 'valid' exactly when jsonschema does, or errors would hide."""
+    from mtgrpo.validate.crd_schema import validators
+
+    table = validators(crd_dir)
+    assert all(v.fast != v.full.is_valid for v in table.values())  # the fast path is in use
+    checked = 0
+    for make in (training_job, tuning_job):
+        base = make()
+        schema = table[("sagemaker.services.k8s.aws", "v1alpha1", base["kind"])]
+        paths = list(_paths(base))
+        for path in paths:
+            for wrong in (None, 7, 7.0, 2.5, True, "x", [], {}, [{}], {"unknown": 1}):
+                resource = copy.deepcopy(base)
+                node = resource
+                for part in path[:-1]:
+                    node = node[part]
+                node[path[-1]] = wrong
+                assert schema.fast(resource) == schema.full.is_valid(resource), (path, wrong)
+                checked += 1
+    assert checked > 1000
+
+
+def test_unsupported_keywords_fall_back_to_jsonschema():
+    from mtgrpo.validate.structural import compile_structural
+
+    assert compile_structural({"type": "object", "properties": {"a": {"type": "string"}}})
+    assert compile_structural({"type": "string", "pattern": "^a$"}) is None
+    assert compile_structural({"anyOf": [{"type": "string"}]}) is None
+
+
+def _paths(node, prefix=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield prefix + (key,)
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield prefix + (i,)
+            yield from _paths(value, prefix + (i,))
