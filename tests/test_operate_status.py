@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import boto3
+import yaml
 import pytest
 from moto import mock_aws
 
@@ -110,9 +111,22 @@ def test_selectors_by_job_recipe_and_recipe_file(jobs):
     assert [r["name"] for r in status_json(jobs, "--no-aws", "demo")] == ["demo-a1", "demo-b2"]
     assert [r["name"] for r in status_json(jobs, "--no-aws", "other", "demo-a1")] == \
         ["demo-a1", "other-c3"]
+
+
+def test_recipe_file_shows_its_jobs_and_the_current_one_not_yet_applied(jobs):
     recipe = REPO / "recipes" / "qwen2-5-1-5b-tune.yaml"  # its name labels its jobs
-    jobs.put(tuning_job("q-tune-1", recipe="qwen2-5-1-5b-tune"))
-    assert [r["name"] for r in status_json(jobs, "--no-aws", str(recipe))] == ["q-tune-1"]
+    current = yaml.safe_load(next((REPO / "manifests").glob(
+        "qwen2-5-1-5b-tune-*-hyperparametertuningjob.yaml")).read_text())
+    jobs.put(tuning_job("q-tune-1", recipe="qwen2-5-1-5b-tune",
+                        status={"hyperParameterTuningJobStatus": "Completed"}))
+    records = status_json(jobs, "--no-aws", str(recipe))
+    assert [(r["name"], r["status"]) for r in records] == [
+        ("q-tune-1", "Completed"), (current["metadata"]["name"], "NotApplied")]
+    assert "NotApplied" in status_out(jobs, str(recipe))  # no SageMaker call for it either
+    current["metadata"]["namespace"] = "ml"  # applied now (to the namespace status reads)
+    jobs.put(current)
+    assert [(r["name"], r["status"]) for r in status_json(jobs, "--no-aws", str(recipe))] == [
+        ("q-tune-1", "Completed"), (current["metadata"]["name"], "")]  # not synced yet
 
 
 def test_unknown_selector_is_one_line(jobs, capsys):

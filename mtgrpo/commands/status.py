@@ -11,7 +11,8 @@ from mtgrpo.operate.kube import TUNING, add_connection_arguments, connect_from_a
 
 def add_arguments(parser) -> None:
     parser.add_argument("selectors", nargs="*", metavar="RECIPE|JOB",
-                        help="job names, recipe names or recipe files (default: every job)")
+                        help="job names, recipe names or recipe files (default: every job); "
+                             "a recipe file also shows its current jobs not yet applied")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table",
                         help="a readable table (default) or JSON for scripts")
     parser.add_argument("--no-aws", action="store_true",
@@ -25,7 +26,8 @@ def run(args) -> int:
     counts = {}
     if not args.no_aws:
         clients = status.sagemaker_clients()
-        counts = {j.name: status.trial_counts(j, clients) for j in jobs if j.kind == TUNING}
+        counts = {j.name: status.trial_counts(j, clients) for j in jobs
+                  if j.kind == TUNING and j.status != status.NOT_APPLIED}
     records = status.as_records(jobs, datetime.now(timezone.utc), counts)
     if args.output == "json":
         print(status.to_json(records))

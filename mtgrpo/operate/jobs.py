@@ -13,8 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mtgrpo.operate.kube import TRAINING, TUNING
-
-RECIPE_LABEL = "mtgrpo.io/recipe"
+from mtgrpo.render import RECIPE_LABEL, REGION_ANNOTATION
 DONE = "Completed"
 FAILED = ("Failed", "Stopped")
 FINISHED = (DONE, *FAILED)
@@ -58,7 +57,7 @@ def view(obj: dict) -> JobView:
                      if c.get("type") == "ACK.Terminal" and c.get("status") == "True"), "")
     started = _time(status.get("creationTime")) or _time(meta.get("creationTimestamp"))
     region = ((status.get("ackResourceMetadata") or {}).get("region")
-              or meta.get("annotations", {}).get("services.k8s.aws/region", ""))
+              or meta.get("annotations", {}).get(REGION_ANNOTATION, ""))
     if kind == TUNING:
         definition = spec.get("trainingJobDefinition") or {}
         resources = definition.get("resourceConfig") or {}

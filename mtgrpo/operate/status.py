@@ -17,6 +17,8 @@ from mtgrpo.errors import Problem, UserError, did_you_mean
 from mtgrpo.operate.jobs import JobView, format_elapsed, view
 from mtgrpo.operate.kube import KINDS, TUNING, Kube
 
+# A recipe's current job that is not in the cluster (not yet applied, or another namespace).
+NOT_APPLIED = "NotApplied"
 COUNTERS = (("completed", ("Completed",)), ("running", ("InProgress",)),
             ("failed", ("RetryableError", "NonRetryableError")), ("stopped", ("Stopped",)))
 
@@ -28,11 +30,15 @@ def select(kube: Kube, selectors: list[str]) -> list[JobView]:
         return jobs
     chosen: dict[tuple[str, str], JobView] = {}
     for selector in selectors:
-        recipe = _recipe_name(selector)
+        recipe, rendered = _recipe_jobs(selector)
+        for job in rendered:  # what `mtgrpo render` makes of the recipe now
+            if not any((j.kind, j.name) == (job.kind, job.name) for j in jobs):
+                job.status = NOT_APPLIED
+                chosen[(job.kind, job.name)] = job
         key = selector.lower().split("/", 1)[-1]
         hits = [j for j in jobs if (recipe and j.recipe == recipe) or (not recipe and (
             j.name == key or j.job_name.lower() == key or j.recipe == selector))]
-        if not hits:
+        if not hits and not rendered:
             names = sorted({j.name for j in jobs} | {j.recipe for j in jobs if j.recipe})
             raise UserError(Problem(
                 f"namespace {kube.namespace}", selector,
@@ -43,14 +49,17 @@ def select(kube: Kube, selectors: list[str]) -> list[JobView]:
     return [chosen[k] for k in sorted(chosen)]
 
 
-def _recipe_name(selector: str) -> str:
-    """A recipe file's name (its slug), or "" when the selector is not a recipe file."""
+def _recipe_jobs(selector: str) -> tuple[str, list[JobView]]:
+    """A recipe file's name and the jobs it renders to now; ("", []) for other selectors."""
     path = Path(selector)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        return ""
-    from mtgrpo.recipes import load_recipe
+        return "", []
+    from mtgrpo.recipes import find_root, load_recipe
+    from mtgrpo.render import build_resources, load_settings
 
-    return load_recipe(path).name
+    recipe = load_recipe(path)
+    resources = build_resources(recipe, load_settings(find_root(path)))
+    return recipe.name, [view(r.body) for r in resources]
 
 
 def trial_counts(job: JobView, client_for: Callable[[str], Any]) -> dict[str, int] | None:
