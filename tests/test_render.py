@@ -68,6 +68,8 @@ def test_values_enter_as_data_not_text():
     everything = next(b for n, b in _golden_bodies().items() if n.startswith("everything-"))
     env = everything["spec"]["environment"]
     assert env["ODD_VALUE"] == 'quotes " and colons: {{ not a template }} # not a comment'
+    assert (env["LOOKS_LIKE_BOOL"], env["LOOKS_LIKE_OCTAL"], env["TWO_LINES"]) == (
+        "yes", "0o17", "first\nsecond\ttabbed")
     tags = everything["spec"]["tags"]
     assert tags == [{"key": "team", "value": "research: agents"},
                     {"key": "cost-center", "value": "0042"}]
@@ -189,3 +191,39 @@ def test_kubectl_kustomize_builds_exactly_the_rendered_resources(root):
     for resource in expected:
         # same objects, and every string stayed a string through kubectl's YAML parser
         assert by_name[(resource.kind, resource.name)] == resource.body
+
+
+def test_a_json_value_inside_a_longer_string_is_refused(tmp_path):
+    root = copy_project(tmp_path, rendered=False)
+    template = root / "templates" / "trainingjob.yaml.j2"
+    template.write_text(template.read_text().replace(
+        "s3OutputPath: {{ job.output_path | json }}",
+        "s3OutputPath: prefix-{{ job.output_path | json }}"))
+    with pytest.raises(UserError) as excinfo:
+        render_all(root, write=False)
+    assert "spec.outputDataConfig.s3OutputPath: a `| json` value is part of a longer string" in \
+        str(excinfo.value)
+
+
+TRICKY = ["yes", "y", "N", "off", "null", "~", "", "0o17", "0x1F", "0b101", "1_000", "12:30",
+          "2024-01-01", "1e-06", "1e5", "-.5", "+1", "1.", ".inf", "0042", " lead", "trail ",
+          "two\nlines\n", "tab\there", "émoji 🎉", "- dash", "-dash", "#hash", "@at", "`tick",
+          "*star", "&amp", "!bang", "%pct", "[x]", "{y}", '"q"', "'s'", ": colon", "a: b",
+          "a #b", "...", "---", "a:", "s3://b/k", "arn:aws:iam::1:role/x", "a,b",
+          "back\\slash \"q\"", "mtgrpo\\-metrics:.* x=([-+]?[0-9]*)"]
+
+
+def test_canonical_yaml_keeps_strings_strings_for_pyyaml_and_kubectl(tmp_path):
+    from mtgrpo.recipes.yamlfile import dump_yaml
+    data = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tricky"},
+            "data": {f"k{i:02d}": value for i, value in enumerate(TRICKY)}}
+    text = dump_yaml(data)
+    assert parse_yaml(text, source="x") == data == yaml.safe_load(text)
+    assert dump_yaml(parse_yaml(text, source="x")) == text
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    (tmp_path / "cm.yaml").write_text(text)
+    (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path)], check=True,
+                           capture_output=True, text=True).stdout
+    assert yaml.load(built, Loader=Loader)["data"] == data["data"]

@@ -53,7 +53,8 @@ class Drift:
             lines += [f"  ~ {old.name} -> {new.name} ({new.kind}, recipe {new.recipe})"
                       for old, new in self.replaced]
         if self.updated:
-            lines.append(f"updated in place (labels/annotations only): {len(self.updated)}")
+            lines.append(f"changed, same job name (metadata or layout, no new job): "
+                         f"{len(self.updated)}")
             lines += [f"  ~ {j.name} ({j.kind})" for j in self.updated]
         if self.other:
             lines.append("other files changed: " + ", ".join(self.other))

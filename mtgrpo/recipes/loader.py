@@ -6,6 +6,7 @@ file names that base file, not the recipe.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.recipes import schema
-from mtgrpo.recipes.yamlfile import read_yaml
+from mtgrpo.recipes.yamlfile import parse_yaml, read_yaml
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
@@ -64,7 +65,7 @@ def find_root(path: Path) -> Path:
 
 def relative(path: Path, root: Path) -> str:
     try:
-        return Path(os.path.relpath(Path(path).resolve(), Path(root).resolve())).as_posix()
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
     except ValueError:  # another drive on Windows
         return Path(path).as_posix()
 
@@ -127,7 +128,7 @@ def _where(provenance: Mapping[str, str], key: str, default: str) -> str:
 def _load_merged(path: Path, root: Path, provenance: dict[str, str],
                  chain: tuple[Path, ...]) -> dict:
     source = relative(path, root)
-    doc = read_yaml(path, source=source)
+    doc = _read(path, source)
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -156,6 +157,28 @@ def _load_merged(path: Path, root: Path, provenance: dict[str, str],
     return _merge(merged, own)
 
 
+def _read(path: Path, source: str) -> Any:
+    """Parsed YAML of a file; base files shared by many recipes are parsed once per content."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return read_yaml(path, source=source)  # reports the error
+    return _copy(_parse_cached(text, source))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str, source: str) -> Any:
+    return parse_yaml(text, source=source)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
 def _without_nulls(value: Any) -> Any:
     """Drop null values from mappings: a null in a recipe unsets what a base file set."""
     if isinstance(value, dict):
@@ -180,7 +203,7 @@ def _record(doc: Any, prefix: str, source: str, provenance: dict[str, str]) -> N
         return
     for key, value in doc.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) and path in provenance:
             # a replaced value: forget what its old children said
             for old in [k for k in provenance if k.startswith(path + ".")]:
                 del provenance[old]

@@ -4,11 +4,14 @@ PyYAML follows YAML 1.1, where ``1e-6`` is a *string*; kubectl (go-yaml) and mos
 as a float. The loader therefore reads exponent floats as floats (so ``learning_rate: 1e-6`` in a
 recipe is a number), and the dumper quotes any string that another parser could take for a
 number (so the hyperparameter ``"1e-06"`` stays a string when kubectl reads the manifest).
+The writer is our own small emitter for JSON-like data: PyYAML's pure-Python representer was
+most of the time of a render, and one fixed form per value keeps the output canonical.
 Duplicate keys are refused: PyYAML would silently keep the last one.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,6 @@ import yaml
 from mtgrpo.errors import Problem, UserError
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # Exponent floats without a dot (``1e-6``, ``5E3``): floats to YAML 1.2 and go-yaml, strings
 # to YAML 1.1.
@@ -31,13 +33,25 @@ class Loader(_Loader):  # type: ignore[misc,valid-type]
     """Safe loader: exponent floats are floats, duplicate keys are an error."""
 
 
-class Dumper(_Dumper):  # type: ignore[misc,valid-type]
-    """Safe dumper that quotes strings a YAML 1.2 parser would read as numbers."""
+class _Resolver(yaml.resolver.Resolver):
+    """YAML 1.1's implicit types plus YAML 1.2's exponent floats and ``0o`` octals: a string
+    any of them would read as something else must be quoted."""
 
 
 Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789."))
-Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789."))
-Dumper.add_implicit_resolver("tag:yaml.org,2002:int", _OCTAL_12, list("-+0"))
+_Resolver.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789."))
+_Resolver.add_implicit_resolver("tag:yaml.org,2002:int", _OCTAL_12, list("-+0"))
+# go-yaml's float syntax, e.g. ``-.5``, which PyYAML reads as a string.
+_Resolver.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."))
+_RESOLVER = _Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+# go-yaml v2 also reads y/Y/n/N as booleans.
+_GO_BOOLS = {"y", "Y", "n", "N"}
+_PLAIN = re.compile(r"^[A-Za-z0-9_./+=$][A-Za-z0-9_./+=$:@,()\- ]*$")
+_PLAIN_DASH = re.compile(r"^-[A-Za-z0-9_./+=$][A-Za-z0-9_./+=$:@,()\- ]*$")
 
 
 class DuplicateKey(Exception):
@@ -60,15 +74,6 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
 
 
 Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    # Multi-line strings as literal blocks: readable in review and in diffs.
-    style = "|" if "\n" in value and not value.endswith(" ") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-Dumper.add_representer(str, _represent_str)
 
 
 def parse_yaml(text: str, *, source: str) -> Any:
@@ -98,6 +103,95 @@ def read_yaml(path: Path, *, source: str) -> Any:
 
 
 def dump_yaml(data: Any) -> str:
-    """Canonical YAML: keys sorted, block style, no line folding, unicode kept."""
-    return yaml.dump(data, Dumper=Dumper, sort_keys=True, default_flow_style=False,
-                     allow_unicode=True, width=1 << 30, indent=2)
+    """Canonical YAML for JSON-like data: keys sorted, block style, one form per value.
+
+    Strings are plain when no YAML 1.1 or 1.2 parser (PyYAML, go-yaml in kubectl) could read
+    them as anything but that string, else single-quoted, or JSON double-quoted when they hold
+    characters single quotes cannot (newlines, tabs, control characters).
+    """
+    lines: list[str] = []
+    _emit(data, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _emit(value: Any, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        for key in sorted(value, key=str):
+            item = value[key]
+            head = f"{pad}{_scalar(str(key))}:"
+            if isinstance(item, dict) and item:
+                lines.append(head)
+                _emit(item, indent + 2, lines)
+            elif isinstance(item, list) and item:
+                lines.append(head)
+                _emit(item, indent, lines)
+            else:
+                lines.append(f"{head} {_scalar(item)}")
+    elif isinstance(value, list) and value:
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                nested: list[str] = []
+                _emit(item, indent + 2, nested)
+                lines.append(f"{pad}- {nested[0][indent + 2:]}")
+                lines.extend(nested[1:])
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    else:
+        lines.append(f"{pad}{_scalar(value)}")
+
+
+def _scalar(value: Any) -> str:
+    if type(value) is str:  # noqa: E721 (the common case first)
+        return _string(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    if isinstance(value, str):
+        return _string(value)
+    raise TypeError(f"cannot write {type(value).__name__} as YAML")
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return ".nan"
+    if value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(value)
+    if "e" in text and "." not in text.split("e")[0]:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"  # YAML 1.1 needs the dot
+    return text
+
+
+@functools.lru_cache(maxsize=65536)
+def _string(value: str) -> str:
+    if (_PLAIN.match(value) or _PLAIN_DASH.match(value)) and not value.endswith(" ") \
+            and not value.endswith(":") and not value.startswith("...") \
+            and ": " not in value and " #" not in value and value not in _GO_BOOLS \
+            and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:
+        return value
+    if value.isprintable():
+        return "'" + value.replace("'", "''") + "'"
+    return '"' + "".join(_escape(c) for c in value) + '"'
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(char: str) -> str:
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

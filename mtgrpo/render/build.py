@@ -7,7 +7,7 @@ template ran, the content-hash name (:mod:`mtgrpo.render.naming`).
 
 from __future__ import annotations
 
-import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,7 +20,7 @@ from mtgrpo.recipes import Recipe
 from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
 from mtgrpo.render import naming
 from mtgrpo.render.settings import Settings
-from mtgrpo.render.templating import TEMPLATES, render_template
+from mtgrpo.render.templating import TEMPLATES, fill_values, render_template
 
 API_VERSION = "sagemaker.services.k8s.aws/v1alpha1"
 RECIPE_LABEL = "mtgrpo.io/recipe"
@@ -131,7 +131,7 @@ def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig
     ctx = context_for(recipe, settings, trainer)
     template = TEMPLATES[kind]
     try:
-        text = render_template(kind, settings.templates_dir, ctx)
+        text, values = render_template(kind, settings.templates_dir, ctx)
     except jinja2.TemplateSyntaxError as err:
         raise UserError(Problem(f"templates/{template}", f"line {err.lineno}",
                                 f"template syntax error: {err.message}",
@@ -140,7 +140,8 @@ def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig
         raise UserError(Problem(f"templates/{template}", "",
                                 f"template failed for {recipe.source}: {err}",
                                 "variables listed in docs/recipes.md")) from None
-    body = parse_yaml(text, source=f"templates/{template} (rendered for {recipe.source})")
+    where = f"templates/{template} (rendered for {recipe.source})"
+    body = fill_values(parse_yaml(text, source=where), values, source=where)
     name_field, limit = NAME_FIELDS[kind]
     if not isinstance(body, dict) or body.get("kind") != kind or \
             not isinstance(body.get("spec"), dict) or not isinstance(body.get("metadata"), dict):
@@ -167,9 +168,8 @@ def hash_input(body: Mapping[str, Any]) -> dict:
     annotation. Labels and the other annotations (deletion policy, sync options, source file)
     can change on a live resource without re-running the job, so they are not hashed.
     """
-    spec = copy.deepcopy(dict(body["spec"]))
-    for field_name, _ in NAME_FIELDS.values():
-        spec.pop(field_name, None)
+    names = {field_name for field_name, _ in NAME_FIELDS.values()}
+    spec = {k: v for k, v in body["spec"].items() if k not in names}
     metadata = body.get("metadata") or {}
     return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
             "namespace": metadata.get("namespace"),
@@ -177,8 +177,13 @@ def hash_input(body: Mapping[str, Any]) -> dict:
             "spec": spec}
 
 
+@functools.lru_cache(maxsize=1)
+def _our_metrics() -> tuple[tuple[str, str], ...]:
+    return tuple((m["Name"], m["Regex"]) for m in metric_definitions())
+
+
 def _metric_definitions(job: Mapping[str, Any]) -> list[dict[str, str]]:
-    ours = [{"name": m["Name"], "regex": m["Regex"]} for m in metric_definitions()]
+    ours = [{"name": name, "regex": regex} for name, regex in _our_metrics()]
     extra = [{"name": m["Name"], "regex": m["Regex"]} for m in job["metric_definitions"]]
     return ours + extra
 
