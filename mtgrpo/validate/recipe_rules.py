@@ -85,7 +85,7 @@ def check_s3_uri(value: Any, source: str, key: str) -> list[Problem]:
     allowed = "s3://<bucket>/<prefix>, bucket 3-63 lower-case letters, digits, '.' or '-'"
     if not isinstance(value, str):
         return [Problem(source, key, f"must be an S3 URI, got {type(value).__name__}", allowed)]
-    match = S3_URI.match(value)
+    match = S3_URI.fullmatch(value)
     if not match or ".." in match.group("bucket") or len(value) > 1024:
         return [Problem(source, key, f"{value!r} is not a valid S3 URI", allowed)]
     return []
@@ -125,7 +125,7 @@ def _stopping(job: Mapping[str, Any], source: str) -> list[Problem]:
 def _locations(job: Mapping[str, Any], source: str) -> list[Problem]:
     problems = []
     role = job.get("role")
-    if role is not None and (not isinstance(role, str) or not ROLE_ARN.match(role)
+    if role is not None and (not isinstance(role, str) or not ROLE_ARN.fullmatch(role)
                              or len(role) > 2048):
         problems.append(Problem(source, "job.role", f"{role!r} is not an IAM role ARN",
                                 "arn:aws:iam::<12-digit account>:role/<name>"))
@@ -147,7 +147,7 @@ def _locations(job: Mapping[str, Any], source: str) -> list[Problem]:
                                     f"{limit} ids", f"ids like {example}"))
             continue
         for i, item in enumerate(value):
-            if not isinstance(item, str) or not pattern.match(item):
+            if not isinstance(item, str) or not pattern.fullmatch(item):
                 problems.append(Problem(source, f"job.{key}[{i}]", f"{item!r} is not a valid "
                                         "id", f"ids like {example}"))
     if bool(subnets) != bool(groups):
@@ -172,7 +172,8 @@ def _channels(job: Mapping[str, Any], source: str) -> list[Problem]:
                                     + " are required"))
     for name, value in inputs.items():
         key = f"job.inputs.{name}"
-        if not isinstance(name, str) or not re.match(CHANNEL_NAME_PATTERN, name) or len(name) > 64:
+        if (not isinstance(name, str) or len(name) > 64
+                or not re.fullmatch(CHANNEL_NAME_PATTERN, name)):
             problems.append(Problem(source, key, "invalid channel name",
                                     "1-64 letters, digits, '.', '-' or '_'"))
         if isinstance(value, Mapping):
@@ -194,7 +195,7 @@ def _environment(job: Mapping[str, Any], tuning: Mapping[str, Any] | None,
                                 f"at most {MAX_ENV} entries"))
     for name, value in env.items():
         key = f"job.environment.{name}"
-        if not isinstance(name, str) or not ENV_KEY.match(name) or len(name) > MAX_ENV_TEXT:
+        if not isinstance(name, str) or not ENV_KEY.fullmatch(name) or len(name) > MAX_ENV_TEXT:
             problems.append(Problem(source, key, "invalid environment variable name",
                                     f"[a-zA-Z_][a-zA-Z0-9_]*, at most {MAX_ENV_TEXT} characters"))
         if isinstance(value, str) and len(value) > MAX_ENV_TEXT:

@@ -60,7 +60,7 @@ def _metadata(resource: Mapping[str, Any], source: str) -> list[Problem]:
         return [Problem(source, "metadata.name", "required field is missing",
                         "the job name, lower-cased")]
     problems = []
-    if len(name) > 253 or not _K8S_NAME.match(name):
+    if len(name) > 253 or not _K8S_NAME.fullmatch(name):
         problems.append(Problem(source, "metadata.name", f"{name!r} is not a valid object name",
                                 "lower-case letters, digits, '-' and '.', at most 253"))
     job = (resource.get("spec") or {}).get(_NAME_FIELD.get(str(resource.get("kind")), ""))
