@@ -300,6 +300,7 @@ def test_secret_names(key, secret):
     (EXAMPLE_SECRET, "secret access key"),
     ("s3://amzn-s3-demo-bucket/mtgrpo/checkpoints/qwen3-1-7b-p4d-spot", ""),
     ("0123456789abcdef0123456789abcdef01234567", ""),  # a git sha: no upper case
+    ("s3://b/datasets/TriviaQA2024/Wikipedia/devs", ""),  # "//b/.../devs": 40 such characters
     ("Qwen/Qwen2.5-1.5B-Instruct", ""), ("http://127.0.0.1:8000", ""),
 ])
 def test_secret_values(value, kind):

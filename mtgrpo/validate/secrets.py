@@ -31,6 +31,8 @@ def looks_like_secret_value(value: str) -> str:
     """What kind of secret ``value`` looks like ('' when none)."""
     if _ACCESS_KEY_ID.search(value):
         return "an AWS access key id"
+    if value.startswith("s3://"):
+        return ""  # S3 keys are '/'-joined words that can line up to 40 such characters
     for match in _SECRET_KEY.finditer(value):
         token = match.group(0)
         # Real secret keys mix cases and digits; paths and hex digests of that length do not.
