@@ -164,6 +164,7 @@ def test_application_syncs_run_once_jobs_safely():
     policy = app["spec"]["syncPolicy"]
     assert policy["automated"]["prune"] is False
     options = policy.get("syncOptions", [])
+    assert "Prune=false" in options
     assert not any(o.startswith(("Replace=", "Force=")) and o.endswith("true") for o in options)
     assert "resources-finalizer.argocd.argoproj.io" not in app["metadata"].get("finalizers", [])
     namespace = yaml.safe_load((REPO / "recipes" / "_project.yaml").read_text())["namespace"]
