@@ -113,6 +113,31 @@ def test_gradients_equal_trl(trainer):
     assert any(g.abs().sum() > 0 for g in ours.values())
 
 
+def test_gradients_with_activation_checkpointing(trainer):
+    """Checkpointed layers run again in backward and must see the same packed attention."""
+    model = trainer.model
+    ids, mask = make_batch(model.config.vocab_size, seed=6)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, COMPLETION)
+        logps.sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.train()  # layers are recomputed only in training mode (the tiny model has no dropout)
+    plain = grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        assert all(layer.gradient_checkpointing for layer in model.model.layers)
+        checkpointed = grads()
+    finally:
+        model.gradient_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-5)
+
+
 def test_micro_batches_equal_one_batch(trainer):
     model = trainer.model
     ids, mask = make_batch(model.config.vocab_size, seed=3)

@@ -28,6 +28,7 @@ Put the mixin first in the trainer's bases::
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import torch
@@ -62,13 +63,36 @@ def _per_sequence_sdpa(q, k, v, cu_seqlens, scale):
     return out
 
 
+# Why the FlashAttention varlen kernel is not used, once a call has failed (e.g. an old GPU).
+_varlen_unusable: str | None = None
+
+
+def attention_backend(device_type: str = "cuda") -> str:
+    """Which kernel packed attention uses on ``device_type``: ``varlen_attn`` or ``sdpa per sequence``."""
+    if _varlen_attn is not None and device_type == "cuda" and _varlen_unusable is None:
+        return "varlen_attn"
+    return "sdpa per sequence"
+
+
 def varlen_causal_attention(q, k, v, cu_seqlens, max_len: int, scale: float | None):
     """Causal attention over sequences packed along dim 0 (``cu_seqlens``: int32 boundaries).
 
     q is (N, Hq, D), k and v are (N, Hkv, D) with Hq a multiple of Hkv; returns (N, Hq, D).
     """
-    if _varlen_attn is None or not q.is_cuda:
+    global _varlen_unusable
+    if attention_backend(q.device.type) != "varlen_attn":
         return _per_sequence_sdpa(q, k, v, cu_seqlens, scale)
+    try:
+        return _flash_varlen(q, k, v, cu_seqlens, max_len, scale)
+    except (RuntimeError, NotImplementedError) as exc:  # kernel not built for this GPU or dtype
+        _varlen_unusable = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        warnings.warn(f"varlen_attn unusable ({_varlen_unusable}); packed attention runs SDPA "
+                      "per sequence, which is slower", RuntimeWarning, stacklevel=2)
+        return _per_sequence_sdpa(q, k, v, cu_seqlens, scale)
+
+
+def _flash_varlen(q, k, v, cu_seqlens, max_len, scale):
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     kwargs: dict[str, Any] = {"scale": scale}
     if "window_size" in _VARLEN_PARAMS:
         kwargs["window_size"] = (-1, 0)  # causal, torch >= 2.11

@@ -1,0 +1,424 @@
+"""The learner step at Qwen3-1.7B shape: ours (packed log-probs) against TRL 1.16 GRPOTrainer's own path.
+
+One run, one device. It builds the Qwen3-1.7B-shaped model with random weights (hidden 2048, 28
+layers, 16 heads, 8 KV heads, intermediate 6144, vocab 151936, tied embeddings), one fixed
+multi-turn GRPO batch (groups of completions sharing a prompt; tool-result tokens masked out of the
+loss with TRL's ``tool_mask``; per-token MT-GRPO advantages; old log-probs off by a little, as after
+an update or from a vLLM sampler, so the clipped ratio matters), and times, after warm-up, the
+median of repeated learner steps (TRL's ``_compute_loss`` + backward + fused AdamW) for:
+
+- ``trl``: a plain ``trl.GRPOTrainer`` (its fused, chunked LM head: TRL 1.16's default and fastest
+  log-prob path; its GRPO has no Liger loss any more);
+- ``ours``: the same trainer class with ``ChunkedLogprobsMixin`` (padding-free packing);
+- ``ours+ckpt/N``: ours with transformers' activation checkpointing of every N-th layer.
+
+It checks that ``trl`` and ``ours`` compute the same log-probs, loss and gradients within bf16
+tolerance, prints tokens/s (real tokens: prompt + completion, padding not counted), ms/step and peak
+memory and the ratios, then times the no-vLLM generation path (transformers ``generate``, two
+assistant turns around a tool result). ``--tiny`` runs the same code on a tiny model on CPU.
+
+    python benchmarks/gpu_learner.py --tiny            # CPU check, about a minute
+    python benchmarks/gpu_learner.py --json out.json   # one GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+
+warnings.filterwarnings("ignore")
+
+FULL = dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+            intermediate_size=6144, vocab_size=151936, head_dim=128, tie_word_embeddings=True,
+            max_position_embeddings=40960, rope_theta=1_000_000.0)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=128, vocab_size=512, head_dim=16, tie_word_embeddings=True,
+            max_position_embeddings=2048, rope_theta=10_000.0)
+
+
+@dataclass
+class Episode:
+    prompt_len: int
+    segments: list[tuple[int, bool]]  # (tokens, is_tool_result)
+
+
+def episodes(groups: int, per_group: int, scale: float, max_completion: int, seed: int,
+             equal: bool = False) -> list[Episode]:
+    """A fixed multi-turn batch: per group one prompt, completions of 1-3 assistant turns.
+
+    Lengths (full scale, tokens): prompt 180-260 (system prompt with the tool schema + question);
+    20% answer at once (30-300), 60% one search (turn 40-160, result 200-512, answer 20-250),
+    20% two searches. Tool results are passages cut to a token budget. ``equal``: every
+    episode one search of fixed lengths, so there is no padding at all.
+    """
+    rng = random.Random(seed)
+
+    def n(lo, hi):
+        return max(1, round(rng.randint(lo, hi) * scale))
+
+    out = []
+    for _ in range(groups):
+        prompt = n(180, 260) if not equal else max(1, round(220 * scale))
+        for _ in range(per_group):
+            if equal:
+                segs = [(round(100 * scale), False), (round(400 * scale), True), (round(120 * scale), False)]
+            else:
+                kind = rng.choices(["answer", "search", "two"], weights=[2, 6, 2])[0]
+                if kind == "answer":
+                    segs = [(n(30, 300), False)]
+                elif kind == "search":
+                    segs = [(n(40, 160), False), (n(200, 512), True), (n(20, 250), False)]
+                else:
+                    segs = [(n(40, 160), False), (n(200, 512), True), (n(40, 160), False),
+                            (n(200, 512), True), (n(20, 250), False)]
+            kept, total = [], 0
+            for length, env in segs:  # truncate at the completion budget, as generation would
+                length = min(length, max_completion - total)
+                if length > 0:
+                    kept.append((length, env))
+                    total += length
+            out.append(Episode(prompt, kept))
+    return out
+
+
+def make_inputs(eps: list[Episode], per_group: int, vocab: int, device, seed: int):
+    """TRL's ``_compute_loss`` inputs: left-padded prompts, right-padded completions, (B, T) advantages."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    B = len(eps)
+    P = max(e.prompt_len for e in eps)
+    C = max(sum(length for length, _ in e.segments) for e in eps)
+    prompt_ids = torch.zeros(B, P, dtype=torch.long)
+    prompt_mask = torch.zeros(B, P, dtype=torch.long)
+    completion_ids = torch.zeros(B, C, dtype=torch.long)
+    completion_mask = torch.zeros(B, C, dtype=torch.long)
+    tool_mask = torch.zeros(B, C, dtype=torch.long)
+    first_turn = torch.zeros(B, C, dtype=torch.bool)
+    for b, e in enumerate(eps):
+        if b % per_group == 0:  # one prompt per group
+            group_prompt = torch.randint(0, vocab, (e.prompt_len,), generator=g)
+        prompt_ids[b, P - e.prompt_len:] = group_prompt
+        prompt_mask[b, P - e.prompt_len:] = 1
+        pos, seen_tool = 0, False
+        for length, env in e.segments:
+            completion_ids[b, pos:pos + length] = torch.randint(0, vocab, (length,), generator=g)
+            completion_mask[b, pos:pos + length] = 1
+            tool_mask[b, pos:pos + length] = 0 if env else 1
+            first_turn[b, pos:pos + length] = not env and not seen_tool
+            seen_tool |= env
+            pos += length
+    # MT-GRPO advantages: group-normalised outcome and turn rewards; first turn gets A_out + A_turn
+    rewards = torch.rand(B, 2, generator=g)
+    grouped = rewards.view(-1, per_group, 2)
+    adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(B, 2)
+    a_out, a_turn = adv[:, :1], adv[:, 1:]
+    advantages = (a_out + a_turn * first_turn) * completion_mask * tool_mask
+    loss_mask = completion_mask * tool_mask
+    inputs = {
+        "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids, "completion_mask": completion_mask,
+        "tool_mask": tool_mask, "advantages": advantages.float(),
+        "num_items_in_batch": loss_mask.sum().float(),
+    }
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def build(tiny: bool, device: str):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(**(TINY if tiny else FULL), attn_implementation="sdpa")
+    dtype = torch.float32 if tiny else torch.bfloat16
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):  # random init directly on the card: seconds, not minutes
+            model = Qwen3ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+    return model.train()
+
+
+def trainers(model, batch: int, per_group: int, max_completion: int, tiny: bool, device: str):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from mtgrpo.testing.tiny import build_tokenizer
+    from mtgrpo.trainer.fast_logprobs import ChunkedLogprobsMixin
+
+    class Ours(ChunkedLogprobsMixin, GRPOTrainer):
+        pass
+
+    def make(cls):
+        args = GRPOConfig(
+            output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch,
+            num_generations=per_group, max_completion_length=max_completion, temperature=0.9,
+            bf16=not tiny, use_cpu=device == "cpu", report_to="none", logging_steps=10 ** 6)
+        trainer = cls(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions),
+                      args=args, train_dataset=Dataset.from_dict({"prompt": ["q"] * batch}),
+                      processing_class=build_tokenizer())
+        trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which we skip
+        return trainer
+
+    return make(GRPOTrainer), make(Ours)
+
+
+def sync(device):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def old_logps(trl_trainer, model, inputs, seed):
+    """Per-token log-probs of the current policy plus noise: a stale policy, so ratios clip."""
+    import torch
+
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    with torch.no_grad():
+        logps, _, _ = trl_trainer._get_per_token_logps_and_entropies(
+            model, ids, mask, inputs["completion_ids"].size(1))
+    g = torch.Generator(device=logps.device).manual_seed(seed)
+    noise = 0.1 * torch.randn(logps.shape, generator=g, device=logps.device)
+    return (logps + noise) * inputs["completion_mask"]
+
+
+def check(trl_trainer, ours_trainer, model, inputs, names, bf16: bool) -> dict:
+    """Same loss, log-probs and gradients from both paths (no optimizer step)."""
+    import torch
+
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    C = inputs["completion_ids"].size(1)
+    loss_mask = (inputs["completion_mask"] * inputs["tool_mask"]).bool()
+    result = {}
+    params = dict(model.named_parameters())
+    runs = {}
+    for name, trainer in (("trl", trl_trainer), ("ours", ours_trainer)):
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            logps, entropy, _ = trainer._get_per_token_logps_and_entropies(
+                model, ids, mask, C, compute_entropy=True)
+        loss = trainer.compute_loss(model, inputs)
+        loss.backward()
+        grads = {n: params[n].grad.float().clone() for n in names}
+        norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters()
+                              if p.grad is not None))
+        runs[name] = (loss.item(), logps[loss_mask].float(), entropy[loss_mask].float(), grads, norm.item())
+    model.zero_grad(set_to_none=True)
+    (l1, lp1, h1, g1, n1), (l2, lp2, h2, g2, n2) = runs["trl"], runs["ours"]
+    result["loss_trl"], result["loss_ours"] = l1, l2
+    result["loss_rel_diff"] = abs(l1 - l2) / max(abs(l1), 1e-12)
+    result["logp_max_abs_diff"] = (lp1 - lp2).abs().max().item()
+    result["logp_mean_abs_diff"] = (lp1 - lp2).abs().mean().item()
+    result["entropy_max_abs_diff"] = (h1 - h2).abs().max().item()
+    result["grad_norm_trl"], result["grad_norm_ours"] = n1, n2
+    rel = {n: ((g1[n] - g2[n]).norm() / g1[n].norm().clamp(min=1e-30)).item() for n in names}
+    cos = {n: torch.nn.functional.cosine_similarity(g1[n].flatten(), g2[n].flatten(), 0).item()
+           for n in names}
+    result["grad_rel_err"] = rel
+    result["grad_cosine"] = cos
+    # bf16 forward/backward: per-tensor gradient differences of a few percent are rounding
+    tol = dict(loss=2e-2, logp=0.1, grad=0.1, cos=0.99) if bf16 else dict(loss=1e-4, logp=1e-4, grad=1e-3, cos=0.9999)
+    result["tolerance"] = tol
+    result["ok"] = bool(result["loss_rel_diff"] <= tol["loss"] and result["logp_mean_abs_diff"] <= tol["logp"]
+                        and max(rel.values()) <= tol["grad"] and min(cos.values()) >= tol["cos"])
+    return result
+
+
+def time_steps(trainer, model, optimizer, inputs, warmup, repeats, device) -> dict:
+    import torch
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = trainer.compute_loss(model, inputs)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        fixed = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    out = {"ms_per_step": 1000 * statistics.median(times), "ms_all": [round(1000 * t, 1) for t in times]}
+    if device == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        out["fixed_gib"] = fixed / 2 ** 30  # weights + optimizer state, before the step
+    return out
+
+
+def time_generation(model, eps, vocab, device, turn_tokens, tool_tokens, seed) -> dict:
+    """No-vLLM rollouts: ``generate`` turn 1, append a tool result, ``generate`` turn 2."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    B = len(eps)
+    P = max(e.prompt_len for e in eps)
+    ids = torch.zeros(B, P, dtype=torch.long)
+    mask = torch.zeros(B, P, dtype=torch.long)
+    for b, e in enumerate(eps):
+        ids[b, P - e.prompt_len:] = torch.randint(0, vocab, (e.prompt_len,), generator=g)
+        mask[b, P - e.prompt_len:] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    gen = dict(do_sample=True, temperature=0.9, top_p=1.0, max_new_tokens=turn_tokens,
+               min_new_tokens=turn_tokens, pad_token_id=0, eos_token_id=None)
+    model.eval()
+    try:
+        with torch.no_grad():
+            sync(device)
+            t0 = time.perf_counter()
+            out = model.generate(input_ids=ids, attention_mask=mask, **gen)
+            tool = torch.randint(0, vocab, (B, tool_tokens), generator=g).to(device)
+            ids2 = torch.cat([out, tool], 1)
+            mask2 = torch.cat([mask, torch.ones_like(out[:, P:]), torch.ones_like(tool)], 1)
+            out2 = model.generate(input_ids=ids2, attention_mask=mask2, **gen)
+            sync(device)
+            seconds = time.perf_counter() - t0
+    finally:
+        model.train()
+    new = B * 2 * turn_tokens
+    assert out2.shape == (B, ids2.shape[1] + turn_tokens)
+    return {"episodes": B, "turns": 2, "tokens_per_turn": turn_tokens, "tool_tokens": tool_tokens,
+            "seconds": seconds, "sampled_tokens_per_s": new / seconds}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the code path")
+    parser.add_argument("--groups", type=int, default=2)
+    parser.add_argument("--per-group", type=int, default=4, help="completions per prompt")
+    parser.add_argument("--max-completion", type=int, default=1536)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ckpt-every", type=int, nargs="*", default=[2],
+                        help="also time ours with activation checkpointing of every N-th layer")
+    parser.add_argument("--equal-lengths", action="store_true",
+                        help="also time a batch without padding (packing has nothing to remove)")
+    parser.add_argument("--no-generate", action="store_true")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+
+    import torch
+    import transformers
+    import trl
+
+    from mtgrpo.trainer.fast_logprobs import attention_backend
+
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    if not args.tiny and device == "cpu":
+        print("no CUDA device: use --tiny on CPU", file=sys.stderr)
+        return 2
+    scale = 1 / 16 if args.tiny else 1.0
+    max_completion = max(8, round(args.max_completion * scale))
+    info = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "model": "tiny Qwen3" if args.tiny else "Qwen3-1.7B shape, random weights, bf16, SDPA"}
+    print(json.dumps(info))
+
+    model = build(args.tiny, device)
+    vocab = model.config.vocab_size
+    batch = args.groups * args.per_group
+    trl_trainer, ours_trainer = trainers(model, batch, args.per_group, max_completion, args.tiny, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=device == "cuda")
+
+    results = {"info": info, "batches": {}}
+    layers = model.config.num_hidden_layers
+    names = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+             f"model.layers.{layers // 2}.mlp.down_proj.weight",
+             f"model.layers.{layers - 1}.mlp.gate_proj.weight", "model.norm.weight"]
+    kinds = [("multi-turn", False)] + ([("equal-lengths", True)] if args.equal_lengths else [])
+    failed = False
+    for label, equal in kinds:
+        eps = episodes(args.groups, args.per_group, scale, max_completion, seed=1, equal=equal)
+        inputs = make_inputs(eps, args.per_group, vocab, device, seed=2)
+        inputs["old_per_token_logps"] = old_logps(trl_trainer, model, inputs, seed=3)
+        real = int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
+        padded = inputs["prompt_mask"].numel() + inputs["completion_mask"].numel()
+        loss_tokens = int(inputs["num_items_in_batch"])
+        entry = {"episodes": batch, "width": inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1),
+                 "real_tokens": real, "padded_tokens": padded, "real_fraction": real / padded,
+                 "loss_tokens": loss_tokens}
+        print(f"\n== batch {label}: {batch} episodes, width {entry['width']}, real tokens {real} of {padded} "
+              f"({100 * real / padded:.0f}%), loss tokens {loss_tokens}")
+        entry["check"] = check(trl_trainer, ours_trainer, model, inputs, names, bf16=not args.tiny)
+        c = entry["check"]
+        print(f"check: loss trl {c['loss_trl']:.6f} ours {c['loss_ours']:.6f} (rel {c['loss_rel_diff']:.2e}); "
+              f"logp |diff| mean {c['logp_mean_abs_diff']:.2e} max {c['logp_max_abs_diff']:.2e}; "
+              f"grad rel err max {max(c['grad_rel_err'].values()):.2e}, cosine min "
+              f"{min(c['grad_cosine'].values()):.5f}; grad norm trl {c['grad_norm_trl']:.4g} "
+              f"ours {c['grad_norm_ours']:.4g} -> {'OK' if c['ok'] else 'FAILED'}")
+        failed |= not c["ok"]
+        entry["packed_attention"] = attention_backend(device)
+        print(f"packed attention kernel: {entry['packed_attention']}")
+        timings = {}
+        variants = [("trl", trl_trainer, 0), ("ours", ours_trainer, 0)]
+        variants += [(f"ours+ckpt/{n}", ours_trainer, n) for n in args.ckpt_every]
+        for name, trainer, every in variants:
+            if every:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False},
+                                                    every_n_layers=every)
+            try:
+                t = time_steps(trainer, model, optimizer, inputs, args.warmup, args.repeats, device)
+            except torch.OutOfMemoryError as exc:  # report, keep the other numbers
+                t = {"error": f"out of memory: {str(exc).splitlines()[0]}"}
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+            finally:
+                if every:
+                    model.gradient_checkpointing_disable()
+            if "ms_per_step" in t:
+                t["tokens_per_s"] = real / (t["ms_per_step"] / 1000)
+            timings[name] = t
+            print(f"{name:>14}: " + (t.get("error") or f"{t['ms_per_step']:8.1f} ms/step  "
+                  f"{t['tokens_per_s']:9.0f} tokens/s" + (f"  peak {t['peak_gib']:6.2f} GiB (weights+optimizer "
+                  f"{t['fixed_gib']:.2f})" if "peak_gib" in t else "")))
+        base = timings["trl"]
+        for name, t in timings.items():
+            if name != "trl" and "ms_per_step" in t and "ms_per_step" in base:
+                t["speedup_vs_trl"] = base["ms_per_step"] / t["ms_per_step"]
+                if "peak_gib" in t:
+                    t["memory_vs_trl"] = t["peak_gib"] / base["peak_gib"]
+                print(f"{name:>14}: {t['speedup_vs_trl']:.2f}x TRL tokens/s"
+                      + (f", {100 * t['memory_vs_trl']:.0f}% of TRL peak memory" if "peak_gib" in t else ""))
+        entry["timings"] = timings
+        results["batches"][label] = entry
+
+    if not args.no_generate:
+        eps = episodes(args.groups, args.per_group, scale, max_completion, seed=1)
+        gen = time_generation(model, eps, vocab, device, turn_tokens=max(4, round(128 * scale)),
+                              tool_tokens=max(4, round(256 * scale)), seed=4)
+        results["generation"] = gen
+        print(f"\ngenerate (no vLLM): {gen['episodes']} episodes x {gen['turns']} turns of "
+              f"{gen['tokens_per_turn']} tokens around a {gen['tool_tokens']}-token tool result: "
+              f"{gen['seconds']:.2f} s, {gen['sampled_tokens_per_s']:.0f} sampled tokens/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+    if failed:
+        print("\nFAILED: the two paths disagree beyond tolerance", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
