@@ -132,3 +132,32 @@ def test_moto_accepts_what_check_resources_refuses(path, value, key, sagemaker, 
     sagemaker.create_training_job(**request)  # accepted: moto checks none of it
     problems = check_resources([job], source=SOURCE, crd_dir=crd_dir)
     assert key in {p.key for p in problems}, [str(p) for p in problems]
+
+
+@pytest.mark.parametrize("kind", ["TrainingJob", "HyperParameterTuningJob"])
+def test_every_crd_field_maps_to_an_api_member(kind, crd_dir):
+    """Names equal ignoring case (type_ ~ Type) hold for every field of the CRD's spec."""
+    from mtgrpo.ack import OPERATIONS, input_node, member_for, node
+
+    crd = yaml.safe_load((crd_dir / f"sagemaker.services.k8s.aws_{kind.lower()}s.yaml")
+                         .read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    mapped = []
+
+    def walk(schema, shape, path):
+        if "properties" in schema:
+            assert shape.kind == "structure", path
+            for name, sub in schema["properties"].items():
+                member = member_for(shape, name)
+                assert member is not None, f"{path}.{name} has no API member in {shape.name}"
+                mapped.append(f"{path}.{name}")
+                walk(sub, node(shape.members[member]), f"{path}.{name}")
+        elif schema.get("type") == "array":
+            assert shape.kind == "list", path
+            walk(schema["items"], node(shape.member), f"{path}[]")
+        elif isinstance(schema.get("additionalProperties"), dict):
+            assert shape.kind == "map", path
+            walk(schema["additionalProperties"], node(shape.value), f"{path}.*")
+
+    walk(spec_schema, input_node(OPERATIONS[kind]), "spec")
+    assert len(mapped) > 80
