@@ -109,7 +109,14 @@ BAD_INPUTS = [
      f"{ACCOUNT}: job.role: ", "arn:aws"),
     ("bad-instance-type", replace(SPOT, "instance_type: ml.p4d.24xlarge",
                                       "instance_type: ml.p4d.huge"),
-     f"{SPOT}: spec.resourceConfig.instanceType: ", "ml.c4.2xlarge"),
+     f"{SPOT}: job.instance_type: TrainingJob: 'ml.p4d.huge' is not a valid "
+     "TrainingInstanceType; did you mean 'ml.p4d.24xlarge'? (rendered as "
+     "spec.resourceConfig.instanceType)", "ml.c4.2xlarge"),
+    ("bad-instance-type-in-base", replace("recipes/base/qwen2-5-1-5b-g5.yaml",
+                                          "instance_type: ml.g5.2xlarge",
+                                          "instance_type: ml.g5.huge"),
+     "recipes/base/qwen2-5-1-5b-g5.yaml: job.instance_type: HyperParameterTuningJob: "
+     "'ml.g5.huge' is not a valid", "ml.c4.2xlarge"),
     ("tuned-name-not-a-hyperparameter", replace(TUNE, "    learning_rate:\n",
                                                 "    learning_rat:\n"),
      f"{TUNE}: tuning.hyperparameter_ranges.learning_rat: not a trainer hyperparameter; "

@@ -13,6 +13,7 @@ from mtgrpo.gitops.files import write_tree
 from mtgrpo.gitops.kustomization import KUSTOMIZATION, MANIFESTS, kustomization_text
 from mtgrpo.recipes import Recipe, discover_recipes, load_recipe, relocate
 from mtgrpo.render.build import Resource, build_resources
+from mtgrpo.render.keymap import to_recipe_keys
 from mtgrpo.render.settings import Settings, load_settings
 
 DIGEST_MARK = "@sha256:"
@@ -70,8 +71,8 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
             problems += found
             continue
         built = build_resources(recipe, settings)
-        found = relocate(check_resources([r.body for r in built], source=recipe.source,
-                                         crd_dir=crd_dir), recipe)
+        found = to_recipe_keys(check_resources([r.body for r in built], source=recipe.source,
+                                               crd_dir=crd_dir), recipe)
         problems += found
         if not found:
             resources += built
