@@ -241,6 +241,17 @@ def test_create_time_rules(path, value, key, words, crd_dir):
     assert words in problems[key]
 
 
+def test_secrets_in_a_resource_are_refused_and_not_echoed(crd_dir):
+    key_id = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS's documented example
+    job = training_job()
+    job["spec"]["environment"]["AWS_SECRET_ACCESS_KEY"] = "x"
+    job["spec"]["hyperParameters"]["vllm_server_url"] = f"http://{key_id}@host"
+    problems = problems_of(job, crd_dir)
+    assert set(problems) == {"spec.environment.AWS_SECRET_ACCESS_KEY",
+                             "spec.hyperParameters.vllm_server_url"}
+    assert key_id not in " ".join(problems.values())
+
+
 def test_a_range_tuned_twice(crd_dir):
     job = tuning_job()
     ranges = job["spec"]["hyperParameterTuningJobConfig"]["parameterRanges"]
