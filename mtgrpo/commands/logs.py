@@ -48,8 +48,8 @@ def _running_check(kube, job, trial: str):
     if job.kind != TUNING:
         return lambda: view(kube.get(job.kind, job.name)).status not in FINISHED
 
-    import boto3
+    from mtgrpo.operate.aws import client
 
-    sagemaker = boto3.client("sagemaker", region_name=job.region or None)
+    sagemaker = client("sagemaker", job.region)
     return lambda: sagemaker.describe_training_job(TrainingJobName=trial)[
         "TrainingJobStatus"] in ("InProgress", "Stopping")

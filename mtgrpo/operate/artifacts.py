@@ -78,6 +78,6 @@ def download(uri: str, dest: Path, s3: Any, *, progress: bool = True) -> list[Pa
 
 
 def s3_client(region: str):
-    import boto3
+    from mtgrpo.operate.aws import client
 
-    return boto3.client("s3", region_name=region or None)
+    return client("s3", region)

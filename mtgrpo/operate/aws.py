@@ -1,4 +1,4 @@
-"""boto3 failures a user can fix (no credentials, no region) as one-line errors."""
+"""boto3 clients, and the failures a user can fix (no credentials, no region) as one-line errors."""
 
 from __future__ import annotations
 
@@ -30,3 +30,11 @@ def aws_errors(what: str) -> Iterator[None]:
                                 f"{error.get('Message', err)}")) from None
     except BotoCoreError as err:  # the rest of botocore's own errors: config, parameters
         raise UserError(Problem("AWS", what, str(err))) from None
+
+
+def client(service: str, region: str = ""):
+    """A boto3 client from a fresh session: credentials are looked up now, not cached from an
+    earlier call in the same process (boto3's default session keeps the first ones it found)."""
+    import boto3
+
+    return boto3.session.Session().client(service, region_name=region or None)

@@ -102,6 +102,6 @@ def print_logs(reader: LogReader, write: Callable[[str], None], *, follow: bool 
 
 
 def logs_client(region: str):
-    import boto3
+    from mtgrpo.operate.aws import client
 
-    return boto3.client("logs", region_name=region or None)
+    return client("logs", region)

@@ -76,13 +76,13 @@ def trial_counts(job: JobView, client_for: Callable[[str], Any]) -> dict[str, in
 
 
 def sagemaker_clients() -> Callable[[str], Any]:
-    import boto3
+    from mtgrpo.operate.aws import client
 
     cache: dict[str, Any] = {}
 
     def client_for(region: str):
         if region not in cache:
-            cache[region] = boto3.client("sagemaker", region_name=region or None)
+            cache[region] = client("sagemaker", region)
         return cache[region]
     return client_for
 
