@@ -159,3 +159,14 @@ def test_bad_input_is_refused_with_one_line_errors(project, capsys, case, edit, 
     assert snapshot(project) == before  # nothing written, nothing removed
     if case == "secret-in-environment":
         assert "not-a-real-secret-value" not in captured.err
+
+
+def test_missing_crd_dir_is_one_error(project, capsys):
+    assert main(["validate", "--root", str(project), "--crd-dir", str(project / "nope")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: --crd-dir: CRD directory not found: {project / 'nope'} "
+        "(allowed: a directory holding the ACK SageMaker CRDs)")
+    (project / "recipes/_project.yaml").write_text("crd_dir: crds\n")
+    assert main(["diff", "--root", str(project)]) == 1
+    assert capsys.readouterr().err.startswith(
+        "error: recipes/_project.yaml: crd_dir: CRD directory not found: ")

@@ -14,7 +14,7 @@ from mtgrpo.gitops.kustomization import KUSTOMIZATION, MANIFESTS, kustomization_
 from mtgrpo.recipes import Recipe, discover_recipes, load_recipe, relocate
 from mtgrpo.render.build import Resource, build_resources
 from mtgrpo.render.keymap import to_recipe_keys
-from mtgrpo.render.settings import Settings, load_settings
+from mtgrpo.render.settings import SETTINGS_FILE, Settings, load_settings
 
 DIGEST_MARK = "@sha256:"
 
@@ -38,11 +38,21 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
     service model checks, duplicate names) before writing anything. ``recipe_paths`` limits
     validation to some recipes (``mtgrpo validate FILE``); it cannot be combined with ``write``.
     """
+    # Imported here: the validators load jsonschema and botocore's service model, which callers
+    # of build_resources/training_job_for alone (the pipeline step) do not need.
     from mtgrpo.validate import check_recipe, check_resources, default_crd_dir
 
     root = Path(root)
     settings = load_settings(root)
-    crd_dir = Path(crd_dir) if crd_dir else (settings.crd_dir or default_crd_dir())
+    if crd_dir:
+        crd_dir, given_by = Path(crd_dir), Problem("--crd-dir", "", "")
+    elif settings.crd_dir:
+        crd_dir, given_by = settings.crd_dir, Problem(SETTINGS_FILE, "crd_dir", "")
+    else:
+        crd_dir, given_by = default_crd_dir(), Problem("$MTGRPO_CRD_DIR", "", "")
+    if not Path(crd_dir).is_dir():
+        raise UserError(Problem(given_by.file, given_by.key, f"CRD directory not found: "
+                                f"{crd_dir}", "a directory holding the ACK SageMaker CRDs"))
     if recipe_paths is not None and write:
         raise ValueError("write=True renders the whole project; do not pass recipe_paths")
     paths = discover_recipes(settings.recipes_dir) if recipe_paths is None else recipe_paths
