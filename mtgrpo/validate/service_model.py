@@ -44,12 +44,13 @@ def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation
     kind = shape.kind
     if kind == "structure":
         if not isinstance(value, dict):  # not typing's Mapping: its isinstance is slow
-            out.append(Violation(steps, f"must be a structure ({shape.name})"))
+            out.append(Violation(steps, f"must be a structure ({shape.name})", "a mapping"))
             return
         for name in shape.required:
             if name not in value:
                 out.append(Violation(steps + (("member", name),),
-                                     f"required by the SageMaker API ({shape.name}) but missing"))
+                                     f"required by the SageMaker API ({shape.name}) but missing",
+                                     f"a {node(shape.members[name]).kind} value"))
         for name, item in value.items():
             member = shape.members.get(name)
             if member is None:
@@ -59,7 +60,7 @@ def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation
                 _check(node(member), item, steps + (("member", name),), out)
     elif kind == "list":
         if not isinstance(value, list):
-            out.append(Violation(steps, f"must be a list ({shape.name})"))
+            out.append(Violation(steps, f"must be a list ({shape.name})", "a list"))
             return
         _bounds(shape, len(value), steps, "entries", out)
         member = node(shape.member)
@@ -67,7 +68,7 @@ def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation
             _check(member, item, steps + (("index", i),), out)
     elif kind == "map":
         if not isinstance(value, dict):
-            out.append(Violation(steps, f"must be a map ({shape.name})"))
+            out.append(Violation(steps, f"must be a map ({shape.name})", "a mapping"))
             return
         _bounds(shape, len(value), steps, "entries", out)
         key_shape, value_shape = node(shape.key), node(shape.value)
@@ -81,16 +82,19 @@ def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation
     elif kind in _NUMBERS:
         ints = kind in ("integer", "long")
         if isinstance(value, bool) or not isinstance(value, int if ints else (int, float)):
-            out.append(Violation(steps, f"must be {_NUMBERS[kind]}, got {type(value).__name__}"))
+            out.append(Violation(steps, f"must be {_NUMBERS[kind]}, got {type(value).__name__}",
+                                 _NUMBERS[kind]))
             return
         _bounds(shape, value, steps, "", out)
     elif kind == "boolean" and not isinstance(value, bool):
-        out.append(Violation(steps, f"must be true or false, got {type(value).__name__}"))
+        out.append(Violation(steps, f"must be true or false, got {type(value).__name__}",
+                             "true or false"))
 
 
 def _string(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation]) -> None:
     if not isinstance(value, str):
-        out.append(Violation(steps, f"must be a string, got {type(value).__name__}"))
+        out.append(Violation(steps, f"must be a string, got {type(value).__name__}",
+                             "a string"))
         return
     if shape.enum:
         if value not in shape.enum:
