@@ -304,3 +304,28 @@ def test_in_cluster_configuration(monkeypatch, tmp_path):
     assert kube.connect(namespace="other").namespace == "other"
     config = client.api.api_client.configuration
     assert config.api_key["authorization"].lower() == "bearer pod-token"
+
+
+def test_wait_for_a_recipe_waits_for_its_rendered_jobs(fake, capsys):
+    """CI: `kubectl apply -k . && mtgrpo wait recipes/x.yaml` waits for what was just applied."""
+    import yaml
+    repo = Path(__file__).resolve().parent.parent
+    recipe = repo / "recipes" / "qwen2-5-1-5b-tune.yaml"
+    current = yaml.safe_load(next((repo / "manifests").glob(
+        "qwen2-5-1-5b-tune-*-hyperparametertuningjob.yaml")).read_text())
+    name = current["metadata"]["name"]
+    args = ["wait", str(recipe), "--kubeconfig", str(fake.kubeconfig), "-n", "mtgrpo",
+            "--timeout", "30"]
+    assert main(args) == 1  # not applied yet
+    err = capsys.readouterr().err
+    assert f"HyperParameterTuningJob: {name} is not in namespace mtgrpo" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    fake.put(current)
+
+    def controller():
+        fake.wait_watching()
+        fake.set_status("HyperParameterTuningJob", name, {
+            "hyperParameterTuningJobStatus": "Completed"}, namespace="mtgrpo")
+    later(controller)
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == f"{name}: Completed"

@@ -1,9 +1,10 @@
-"""``mtgrpo wait JOB``: wait until the job is Completed (0), Failed/Stopped (1), Terminal (2)."""
+"""``mtgrpo wait JOB|RECIPE``: wait until the job is Completed (0), Failed/Stopped (1), Terminal (2)."""
 
 from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.operate.kube import add_connection_arguments, connect_from_args
@@ -21,8 +22,9 @@ def duration(text: str) -> float:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("job", metavar="JOB",
-                        help="job name (or trainingjob/NAME, hyperparametertuningjob/NAME)")
+    parser.add_argument("job", metavar="JOB|RECIPE",
+                        help="job name (or trainingjob/NAME, hyperparametertuningjob/NAME), or "
+                             "a recipe file: its jobs as rendered now, one after the other")
     parser.add_argument("--timeout", default="28d",
                         help="give up after this long and exit 124 (default 28d, SageMaker's "
                              "longest run; 90m, 2h, 3600 ...)")
@@ -34,12 +36,34 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     timeout, heartbeat = duration(args.timeout), duration(args.heartbeat)
     kube = connect_from_args(args)
-    found = kube.find(args.job)
+    targets = _recipe_targets(args.job)
+    missing = [Problem(args.job, kind, f"{name} is not in namespace {kube.namespace}",
+                       "an applied recipe: kubectl apply -k . (or let Argo CD sync)")
+               for kind, name in targets if not kube.exists(kind, name)]
+    if missing:
+        raise UserError(missing)
+    if not targets:
+        found = kube.find(args.job)
+        targets = [(found["kind"], found["metadata"]["name"])]
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    outcome = wait_for(kube, found["kind"], found["metadata"]["name"], timeout_s=timeout,
-                       progress=progress, heartbeat_s=heartbeat)
-    print(outcome.message, flush=True)
-    return outcome.code
+    for kind, name in targets:  # a recipe's tuning job, then its training job
+        outcome = wait_for(kube, kind, name, timeout_s=timeout, progress=progress,
+                           heartbeat_s=heartbeat)
+        print(outcome.message, flush=True)
+        if outcome.code:
+            return outcome.code
+    return 0
+
+
+def _recipe_targets(arg: str) -> list[tuple[str, str]]:
+    path = Path(arg)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return []
+    from mtgrpo.recipes import find_root, load_recipe
+    from mtgrpo.render import build_resources, load_settings
+
+    resources = build_resources(load_recipe(path), load_settings(find_root(path)))
+    return [(r.kind, r.name) for r in resources]

@@ -40,6 +40,13 @@ class Kube:
         return self._call(kind, name, lambda: self.api.get_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURALS[kind], name))
 
+    def exists(self, kind: str, name: str) -> bool:
+        try:
+            self.get(kind, name)
+            return True
+        except _NotFound:
+            return False
+
     def find(self, name: str, kinds: tuple[str, ...] = KINDS) -> dict:
         """The resource called ``name`` (metadata name or SageMaker job name; ``kind/name`` too)."""
         kind, _, rest = name.partition("/")
