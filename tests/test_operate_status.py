@@ -62,7 +62,7 @@ def test_json_lists_every_job_with_its_state(jobs):
                          "hyperparameters": {"learning_rate": "2e-06",
                                              "per_device_train_batch_size": "2"},
                          "objective": "eval_reward", "value": 0.4375}
-    assert d["trials"] is None  # --no-aws
+    assert (d["trials"], d["trialsUnknown"]) == (None, "not asked: --no-aws")
     assert d["modelArtifact"] == ("s3://amzn-s3-demo-bucket/tuning/Tune-D4-002-aaaa/"
                                   "output/model.tar.gz")
 
@@ -77,7 +77,7 @@ def test_table(jobs):
     assert "1h02m" in rows["demo-b2"]
     assert "Terminal: InvalidParameterValue" in rows["other-c3"]
     tuning = lines[lines.index(rows["tune-d4"]) + 1:]
-    assert tuning[0].strip().startswith("trials: unknown")
+    assert tuning[0].strip() == "trials: unknown (not asked: --no-aws)"
     assert tuning[1].strip() == ("best: Tune-D4-002-aaaa eval_reward=0.4375  "
                                  "(learning_rate=2e-06 per_device_train_batch_size=2)")
 
@@ -148,3 +148,15 @@ def test_api_without_the_crds_is_one_line(fake, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "the API has no sagemaker.services.k8s.aws/v1alpha1 trainingjobs" in err
+
+
+def test_status_without_aws_credentials_still_works(jobs, monkeypatch, tmp_path):
+    """Trial counts need SageMaker; everything else comes from the cluster."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    record = status_json(jobs, "tune-d4")[0]
+    assert record["trials"] is None
+    assert record["trialsUnknown"] == "Unable to locate credentials"
+    assert record["best"]["name"] == "Tune-D4-002-aaaa"

@@ -23,11 +23,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     kube = connect_from_args(args)
     jobs = status.select(kube, args.selectors)
-    counts = {}
     if not args.no_aws:
         clients = status.sagemaker_clients()
         counts = {j.name: status.trial_counts(j, clients) for j in jobs
                   if j.kind == TUNING and j.status != status.NOT_APPLIED}
+    else:
+        counts = {j.name: "not asked: --no-aws" for j in jobs if j.kind == TUNING}
     records = status.as_records(jobs, datetime.now(timezone.utc), counts)
     if args.output == "json":
         print(status.to_json(records))

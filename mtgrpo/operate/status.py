@@ -27,7 +27,7 @@ def select(kube: Kube, selectors: list[str]) -> list[JobView]:
     """Jobs in the namespace matching any selector (job name, recipe name or recipe file); all if none."""
     jobs = [view(obj) for kind in KINDS for obj in kube.list(kind)]
     if not selectors:
-        return jobs
+        return sorted(jobs, key=_order)
     chosen: dict[tuple[str, str], JobView] = {}
     for selector in selectors:
         recipe, rendered = _recipe_jobs(selector)
@@ -46,7 +46,11 @@ def select(kube: Kube, selectors: list[str]) -> list[JobView]:
                 ", ".join(names) or "no jobs exist"))
         for job in hits:
             chosen[(job.kind, job.name)] = job
-    return [chosen[k] for k in sorted(chosen)]
+    return sorted(chosen.values(), key=_order)
+
+
+def _order(job: JobView) -> tuple:
+    return (KINDS.index(job.kind), job.name)
 
 
 def _recipe_jobs(selector: str) -> tuple[str, list[JobView]]:
@@ -62,15 +66,17 @@ def _recipe_jobs(selector: str) -> tuple[str, list[JobView]]:
     return recipe.name, [view(r.body) for r in resources]
 
 
-def trial_counts(job: JobView, client_for: Callable[[str], Any]) -> dict[str, int] | None:
-    """A tuning job's trials by state from SageMaker, or None when SageMaker cannot be asked."""
+def trial_counts(job: JobView, client_for: Callable[[str], Any]) -> dict[str, int] | str:
+    """A tuning job's trials by state from SageMaker, or why SageMaker could not tell."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         described = client_for(job.region).describe_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=job.job_name)
-    except (BotoCoreError, ClientError):
-        return None
+    except ClientError as err:
+        return err.response.get("Error", {}).get("Code") or str(err)
+    except BotoCoreError as err:
+        return str(err)
     counters = described.get("TrainingJobStatusCounters") or {}
     return {name: sum(int(counters.get(k) or 0) for k in keys) for name, keys in COUNTERS}
 
@@ -88,7 +94,8 @@ def sagemaker_clients() -> Callable[[str], Any]:
 
 
 def as_records(jobs: list[JobView], now: datetime,
-               counts: dict[str, dict[str, int] | None]) -> list[dict[str, Any]]:
+               counts: dict[str, dict[str, int] | str]) -> list[dict[str, Any]]:
+    """JSON-able records; ``counts`` maps tuning jobs to trial counts or why they are unknown."""
     records = []
     for job in jobs:
         record: dict[str, Any] = {
@@ -99,7 +106,9 @@ def as_records(jobs: list[JobView], now: datetime,
             "instanceType": job.instance_type, "instanceCount": job.instance_count,
             "modelArtifact": job.model_artifact}
         if job.kind == TUNING:
-            record["trials"] = counts.get(job.name)
+            known = counts.get(job.name, "not asked")
+            record["trials"] = known if isinstance(known, dict) else None
+            record["trialsUnknown"] = None if isinstance(known, dict) else known
             record["best"] = job.best or None
         records.append(record)
     return records
@@ -123,7 +132,7 @@ def to_table(records: list[dict[str, Any]], width: int = 60) -> str:
     lines = []
     for row, record in zip([header, *rows], [None, *records]):
         lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
-        if record and record["kind"] == TUNING:
+        if record and record["kind"] == TUNING and record["status"] != NOT_APPLIED:
             lines.extend("    " + extra for extra in _tuning_lines(record))
     return "\n".join(lines)
 
@@ -131,7 +140,7 @@ def to_table(records: list[dict[str, Any]], width: int = 60) -> str:
 def _tuning_lines(record: dict[str, Any]) -> list[str]:
     trials = record.get("trials")
     lines = ["trials: " + (", ".join(f"{n} {k}" for k, n in trials.items()) if trials
-                           else "unknown (needs AWS credentials for DescribeHyperParameterTuningJob)")]
+                           else f"unknown ({record['trialsUnknown']})")]
     best = record.get("best")
     if best:
         value = "" if best.get("value") is None else f" {best['objective']}={best['value']:g}"
