@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from fakekube import fake, terminal_condition, training_job, tuning_job, best_trial  # noqa: F401
 from mtgrpo.cli import main
