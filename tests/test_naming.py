@@ -102,3 +102,15 @@ def test_tuning_job_name_fits_32_with_a_long_slug(project):
     assert training.name.startswith("qwen2-5-1-5b-tune-learning-rate-and-batch-size-")
     assert tuning.body["metadata"]["name"] == tuning.body["spec"]["hyperParameterTuningJobName"]
     assert training.body["metadata"]["name"] == training.body["spec"]["trainingJobName"]
+
+
+def test_recipes_cut_to_the_same_prefix_never_share_a_name(project):
+    tune = project / "recipes/qwen2-5-1-5b-tune.yaml"
+    names = []
+    for suffix in ("a", "b"):
+        copy = project / f"recipes/tune-{suffix}.yaml"
+        copy.write_text(tune.read_text().replace(
+            "name: qwen2-5-1-5b-tune", f"name: qwen2-5-1-5b-tune-same-long-prefix-{suffix}"))
+        names += _names(project, copy.name)
+    assert names[0][:21] == names[1][:21] and names[0] != names[1]
+    assert all(len(n) <= TUNING_JOB_NAME_LIMIT for n in names)

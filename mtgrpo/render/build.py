@@ -164,15 +164,18 @@ def hash_input(body: Mapping[str, Any]) -> dict:
     """What a job name's hash covers: everything that changes what or where the job runs.
 
     The whole spec except the name field, the apiVersion and kind, the namespace (a new
-    namespace is a new object, which must not collide with the old job's name) and the region
-    annotation. Labels and the other annotations (deletion policy, sync options, source file)
-    can change on a live resource without re-running the job, so they are not hashed.
+    namespace is a new object, which must not collide with the old job's name), the region
+    annotation and the recipe name (so two recipes whose long names are cut to the same
+    prefix never share a job name). The other labels and annotations (deletion policy, sync
+    options, source file) can change on a live resource without re-running the job, so they
+    are not hashed.
     """
     names = {field_name for field_name, _ in NAME_FIELDS.values()}
     spec = {k: v for k, v in body["spec"].items() if k not in names}
     metadata = body.get("metadata") or {}
     return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
             "namespace": metadata.get("namespace"),
+            "recipe": (metadata.get("labels") or {}).get(RECIPE_LABEL),
             "region": (metadata.get("annotations") or {}).get(REGION_ANNOTATION),
             "spec": spec}
 

@@ -4,8 +4,8 @@ SageMaker job specs are immutable and a job name can never be reused, so the nam
 hash of everything that defines the job: any change gives a new resource and a new job, and an
 unchanged recipe keeps its name. The hash is the first ``HASH_CHARS`` hex digits of SHA-256
 over the canonical JSON (sorted keys, no spaces) of what the caller passes; the renderer passes
-the kind, the namespace, the region annotation and the whole spec without its name field (see
-docs/recipes.md).
+the kind, the namespace, the region annotation, the recipe name and the whole spec without its
+name field (:func:`mtgrpo.render.build.hash_input`, docs/recipes.md).
 """
 
 from __future__ import annotations

@@ -88,6 +88,14 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
             resources += built
     if problems:
         raise UserError(sorted(set(problems), key=lambda p: (p.file, p.key, p.message)))
+    owners: dict[str, Resource] = {}
+    for resource in resources:
+        other = owners.setdefault(resource.filename, resource)
+        if other is not resource:  # only a hash collision or a template ignoring the name
+            problems.append(Problem(resource.source, "name", f"renders {resource.filename}, "
+                                    f"as {other.source} does", "one file per resource"))
+    if problems:
+        raise UserError(problems)
     resources.sort(key=lambda r: r.filename)
     files = {f"{MANIFESTS}/{r.filename}": r.text for r in resources}
     files[KUSTOMIZATION] = kustomization_text(r.filename for r in resources)
