@@ -335,11 +335,11 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
         while True:
             code = training.poll()
             if code is not None:
-                if stop.requested:
+                if code == 0:
+                    return 0  # finished (a stop request that came too late changes nothing)
+                if stop.requested or code == EXIT_INTERRUPTED:
                     return EXIT_INTERRUPTED
-                if code != 0:
-                    raise JobFailed(f"training exited with code {code}")
-                return 0
+                raise JobFailed(f"training exited with code {code}")
             if server is not None and not server.alive():
                 raise JobFailed("vLLM server died during training: "
                                 + _log_tail(plan.vllm.log_path))
