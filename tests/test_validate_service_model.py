@@ -191,6 +191,15 @@ def test_botocore_alone_misses_what_we_catch():
      "arn:aws:lambda:us-wést-2:111122223333:function:f", False),  # Alnum is ASCII in Java
     (r"[\u0020-\uD7FF\uE000-\uFFFD\uD800\uDC00-\uDBFF\uDFFF\t]*", "text \U0001F600", True),
     (r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", "abc-", False),  # whole-string match, as Java
+    (r"arn:aws:sagemaker:\w+(?:-\w+)+:x", "arn:aws:sagemaker:us-west-2:x", True),
+    (r"arn:aws:sagemaker:\w+(?:-\w+)+:x", "arn:aws:sagemaker:us-wést-2:x", False),  # ASCII \w
+    (r"\d{12}", "١١١١٢٢٢٢٣٣٣٣", False),  # Arabic-Indic digits are not Java's \d
+    (r"[\S\s]*", "line one\nline\u00a0two\u2028", True),  # any character at all
+    (r"[\S]{1,5}", "a\u00a0b", True),  # U+00A0 is not an ASCII space: Java's \S takes it
+    (r"[\S]{1,5}", "a b", False),
+    (r"\[\w\]", "[é]", False),  # escaped brackets open no class; \w stays ASCII
+    (r"\\w", "\\w", True),  # an escaped backslash, then a plain w
+    (r"\[\w\]", "[a]", True),
 ])
 def test_java_patterns(java, text, ok):
     assert matches(java, text) is ok

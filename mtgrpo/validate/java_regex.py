@@ -1,10 +1,16 @@
 """Read the service model's Java-style patterns in Python.
 
-SageMaker checks ``pattern`` constraints with Java's ``String.matches`` (the whole string must
-match). Python's ``re`` cannot read ``\\p{L}``-style classes, so patterns are compiled with the
-``regex`` package, which can, after rewriting the two Java-only spellings it does not share:
-``\\p{Alnum}`` (ASCII in Java, Unicode in ``regex``) and a UTF-16 surrogate-pair range that
-Java uses for "any supplementary character".
+SageMaker checks ``pattern`` constraints with Java's ``String.matches``: the whole string must
+match. Python's ``re`` cannot read ``\\p{L}``-style classes, so patterns are compiled with the
+``regex`` package, which can, after rewriting what Java spells or means differently:
+
+- ``\\w``, ``\\d``, ``\\s`` and the POSIX classes ``\\p{Alnum}``, ``\\p{Alpha}``, ``\\p{Digit}``
+  are ASCII-only in Java but Unicode in ``regex`` (whose ASCII flag would also make ``\\p{L}``
+  ASCII), so they are spelled out as ASCII ranges; their negations likewise outside a class,
+  and ``[\\S\\s]`` (any character) becomes ``(?s:.)``. A negation inside a larger class is left
+  as it is: no pattern of the two operations we check has one.
+- A UTF-16 surrogate-pair range, Java's way to say "any supplementary character", becomes
+  ``\\U00010000-\\U0010FFFF``.
 """
 
 from __future__ import annotations
@@ -13,46 +19,48 @@ import functools
 
 import regex
 
-_REWRITES = (
-    # Java's POSIX classes are ASCII-only unless UNICODE_CHARACTER_CLASS is set.
-    (r"\p{Alnum}", "a-zA-Z0-9"),
-    (r"\p{Alpha}", "a-zA-Z"),
-    (r"\p{Digit}", "0-9"),
-    # U+10000..U+10FFFF written as UTF-16 surrogates inside a character class.
-    (r"\uD800\uDC00-\uDBFF\uDFFF", r"\U00010000-\U0010FFFF"),
-)
+_SPACE = r" \t\n\x0B\f\r"
+# escape -> (ASCII members as class contents, negated?)
+_CLASSES = {
+    r"\w": ("a-zA-Z0-9_", False), r"\d": ("0-9", False), r"\s": (_SPACE, False),
+    r"\W": ("a-zA-Z0-9_", True), r"\D": ("0-9", True), r"\S": (_SPACE, True),
+    r"\p{Alnum}": ("a-zA-Z0-9", False), r"\p{Alpha}": ("a-zA-Z", False),
+    r"\p{Digit}": ("0-9", False),
+}
+_WHOLE = {r"[\S\s]": "(?s:.)", r"[\s\S]": "(?s:.)", r"[\S]": rf"[^{_SPACE}]",
+          r"\uD800\uDC00-\uDBFF\uDFFF": r"\U00010000-\U0010FFFF"}
 
 
 def translate(pattern: str) -> str:
-    """The pattern rewritten for the ``regex`` package (``\\p{Alnum}`` outside a class gets one)."""
-    out = pattern
-    for java, python in _REWRITES:
-        if java.startswith(r"\p{"):
-            out = _replace_posix(out, java, python)
-        else:
-            out = out.replace(java, python)
-    return out
-
-
-def _replace_posix(pattern: str, java: str, python: str) -> str:
-    pieces, i, in_class = [], 0, False
+    """The Java pattern rewritten for the ``regex`` package, with the same meaning."""
+    out, i, in_class = [], 0, False
     while i < len(pattern):
-        if pattern.startswith(java, i):
-            pieces.append(python if in_class else f"[{python}]")
-            i += len(java)
+        whole = next((w for w in _WHOLE if pattern.startswith(w, i)), None)
+        if whole is not None:
+            out.append(_WHOLE[whole])
+            i += len(whole)
+            continue
+        escape = next((e for e in _CLASSES if pattern.startswith(e, i)), None)
+        if escape is not None:
+            members, negated = _CLASSES[escape]
+            if not in_class:
+                out.append(f"[{'^' if negated else ''}{members}]")
+            else:
+                out.append(escape if negated else members)
+            i += len(escape)
             continue
         char = pattern[i]
         if char == "\\" and i + 1 < len(pattern):
-            pieces.append(pattern[i:i + 2])
+            out.append(pattern[i:i + 2])
             i += 2
             continue
-        if char == "[":
+        if char == "[" and not in_class:
             in_class = True
-        elif char == "]":
+        elif char == "]" and in_class:
             in_class = False
-        pieces.append(char)
+        out.append(char)
         i += 1
-    return "".join(pieces)
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=None)
