@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -337,3 +338,16 @@ def test_any_misshapen_value_gives_problems_never_an_exception(make):
             node[path[-1]] = wrong
             problems = check_recipe(recipe, source=SOURCE)
             assert all(isinstance(p, Problem) for p in problems), path
+
+
+def test_built_in_metric_definitions_meet_the_same_rules():
+    from mtgrpo.contract import format_metric_line, metric_definitions
+    from mtgrpo.validate.recipe_rules import MAX_METRICS, _metric_regex
+
+    ours = metric_definitions()
+    assert len(ours) < MAX_METRICS
+    line = format_metric_line({m["Name"]: 0.25 for m in ours})
+    for m in ours:
+        assert _metric_regex(m["Regex"], SOURCE, m["Name"]) == []
+        assert 1 <= len(m["Name"]) <= 255
+        assert float(re.search(m["Regex"], line).group(1)) == 0.25
