@@ -128,6 +128,9 @@ BAD_INPUTS = [
                                  "mtgrpo-trainer:latest"),
      f"{ACCOUNT}: job.image_uri: image '111122223333.dkr.ecr.us-west-2.amazonaws.com/"
      "mtgrpo-trainer:latest' is not pinned by digest", "@sha256:"),
+    ("short-digest", replace(ACCOUNT, "@sha256:" + "0" * 64, "@sha256:" + "0" * 63),
+     f"{ACCOUNT}: job.image_uri: image '111122223333.dkr.ecr.us-west-2.amazonaws.com/"
+     "mtgrpo-trainer@sha256:" + "0" * 63 + "' is not pinned by digest", "64 hex digits"),
     ("bad-settings", replace("recipes/_project.yaml", "deletion_policy: retain",
                              "deletion_policy: keep"),
      "recipes/_project.yaml: deletion_policy: invalid value 'keep'", "retain, delete"),

@@ -5,6 +5,7 @@ writes ``manifests/`` and ``kustomization.yaml``: any problem anywhere means not
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from mtgrpo.render.build import Resource, build_resources
 from mtgrpo.render.keymap import to_recipe_keys
 from mtgrpo.render.settings import SETTINGS_FILE, Settings, load_settings
 
-DIGEST_MARK = "@sha256:"
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
 @dataclass
@@ -110,7 +111,7 @@ def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:
     """Rules about how a recipe renders (:mod:`mtgrpo.validate` owns the SageMaker rules)."""
     problems = []
     image = recipe.job["image_uri"]
-    if settings.require_image_digest and DIGEST_MARK not in image:
+    if settings.require_image_digest and not DIGEST.search(image):
         problems.append(Problem(recipe.where("job.image_uri"), "job.image_uri",
                                 f"image {image!r} is not pinned by digest "
                                 "(require_image_digest in recipes/_project.yaml)",
