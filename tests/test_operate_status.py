@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import boto3
-import yaml
 import pytest
 from moto import mock_aws
 
 from fakekube import best_trial, fake, terminal_condition, training_job, tuning_job  # noqa: F401
 from mtgrpo.cli import main
+from mtgrpo.recipes import load_recipe
+from mtgrpo.render import build_resources, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,8 +116,7 @@ def test_selectors_by_job_recipe_and_recipe_file(jobs):
 
 def test_recipe_file_shows_its_jobs_and_the_current_one_not_yet_applied(jobs):
     recipe = REPO / "recipes" / "qwen2-5-1-5b-tune.yaml"  # its name labels its jobs
-    current = yaml.safe_load(next((REPO / "manifests").glob(
-        "qwen2-5-1-5b-tune-*-hyperparametertuningjob.yaml")).read_text())
+    [current] = [r.body for r in build_resources(load_recipe(recipe), load_settings(REPO))]
     jobs.put(tuning_job("q-tune-1", recipe="qwen2-5-1-5b-tune",
                         status={"hyperParameterTuningJobStatus": "Completed"}))
     records = status_json(jobs, "--no-aws", str(recipe))

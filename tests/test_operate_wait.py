@@ -306,11 +306,11 @@ def test_in_cluster_configuration(monkeypatch, tmp_path):
 
 def test_wait_for_a_recipe_waits_for_its_rendered_jobs(fake, capsys):
     """CI: `kubectl apply -k . && mtgrpo wait recipes/x.yaml` waits for what was just applied."""
-    import yaml
+    from mtgrpo.recipes import load_recipe
+    from mtgrpo.render import build_resources, load_settings
     repo = Path(__file__).resolve().parent.parent
     recipe = repo / "recipes" / "qwen2-5-1-5b-tune.yaml"
-    current = yaml.safe_load(next((repo / "manifests").glob(
-        "qwen2-5-1-5b-tune-*-hyperparametertuningjob.yaml")).read_text())
+    [current] = [r.body for r in build_resources(load_recipe(recipe), load_settings(repo))]
     name = current["metadata"]["name"]
     args = ["wait", str(recipe), "--kubeconfig", str(fake.kubeconfig), "-n", "mtgrpo",
             "--timeout", "30"]
