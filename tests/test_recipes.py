@@ -3,6 +3,7 @@ provenance of errors, discovery, and the generated hyperparameter page."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -226,3 +227,14 @@ def test_hyperparameters_doc_lists_every_field():
     text = hyperparameters_markdown()
     for f in fields(TrainerConfig):
         assert f"| `{f.name}` |" in text
+
+
+def test_docs_list_every_recipe_key():
+    from mtgrpo.recipes import schema
+    from mtgrpo.render.settings import PROJECT
+    text = (REPO / "docs" / "recipes.md").read_text(encoding="utf-8")
+    sections = (schema.TOP, schema.JOB, schema.INPUT, schema.TUNING, schema.RANGE, PROJECT)
+    # named as `key`, as `key:` in an example, or inside a `{key, ...}` listing
+    missing = sorted({key for section in sections for key in section if not re.search(
+        rf"`{key}`|^\s*{key}:|[{{,] ?{key}[,}}:]", text, re.MULTILINE)})
+    assert not missing, f"docs/recipes.md does not mention: {missing}"
