@@ -217,3 +217,14 @@ def test_rbac_with_service_account(tmp_path, capsys):
     assert docs[2]["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor",
                                     "namespace": "team-a"}]
     assert docs[1]["metadata"]["namespace"] == "mtgrpo"  # the jobs' namespace
+
+
+def test_bad_tuned_value_fails_the_train_step_before_creating(fake, monkeypatch):
+    from mtgrpo.pipelines.pipeline import pipeline_inputs
+    from mtgrpo.pipelines.steps import StepFailed, train
+
+    monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig))
+    _, _, _, bundle = pipeline_inputs(RECIPE)
+    with pytest.raises(StepFailed, match=r"trainer\.per_device_train_batch_size"):
+        train(bundle, {**TUNED, "per_device_train_batch_size": "two"}, timeout_s=5)
+    assert fake.requests == []  # nothing was created

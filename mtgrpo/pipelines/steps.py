@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mtgrpo.errors import UserError
 from mtgrpo.operate import connect, create_and_wait
 from mtgrpo.operate.wait import Outcome
 
@@ -47,7 +48,17 @@ def tune(tuning_job: dict, timeout_s: float, **wait_options) -> dict[str, Any]:
 def train(bundle: dict, hyperparameters: dict[str, str], timeout_s: float,
           **wait_options) -> dict[str, str]:
     """Create the recipe's TrainingJob with the tuned hyperparameters, wait, return its model."""
-    body = training_job_from_bundle(bundle, hyperparameters)
+    from mtgrpo.validate import check_resources, default_crd_dir
+
+    try:
+        body = training_job_from_bundle(bundle, hyperparameters)
+        # The same checks as `mtgrpo validate`: a bad value fails here, not as ACK.Terminal.
+        problems = check_resources([body], source=f"{bundle['source']} (tuned)",
+                                   crd_dir=default_crd_dir())
+        if problems:
+            raise UserError(problems)
+    except UserError as err:
+        raise StepFailed("; ".join(err.lines())) from None
     outcome = _run(body, timeout_s, **wait_options)
     if not outcome.job.model_artifact:
         raise StepFailed(f"{outcome.job.name}: Completed without a model artifact")
