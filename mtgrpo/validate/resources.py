@@ -24,7 +24,11 @@ def check_resources(resources: list[dict], *, source: str, crd_dir: Path) -> lis
     SageMaker applies at create time. Keys are the resource's own field paths."""
     problems: list[Problem] = []
     for resource in resources:
-        problems += _check_one(resource, source, Path(crd_dir))
+        found = _check_one(resource, source, Path(crd_dir))
+        kind = resource.get("kind") if isinstance(resource, dict) else None
+        if kind in _NAME_FIELD:  # say which of a recipe's resources (training or tuning job)
+            found = [Problem(p.file, p.key, f"{kind}: {p.message}", p.allowed) for p in found]
+        problems += found
     return problems
 
 
@@ -46,8 +50,7 @@ def _check_one(resource: dict, source: str, crd_dir: Path) -> list[Problem]:
         path = ack_path(spec, v.steps, spellings=field_spellings(crd_dir))
         if path in crd_keys:
             continue  # already named by the CRD check (a wrong type)
-        problems.append(Problem(source, path, f"{kind}: {v.message}",
-                                v.allowed))
+        problems.append(Problem(source, path, v.message, v.allowed))
     problems += _cross_field(kind, spec, source)
     problems += _secrets(spec, source)
     return problems
