@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -124,7 +125,11 @@ def _local_server(config, output: Path, allowed: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtgrpo.trainer.train import check_batch_shape
+
     config = load_config(args.config)
+    # Before any heavy import: a bad batch shape is a config mistake, reported at once.
+    check_batch_shape(config, int(os.environ.get("WORLD_SIZE", "1")), source=str(args.config))
     paths = run_paths(config, args.output)
     paths.output_dir.mkdir(parents=True, exist_ok=True)
     server = _local_server(config, paths.output_dir, not args.no_start_server)

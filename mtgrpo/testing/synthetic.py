@@ -30,9 +30,11 @@ ENTITIES = ("bravo charlie delta echo foxtrot golf hotel india juliet kilo lima 
             "zulu").split()
 CODES = "zero one two three four six seven eight nine ten".split()
 
-CALL_TURN = ('<reasoning> I should search for the code. </reasoning>\n<tool>\n'
+CALL_TURN = ('<reasoning> search </reasoning>\n<tool>\n'
              '{{"name": "wiki_search", "args": {{"query": "code of {entity}"}}}}\n</tool>')
-ANSWER_TURN = "<reasoning> The result names the code. </reasoning>\n<answer> {code} </answer>"
+ANSWER_TURN = "<reasoning> answer </reasoning>\n<answer> {code} </answer>"
+SYSTEM_PROMPT = ("Find the code with the wiki_search tool, then answer. Reply with <reasoning>, "
+                 "then <tool> JSON </tool> or <answer> code </answer>.")
 _QUESTION = re.compile(r"What is the code of (\w+)\?")
 _RESULT = re.compile(r"The code of (\w+) is (\w+)\.")
 
@@ -62,6 +64,17 @@ def write_task(out_dir: str | Path, seed: int = 0, n_eval: int = 6) -> Path:
     (out / "corpus" / "passages.jsonl").write_text(
         "\n".join(json.dumps(p, sort_keys=True) for p in passages) + "\n", encoding="utf-8")
     return out
+
+
+def task_parser():
+    """The paper's XML format with a short system prompt (the tiny model's prompts stay short)."""
+    from mtgrpo.trainer.parsers import XMLParser
+
+    class SyntheticTaskParser(XMLParser):
+        def system_prompt(self, tools) -> str:
+            return SYSTEM_PROMPT
+
+    return SyntheticTaskParser()
 
 
 class ScriptedSampler:

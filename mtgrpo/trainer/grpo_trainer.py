@@ -22,6 +22,7 @@ advantages of ``_compute_loss`` are private API):
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -83,6 +84,7 @@ class MTGRPOTrainer(*_trainer_bases()):
                  callbacks: Sequence[TrainerCallback] = ()):
         from datasets import Dataset
 
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we mean to use rollout_func
         self.mt_config = config
         self._records = {str(i): r for i, r in enumerate(train_records)}
         self._eval_records = list(eval_records)[: config.max_eval_samples]

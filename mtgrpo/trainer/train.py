@@ -15,6 +15,7 @@ import math
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -149,7 +150,7 @@ def _records(config: TrainerConfig, paths: RunPaths):
 
 
 def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *,
-                     sampler=None) -> dict[str, Any]:
+                     sampler=None, parser=None, scorer=None) -> dict[str, Any]:
     """Tools, parser, environment, sampler, scorer and weight sync for one run."""
     from mtgrpo.trainer.environment import ToolEnvironment
     from mtgrpo.trainer.parsers import get_parser
@@ -160,9 +161,10 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
     search = WikiSearch(paths.corpus_dir, top_k=config.search_top_k,
                         max_tokens=config.search_max_tokens, count_tokens=count_tokens,
                         truncate=truncate)
-    parser = get_parser(config.tool_format)
+    parser = parser or get_parser(config.tool_format)
     weights = RewardWeights.from_config(config)
-    environment = ToolEnvironment.from_config(config, tokenizer, {search.name: search}, parser=parser)
+    environment = ToolEnvironment.from_config(config, tokenizer, {search.name: search},
+                                              parser=parser)
     weight_sync = None
     if sampler is None:
         if config.generation_backend == "vllm":
@@ -176,18 +178,19 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
 
             sampler = TransformersSampler(model, tokenizer)  # the live policy: always on-policy
 
-    def scorer(episode):
+    def paper_rewards(episode):
         return score_episode(episode, parser, weights)
 
     def rollout(records):
         return environment.rollout_sync(records, 1, sampler)
 
     return {"environment": environment, "sampler": sampler, "parser": parser,
-            "scorer": scorer, "rollout": rollout, "weight_sync": weight_sync, "search": search}
+            "scorer": scorer or paper_rewards, "rollout": rollout, "weight_sync": weight_sync,
+            "search": search}
 
 
 def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = (),
-        resume: bool = True, sampler=None,
+        resume: bool = True, sampler=None, parser=None, scorer=None,
         on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Train, save the final model to ``paths.model_dir`` and return a summary.
 
@@ -196,6 +199,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         training starts, e.g. to call ``trainer.request_save_and_stop()`` on SIGTERM.
     resume: continue from the newest complete checkpoint in ``paths.checkpoint_dir``.
     sampler: a ready sampler (tests, benchmarks); default: from ``generation_backend``.
+    parser / scorer: a custom task's tool-call parser and ``episode -> RewardBreakdown``;
+        default: ``tool_format``'s parser and the paper's rewards with the config's weights.
     on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
     """
     from accelerate import PartialState
@@ -205,6 +210,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     from mtgrpo.trainer.metrics_log import MetricsLogger
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental
+    # TRL 1.16 warns about any vLLM newer than 0.31 at import; we never use its vLLM client.
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
     started = time.perf_counter()
     world_size = PartialState().num_processes
     check_batch_shape(config, world_size)
@@ -214,7 +221,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
 
     tokenizer, model = _load_model(config, paths.model)
     train_records, eval_records = _records(config, paths)
-    parts = build_components(config, paths, tokenizer, model, sampler=sampler)
+    parts = build_components(config, paths, tokenizer, model, sampler=sampler, parser=parser,
+                             scorer=scorer)
     args = grpo_args(config, paths, world_size=world_size)
     trainer = MTGRPOTrainer(
         model, args, processing_class=tokenizer, config=config, train_records=train_records,
@@ -250,8 +258,9 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     }
     if trainer.accelerator.is_main_process:
         _write_json(Path(paths.output_dir) / "eval_summary.json", summary)
-    if hasattr(parts["sampler"], "close"):
-        parts["sampler"].close()
+    for part in (parts["sampler"], parts["weight_sync"], parts["search"]):
+        if hasattr(part, "close"):
+            part.close()
     return summary
 
 

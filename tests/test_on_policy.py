@@ -1,0 +1,121 @@
+"""On-policy proof against the real vLLM CPU server.
+
+A real ``train.run`` (vLLM rollouts over HTTP, reload weight sync after every optimizer step)
+trains the tiny model for 3 steps. After the sync at train start and after each step, a
+callback asks the server for the prompt log-probabilities of a fixed token sequence (a full
+episode: prompt, tool call, tool result, answer) and compares them with the trainer's current
+policy on the same ids.
+
+Tolerance: the server runs bf16, the trainer fp32. The part of the gap that bf16 explains is
+measured, not guessed: the trainer's own model cast to bf16 gives log-probabilities that differ
+from fp32 by ``bf16_gap`` (mean over tokens). The server must agree with the trainer within
+``TOL = max(4 * bf16_gap, 0.02)`` nats (mean over the sequence's tokens; vLLM's bf16 kernels
+round differently from torch's, hence the factor). A server one step behind would be off by
+the per-step policy change, which the test requires to be larger than ``TOL`` every step: a
+stale or half-updated server (e.g. a stale tied LM head) cannot pass.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mtgrpo.contract import TrainerConfig
+from mtgrpo.trainer.paths import RunPaths
+from mtgrpo.trainer.types import RewardBreakdown
+
+pytestmark = pytest.mark.vllm
+STEPS = 3
+
+
+def _policy_logprobs(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def _length_reward(episode) -> RewardBreakdown:
+    """Any reward that varies within a group moves the weights; sampled length does."""
+    n = sum(len(t.token_ids) for t in episode.turns if t.role == "assistant")
+    return RewardBreakdown(turn=0.0, outcome=n / 64.0, components={"exact_match": 0.0})
+
+
+class ServerAgreement:
+    """Records, after every sync, the server's and the trainer's log-probs of fixed ids."""
+
+    def __init__(self, client, ids):
+        from transformers import TrainerCallback
+
+        self.client, self.ids, self.rows = client, ids, []
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                outer.record(model)
+
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                outer.record(model)
+
+        self.callback = Callback()
+
+    def record(self, model):
+        server = torch.tensor(self.client.score_sync([self.ids])[0])
+        trainer = _policy_logprobs(model, self.ids)
+        bf16 = _policy_logprobs(copy.deepcopy(model).to(torch.bfloat16), self.ids)
+        self.rows.append({"server": server, "trainer": trainer,
+                          "bf16_gap": (bf16 - trainer).abs().mean().item()})
+
+
+def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mtgrpo.rollout.client import VLLMClient
+    from mtgrpo.rollout.weight_sync import ReloadWeightSync
+    from mtgrpo.testing.synthetic import ScriptedSampler, task_parser, write_task
+    from mtgrpo.trainer.environment import ToolEnvironment
+    from mtgrpo.trainer.train import run
+    from transformers import AutoModelForCausalLM
+
+    # Other tests may have pushed other weights: start from the original ones.
+    ReloadWeightSync(vllm_server.url).push(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+
+    task = write_task(tmp_path / "task")
+    cfg = TrainerConfig(
+        model_name_or_path=str(tiny_model_dir), generation_backend="vllm",
+        vllm_server_url=vllm_server.url, weight_sync="reload", vllm_request_timeout_s=120,
+        num_generations=4, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+        max_steps=STEPS, learning_rate=1e-2, max_grad_norm=1.0, eval_steps=0, save_steps=100,
+        max_turns=2, max_tool_calls=1, max_tokens_per_turn=24, max_completion_length=128,
+        search_max_tokens=32, temperature=1.0, seed=1)
+    out = tmp_path / "out"
+    paths = RunPaths(str(tiny_model_dir), task / "train.jsonl", None, task / "corpus", out,
+                     out / "model", out / "checkpoints")
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    probe_env = ToolEnvironment.from_config(cfg, tokenizer, {}, parser=task_parser())
+    from mtgrpo.testing.synthetic import make_task
+    record = make_task(0)[0][0]
+    prompt = probe_env.prompt_ids(record)
+    fixed = prompt + tokenizer.encode(ScriptedSampler(tokenizer).turn_text(
+        tokenizer.decode(prompt)), add_special_tokens=False)
+    agreement = ServerAgreement(VLLMClient(vllm_server.url), fixed)
+    summary = run(cfg, paths, parser=task_parser(), scorer=_length_reward,
+                  callbacks=[agreement.callback])
+
+    assert summary["global_step"] == STEPS
+    rows = agreement.rows
+    assert len(rows) == STEPS + 1  # after the initial sync, then after every step
+    report = []
+    for step, row in enumerate(rows):
+        tol = max(4 * row["bf16_gap"], 0.02)
+        gap = (row["server"] - row["trainer"]).abs().mean().item()
+        report.append(f"step {step}: server-trainer {gap:.4f} (tol {tol:.4f})")
+        assert gap <= tol, report
+        if step:
+            moved = (row["trainer"] - rows[step - 1]["trainer"]).abs().mean().item()
+            stale = (row["server"] - rows[step - 1]["trainer"]).abs().mean().item()
+            report[-1] += f", policy moved {moved:.4f}, stale gap {stale:.4f}"
+            assert moved > tol and stale > tol, report
+    print("\n".join(report))

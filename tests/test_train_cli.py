@@ -1,0 +1,110 @@
+"""``mtgrpo train CONFIG --output DIR``: user mistakes are one-line errors; a run writes its outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtgrpo.cli import main
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def task(tmp_path):
+    from mtgrpo.testing.synthetic import write_task
+
+    return write_task(tmp_path / "task")
+
+
+def _config(tiny_model_dir, **overrides):
+    trainer = {"model_name_or_path": str(tiny_model_dir), "train_file": "task/train.jsonl",
+               "eval_file": "task/eval.jsonl", "corpus_dir": "task/corpus",
+               "generation_backend": "transformers", "num_generations": 2,
+               "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+               "max_steps": 1, "eval_steps": 1, "max_eval_samples": 2, "max_turns": 2,
+               "max_tool_calls": 1, "max_tokens_per_turn": 16, "max_completion_length": 128,
+               "search_max_tokens": 32, "learning_rate": 1e-3}
+    trainer.update(overrides)
+    return {"trainer": trainer}
+
+
+def _error_lines(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(line.startswith("error: ") for line in err), err
+    assert not any("Traceback" in line for line in err)
+    return err
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("trainer: [1, 2\n", "invalid YAML"),
+    ("job: {}\n", "trainer: missing section"),
+    ("trainer: 3\n", "trainer: must be a mapping"),
+])
+def test_malformed_config_files(tmp_path, capsys, content, expected):
+    cfg = _write(tmp_path / "c.yaml", content)
+    assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
+    (line,) = _error_lines(capsys)
+    assert str(cfg) in line and expected in line
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml"), "--output", str(tmp_path)]) == 1
+    assert "config file not found" in _error_lines(capsys)[0]
+
+
+@pytest.mark.parametrize("overrides, key, hint", [
+    ({"algorithm": "ppo"}, "trainer.algorithm", "mt_grpo, grpo_or, grpo_mr"),
+    ({"learning_rat": 1}, "trainer.learning_rat", "did you mean 'learning_rate'"),
+])
+def test_bad_values_name_file_key_and_allowed(tmp_path, tiny_model_dir, capsys, task,
+                                              overrides, key, hint):
+    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, **overrides))
+    assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
+    (line,) = _error_lines(capsys)
+    assert line.startswith(f"error: {cfg}: {key}: ") and hint in line, line
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path, tiny_model_dir, capsys, task):
+    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, train_file="task/missing.jsonl"))
+    assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
+    (line,) = _error_lines(capsys)
+    assert "trainer.train_file" in line and str(tmp_path / "task" / "missing.jsonl") in line
+
+
+def test_groups_must_fill_the_generation_batch(tmp_path, tiny_model_dir, capsys, task):
+    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, num_generations=3))
+    assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
+    (line,) = _error_lines(capsys)
+    assert "trainer.num_generations" in line and "gradient_accumulation_steps" in line
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_no_server_and_no_start_is_a_clear_error(tmp_path, tiny_model_dir, capsys, task):
+    cfg = _write(tmp_path / "c.yaml", _config(
+        tiny_model_dir, generation_backend="vllm", vllm_server_url="http://127.0.0.1:8299"))
+    assert main(["train", str(cfg), "--output", str(tmp_path / "out"), "--no-start-server"]) == 1
+    (line,) = _error_lines(capsys)
+    assert "no vLLM server answers at http://127.0.0.1:8299" in line
+
+
+@pytest.mark.slow
+def test_a_run_writes_metrics_model_and_summary(tmp_path, tiny_model_dir, capsys, task):
+    """The transformers backend (no vLLM): one step, one evaluation, final model saved."""
+    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir))
+    out = tmp_path / "out"
+    assert main(["train", str(cfg), "--output", str(out)]) == 0
+    captured = capsys.readouterr().out
+    assert "mtgrpo-metrics: step=1 " in captured
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1] and "eval_reward" in records[0]
+    summary = json.loads((out / "eval_summary.json").read_text())
+    assert summary["global_step"] == 1 and summary["eval_records"] == 2
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "checkpoints").is_dir()
