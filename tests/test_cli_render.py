@@ -109,18 +109,14 @@ BAD_INPUTS = [
      f"{ACCOUNT}: job.role: ", "arn:aws"),
     ("bad-instance-type", replace(SPOT, "instance_type: ml.p4d.24xlarge",
                                       "instance_type: ml.p4d.huge"),
-     f"{SPOT}: job.instance_type: TrainingJob: 'ml.p4d.huge' is not a valid "
-     "TrainingInstanceType; did you mean 'ml.p4d.24xlarge'? (rendered as "
-     "spec.resourceConfig.instanceType)", "ml.c4.2xlarge"),
+     f"{SPOT}: job.instance_type: ", "ml.c4.2xlarge"),
     ("bad-instance-type-in-base", replace("recipes/base/qwen2-5-1-5b-g5.yaml",
                                           "instance_type: ml.g5.2xlarge",
                                           "instance_type: ml.g5.huge"),
-     "recipes/base/qwen2-5-1-5b-g5.yaml: job.instance_type: HyperParameterTuningJob: "
-     "'ml.g5.huge' is not a valid", "ml.c4.2xlarge"),
+     "recipes/base/qwen2-5-1-5b-g5.yaml: job.instance_type: ", "ml.c4.2xlarge"),
     ("tuned-name-not-a-hyperparameter", replace(TUNE, "    learning_rate:\n",
                                                 "    learning_rat:\n"),
-     f"{TUNE}: tuning.hyperparameter_ranges.learning_rat: not a trainer hyperparameter; "
-     "did you mean 'learning_rate'?", "a trainer hyperparameter"),
+     f"{TUNE}: tuning.hyperparameter_ranges.learning_rat: ", "hyperparameter"),
     ("secret-in-environment", replace(SPOT, "job:\n", "job:\n  environment:\n"
                                       "    WANDB_API_KEY: not-a-real-secret-value\n"),
      f"{SPOT}: job.environment.WANDB_API_KEY: ", ""),
@@ -162,6 +158,9 @@ def test_bad_input_is_refused_with_one_line_errors(project, capsys, case, edit, 
     assert snapshot(project) == before  # nothing written, nothing removed
     if case == "secret-in-environment":
         assert "not-a-real-secret-value" not in captured.err
+    if case.startswith("bad-instance-type"):  # a spec path mapped back to the recipe key
+        assert "(rendered as spec." in captured.err
+        assert "'ml.p4d.huge'" in captured.err or "'ml.g5.huge'" in captured.err
 
 
 def test_missing_crd_dir_is_one_error(project, capsys):
