@@ -9,6 +9,7 @@ condition after ``kubectl apply``.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -99,7 +100,8 @@ def _string(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violatio
     if shape.enum:
         if value not in shape.enum:
             out.append(Violation(steps, f"{value!r} is not a valid {shape.name}"
-                                 + did_you_mean(value, shape.enum_list), _list(shape.enum_list)))
+                                 + did_you_mean(value, shape.enum_list),
+                                 _list(shape.enum_list, value)))
         return
     _bounds(shape, len(value), steps, "characters", out)
     if shape.pattern and not matches(shape.pattern, value):
@@ -124,10 +126,11 @@ def _range(low: Any, high: Any, unit: str) -> str:
     return f"at least {low}{unit}" if low is not None else f"at most {high}{unit}"
 
 
-def _list(values: list[str]) -> str:
+def _list(values: tuple[str, ...], near: str) -> str:
     if len(values) <= 12:
         return ", ".join(values)
-    return f"one of {len(values)} values, e.g. {', '.join(sorted(values)[:4])}, ..."
+    closest = difflib.get_close_matches(near, values, n=4, cutoff=0.0)
+    return f"one of {len(values)} values, the closest: {', '.join(closest)}"
 
 
 def ack_path(spec: Mapping[str, Any], steps: tuple[Step, ...], prefix: str = "spec",
