@@ -47,6 +47,14 @@ def test_unknown_field_is_refused_with_its_path_and_a_suggestion(crd_dir):
     assert all(p.file == SOURCE for p in problems)
 
 
+def test_unknown_top_level_field(crd_dir):
+    job = training_job()
+    job["specs"] = job["spec"]
+    problems = check_against_crd(job, source=SOURCE, crd_dir=crd_dir)
+    assert [p.key for p in problems] == ["specs"]
+    assert "did you mean 'spec'" in problems[0].message
+
+
 def test_string_maps_refuse_numbers_and_booleans(crd_dir):
     job = tuning_job()
     job["spec"]["trainingJobDefinition"]["staticHyperParameters"]["num_generations"] = 8
