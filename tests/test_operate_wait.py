@@ -327,3 +327,15 @@ def test_wait_for_a_recipe_waits_for_its_rendered_jobs(fake, capsys):
     later(controller)
     assert main(args) == 0
     assert capsys.readouterr().out.strip() == f"{name}: Completed"
+
+
+def test_api_server_gone_backs_off_until_the_deadline(fake):
+    from mtgrpo.operate import connect, wait_for
+    fake.put(training_job("lonely", status=RUNNING))
+    lines = []
+    later(lambda: (fake.wait_watching(), fake.stop()))  # the API server goes away
+    outcome = wait_for(connect(kubeconfig=str(fake.kubeconfig)), "TrainingJob", "lonely",
+                       timeout_s=1.5, progress=lines.append, retry_s=0.05)
+    assert outcome.code == 124
+    delays = [line.rsplit(" in ", 1)[1] for line in lines if "watch connection lost" in line]
+    assert delays[:3] == ["0.05s", "0.1s", "0.2s"], lines  # doubling, until the deadline

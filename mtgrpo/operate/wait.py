@@ -54,7 +54,7 @@ def wait_for(kube: Kube, kind: str, name: str, *, timeout_s: float,
     """Watch ``kind/name`` until it finishes or ``timeout_s`` passes; report changes to ``progress``."""
     deadline = time.monotonic() + timeout_s
     reporter = _Reporter(progress, heartbeat_s)
-    version, relist = "", True
+    version, relist, failures = "", True, 0
     job: JobView | None = None
     while True:
         if relist:
@@ -75,6 +75,7 @@ def wait_for(kube: Kube, kind: str, name: str, *, timeout_s: float,
             for event in kube.watch(kind, name, version, timeout_s=min(remaining, watch_s)):
                 obj = event.get("object") or {}
                 version = obj.get("metadata", {}).get("resourceVersion", version)
+                failures = 0
                 if event.get("type") == "BOOKMARK":
                     continue
                 if event.get("type") == "DELETED":
@@ -88,12 +89,18 @@ def wait_for(kube: Kube, kind: str, name: str, *, timeout_s: float,
                 if time.monotonic() >= deadline:
                     break
             reporter.heartbeat(job)
+            failures = 0
         except WatchGone:
             progress(f"{name}: watch expired (410 Gone); listing again")
             relist = True
         except WatchDropped as err:
-            progress(f"{name}: watch connection lost ({err}); resuming at version {version}")
-            time.sleep(min(retry_s, max(0.0, deadline - time.monotonic())))
+            # Back off while the API server is away (an upgrade, a network cut), up to 30 s,
+            # and keep trying until the deadline: the job runs on whether we watch or not.
+            delay = min(retry_s * 2 ** failures, 30.0)
+            failures += 1
+            progress(f"{name}: watch connection lost ({err}); resuming at version {version} "
+                     f"in {delay:g}s")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
 
 
 class _Reporter:
