@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.poll <= 0:
+        raise UserError(Problem("", "--poll", f"{args.poll:g} is not a positive number of seconds",
+                                "a number > 0, e.g. 5"))
     kube = connect_from_args(args)
     obj = kube.find(args.job)
     job = view(obj)
