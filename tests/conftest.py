@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -54,52 +50,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
-class VLLMTestServer:
-    def __init__(self, model_dir: Path, port: int, log: Path):
-        self.model_dir = model_dir
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_SERVER_DEV_MODE="1",
-                   VLLM_LOGGING_LEVEL="WARNING")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-             str(model_dir), "--dtype", "bfloat16", "--gpu-memory-utilization", "0.3",
-             "--port", str(port), "--host", "127.0.0.1", "--seed", "0"],
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def wait_healthy(self, timeout: float = 600.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited ({self.proc.returncode}); log: "
-                                   + self.log.read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(1.0)
-        raise TimeoutError(f"vLLM server not healthy after {timeout}s; log: "
-                           + self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-
-
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir, tmp_path_factory):
-    """One real vllm-cpu server on the tiny model, shared by the whole test session."""
+    """One real vllm-cpu server on the tiny model, shared by the whole test session.
+
+    A ``mtgrpo.rollout.VLLMServer`` (attributes ``url``, ``port``, ``proc``, ``stop()``) plus
+    ``model_dir``; started with ``--seed 0``, ``VLLM_SERVER_DEV_MODE=1`` (weight reload) and
+    ``--logprobs-mode processed_logprobs``.
+    """
+    from mtgrpo.rollout.server import VLLMServer
+
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    server = VLLMTestServer(tiny_model_dir, free_port(), log)
+    server = VLLMServer(tiny_model_dir, port=free_port(), gpu_memory_utilization=0.3,
+                        log_path=log, env=dict(os.environ, VLLM_LOGGING_LEVEL="WARNING"))
+    server.model_dir = tiny_model_dir
     try:
-        server.wait_healthy()
+        server.start()
+        server.wait_healthy(timeout=900)
         yield server
     finally:
         server.stop()

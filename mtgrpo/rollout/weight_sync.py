@@ -5,9 +5,10 @@ Rollouts are on-policy only if the server samples with the weights the trainer j
 returns the seconds it took (logged as ``weight_sync_seconds``).
 
 - ``ReloadWeightSync`` (CPU, or any machine without NCCL): ``save_pretrained`` into a fresh
-  directory, then ``POST /collective_rpc {"method": "reload_weights"}`` so the server reloads
-  from it; older directories are deleted. Needs the server started with
-  ``VLLM_SERVER_DEV_MODE=1`` (``VLLMServer`` sets it).
+  directory, then ``POST /collective_rpc {"method": "mtgrpo_reload_weights"}`` so the server
+  reloads from it (vLLM's ``reload_weights`` plus a fix for tied LM heads on CPU, see
+  ``vllm_worker.py``); older directories are deleted. Needs the server started with
+  ``VLLM_SERVER_DEV_MODE=1`` and the worker extension (``VLLMServer`` does both).
 - ``NCCLWeightSync`` (GPUs): vLLM's own weight-transfer engine
   (``vllm.distributed.weight_transfer``): the trainer joins an NCCL group with the server's
   workers once, then broadcasts every parameter each step, packed into large buffers. Needs the
@@ -18,6 +19,7 @@ returns the seconds it took (logged as ``weight_sync_seconds``).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import tempfile
@@ -27,6 +29,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mtgrpo.rollout.client import SamplerError, VLLMClient
+from mtgrpo.rollout.server import WORKER_EXTENSION
+
+log = logging.getLogger(__name__)
 
 
 class WeightSyncError(SamplerError):
@@ -74,8 +79,10 @@ class ReloadWeightSync:
     """
 
     def __init__(self, base_url: str, *, save_root: str | Path | None = None,
-                 timeout_s: float = 300.0, keep: int = 1):
+                 timeout_s: float = 300.0, keep: int = 1,
+                 method: str = "mtgrpo_reload_weights"):
         self.client = VLLMClient(base_url, timeout_s=timeout_s)
+        self.method = method
         self._own_root = save_root is None
         self.save_root = Path(save_root) if save_root else Path(
             tempfile.mkdtemp(prefix="mtgrpo-weights-"))
@@ -91,8 +98,7 @@ class ReloadWeightSync:
         if target.exists():
             shutil.rmtree(target)
         model.save_pretrained(target, safe_serialization=True)
-        answer = self.client.post_sync("/collective_rpc", {
-            "method": "reload_weights", "kwargs": {"weights_path": str(target)}})
+        answer = self._reload(target)
         if not isinstance(answer, dict) or "results" not in answer:
             raise WeightSyncError(f"vLLM server at {self.client.base_url} answered reload_weights "
                                   f"with {str(answer)[:200]}; start it with "
@@ -102,6 +108,24 @@ class ReloadWeightSync:
         while len(self._dirs) > self.keep:
             shutil.rmtree(self._dirs.pop(0), ignore_errors=True)
         return time.perf_counter() - start
+
+    def _reload(self, target: Path):
+        body = {"method": self.method, "kwargs": {"weights_path": str(target)}}
+        try:
+            return self.client.post_sync("/collective_rpc", body)
+        except SamplerError as err:
+            text = str(err)
+            missing = f"no attribute '{self.method}'" in text or "not implemented" in text
+            if self.method == "reload_weights" or not missing:
+                raise
+        # A server started without mtgrpo's worker extension: vLLM's own reload still works,
+        # except for tied LM heads on CPU (see mtgrpo/rollout/vllm_worker.py).
+        log.warning("vLLM server at %s lacks the %s worker extension; using plain "
+                    "reload_weights (on CPU, models with tied embeddings then keep a stale "
+                    "LM head: start the server with VLLMServer)", self.client.base_url,
+                    WORKER_EXTENSION)
+        self.method = "reload_weights"
+        return self._reload(target)
 
     def close(self) -> None:
         for d in self._dirs:

