@@ -116,6 +116,7 @@ def _callbacks(out: Path, stop: StopRequest, extra=()):
                                                                node_rank=0, num_nodes=1)]
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_matches_uninterrupted(tiny_model_dir, tmp_path):
     import torch
     from transformers import TrainerCallback

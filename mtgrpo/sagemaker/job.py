@@ -6,6 +6,8 @@ exit; a SIGTERM stop ends with 143 after the training processes saved a checkpoi
 
 from __future__ import annotations
 
+import time
+
 from mtgrpo.sagemaker.checkpoints import prepare_resume
 from mtgrpo.sagemaker.contract import (OptML, read_hyperparameters, read_resource_config,
                                        resolve_paths)
@@ -35,7 +37,9 @@ def run_job(layout: OptML | None = None) -> int:
         plan = build_plan(config, resources, layout, model=paths.model,
                           gpu_count=detect_gpu_count(), master_addr=master_addr)
         print(f"mtgrpo: plan {describe_plan(plan)}", flush=True)
+        started = time.monotonic()
         code = run_plan(plan)
+        print(f"mtgrpo: exit {code} after {time.monotonic() - started:.1f} s", flush=True)
         if code == 0 and resources.is_master and not (layout.model_dir / "config.json").is_file():
             raise JobFailed(f"training finished but wrote no model to {layout.model_dir}")
         return code

@@ -324,7 +324,11 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
             print(f"mtgrpo: starting vLLM: {' '.join(map(str, server.command))}", flush=True)
             server.start()
         if plan.vllm_url:
+            waited = time.monotonic()
             _wait_for_server(plan, server, stop, poll_s)
+            if not stop.requested:
+                print(f"mtgrpo: vLLM healthy at {plan.vllm_url} after "
+                      f"{time.monotonic() - waited:.1f} s", flush=True)
         if stop.requested:
             return EXIT_INTERRUPTED
         print(f"mtgrpo: starting training: {' '.join(plan.training.argv)}", flush=True)
