@@ -282,3 +282,44 @@ def test_sigterm_asks_training_to_save_then_stops_everything(tmp_path):
         thread.join()
     assert saved.read_text() == "saved"
     assert signal.getsignal(signal.SIGTERM) == before  # the launcher's handler is removed
+
+
+def test_other_host_ends_when_the_first_hosts_server_is_gone(tmp_path, monkeypatch):
+    """A host without the server watches the first host's: gone for good -> the job ends."""
+    import subprocess
+
+    from mtgrpo.sagemaker import launcher
+
+    monkeypatch.setattr(launcher, "REMOTE_CHECK_S", 0.2)
+    monkeypatch.setattr(launcher, "REMOTE_GONE_S", 1.0)
+    port = free_port()
+    remote = subprocess.Popen([sys.executable, "-c", HEALTH_SERVER, str(port)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert remote.stdout.readline().strip() == b"fake vllm up"
+        pid_file, saved = tmp_path / "pid", tmp_path / "saved"
+        base = build_plan(config(vllm_server_url=f"http://127.0.0.1:{port}"),
+                          ResourceConfig("algo-2", ("algo-1", "algo-2")), OptML(tmp_path),
+                          model="m", gpu_count=0, master_addr="127.0.0.1")
+        assert base.vllm is None and base.vllm_url == f"http://127.0.0.1:{port}"
+        plan = dataclasses.replace(base, training=ProcessSpec(
+            "training", (sys.executable, "-c", TRAINING, str(pid_file), str(saved)),
+            base.training.env))
+
+        def kill_remote():
+            deadline = time.monotonic() + 30
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            remote.kill()
+
+        thread = threading.Thread(target=kill_remote)
+        thread.start()
+        try:
+            with pytest.raises(JobFailed, match="unreachable for 1 s during training"):
+                run_plan(plan, poll_s=0.1)
+        finally:
+            thread.join()
+        assert not alive(int(pid_file.read_text()))
+    finally:
+        remote.kill()
+        remote.wait()

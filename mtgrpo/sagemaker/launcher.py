@@ -45,6 +45,9 @@ HOST_RESOLVE_TIMEOUT_S = float(os.environ.get("MTGRPO_HOST_RESOLVE_TIMEOUT_S", 6
 # SageMaker sends SIGKILL 120 s after SIGTERM; leave room to stop vLLM and exit.
 STOP_GRACE_S = float(os.environ.get("MTGRPO_STOP_GRACE_S", 100))
 WORKER_MODULE = "mtgrpo.sagemaker.worker"
+# Hosts without the server check it this often, and give up after it is gone this long.
+REMOTE_CHECK_S = float(os.environ.get("MTGRPO_REMOTE_CHECK_S", 10))
+REMOTE_GONE_S = float(os.environ.get("MTGRPO_REMOTE_GONE_S", 120))
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,7 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
                                     env={**os.environ, **plan.training.env},
                                     start_new_session=True)
         stop_deadline = None
+        last_seen = next_check = time.monotonic()
         while True:
             code = training.poll()
             if code is not None:
@@ -347,6 +351,17 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
             if server is not None and not server.alive():
                 raise JobFailed("vLLM server died during training: "
                                 + _log_tail(plan.vllm.log_path))
+            if server is None and plan.vllm_url:
+                # A server on another host: when it is gone for good (the first host ended),
+                # end here too instead of waiting for a collective that never completes.
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + REMOTE_CHECK_S
+                    last_seen = now if _healthy(plan.vllm_url) else last_seen
+                    if now - last_seen > REMOTE_GONE_S:
+                        raise JobFailed(f"vLLM server at {plan.vllm_url} unreachable for "
+                                        f"{REMOTE_GONE_S:g} s during training (did the "
+                                        "first host end?)")
             if stop.requested and stop_deadline is None:
                 print("mtgrpo: SIGTERM: asking training to save a checkpoint and stop",
                       flush=True)
