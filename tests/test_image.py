@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from mtgrpo.render.project import DIGEST_MARK
+from mtgrpo.render.project import DIGEST
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "docker" / "requirements-gpu.lock"
@@ -126,7 +126,10 @@ def test_build_script_dry_run_prints_commands_and_a_digest_uri(tmp_path):
     assert (f"docker build --platform linux/amd64 --build-arg FLASH_ATTN=2.8.3 -f Dockerfile "
             f"-t {image}:t1 .") in [line.strip() for line in lines]
     assert f"docker push {image}:t1" in [line.strip() for line in lines]
-    assert lines[-1].startswith(f"image_uri: {image}{DIGEST_MARK}")
+    assert lines[-1].startswith(f"image_uri: {image}@sha256:")
+    # What the real run prints has the form the renderer's require_image_digest rule accepts.
+    printed = lines[-1].removeprefix("image_uri: ").split("@")[0] + "@sha256:" + "ab" * 32
+    assert DIGEST.search(printed)
     bad = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--nope"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unknown argument --nope" in bad.stderr
