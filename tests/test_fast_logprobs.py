@@ -156,6 +156,14 @@ def test_mask_with_holes_uses_trl_path(trainer):
     assert torch.equal(ours, theirs)
 
 
+def test_batch_without_padding_uses_trl_path(trainer):
+    model = trainer.model
+    ids, mask = make_batch(model.config.vocab_size, padding=[(0, 0)] * 3, seed=7)
+    ours, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, COMPLETION)
+    theirs, _, _ = trl_path(trainer, model, ids, mask, COMPLETION)
+    assert torch.equal(ours, theirs)
+
+
 def test_unpacked_calls_are_plain_sdpa(trainer, tiny_model_dir):
     """After the switch, ordinary forwards (generation, padded batches) equal an SDPA model's."""
     from transformers import AutoModelForCausalLM
