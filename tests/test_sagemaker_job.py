@@ -179,6 +179,15 @@ def test_bad_hyperparameter_fails_fast(tmp_path, tiny_model_dir):
                            "did you mean 'learning_rate'? (allowed: see docs/hyperparameters.md)")
 
 
+def test_batch_the_world_cannot_split_fails_before_vllm_starts(tmp_path, tiny_model_dir):
+    root = opt_ml(tmp_path, tiny_model_dir, rendered_hyperparameters(num_generations="3"))
+    started = time.monotonic()
+    assert run_job(root, tmp_path / "log", timeout=120) == 1
+    assert time.monotonic() - started < 60
+    assert "num_generations: 3 does not divide the generation batch of 2" in _failure(root)
+    assert "starting vLLM" not in (tmp_path / "log").read_text()
+
+
 def test_missing_channel_fails_fast(tmp_path, tiny_model_dir):
     root = opt_ml(tmp_path, tiny_model_dir, rendered_hyperparameters(),
                   channels={"train": FIXTURES / "qa" / "train.jsonl", "model": tiny_model_dir})

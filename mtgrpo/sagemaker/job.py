@@ -14,6 +14,7 @@ from mtgrpo.sagemaker.contract import (OptML, read_hyperparameters, read_resourc
 from mtgrpo.sagemaker.failure import JobFailed, clear_failure, report
 from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
                                        resolve_hosts, run_plan)
+from mtgrpo.trainer.train import check_batch_shape
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -37,6 +38,8 @@ def run_job(layout: OptML | None = None) -> int:
         plan = build_plan(config, resources, layout, model=paths.model,
                           gpu_count=detect_gpu_count(), master_addr=master_addr)
         print(f"mtgrpo: plan {describe_plan(plan)}", flush=True)
+        # Fail before vLLM's minutes-long start-up on a batch the world size cannot split.
+        check_batch_shape(config, plan.world_size, source=str(layout.hyperparameters_file))
         started = time.monotonic()
         code = run_plan(plan)
         print(f"mtgrpo: exit {code} after {time.monotonic() - started:.1f} s", flush=True)
