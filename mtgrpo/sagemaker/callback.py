@@ -65,7 +65,7 @@ class CheckpointCallback(TrainerCallback):
                 and self.metrics_file.is_file():
             _copy_atomic(self.metrics_file, checkpoint / METRICS_COPY)
         _barrier()
-        if args.local_process_index == 0 and checkpoint.is_dir():
+        if args.local_process_index == 0:  # every node commits, even one that wrote nothing
             commit(checkpoint, node=self.node_rank, num_nodes=self.num_nodes,
                    step=state.global_step)
             if self.node_rank > 0:  # the Trainer rotates only on the main node
