@@ -36,10 +36,12 @@ def _policy_logprobs(model, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
 
 
-def _length_reward(episode) -> RewardBreakdown:
-    """Any reward that varies within a group moves the weights; sampled length does."""
-    n = sum(len(t.token_ids) for t in episode.turns if t.role == "assistant")
-    return RewardBreakdown(turn=0.0, outcome=n / 64.0, components={"exact_match": 0.0})
+def _parity_reward(episode) -> RewardBreakdown:
+    """Any reward that varies within a group moves the weights: the share of even token ids
+    among the sampled tokens does, even for a random model."""
+    ids = [i for t in episode.turns if t.role == "assistant" for i in t.token_ids]
+    return RewardBreakdown(turn=0.0, outcome=sum(i % 2 == 0 for i in ids) / max(len(ids), 1),
+                           components={"exact_match": 0.0})
 
 
 class ServerAgreement:
@@ -101,7 +103,7 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
     fixed = prompt + tokenizer.encode(ScriptedSampler(tokenizer).turn_text(
         tokenizer.decode(prompt)), add_special_tokens=False)
     agreement = ServerAgreement(VLLMClient(vllm_server.url), fixed)
-    summary = run(cfg, paths, parser=task_parser(), scorer=_length_reward,
+    summary = run(cfg, paths, parser=task_parser(), scorer=_parity_reward,
                   callbacks=[agreement.callback])
 
     assert summary["global_step"] == STEPS

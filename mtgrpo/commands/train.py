@@ -138,9 +138,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"starting vLLM server on {server.url} (log: {paths.output_dir / 'vllm.log'})",
                   flush=True)
             server.start().wait_healthy(config.vllm_startup_timeout_s)
+        from mtgrpo.rollout.client import SamplerError
         from mtgrpo.trainer.train import run as train
 
-        summary = train(config, paths, resume=not args.no_resume)
+        try:
+            summary = train(config, paths, resume=not args.no_resume)
+        except SamplerError as err:  # the server died or stopped answering: say so, one line
+            raise UserError(Problem(str(args.config), "trainer.vllm_server_url",
+                                    f"training stopped: {err}")) from None
     finally:
         if server is not None:
             server.stop()

@@ -30,11 +30,11 @@ ENTITIES = ("bravo charlie delta echo foxtrot golf hotel india juliet kilo lima 
             "zulu").split()
 CODES = "zero one two three four six seven eight nine ten".split()
 
-CALL_TURN = ('<reasoning> search </reasoning>\n<tool>\n'
-             '{{"name": "wiki_search", "args": {{"query": "code of {entity}"}}}}\n</tool>')
-ANSWER_TURN = "<reasoning> answer </reasoning>\n<answer> {code} </answer>"
-SYSTEM_PROMPT = ("Find the code with the wiki_search tool, then answer. Reply with <reasoning>, "
-                 "then <tool> JSON </tool> or <answer> code </answer>.")
+# Short turns (no <reasoning>): the tiny model learns the format in seconds.
+CALL_TURN = '<tool>\n{{"name": "wiki_search", "args": {{"query": "code of {entity}"}}}}\n</tool>'
+ANSWER_TURN = "<answer> {code} </answer>"
+SYSTEM_PROMPT = ("Find the code with the wiki_search tool, then answer. Reply with "
+                 "<tool> JSON </tool> or <answer> code </answer>.")
 _QUESTION = re.compile(r"What is the code of (\w+)\?")
 _RESULT = re.compile(r"The code of (\w+) is (\w+)\.")
 

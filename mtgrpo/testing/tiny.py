@@ -86,3 +86,11 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, extra_text: str = ""
     gen = {"eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
     return out
+
+
+if __name__ == "__main__":  # python -m mtgrpo.testing.tiny OUT_DIR  (the local CPU recipe's model)
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m mtgrpo.testing.tiny OUT_DIR")
+    print(build_tiny_model(sys.argv[1]))

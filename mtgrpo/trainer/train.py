@@ -223,33 +223,39 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     train_records, eval_records = _records(config, paths)
     parts = build_components(config, paths, tokenizer, model, sampler=sampler, parser=parser,
                              scorer=scorer)
-    args = grpo_args(config, paths, world_size=world_size)
-    trainer = MTGRPOTrainer(
-        model, args, processing_class=tokenizer, config=config, train_records=train_records,
-        eval_records=eval_records, rollout=parts["rollout"], scorer=parts["scorer"])
-    if parts["weight_sync"] is not None:
-        trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
-    trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl"))
-    for cb in callbacks:
-        if hasattr(cb, "bind"):
-            cb.bind(trainer)
-        trainer.add_callback(cb)
-    if on_trainer is not None:
-        on_trainer(trainer)
+    try:
+        trainer = MTGRPOTrainer(
+            model, grpo_args(config, paths, world_size=world_size), processing_class=tokenizer,
+            config=config, train_records=train_records, eval_records=eval_records,
+            rollout=parts["rollout"], scorer=parts["scorer"])
+        if parts["weight_sync"] is not None:
+            trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
+        trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl"))
+        for cb in callbacks:
+            if hasattr(cb, "bind"):
+                cb.bind(trainer)
+            trainer.add_callback(cb)
+        if on_trainer is not None:
+            on_trainer(trainer)
 
-    checkpoint = newest_complete_checkpoint(paths.checkpoint_dir) if resume else None
-    if checkpoint is not None:
-        logger.info("resuming from %s", checkpoint)
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-    save_final_model(trainer, tokenizer, paths.model_dir)
-    final_eval = trainer.score_records(eval_records, prefix="eval") if eval_records else {}
+        checkpoint = newest_complete_checkpoint(paths.checkpoint_dir) if resume else None
+        if checkpoint is not None:
+            logger.info("resuming from %s", checkpoint)
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        save_final_model(trainer, tokenizer, paths.model_dir)
+        stopped = bool(trainer._stop_requested)
+        # A stop request (SIGTERM) leaves little time: skip the final evaluation then.
+        final_eval = trainer.score_records(eval_records) if eval_records and not stopped else {}
+    finally:
+        for part in (parts["sampler"], parts["weight_sync"], parts["search"]):
+            if hasattr(part, "close"):
+                part.close()
     summary = {
         "global_step": int(trainer.state.global_step),
         "train_loss": _finite(result.training_loss),
         "train_seconds": round(time.perf_counter() - started, 3),
         "resumed_from": str(checkpoint) if checkpoint else None,
-        "stopped_early": bool(trainer._stop_requested),
+        "stopped_early": stopped,
         "model_dir": str(paths.model_dir),
         "eval": {k: _finite(v) for k, v in sorted(final_eval.items())},
         "train_records": len(train_records),
@@ -258,9 +264,6 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     }
     if trainer.accelerator.is_main_process:
         _write_json(Path(paths.output_dir) / "eval_summary.json", summary)
-    for part in (parts["sampler"], parts["weight_sync"], parts["search"]):
-        if hasattr(part, "close"):
-            part.close()
     return summary
 
 
