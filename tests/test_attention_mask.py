@@ -96,8 +96,14 @@ def test_tool_result_is_attended_but_not_in_the_loss_mask(built):
     assert batch["tool_mask"][:, :tool.start].eq(1).all()
 
 
-def test_answer_logprobs_depend_on_tool_result_tokens(built):
+# Both log-prob paths: TRL's padded one and the padding-free mixin (fast_logprobs.py).
+PATHS = pytest.mark.parametrize("packed", [False, True], ids=["trl", "packed"])
+
+
+@PATHS
+def test_answer_logprobs_depend_on_tool_result_tokens(built, packed, monkeypatch):
     trainer, batch, episodes = built
+    monkeypatch.setattr(trainer, "packed_logprobs", packed, raising=False)
     tool, answer = _spans(episodes[0])
     attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
     before = _answer_logps(trainer, batch, attention)
@@ -116,8 +122,10 @@ def test_answer_logprobs_depend_on_tool_result_tokens(built):
     assert torch.allclose(d_before[:, answer], d_after[:, answer], atol=1e-6)
 
 
-def test_tool_result_positions_get_zero_loss_gradient(built, monkeypatch):
+@PATHS
+def test_tool_result_positions_get_zero_loss_gradient(built, packed, monkeypatch):
     trainer, batch, episodes = built
+    monkeypatch.setattr(trainer, "packed_logprobs", packed, raising=False)
     tool, answer = _spans(episodes[0])
     # The two episodes differ in outcome: the advantages are +/- something, not zero.
     assert batch["advantages"].dim() == 2
