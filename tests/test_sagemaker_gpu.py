@@ -4,7 +4,8 @@
 ``accelerate launch`` + DeepSpeed ZeRO-2 over every GPU; SIGTERM mid-run must save a checkpoint
 committed by all ranks (they agree through an all-reduce), and the restarted job must resume it
 and finish at the same step with metrics numbered once each. Run it on a GPU machine with:
-``python -m pytest tests/test_sagemaker_gpu.py -q``.
+``python -m pytest tests/test_sagemaker_gpu.py -q`` (with ``XLA_PYTHON_CLIENT_PREALLOCATE=false``
+where JAX is installed: imported along the way, it would take the GPU memory first).
 """
 
 from __future__ import annotations
