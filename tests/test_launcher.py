@@ -323,3 +323,14 @@ def test_other_host_ends_when_the_first_hosts_server_is_gone(tmp_path, monkeypat
     finally:
         remote.kill()
         remote.wait()
+
+
+def test_container_visible_devices_are_respected():
+    from mtgrpo.sagemaker.launcher import detect_gpu_count, visible_devices
+
+    env = {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}
+    assert detect_gpu_count(env) == 4 and detect_gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0
+    plan = build_plan(config(), ResourceConfig("algo-1", ("algo-1",)), OptML(Path("/tmp/x")),
+                      model="m", gpu_count=4, visible_devices=visible_devices(env))
+    assert plan.train_gpus == (0, 1, 2) and plan.training.env["CUDA_VISIBLE_DEVICES"] == "4,5,6"
+    assert plan.vllm.gpus == "7"

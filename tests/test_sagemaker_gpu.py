@@ -99,3 +99,84 @@ def test_deepspeed_job_stops_on_sigterm_and_resumes(tmp_path, tiny_model_dir):
 
     assert AutoModelForCausalLM.from_pretrained(root / "model").config.num_hidden_layers == 2
     print(first[-3000:], second[-3000:], sep="\n----\n")
+
+
+def test_two_hosts_stop_together_and_resume_after_the_checkpoint_sync(tmp_path, tiny_model_dir):
+    """Two "hosts" on one machine (distinct names, one GPU each): ranks, master address and the
+    per-node commit. SIGTERM reaches only the second host; both stop at the same step. Each
+    node's checkpoint is incomplete alone until the S3 sync (simulated) merges them."""
+    import shutil
+
+    from mtgrpo.sagemaker.checkpoints import MARKER_DIR
+
+    hosts = ("localhost", "127.0.0.1")
+    config = TrainerConfig(
+        model_name_or_path=str(tiny_model_dir), generation_backend="transformers",
+        deepspeed_stage=2, bf16=True, max_steps=4, save_steps=100, num_generations=2,
+        per_device_train_batch_size=2, gradient_accumulation_steps=1, max_turns=2,
+        max_tool_calls=1, max_tokens_per_turn=16, max_completion_length=128,
+        search_max_tokens=32, learning_rate=1e-3, eval_steps=0, max_eval_samples=2,
+        gradient_checkpointing=False)
+    roots = [lay_out(tmp_path / f"node{rank}", config.to_hyperparameters(), channels={
+        "train": FIXTURES / "qa" / "train.jsonl", "corpus": FIXTURES / "corpus",
+        "model": tiny_model_dir}, hosts=hosts, current_host=host, network_interface_name="lo")
+        for rank, host in enumerate(hosts)]
+
+    def start_all(tag):
+        procs = []
+        for rank, root in enumerate(roots):
+            env = {**os.environ, "MTGRPO_OPT_ML": str(root), "CUDA_VISIBLE_DEVICES": str(rank)}
+            env.pop("MTGRPO_NUM_GPUS", None)
+            log = tmp_path / f"{tag}-node{rank}.log"
+            procs.append(subprocess.Popen([sys.executable, "-m", "mtgrpo.sagemaker", "train"],
+                                          env=env, stdout=log.open("wb"),
+                                          stderr=subprocess.STDOUT))
+        return procs
+
+    def logs(tag):
+        return "\n".join((tmp_path / f"{tag}-node{r}.log").read_text(errors="replace")[-3000:]
+                         for r in range(2))
+
+    procs = start_all("first")
+    try:
+        deadline = time.monotonic() + 400
+        while not _steps(roots[0]) and all(p.poll() is None for p in procs) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _steps(roots[0]), logs("first")
+        os.kill(procs[1].pid, signal.SIGTERM)
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [143, 143], logs("first")
+    plans = [json.loads(next(x for x in (tmp_path / f"first-node{r}.log").read_text()
+                             .splitlines() if x.startswith("mtgrpo: plan "))
+                        .removeprefix("mtgrpo: plan ")) for r in range(2)]
+    assert [(p["node_rank"], p["num_nodes"], p["world_size"]) for p in plans] == [
+        (0, 2, 2), (1, 2, 2)]
+    assert plans[0]["master_addr"] == plans[1]["master_addr"] == "127.0.0.1"
+    ckpts = [[p for _, p in list_checkpoints(root / "checkpoints")] for root in roots]
+    assert len(ckpts[0]) == len(ckpts[1]) == 1 and ckpts[0][0].name == ckpts[1][0].name
+    assert [sorted(m.name for m in (c[0] / MARKER_DIR).glob("*.json")) for c in ckpts] == [
+        ["node-00000.json"], ["node-00001.json"]]
+    assert not is_complete(ckpts[0][0]) and not is_complete(ckpts[1][0])
+    for a, b in ((0, 1), (1, 0)):  # SageMaker's restart: every node gets the shared S3 prefix
+        shutil.copytree(roots[a] / "checkpoints", roots[b] / "checkpoints", dirs_exist_ok=True)
+    assert is_complete(ckpts[0][0]) and is_complete(ckpts[1][0])
+    saved = int(ckpts[0][0].name.split("-")[1])
+    assert _steps(roots[0]) == list(range(1, saved + 1))
+
+    procs = start_all("second")
+    try:
+        codes = [p.wait(400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], logs("second")
+    summary = json.loads((roots[0] / "output" / "data" / "eval_summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["resumed_from"] == str(ckpts[0][0])
+    assert _steps(roots[0]) == [1, 2, 3, 4]
+    assert (roots[0] / "model" / "model.safetensors").is_file()

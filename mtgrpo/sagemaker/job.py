@@ -13,7 +13,7 @@ from mtgrpo.sagemaker.contract import (OptML, read_hyperparameters, read_resourc
                                        resolve_paths)
 from mtgrpo.sagemaker.failure import JobFailed, clear_failure, report
 from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
-                                       resolve_hosts, run_plan)
+                                       resolve_hosts, run_plan, visible_devices)
 from mtgrpo.trainer.train import check_batch_shape
 
 METRICS_FILE = "metrics.jsonl"
@@ -36,7 +36,8 @@ def run_job(layout: OptML | None = None) -> int:
         if resumed is not None:
             print(f"mtgrpo: resuming from {resumed}", flush=True)
         plan = build_plan(config, resources, layout, model=paths.model,
-                          gpu_count=detect_gpu_count(), master_addr=master_addr)
+                          gpu_count=detect_gpu_count(), master_addr=master_addr,
+                          visible_devices=visible_devices())
         print(f"mtgrpo: plan {describe_plan(plan)}", flush=True)
         # Fail before vLLM's minutes-long start-up on a batch the world size cannot split.
         check_batch_shape(config, plan.world_size, source=str(layout.hyperparameters_file))

@@ -143,13 +143,19 @@ def _server_location(config: TrainerConfig, resources: ResourceConfig) -> tuple[
 
 def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, *,
                model: str, gpu_count: int, master_addr: str | None = None,
+               visible_devices: Sequence[str] | None = None,
                python: str = sys.executable) -> LaunchPlan:
     """The processes this host (``resources.current_host``) runs; nothing is started.
 
     ``model`` is the model vLLM serves at start (the `model` channel or
     ``model_name_or_path``; a resumed run pushes its checkpoint's weights when training begins).
     ``master_addr`` is the first host's resolved address (defaults to its name).
+    ``visible_devices``: the container's own ``CUDA_VISIBLE_DEVICES`` entries, if it has one;
+    GPU indices are positions in it and children get the selected entries.
     """
+    def devices(indices: Sequence[int]) -> str:
+        return ",".join(visible_devices[i] if visible_devices else str(i) for i in indices)
+
     num_nodes = resources.num_hosts
     node_rank = resources.node_rank
     master = master_addr or resources.master_host
@@ -184,7 +190,7 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
         # Same rule as mtgrpo.rollout.weight_sync.resolve_weight_sync ("auto": nccl on GPUs).
         nccl = gpu_count > 0 and config.weight_sync in ("auto", "nccl")
         vllm = VLLMSpec(model=model, port=port, host="127.0.0.1" if num_nodes == 1 else "0.0.0.0",
-                        gpus=",".join(map(str, vllm_gpus)) or None, dtype="bfloat16",
+                        gpus=devices(vllm_gpus) or None, dtype="bfloat16",
                         gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                         weight_transfer="nccl" if nccl else None, seed=config.seed,
                         env={}, log_path=work / "vllm.log")
@@ -199,7 +205,7 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
     if gpu_count == 0:
         argv = (python, *worker)
     else:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in train_gpus)
+        env["CUDA_VISIBLE_DEVICES"] = devices(train_gpus)
         argv = tuple(_accelerate_argv(config, python=python, num_nodes=num_nodes,
                                       node_rank=node_rank, master=master,
                                       per_host=per_host)) + tuple(worker)
@@ -232,11 +238,23 @@ def _accelerate_argv(config: TrainerConfig, *, python: str, num_nodes: int, node
 
 # -- machine facts ------------------------------------------------------------------------------
 
+def visible_devices(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """The container's ``CUDA_VISIBLE_DEVICES`` entries, or None when it sets none."""
+    env = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" not in env:
+        return None
+    return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+
+
 def detect_gpu_count(environ: Mapping[str, str] | None = None) -> int:
-    """GPUs on this host: ``MTGRPO_NUM_GPUS`` if set, else ``nvidia-smi -L``, else 0."""
+    """GPUs on this host: ``MTGRPO_NUM_GPUS`` if set, else the entries of
+    ``CUDA_VISIBLE_DEVICES`` if set (nvidia-smi ignores it), else ``nvidia-smi -L``, else 0."""
     env = os.environ if environ is None else environ
     if env.get("MTGRPO_NUM_GPUS"):
         return int(env["MTGRPO_NUM_GPUS"])
+    visible = visible_devices(env)
+    if visible is not None:
+        return len(visible)
     smi = shutil.which("nvidia-smi")
     if not smi:
         return 0
