@@ -132,6 +132,20 @@ def test_stop_string_is_kept_in_the_output(vllm_server, tok):
     assert stop in tok.decode(cut.token_ids)
 
 
+def test_eos_ends_a_turn_and_is_kept_once(vllm_server, tok):
+    """A turn that ends with EOS keeps the EOS id; the environment does not close it twice."""
+    eos = tok.eos_token_id
+    sampler = VLLMSampler(vllm_server.url, logit_bias={str(eos): 100})
+    [sample] = asyncio.run(sampler.generate([prompt_ids(tok)], max_tokens=8, temperature=1.0,
+                                            top_p=1.0, stop=[]))
+    assert sample.token_ids == [eos] and sample.finish_reason == "stop"
+    env = ToolEnvironment(tok, AlwaysCalls(), {"wiki_search": FixedSearch()}, max_turns=2,
+                          max_tool_calls=1, max_tokens_per_turn=8, max_completion_length=100,
+                          max_prompt_length=1024, temperature=1.0, top_p=1.0)
+    text, _ = env.environment_ids("r", sample.token_ids)
+    assert text.startswith("\n<|im_start|>user\n")
+
+
 def test_multi_turn_rollout_batches_turns_and_keeps_ids(vllm_server, original_weights, tok):
     env = ToolEnvironment(tok, AlwaysCalls(), {"wiki_search": FixedSearch()}, max_turns=2,
                           max_tool_calls=1, max_tokens_per_turn=12, max_completion_length=200,

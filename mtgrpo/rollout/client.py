@@ -130,8 +130,11 @@ class VLLMClient:
     def completion_body(self, prompts: Sequence[Sequence[int]], *, max_tokens: int,
                         temperature: float, top_p: float, stop: Sequence[str] = (),
                         seed: int | None = None, n: int = 1, ignore_eos: bool = False,
-                        min_tokens: int = 0) -> dict:
-        """The ``/v1/completions`` body for token-id prompts (stop strings kept in the output)."""
+                        min_tokens: int = 0, **extra: Any) -> dict:
+        """The ``/v1/completions`` body for token-id prompts (stop strings kept in the output).
+
+        ``extra`` fields (e.g. ``logit_bias``) are passed to the server as they are.
+        """
         body: dict[str, Any] = {
             "prompt": [list(map(int, p)) for p in prompts],
             "max_tokens": int(max_tokens), "temperature": float(temperature),
@@ -147,6 +150,7 @@ class VLLMClient:
             body["ignore_eos"] = True
         if min_tokens:
             body["min_tokens"] = int(min_tokens)
+        body.update(extra)
         return body
 
     async def complete(self, prompts: Sequence[Sequence[int]], *,
