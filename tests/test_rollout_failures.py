@@ -343,3 +343,14 @@ def test_request_shapes(recording_server):
         (8, 1, 5), (8, 1, 6), (8, 1, 7), (8, 1, 8)]
     assert run(VLLMSampler(url, max_prompts_per_request=3), max_tokens=8) == [
         (8, 1, None), (8, 3, None)]
+
+
+def test_server_refuses_a_taken_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = _stand_in(VLLMServer("m", port=port), "import time; time.sleep(60)")
+        with pytest.raises(VLLMServerError, match=f"127.0.0.1:{port}: the port is taken"):
+            server.start()
+        assert server.proc is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,6 +92,14 @@ class VLLMServer:
     def start(self) -> "VLLMServer":
         if self.proc is not None and self.proc.poll() is None:
             return self
+        # Another server on the port would answer our health checks while ours fails to bind.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as err:
+                raise VLLMServerError(f"cannot start a vLLM server on {self.host}:{self.port}: "
+                                      f"the port is taken ({err.strerror})") from None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = self.log_path.open("ab")
