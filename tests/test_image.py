@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,6 +102,7 @@ def test_lock_matches_its_top_level_pins():
 
 
 def test_lock_satisfies_the_package_and_its_trainer_extra():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pins = lock()
     needed = project["dependencies"] + project["optional-dependencies"]["trainer"]
