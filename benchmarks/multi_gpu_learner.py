@@ -99,6 +99,7 @@ class StepRecorder:
         self.callback = _Callback()
         self.times: list[float] = []
         self.peaks: list[float] = []
+        self.at_begin: list[float] = []  # GiB allocated when a step starts: weights, optimizer, anything kept
         self._t0 = 0.0
 
     def begin(self):
@@ -106,6 +107,7 @@ class StepRecorder:
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+            self.at_begin.append(torch.cuda.memory_allocated() / 2 ** 30)
             torch.cuda.reset_peak_memory_stats()
         self._t0 = time.perf_counter()
 
@@ -116,6 +118,28 @@ class StepRecorder:
             torch.cuda.synchronize()
             self.peaks.append(torch.cuda.max_memory_allocated() / 2 ** 30)
         self.times.append(time.perf_counter() - self._t0)
+
+
+def live_cuda_tensors(model, top: int = 12) -> list[str]:
+    """The largest live CUDA tensors other than parameters and their gradients (what a step keeps)."""
+    import gc
+    from collections import Counter
+
+    import torch
+
+    skip = {id(p) for p in model.parameters()} | {id(p.grad) for p in model.parameters() if p.grad is not None}
+    sizes: Counter = Counter()
+    counts: Counter = Counter()
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, torch.Tensor) and obj.is_cuda and id(obj) not in skip:
+                key = (tuple(obj.shape), str(obj.dtype), obj.requires_grad or obj.grad_fn is not None)
+                sizes[key] += obj.numel() * obj.element_size()
+                counts[key] += 1
+        except Exception:  # noqa: BLE001 - some objects refuse isinstance checks
+            continue
+    return [f"{counts[k]} x {k[0]} {k[1]}{' (autograd)' if k[2] else ''}: {v / 2 ** 30:.2f} GiB"
+            for k, v in sizes.most_common(top)]
 
 
 def train(args) -> dict:
@@ -179,7 +203,9 @@ def train(args) -> dict:
     trainer.train()
 
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    kept = live_cuda_tensors(model) if cuda and args.debug_memory else []
     peaks = gather_object([recorder.peaks])
+    at_begin = gather_object([recorder.at_begin])
     result = {
         "world_size": world, "deepspeed_stage": args.stage,
         "distributed": str(trainer.accelerator.distributed_type), "device": torch.cuda.get_device_name() if cuda else "cpu",
@@ -190,7 +216,12 @@ def train(args) -> dict:
                   for entry in logs],
         "step_seconds": recorder.times,
         "peak_gib_per_gpu": peaks if cuda else None,
+        "allocated_gib_at_step_start_per_gpu": at_begin if cuda else None,
+        "live_cuda_tensors_after_training": kept,
         "torch": torch.__version__,
+        # mtgrpo_packed_sdpa once ChunkedLogprobsMixin has packed a batch
+        "attn_implementation": trainer.accelerator.unwrap_model(trainer.model).config._attn_implementation,
+        "trainer_bases": [c.__name__ for c in type(trainer).__mro__[:3]],
     }
     if state.is_main_process and args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
@@ -230,6 +261,8 @@ def main(argv=None) -> int:
     parser.add_argument("--per-group", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--stage", type=int, default=0, help="DeepSpeed ZeRO stage of this launch (0: none)")
+    parser.add_argument("--debug-memory", action="store_true",
+                        help="list the largest live CUDA tensors after training")
     parser.add_argument("--out")
     parser.add_argument("--compare", nargs="+")
     args = parser.parse_args(argv)
