@@ -179,6 +179,30 @@ def test_unpacked_calls_are_plain_sdpa(trainer, tiny_model_dir):
     torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-5)
 
 
+def test_model_prepared_by_accelerate_still_packs(tiny_model_dir):
+    """Mixed precision makes accelerate wrap the forward (autocast, fp32 outputs): still TRL's head.
+
+    The wrapping is done exactly as ``Accelerator.prepare_model`` does it with native AMP (the
+    process already holds an AcceleratorState without mixed precision, so it is rebuilt by hand).
+    """
+    from types import MethodType
+
+    from accelerate.utils import convert_outputs_to_fp32
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from mtgrpo.trainer.fast_logprobs import has_fused_lm_head, prepare_model_for_packing
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    assert not has_fused_lm_head(model)
+    add_fused_lm_head(model, temperature=TEMPERATURE)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+    model.forward = MethodType(autocast(model.forward.__func__), model)
+    model.forward = MethodType(convert_outputs_to_fp32(model.forward.__func__), model)
+    assert "fused_lm_head" not in model.forward.__func__.__code__.co_varnames
+    assert has_fused_lm_head(model) and prepare_model_for_packing(model)
+
+
 def test_pack_rows_layout():
     ids = torch.tensor([[0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 9, 0]])
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])

@@ -137,6 +137,24 @@ def _register_attention() -> None:
     AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
 
 
+def has_fused_lm_head(model) -> bool:
+    """Whether ``model.forward`` is (or wraps) TRL's ``add_fused_lm_head`` forward.
+
+    Accelerate wraps the forward for mixed precision (autocast, outputs to fp32) when it prepares
+    the model for training, so the wrappers are followed through ``__wrapped__``.
+    """
+    fn = model.forward
+    for _ in range(16):
+        fn = getattr(fn, "__func__", fn)
+        code = getattr(fn, "__code__", None)
+        if code is not None and "fused_lm_head" in code.co_varnames:
+            return True
+        fn = getattr(fn, "__wrapped__", None)
+        if fn is None:
+            return False
+    return False
+
+
 def prepare_model_for_packing(model) -> bool:
     """Make ``model`` (unwrapped) able to run packed sequences; False if it cannot.
 
@@ -146,9 +164,7 @@ def prepare_model_for_packing(model) -> bool:
     still see packed attention.
     """
     config = getattr(model, "config", None)
-    forward = getattr(model.forward, "__func__", model.forward)
-    code = getattr(forward, "__code__", None)
-    if config is None or code is None or "fused_lm_head" not in code.co_varnames:
+    if config is None or not has_fused_lm_head(model):
         return False  # not a transformers model patched by TRL's add_fused_lm_head
     text_config = config.get_text_config()
     if config is not text_config or set(getattr(text_config, "layer_types", None)
@@ -258,6 +274,12 @@ class ChunkedLogprobsMixin:
         cache = self.__dict__.setdefault("_packable_models", {})
         if id(unwrapped) not in cache:
             cache[id(unwrapped)] = prepare_model_for_packing(unwrapped)
+            if not cache[id(unwrapped)]:  # say so once: a silent fallback costs speed and memory
+                config = getattr(unwrapped, "config", None)
+                warnings.warn(
+                    f"padding-free log-probs are off for {type(unwrapped).__name__} (attention "
+                    f"{getattr(config, '_attn_implementation', None)!r}, TRL fused head "
+                    f"{has_fused_lm_head(unwrapped)}): TRL's padded path is used", RuntimeWarning, stacklevel=2)
         return cache[id(unwrapped)]
 
 
