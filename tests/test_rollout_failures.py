@@ -151,6 +151,7 @@ def test_server_command_and_environment_cpu(tmp_path):
     assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.3"
     assert cmd[cmd.index("--logprobs-mode") + 1] == "processed_logprobs"
     assert cmd[-2:] == ["--max-num-seqs", "64"]
+    assert cmd[cmd.index("--block-size") + 1] == "32"  # CPU: finer prefix-cache reuse
     assert "--weight-transfer-config" not in cmd and "--tensor-parallel-size" not in cmd
     assert server.environment == {"PATH": "/bin", "VLLM_SERVER_DEV_MODE": "1",
                                   "VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -164,6 +165,9 @@ def test_server_command_and_environment_gpus():
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
     assert json.loads(cmd[cmd.index("--weight-transfer-config") + 1]) == {"backend": "nccl"}
     assert server.environment["CUDA_VISIBLE_DEVICES"] == "6,7"
+    assert "--block-size" not in cmd  # GPUs keep vLLM's default
+    assert VLLMServer("m", port=1, extra_args=["--block-size=64"]).command.count(
+        "--block-size") == 0
     assert "VLLM_CPU_KVCACHE_SPACE" not in server.environment
 
 

