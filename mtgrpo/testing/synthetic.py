@@ -107,35 +107,54 @@ class ScriptedSampler:
         """Nothing to release."""
 
 
-def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: int = 0,
-                     optimizer=None):
-    """``steps`` full-batch AdamW steps of next-token loss on the episodes' sampled tokens.
+def demonstrations(environment_factory, tokenizer, work_dir: str | Path, seeds: Sequence[int]):
+    """Scripted episodes over several random code assignments (one corpus per seed).
 
-    Environment tokens (tool results) are context, not targets, exactly as in GRPO. Returns the
-    optimizer so that warm-starting can continue in chunks.
+    The same entity has a different code in each corpus, so a model trained on these cannot
+    memorise codes: it has to copy the entity into the query and the code out of the result.
+    ``environment_factory(corpus_dir)`` builds the environment for one corpus.
+    """
+    from mtgrpo.trainer.data import load_records
+
+    episodes = []
+    sampler = ScriptedSampler(tokenizer)
+    for seed in seeds:
+        task = write_task(Path(work_dir) / f"demo-task-{seed}", seed=seed, n_eval=0)
+        env = environment_factory(task / "corpus")
+        episodes += env.rollout_sync(load_records(task / "train.jsonl"), 1, sampler)
+    return episodes
+
+
+def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: int = 0,
+                     batch_size: int = 32, optimizer=None, seed: int = 0):
+    """``steps`` AdamW steps of next-token loss on random mini-batches of the episodes' sampled
+    tokens. Environment tokens (tool results) are context, not targets, exactly as in GRPO.
+    Returns the optimizer so that warm-starting can continue in chunks.
     """
     import torch
 
-    rows = [ep.prompt_ids + ep.completion_ids for ep in episodes]
-    targets = [[0] * len(ep.prompt_ids) + ep.env_mask for ep in episodes]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (row, target) in enumerate(zip(rows, targets)):
-        ids[i, :len(row)] = torch.tensor(row)
-        attention[i, :len(row)] = 1
-        labels[i, :len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, target)])
+    generator = torch.Generator().manual_seed(seed)  # callers pass a new seed per chunk
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):
+        pick = torch.randperm(len(episodes), generator=generator)[:batch_size].tolist()
+        batch = [episodes[i] for i in pick]
+        rows = [ep.prompt_ids + ep.completion_ids for ep in batch]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (row, ep) in enumerate(zip(rows, batch)):
+            target = [0] * len(ep.prompt_ids) + ep.env_mask
+            ids[i, :len(row)] = torch.tensor(row)
+            attention[i, :len(row)] = 1
+            labels[i, :len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, target)])
         loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
     return optimizer
-
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
