@@ -20,7 +20,8 @@ from mtgrpo.trainer.environment import EnvironmentFrame, TemplateError, ToolEnvi
 from mtgrpo.trainer.parsers import get_parser
 from mtgrpo.trainer.types import QARecord
 
-CALL = '<reasoning>look it up</reasoning>\n<tool>{"name": "wiki_search", "args": {"query": "%s"}}</tool>'
+CALL = ('<reasoning>look it up</reasoning>\n'
+        '<tool>{"name": "wiki_search", "args": {"query": "%s"}}</tool>')
 ANSWER = "<reasoning>found it</reasoning>\n<answer>%s</answer>"
 
 
