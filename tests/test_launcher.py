@@ -334,3 +334,15 @@ def test_container_visible_devices_are_respected():
                       model="m", gpu_count=4, visible_devices=visible_devices(env))
     assert plan.train_gpus == (0, 1, 2) and plan.training.env["CUDA_VISIBLE_DEVICES"] == "4,5,6"
     assert plan.vllm.gpus == "7"
+
+
+def test_stop_on_another_host_is_not_a_failure(tmp_path):
+    """torchrun reports a worker's 143 as exit 1; the worker's stopped-file says what it was."""
+    script = ("import os, pathlib, sys\n"
+              "pathlib.Path(os.environ['MTGRPO_STOPPED_FILE']).write_text('2')\n"
+              "sys.exit(1)\n")
+    plan = supervised_plan(tmp_path, [sys.executable, "-c", script])
+    assert run_plan(plan, poll_s=0.1) == EXIT_INTERRUPTED
+    failing = supervised_plan(tmp_path, [sys.executable, "-c", "import sys; sys.exit(1)"])
+    with pytest.raises(JobFailed, match="training exited with code 1"):
+        run_plan(failing, poll_s=0.1)  # the stale stopped-file of the last run was cleared

@@ -31,6 +31,9 @@ from typing import Any
 MARKER_DIR = ".mtgrpo-complete"
 METRICS_COPY = "mtgrpo-metrics.jsonl"
 STOP_FILE_ENV = "MTGRPO_STOP_FILE"
+# Written by a worker that stopped after saving: torchrun and accelerate report a worker's 143
+# as a plain failure (exit 1), so the launcher reads this instead of the exit code.
+STOPPED_FILE_ENV = "MTGRPO_STOPPED_FILE"
 NODE_RANK_ENV = "MTGRPO_NODE_RANK"
 NUM_NODES_ENV = "MTGRPO_NUM_NODES"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

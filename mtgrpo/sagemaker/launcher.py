@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 
 from mtgrpo.contract.config import TrainerConfig
 from mtgrpo.errors import Problem, UserError
-from mtgrpo.sagemaker.checkpoints import NODE_RANK_ENV, NUM_NODES_ENV, STOP_FILE_ENV
+from mtgrpo.sagemaker.checkpoints import (NODE_RANK_ENV, NUM_NODES_ENV, STOP_FILE_ENV,
+                                          STOPPED_FILE_ENV)
 from mtgrpo.sagemaker.contract import OptML, ResourceConfig
 from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed
 
@@ -102,6 +103,7 @@ class LaunchPlan:
     training: ProcessSpec
     startup_timeout_s: float
     stop_file: Path
+    stopped_file: Path
 
     @property
     def world_size(self) -> int:
@@ -178,6 +180,7 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
 
     work = layout.work_dir
     stop_file = work / "stop-requested"
+    stopped_file = work / "stopped-after-saving"
     vllm_url = None
     vllm = None
     if use_vllm:
@@ -196,7 +199,8 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
                         env={}, log_path=work / "vllm.log")
 
     env = {NODE_RANK_ENV: str(node_rank), NUM_NODES_ENV: str(num_nodes),
-           STOP_FILE_ENV: str(stop_file), "MTGRPO_OPT_ML": str(layout.root)}
+           STOP_FILE_ENV: str(stop_file), STOPPED_FILE_ENV: str(stopped_file),
+           "MTGRPO_OPT_ML": str(layout.root)}
     if resources.network_interface_name:
         env["NCCL_SOCKET_IFNAME"] = resources.network_interface_name
     worker = ["-m", WORKER_MODULE]
@@ -214,7 +218,8 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
                       vllm_gpus=vllm_gpus, train_gpus=train_gpus, processes_per_host=per_host,
                       vllm_url=vllm_url, vllm=vllm,
                       training=ProcessSpec("training", argv, env),
-                      startup_timeout_s=config.vllm_startup_timeout_s, stop_file=stop_file)
+                      startup_timeout_s=config.vllm_startup_timeout_s, stop_file=stop_file,
+                      stopped_file=stopped_file)
 
 
 def _accelerate_argv(config: TrainerConfig, *, python: str, num_nodes: int, node_rank: int,
@@ -337,6 +342,7 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
     previous = signal.signal(signal.SIGTERM, stop)
     plan.stop_file.parent.mkdir(parents=True, exist_ok=True)
     plan.stop_file.unlink(missing_ok=True)
+    plan.stopped_file.unlink(missing_ok=True)
     server = None
     training: subprocess.Popen | None = None
     try:
@@ -363,7 +369,8 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
             if code is not None:
                 if code == 0:
                     return 0  # finished (a stop request that came too late changes nothing)
-                if stop.requested or code == EXIT_INTERRUPTED:
+                # Another host's SIGTERM also stops this one (the ranks agree on the step).
+                if stop.requested or code == EXIT_INTERRUPTED or plan.stopped_file.exists():
                     return EXIT_INTERRUPTED
                 raise JobFailed(f"training exited with code {code}")
             if server is not None and not server.alive():

@@ -9,10 +9,12 @@ the step's checkpoint is saved, without writing a final model.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from mtgrpo.sagemaker.checkpoints import StopRequest, TrainingInterrupted
+from mtgrpo.sagemaker.checkpoints import STOPPED_FILE_ENV, StopRequest, TrainingInterrupted
 from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
 from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, report
 from mtgrpo.sagemaker.job import METRICS_FILE
@@ -40,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except TrainingInterrupted as stopped:
         print(f"mtgrpo: {stopped}", flush=True)
+        if os.environ.get(STOPPED_FILE_ENV):
+            Path(os.environ[STOPPED_FILE_ENV]).write_text(f"{stopped.step}\n")
         return EXIT_INTERRUPTED
     except Exception as err:
         return report(layout.failure_file, err)
