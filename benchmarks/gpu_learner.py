@@ -367,14 +367,16 @@ def run_batch(label, inputs, trl_trainer, ours_trainer, model, optimizer, names,
              "width": inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1),
              "real_tokens": real, "padded_tokens": padded, "real_fraction": real / padded,
              "loss_tokens": int(inputs["num_items_in_batch"])}
-    print(f"\n== {label}: {entry['episodes']} episodes, width {entry['width']}, real tokens {real} of {padded} "
+    print(f"\n== {label}: {entry['episodes']} episodes, width {entry['width']}, "
+          f"real tokens {real} of {padded} "
           f"({100 * real / padded:.0f}%), loss tokens {entry['loss_tokens']}")
     ok = True
     if do_check:
         entry["check"] = c = check(trl_trainer, ours_trainer, model, inputs, names, bf16=device == "cuda")
         for name in ("trl", "ours"):
             e = c[name]
-            print(f"check {name:>4} vs {c['reference']}: loss {e['loss']:.6f} (ref {c['reference_loss']:.6f}, "
+            print(f"check {name:>4} vs {c['reference']}: loss {e['loss']:.6f} "
+                  f"(ref {c['reference_loss']:.6f}, "
                   f"err {e['loss_abs_err']:.1e}); logp err mean {e['logp_mean_abs_err']:.1e} max "
                   f"{e['logp_max_abs_err']:.1e}; grad rel err max {e['grad_rel_err_max']:.1e}, cosine min "
                   f"{e['grad_cosine_min']:.5f}")

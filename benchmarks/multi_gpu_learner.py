@@ -127,7 +127,8 @@ def live_cuda_tensors(model, top: int = 12) -> list[str]:
 
     import torch
 
-    skip = {id(p) for p in model.parameters()} | {id(p.grad) for p in model.parameters() if p.grad is not None}
+    params = list(model.parameters())
+    skip = {id(p) for p in params} | {id(p.grad) for p in params if p.grad is not None}
     sizes: Counter = Counter()
     counts: Counter = Counter()
     for obj in gc.get_objects():
@@ -185,7 +186,8 @@ def train(args) -> dict:
         model_name_or_path="random", seed=0, max_steps=args.steps, learning_rate=args.lr,
         per_device_train_batch_size=per_device, gradient_accumulation_steps=1,
         num_generations=args.per_group, max_completion_length=max_completion, bf16=cuda,
-        deepspeed_stage=args.stage, logging_steps=1, max_tokens_per_turn=min(256, max_completion), save_steps=10 ** 6, eval_steps=0,
+        deepspeed_stage=args.stage, logging_steps=1, max_tokens_per_turn=min(256, max_completion),
+        save_steps=10 ** 6, eval_steps=0,
         warmup_ratio=0.0, gradient_checkpointing=False)
     paths = RunPaths(model="random", train_file=root / "train.jsonl", eval_file=None,
                      corpus_dir=root / "corpus", output_dir=root / "out", model_dir=root / "model",
@@ -208,7 +210,8 @@ def train(args) -> dict:
     at_begin = gather_object([recorder.at_begin])
     result = {
         "world_size": world, "deepspeed_stage": args.stage,
-        "distributed": str(trainer.accelerator.distributed_type), "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "distributed": str(trainer.accelerator.distributed_type),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "model": "tiny Qwen3" if args.tiny else "Qwen3-1.7B shape, random weights, bf16",
         "global_batch": f"{args.groups} prompts x {args.per_group} completions",
         "weight_sum_at_start": weight_sum,
@@ -240,7 +243,8 @@ def compare(files: list[str]) -> int:
     base = runs[0]
     print(f"device: {base['device']}; model: {base['model']}; global batch {base['global_batch']}")
     for run, name in zip(runs, files):
-        label = f"{run['world_size']} GPU(s)" + (f", ZeRO-{run['deepspeed_stage']}" if run["deepspeed_stage"] else "")
+        stage = run["deepspeed_stage"]
+        label = f"{run['world_size']} GPU(s)" + (f", ZeRO-{stage}" if stage else "")
         times = run["step_seconds"][1:] or run["step_seconds"]  # the first step includes warm-up
         peaks = run["peak_gib_per_gpu"]
         peak = ", ".join(f"{max(p):.1f}" for p in peaks) if peaks else "n/a"

@@ -279,7 +279,8 @@ class ChunkedLogprobsMixin:
                 warnings.warn(
                     f"padding-free log-probs are off for {type(unwrapped).__name__} (attention "
                     f"{getattr(config, '_attn_implementation', None)!r}, TRL fused head "
-                    f"{has_fused_lm_head(unwrapped)}): TRL's padded path is used", RuntimeWarning, stacklevel=2)
+                    f"{has_fused_lm_head(unwrapped)}): TRL's padded path is used",
+                    RuntimeWarning, stacklevel=2)
         return cache[id(unwrapped)]
 
 
