@@ -167,3 +167,17 @@ def test_report_user_error_and_bug(tmp_path, capsys):
         assert report(path, bug) == 2
     assert path.read_text().strip() == "ZeroDivisionError: division by zero"
     assert "Traceback" in capsys.readouterr().err  # a bug keeps its traceback in the log
+
+
+def test_checkpoint_local_path_from_checkpointconfig(layout):
+    assert layout.checkpoint_dir == layout.root / "checkpoints"
+    layout.checkpoint_config_file.write_text(json.dumps(
+        {"LocalPath": "/opt/ml/ckpt", "S3Uri": "s3://bucket/ckpt"}))
+    assert layout.checkpoint_dir == layout.root / "ckpt"  # follows a moved root
+    layout.checkpoint_config_file.write_text(json.dumps({"LocalPath": "/scratch/ckpt"}))
+    assert layout.checkpoint_dir.as_posix() == "/scratch/ckpt"
+    assert resolve_paths(read_hyperparameters(layout), layout).checkpoint_dir.as_posix() == \
+        "/scratch/ckpt"
+    layout.checkpoint_config_file.write_text("{")
+    with pytest.raises(UserError, match="checkpointconfig.json: not valid JSON"):
+        layout.checkpoint_dir

@@ -78,8 +78,23 @@ class OptML:
         return self.output_dir / "failure"
 
     @property
+    def checkpoint_config_file(self) -> Path:
+        return self.config_dir / "checkpointconfig.json"
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.root / "checkpoints"
+        """CheckpointConfig.LocalPath: SageMaker writes checkpointconfig.json when the job has a
+        CheckpointConfig; /opt/ml/checkpoints otherwise. A path under /opt/ml follows the root."""
+        local = None
+        if self.checkpoint_config_file.is_file():
+            data = _read_json(self.checkpoint_config_file, "checkpointconfig.json")
+            local = data.get("LocalPath") if isinstance(data, dict) else None
+        if not local:
+            return self.root / "checkpoints"
+        path = Path(local)
+        if path.is_relative_to(DEFAULT_ROOT):
+            return self.root / path.relative_to(DEFAULT_ROOT)
+        return path
 
     @property
     def work_dir(self) -> Path:
