@@ -1,4 +1,4 @@
-"""``mtgrpo train CONFIG --output DIR``: user mistakes are one-line errors; a run writes its outputs."""
+"""``mtgrpo train CONFIG --output DIR``: one-line errors for mistakes; a run writes its outputs."""
 
 from __future__ import annotations
 

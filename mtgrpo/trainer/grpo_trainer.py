@@ -96,8 +96,8 @@ class MTGRPOTrainer(*_trainer_bases()):
         self._step_rollout = 0.0
         self._step_tokens = 0
         train_dataset = Dataset.from_dict({"prompt": list(self._records)})
-        eval_dataset = Dataset.from_dict({"prompt": [str(i) for i in range(len(self._eval_records))]}) \
-            if self._eval_records else None
+        eval_keys = [str(i) for i in range(len(self._eval_records))]
+        eval_dataset = Dataset.from_dict({"prompt": eval_keys}) if eval_keys else None
         super().__init__(
             model=model, reward_funcs=[turn_reward, outcome_reward], args=args,
             train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -116,7 +116,8 @@ class MTGRPOTrainer(*_trainer_bases()):
         episodes = self._rollout_fn(records)
         seconds = time.perf_counter() - start
         if len(episodes) != len(records):
-            raise RuntimeError(f"rollout returned {len(episodes)} episodes for {len(records)} prompts")
+            raise RuntimeError(f"rollout returned {len(episodes)} episodes for "
+                               f"{len(records)} prompts")
         self._step_rollout += seconds
         self._metrics["train"]["rollout_seconds"].append(seconds)
         return self.episodes_to_batch(episodes)
@@ -142,7 +143,8 @@ class MTGRPOTrainer(*_trainer_bases()):
             out["env_mask"].append(mask)
             out["turn_reward"].append(float(breakdown.turn))
             out["outcome_reward"].append(float(breakdown.outcome))
-            out["first_tool_result_index"].append(-1 if first is None or first >= len(ids) else first)
+            cut = first is None or first >= len(ids)  # no tool result, or truncated away
+            out["first_tool_result_index"].append(-1 if cut else first)
             out["exact_match"].append(float(breakdown.components.get("exact_match", 0.0) > 0))
             out["tool_calls"].append(ep.tool_calls)
             out["tool_successes"].append(ep.tool_successes)
@@ -229,7 +231,8 @@ class MTGRPOTrainer(*_trainer_bases()):
                                                          metrics)
         return metrics
 
-    def score_records(self, records: Sequence[QARecord], *, prefix: str = "eval") -> dict[str, float]:
+    def score_records(self, records: Sequence[QARecord], *,
+                      prefix: str = "eval") -> dict[str, float]:
         """Roll out each record once (sharded over processes) and average its scores."""
         from accelerate.utils import gather_object
 

@@ -1,4 +1,4 @@
-"""Per-step metrics: one JSON line per optimizer step in ``metrics.jsonl`` and one metric line on stdout.
+"""Per-step metrics: one JSON line per optimizer step in ``metrics.jsonl``, one line on stdout.
 
 The stdout line is written with :func:`mtgrpo.contract.format_metric_line`, the same module the
 renderer builds SageMaker metric regexes from, so what the job prints is what the tuning job reads.
@@ -33,7 +33,7 @@ _UNSAFE = re.compile(r"[^a-z0-9_]+")
 
 
 def metric_name(key: str) -> str:
-    """A log key as a metric-line name: ``rewards/components/exact_match`` -> ``reward_exact_match``."""
+    """A log key as a metric-line name (``rewards/components/f1`` -> ``reward_f1``)."""
     if key in _RENAMES:
         return _RENAMES[key]
     if key.startswith("rewards/components/"):

@@ -56,8 +56,11 @@ def check_batch_shape(config: TrainerConfig, world_size: int, *, source: str = "
 
 
 def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
-              use_cuda: bool | None = None):
-    """TRL's GRPOConfig for this TrainerConfig (rollouts live in rollout_func: use_vllm=False)."""
+              use_cuda: bool | None = None, evaluate: bool = True):
+    """TRL's GRPOConfig for this TrainerConfig (rollouts live in rollout_func: use_vllm=False).
+
+    ``evaluate=False`` (no held-out records) turns periodic evaluation off.
+    """
     import torch
     from trl import GRPOConfig
 
@@ -96,8 +99,8 @@ def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
         mask_truncated_completions=False,
         use_vllm=False,  # FACTS 4: the rollout_func talks to vLLM over HTTP; we sync weights
         # evaluation, logging, checkpoints
-        eval_strategy="steps" if config.eval_steps else "no",
-        eval_steps=config.eval_steps or None,
+        eval_strategy="steps" if config.eval_steps and evaluate else "no",
+        eval_steps=(config.eval_steps or None) if evaluate else None,
         per_device_eval_batch_size=1,
         logging_steps=config.logging_steps,
         logging_first_step=False,
@@ -225,7 +228,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
                              scorer=scorer)
     try:
         trainer = MTGRPOTrainer(
-            model, grpo_args(config, paths, world_size=world_size), processing_class=tokenizer,
+            model, grpo_args(config, paths, world_size=world_size, evaluate=bool(eval_records)),
+            processing_class=tokenizer,
             config=config, train_records=train_records, eval_records=eval_records,
             rollout=parts["rollout"], scorer=parts["scorer"])
         if parts["weight_sync"] is not None:
