@@ -358,3 +358,42 @@ def test_server_refuses_a_taken_port():
         with pytest.raises(VLLMServerError, match=f"127.0.0.1:{port}: the port is taken"):
             server.start()
         assert server.proc is None
+
+
+def test_nccl_sync_joins_once_pushes_every_step_and_shuts_down(monkeypatch):
+    """The glue around vLLM's NCCL engine, with the engine faked (no CUDA here): one join, one
+    broadcast per push, the transfer engine shut down on close, failures as WeightSyncError."""
+    pytest.importorskip("vllm")
+    import torch
+    from vllm.distributed.weight_transfer import nccl_engine
+
+    events = []
+
+    class FakeEngine:
+        @classmethod
+        def trainer_init(cls, init_info, *, client, source):
+            events.append(("init", init_info.world_size, init_info.master_port,
+                           [m.dtype for m in source.metadata()]))
+            return cls()
+
+        def send_weights(self):
+            events.append(("send",))
+            if len(events) > 3:
+                raise RuntimeError("NCCL error: remote process exited")
+
+        def shutdown(self):
+            events.append(("shutdown",))
+
+    monkeypatch.setattr(nccl_engine, "NCCLTrainerWeightTransferEngine", FakeEngine)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    sync = NCCLWeightSync("http://127.0.0.1:9", vllm_world_size=2, master_port=29555,
+                          timeout_s=5)
+    sync.client.shutdown_weight_transfer_engine = lambda: events.append(("route",))
+    model = torch.nn.Linear(2, 2)
+    assert sync.push(model) >= 0 and sync.push(model) >= 0
+    with pytest.raises(WeightSyncError, match="broadcasting weights to http://127.0.0.1:9 "
+                                              "failed: RuntimeError: NCCL error"):
+        sync.push(model)
+    sync.close()
+    assert events == [("init", 3, 29555, [torch.bfloat16, torch.bfloat16]), ("send",),
+                      ("send",), ("send",), ("route",), ("shutdown",)]

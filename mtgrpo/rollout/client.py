@@ -139,8 +139,8 @@ class VLLMClient:
             "prompt": [list(map(int, p)) for p in prompts],
             "max_tokens": int(max_tokens), "temperature": float(temperature),
             "top_p": float(top_p), "n": n, "logprobs": 0, "return_token_ids": True,
-            "stop": list(stop), "include_stop_str_in_output": True,
-            "skip_special_tokens": False, "spaces_between_special_tokens": False,
+            # Text leaves special tokens out (the ids keep them), as TransformersSampler does.
+            "stop": list(stop), "include_stop_str_in_output": True, "skip_special_tokens": True,
         }
         if self.model:
             body["model"] = self.model
