@@ -125,3 +125,17 @@ def test_environment_runs_on_the_transformers_sampler(model_and_tok):
         context = ep.prompt_ids + ep.turns[0].token_ids + ep.turns[1].token_ids
         expected = policy_logprobs(model, context, second.token_ids, 1.0)
         assert torch.allclose(torch.tensor(second.logprobs), expected, atol=1e-3)
+
+
+def test_wrapped_model_is_unwrapped(model_and_tok):
+    model, tok = model_and_tok
+
+    class Wrapper(torch.nn.Module):  # like DistributedDataParallel: the model is .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    sampler = TransformersSampler(Wrapper(model), tok)
+    direct = generate(TransformersSampler(model, tok), prompts_of(tok, "q"), 6)
+    assert [s.token_ids for s in generate(sampler, prompts_of(tok, "q"), 6)] == \
+        [s.token_ids for s in direct]

@@ -126,7 +126,9 @@ class TransformersSampler:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        from mtgrpo.rollout.weight_sync import unwrap
+
+        eos = getattr(getattr(unwrap(model), "generation_config", None), "eos_token_id", None)
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if tokenizer.eos_token_id is not None:
             eos.append(tokenizer.eos_token_id)
@@ -147,26 +149,29 @@ class TransformersSampler:
                       seed: int | None = None) -> list[Sample]:
         import torch
 
+        from mtgrpo.rollout.weight_sync import unwrap
+
+        model = unwrap(self.model)  # DDP and friends have no generate()
         out: list[Sample] = []
-        was_training = self.model.training
-        self.model.eval()
+        was_training = model.training
+        model.eval()
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 if seed is not None:
                     torch.manual_seed(seed)
                 for start in range(0, len(prompts), self.batch_size):
-                    out += self._batch(prompts[start:start + self.batch_size],
+                    out += self._batch(model, prompts[start:start + self.batch_size],
                                        budgets[start:start + self.batch_size],
                                        temperature, top_p, stop)
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
         return out
 
-    def _batch(self, prompts, budgets, temperature, top_p, stop) -> list[Sample]:
+    def _batch(self, model, prompts, budgets, temperature, top_p, stop) -> list[Sample]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        device = next(self.model.parameters()).device
+        device = next(model.parameters()).device
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -185,7 +190,7 @@ class TransformersSampler:
                 return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
         greedy = temperature <= 0
-        result = self.model.generate(
+        result = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device),
             max_new_tokens=max(budgets), do_sample=not greedy,
             temperature=None if greedy else temperature, top_p=None if greedy else top_p,
