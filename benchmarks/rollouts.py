@@ -210,6 +210,8 @@ def main(argv=None) -> int:
     print(f"a_batched / c             {ratio('a_batched', 'c_single_turn'):6.2f}  "
           "(goal <= 1.25)")
     print(f"a_concurrent / c          {ratio('a_concurrent', 'c_single_turn'):6.2f}")
+    print(f"b / c                     {ratio('b_one_at_a_time', 'c_single_turn'):6.1f}x "
+          "(the most b/a can reach: c is the same tokens in one batch)")
     print(f"ReloadWeightSync.push     median {statistics.median(pushes) * 1000:.0f} ms "
           f"(runs: {', '.join(f'{p * 1000:.0f}' for p in pushes)} ms)")
     return 0
