@@ -397,3 +397,35 @@ def test_nccl_sync_joins_once_pushes_every_step_and_shuts_down(monkeypatch):
     sync.close()
     assert events == [("init", 3, 29555, [torch.bfloat16, torch.bfloat16]), ("send",),
                       ("send",), ("send",), ("route",), ("shutdown",)]
+
+
+def test_one_failed_request_fails_the_turn_at_once():
+    """Per-prompt requests: the first error ends the call; the others are not waited for."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if body["prompt"] != [[1]]:
+                time.sleep(20)  # stuck
+                return
+            data = json.dumps({"error": {"message": "prompt too long"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sampler = VLLMSampler(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=60,
+                              request_per_prompt=True)
+        start = time.monotonic()
+        with pytest.raises(SamplerError, match="HTTP 400: prompt too long"):
+            asyncio.run(sampler.generate([[2], [1], [3]], **GEN))
+        assert time.monotonic() - start < 5
+    finally:
+        server.shutdown()
+        server.server_close()

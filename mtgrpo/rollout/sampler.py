@@ -96,10 +96,17 @@ class VLLMSampler:
                 requests += [(idx[k:k + step], budget, None) for k in range(0, len(idx), step)]
         out: list[Sample | None] = [None] * len(prompts)
         async with self.client.async_client() as http:
-            results = await asyncio.gather(*(
-                self.client.complete([prompts[i] for i in idx], client=http, max_tokens=budget,
-                                     seed=s, **params)
-                for idx, budget, s in requests))
+            tasks = [asyncio.ensure_future(self.client.complete(
+                [prompts[i] for i in idx], client=http, max_tokens=budget, seed=s, **params))
+                for idx, budget, s in requests]
+            try:
+                results = await asyncio.gather(*tasks)
+            except BaseException:
+                # One failed request fails the turn: stop the others instead of leaving them.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         for (idx, _, _), samples in zip(requests, results):
             for i, sample in zip(idx, samples):
                 out[i] = sample
