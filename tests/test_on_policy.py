@@ -44,13 +44,27 @@ def _parity_reward(episode) -> RewardBreakdown:
                            components={"exact_match": 0.0})
 
 
-class ServerAgreement:
-    """Records, after every sync, the server's and the trainer's log-probs of fixed ids."""
+def _greedy(client, prompt, n=8):
+    """The server's greedy continuation of ``prompt`` and the logprob of each token."""
+    answer = client.post_sync("/v1/completions", {
+        "prompt": [prompt], "max_tokens": n, "temperature": 0.0, "logprobs": 0,
+        "return_token_ids": True, "ignore_eos": True})
+    choice = answer["choices"][0]
+    return choice["token_ids"], torch.tensor(choice["logprobs"]["token_logprobs"])
 
-    def __init__(self, client, ids):
+
+class ServerAgreement:
+    """Records, after every sync, the server's and the trainer's log-probs of fixed ids.
+
+    Two server paths: prompt scoring (``prompt_logprobs``, which vLLM computes without its
+    prefix cache) and generation from a prompt the server has already seen (which reuses cached
+    KV blocks: stale ones if a sync forgot to drop them).
+    """
+
+    def __init__(self, client, ids, prompt):
         from transformers import TrainerCallback
 
-        self.client, self.ids, self.rows = client, ids, []
+        self.client, self.ids, self.prompt, self.rows = client, ids, prompt, []
         outer = self
 
         class Callback(TrainerCallback):
@@ -66,8 +80,12 @@ class ServerAgreement:
         server = torch.tensor(self.client.score_sync([self.ids])[0])
         trainer = _policy_logprobs(model, self.ids)
         bf16 = _policy_logprobs(copy.deepcopy(model).to(torch.bfloat16), self.ids)
+        tokens, generated = _greedy(self.client, self.prompt)
+        expected = _policy_logprobs(model, self.prompt + tokens)[-len(tokens):]
         self.rows.append({"server": server, "trainer": trainer,
-                          "bf16_gap": (bf16 - trainer).abs().mean().item()})
+                          "bf16_gap": (bf16 - trainer).abs().mean().item(),
+                          "generation_gap": (generated - expected).abs().mean().item()})
+        _greedy(self.client, self.prompt)  # cached now: the next sync must invalidate it
 
 
 def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_path):
@@ -102,7 +120,7 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
     prompt = probe_env.prompt_ids(record)
     fixed = prompt + tokenizer.encode(ScriptedSampler(tokenizer).turn_text(
         tokenizer.decode(prompt)), add_special_tokens=False)
-    agreement = ServerAgreement(VLLMClient(vllm_server.url), fixed)
+    agreement = ServerAgreement(VLLMClient(vllm_server.url), fixed, prompt)
     summary = run(cfg, paths, parser=task_parser(), scorer=_parity_reward,
                   callbacks=[agreement.callback])
 
@@ -113,8 +131,9 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
     for step, row in enumerate(rows):
         tol = max(4 * row["bf16_gap"], 0.02)
         gap = (row["server"] - row["trainer"]).abs().mean().item()
-        report.append(f"step {step}: server-trainer {gap:.4f} (tol {tol:.4f})")
-        assert gap <= tol, report
+        report.append(f"step {step}: server-trainer {gap:.4f} (tol {tol:.4f}), generation "
+                      f"{row['generation_gap']:.4f}")
+        assert gap <= tol and row["generation_gap"] <= tol, report
         if step:
             moved = (row["trainer"] - rows[step - 1]["trainer"]).abs().mean().item()
             stale = (row["server"] - rows[step - 1]["trainer"]).abs().mean().item()

@@ -70,6 +70,17 @@ class NoopWeightSync:
         pass
 
 
+def reset_prefix_cache(client: VLLMClient) -> None:
+    """Drop the server's cached KV blocks: they were computed with the old weights.
+
+    vLLM keeps its prefix cache across a weight update, and every episode's prompt (and each
+    later turn's history) is a cached prefix, so without this the next rollouts silently run
+    on stale keys and values: measured on the tiny model, greedy tokens after a reload differ
+    from the new weights' own greedy tokens until the cache is reset (tests/test_on_policy.py).
+    """
+    client.post_sync("/reset_prefix_cache")
+
+
 class ReloadWeightSync:
     """Save the weights to disk and ask the server to reload them (CPU path).
 
@@ -103,6 +114,7 @@ class ReloadWeightSync:
             raise WeightSyncError(f"vLLM server at {self.client.base_url} answered reload_weights "
                                   f"with {str(answer)[:200]}; start it with "
                                   "VLLM_SERVER_DEV_MODE=1")
+        reset_prefix_cache(self.client)
         self.pushes += 1
         self._dirs.append(target)
         while len(self._dirs) > self.keep:
@@ -237,6 +249,7 @@ class NCCLWeightSync:
                  self.timeout_s, f"joining the NCCL weight-transfer group of {self.base_url}")
         _bounded(self.engine.send_weights, self.timeout_s,
                  f"broadcasting weights to {self.base_url}")
+        reset_prefix_cache(VLLMClient(self.base_url, timeout_s=self.timeout_s))
         self.pushes += 1
         return time.perf_counter() - start
 
