@@ -262,9 +262,12 @@ def test_reload_falls_back_for_servers_without_the_extension(tmp_path):
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            methods.append(body["method"])
-            if body["method"] == "reload_weights":
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            methods.append(body.get("method", self.path))
+            if self.path == "/reset_prefix_cache":
+                status, answer = 200, {"success": True}
+            elif body["method"] == "reload_weights":
                 status, answer = 200, {"results": [None]}
             else:
                 status, answer = 500, {"error": {"message": (
@@ -293,7 +296,8 @@ def test_reload_falls_back_for_servers_without_the_extension(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-    assert methods == ["mtgrpo_reload_weights", "reload_weights", "reload_weights"]
+    assert methods == ["mtgrpo_reload_weights", "reload_weights", "/reset_prefix_cache",
+                       "reload_weights", "/reset_prefix_cache"]
 
 
 @pytest.fixture
@@ -378,13 +382,17 @@ def test_nccl_sync_joins_once_pushes_every_step_and_shuts_down(monkeypatch):
 
         def send_weights(self):
             events.append(("send",))
-            if len(events) > 3:
+            if len(events) > 5:
                 raise RuntimeError("NCCL error: remote process exited")
 
         def shutdown(self):
             events.append(("shutdown",))
 
     monkeypatch.setattr(nccl_engine, "NCCLTrainerWeightTransferEngine", FakeEngine)
+    from mtgrpo.rollout import weight_sync
+
+    monkeypatch.setattr(weight_sync, "reset_prefix_cache", lambda client: events.append(
+        ("reset", client.base_url)))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     sync = NCCLWeightSync("http://127.0.0.1:9", vllm_world_size=2, master_port=29555,
                           timeout_s=5)
@@ -395,8 +403,9 @@ def test_nccl_sync_joins_once_pushes_every_step_and_shuts_down(monkeypatch):
                                               "failed: RuntimeError: NCCL error"):
         sync.push(model)
     sync.close()
-    assert events == [("init", 3, 29555, [torch.bfloat16, torch.bfloat16]), ("send",),
-                      ("send",), ("send",), ("route",), ("shutdown",)]
+    reset = ("reset", "http://127.0.0.1:9")
+    assert events == [("init", 3, 29555, [torch.bfloat16, torch.bfloat16]), ("send",), reset,
+                      ("send",), reset, ("send",), ("route",), ("shutdown",)]
 
 
 def test_one_failed_request_fails_the_turn_at_once():
@@ -426,6 +435,41 @@ def test_one_failed_request_fails_the_turn_at_once():
         with pytest.raises(SamplerError, match="HTTP 400: prompt too long"):
             asyncio.run(sampler.generate([[2], [1], [3]], **GEN))
         assert time.monotonic() - start < 5
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("refusals,ok", [(2, True), (99, False)])
+def test_prefix_cache_reset_is_retried_then_an_error(refusals, ok):
+    """vLLM answers {"success": false} while blocks are held; stale KV must never pass silently."""
+    from mtgrpo.rollout.weight_sync import reset_prefix_cache
+
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            calls.append(self.path)
+            data = json.dumps({"success": len(calls) > refusals}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = VLLMClient(f"http://127.0.0.1:{server.server_address[1]}")
+        if ok:
+            reset_prefix_cache(client, wait_s=0.01)
+            assert calls == ["/reset_prefix_cache"] * 3
+        else:
+            with pytest.raises(WeightSyncError, match="refused to reset its prefix cache 5 "
+                                                      "times"):
+                reset_prefix_cache(client, attempts=5, wait_s=0.01)
     finally:
         server.shutdown()
         server.server_close()

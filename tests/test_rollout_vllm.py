@@ -41,8 +41,11 @@ def tok(tiny_model_dir):
 def original_weights(vllm_server):
     """Put the original tiny weights back, for tests that need them (another test may have
     pushed different ones into the shared server)."""
-    VLLMClient(vllm_server.url).post_sync("/collective_rpc", {
-        "method": "reload_weights", "kwargs": {"weights_path": str(vllm_server.model_dir)}})
+    client = VLLMClient(vllm_server.url)
+    client.post_sync("/collective_rpc", {
+        "method": "mtgrpo_reload_weights",
+        "kwargs": {"weights_path": str(vllm_server.model_dir)}})
+    client.post_sync("/reset_prefix_cache")
     return vllm_server.model_dir
 
 
@@ -223,6 +226,44 @@ def test_reload_weight_sync_puts_the_trainer_policy_on_the_server(vllm_server, o
         sync.close()
     assert _max_diff(client.score_sync([ids])[0], before) < 1e-3
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["synced", "control-without-reset"])
+def test_sampling_after_a_push_uses_the_new_weights(vllm_server, original_weights, tok,
+                                                    tmp_path, monkeypatch, reset):
+    """The prefix cache holds the prompt's keys and values computed with the old weights; after
+    a push, samples must come from the new ones. The control run skips the cache reset and shows
+    the stale cache (so the check can fail)."""
+    from transformers import AutoModelForCausalLM
+
+    from mtgrpo.rollout import weight_sync
+
+    if not reset:
+        monkeypatch.setattr(weight_sync, "reset_prefix_cache", lambda client: None)
+    p = prompt_ids(tok, "what is the capital of France " * 12)
+    assert len(p) > 64  # at least two full KV blocks (32 tokens each) get cached
+    sampler = VLLMSampler(vllm_server.url, ignore_eos=True)
+
+    def sample():
+        return asyncio.run(sampler.generate([p], max_tokens=6, temperature=1.0, top_p=1.0,
+                                            stop=[]))[0]
+
+    sample()  # caches the prompt's blocks under the current weights
+    model = _perturbed(vllm_server.model_dir, 0.05)
+    sync = ReloadWeightSync(vllm_server.url, save_root=tmp_path)
+    try:
+        sync.push(model)
+        after = sample()
+        policy = _policy_logprobs(model, p + after.token_ids)[len(p) - 1:]
+        gap = _max_diff(after.logprobs, policy)
+        if reset:
+            assert gap < POLICY_TOL
+        else:
+            assert gap > 0.1  # stale keys and values: visibly off-policy
+    finally:
+        sync.push(AutoModelForCausalLM.from_pretrained(vllm_server.model_dir))
+        weight_sync.reset_prefix_cache(sync.client)
+        sync.close()
 
 
 def test_weight_transfer_routes_exist_and_fail_clearly_without_nccl(vllm_server):

@@ -84,6 +84,8 @@ class VLLMClient:
             raise SamplerError(" ".join(
                 f"vLLM server at {self.base_url} answered {path} with HTTP "
                 f"{response.status_code}: {detail}".split()))
+        if not response.content.strip():
+            return None  # some routes answer an empty 200 (older vLLM: /reset_prefix_cache)
         try:
             return response.json()
         except ValueError as err:

@@ -70,15 +70,24 @@ class NoopWeightSync:
         pass
 
 
-def reset_prefix_cache(client: VLLMClient) -> None:
+def reset_prefix_cache(client: VLLMClient, *, attempts: int = 50, wait_s: float = 0.1) -> None:
     """Drop the server's cached KV blocks: they were computed with the old weights.
 
     vLLM keeps its prefix cache across a weight update, and every episode's prompt (and each
     later turn's history) is a cached prefix, so without this the next rollouts silently run
     on stale keys and values: measured on the tiny model, greedy tokens after a reload differ
-    from the new weights' own greedy tokens until the cache is reset (tests/test_on_policy.py).
+    from the new weights' own greedy tokens until the cache is reset (tests/test_on_policy.py,
+    tests/test_rollout_vllm.py). vLLM answers ``{"success": false}`` while blocks are still
+    held (a request still running); that is retried, and an error if it never clears.
     """
-    client.post_sync("/reset_prefix_cache")
+    for _ in range(attempts):
+        answer = client.post_sync("/reset_prefix_cache")
+        if not isinstance(answer, dict) or answer.get("success", True):
+            return  # older servers answer an empty 200
+        time.sleep(wait_s)
+    raise WeightSyncError(f"vLLM server at {client.base_url} refused to reset its prefix cache "
+                          f"{attempts} times (requests still running?); its cached keys and "
+                          "values would be stale after the weight update")
 
 
 class ReloadWeightSync:
@@ -249,7 +258,7 @@ class NCCLWeightSync:
                  self.timeout_s, f"joining the NCCL weight-transfer group of {self.base_url}")
         _bounded(self.engine.send_weights, self.timeout_s,
                  f"broadcasting weights to {self.base_url}")
-        reset_prefix_cache(VLLMClient(self.base_url, timeout_s=self.timeout_s))
+        reset_prefix_cache(self.client.client)
         self.pushes += 1
         return time.perf_counter() - start
 
