@@ -108,3 +108,42 @@ def test_a_run_writes_metrics_model_and_summary(tmp_path, tiny_model_dir, capsys
     assert summary["global_step"] == 1 and summary["eval_records"] == 2
     assert (out / "model" / "model.safetensors").is_file()
     assert (out / "checkpoints").is_dir()
+
+
+def test_server_that_stops_answering_ends_the_run_with_one_error_line(tmp_path, tiny_model_dir,
+                                                                      capsys, task):
+    """/health says yes, then no request is ever answered: exit 1 within the request timeout."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            release.wait(30)  # hangs like a wedged server
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, generation_backend="vllm",
+                                              vllm_server_url=url, vllm_request_timeout_s=2))
+    try:
+        start = time.monotonic()
+        assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
+        assert time.monotonic() - start < 120
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1, lines
+    assert "trainer.vllm_server_url: training stopped:" in lines[0] and url in lines[0]
