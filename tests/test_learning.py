@@ -33,7 +33,7 @@ pytestmark = [
 
 TEMPERATURE = 0.7
 WARM_CHUNK_STEPS = 10  # supervised steps between success measurements
-WARM_MAX_CHUNKS = 12
+WARM_MAX_CHUNKS = 100
 WARM_TARGET = 0.25  # stop warming up at this success rate (about 30% after the next sync)
 GRPO_STEPS = 20
 DEMO_SEEDS = range(1, 9)  # task seed 0 is the one trained and evaluated
