@@ -34,33 +34,12 @@ import httpx
 
 from mtgrpo.rollout import ReloadWeightSync, VLLMClient, VLLMSampler, VLLMServer
 from mtgrpo.trainer.environment import ToolEnvironment
-from mtgrpo.trainer.parsers import XMLParser
-from mtgrpo.trainer.types import ParsedTurn, QARecord, ToolCall
+from mtgrpo.testing.doubles import AlwaysCalls, FixedSearch
+from mtgrpo.trainer.types import QARecord
 
 EPISODES = 64
 FIRST, SECOND = 48, 32
 SPLITS: dict[str, list[tuple[float, float, float]]] = {}  # (sampler, tools, rest) seconds
-
-
-class AlwaysCalls(XMLParser):
-    """A random model never writes a well-formed call: read every turn as one."""
-
-    @property
-    def stop(self):
-        return []
-
-    def parse(self, text):
-        return ParsedTurn(tool_call=ToolCall("wiki_search", {"query": "fixed"}))
-
-
-class FixedSearch:
-    name = "wiki_search"
-    description = "Returns a fixed passage."
-    parameters = {"type": "object", "properties": {"query": {"type": "string"}},
-                  "required": ["query"]}
-
-    def __call__(self, query):
-        return "Paris is the capital and most populous city of France."
 
 
 def build_env(tokenizer) -> tuple[ToolEnvironment, list[QARecord]]:

@@ -11,7 +11,6 @@ re-tokenized ids miss by far more (other tokens' logprobs differ by ~0.3 or more
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -22,8 +21,8 @@ from mtgrpo.rollout import (NCCLWeightSync, ReloadWeightSync, SamplerError, VLLM
                             VLLMSampler, VLLMServer, WeightSyncError)
 from mtgrpo.rollout.weight_sync import VLLMWeightTransferClient, cast_source
 from mtgrpo.trainer.environment import ToolEnvironment
-from mtgrpo.trainer.parsers import XMLParser
-from mtgrpo.trainer.types import ParsedTurn, QARecord, ToolCall
+from mtgrpo.testing.doubles import AlwaysCalls, FixedSearch
+from mtgrpo.trainer.types import QARecord
 
 pytestmark = pytest.mark.vllm
 
@@ -47,30 +46,6 @@ def original_weights(vllm_server):
         "kwargs": {"weights_path": str(vllm_server.model_dir)}})
     client.post_sync("/reset_prefix_cache")
     return vllm_server.model_dir
-
-
-class AlwaysCalls(XMLParser):
-    """Reads every turn of a random model as a search call (so episodes have two turns)."""
-
-    def __init__(self):
-        super().__init__()
-
-    @property
-    def stop(self):
-        return []
-
-    def parse(self, text):
-        return ParsedTurn(tool_call=ToolCall("wiki_search", {"query": "fixed"}))
-
-
-class FixedSearch:
-    name = "wiki_search"
-    description = "Returns a fixed passage."
-    parameters = {"type": "object", "properties": {"query": {"type": "string"}},
-                  "required": ["query"]}
-
-    def __call__(self, query):
-        return "Paris is the capital and most populous city of France."
 
 
 class CountingSampler:
