@@ -346,3 +346,20 @@ def test_stop_on_another_host_is_not_a_failure(tmp_path):
     failing = supervised_plan(tmp_path, [sys.executable, "-c", "import sys; sys.exit(1)"])
     with pytest.raises(JobFailed, match="training exited with code 1"):
         run_plan(failing, poll_s=0.1)  # the stale stopped-file of the last run was cleared
+
+
+def test_trainer_uses_the_shipped_deepspeed_files():
+    """One source of DeepSpeed settings: the Trainer's argument (which wins over accelerate's)
+    is the file the launcher passes, and ZeRO-3 gathers weights so the final model is
+    safetensors."""
+    import json
+
+    from mtgrpo.sagemaker.launcher import DEEPSPEED_CONFIGS
+    from mtgrpo.trainer.train import _deepspeed_config
+
+    for stage, path in DEEPSPEED_CONFIGS.items():
+        loaded = _deepspeed_config(config(deepspeed_stage=stage))
+        assert loaded == json.loads(path.read_text())
+        assert loaded["zero_optimization"]["stage"] == stage
+    zero3 = _deepspeed_config(config(deepspeed_stage=3))["zero_optimization"]
+    assert zero3["stage3_gather_16bit_weights_on_model_save"] is True

@@ -116,10 +116,15 @@ def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
 
 
 def _deepspeed_config(config: TrainerConfig) -> dict:
-    return {"zero_optimization": {"stage": config.deepspeed_stage},
-            "bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
-            "train_micro_batch_size_per_gpu": "auto",
-            "gradient_accumulation_steps": "auto"}
+    """The shipped ZeRO config of the stage: the same file the launcher gives accelerate.
+
+    The Trainer's own DeepSpeed argument wins over accelerate's, so it must be the same
+    settings; ZeRO-3 needs ``stage3_gather_16bit_weights_on_model_save`` from that file, or the
+    final model is saved as sharded DeepSpeed state instead of loadable safetensors.
+    """
+    from mtgrpo.sagemaker.launcher import DEEPSPEED_CONFIGS
+
+    return json.loads(DEEPSPEED_CONFIGS[config.deepspeed_stage].read_text(encoding="utf-8"))
 
 
 def _load_model(config: TrainerConfig, model_path: str):
