@@ -1,13 +1,15 @@
 """Learning: GRPO on the real loop teaches a warm-started tiny policy a tool-only task.
 
 The task (``mtgrpo.testing.synthetic``): "What is the code of bravo?", where each entity's code
-is random and written only in the generated corpus. The tiny model is warm-started by a few
-chunks of supervised training on scripted episodes (played through the real environment, so
-the tokens are exactly what rollouts produce) until its success rate, measured with vLLM
-rollouts, is about 30%. Then ``train.run`` (vLLM rollouts, reload weight sync every step,
-MT-GRPO advantages) trains it; the success rate of the step's rollouts (``exact_match`` in
-``metrics.jsonl``) must reach 70%, for ``mt_grpo`` and for ``grpo_or``. Both curves are printed
-(run with ``-s``) and recorded in docs/trainer.md.
+is random and written only in the generated corpus. The tiny model is warm-started in two
+supervised phases on scripted episodes (played through the real environment, so the tokens are
+exactly what rollouts produce), measured with vLLM rollouts: the skill (always search, copy the
+code from the result) until searching episodes succeed, then the decision (demonstrations that
+search in only 30% of episodes and otherwise answer at once), aiming at about 30% success. Then
+``train.run`` (vLLM rollouts, reload weight sync every step, MT-GRPO advantages) trains it; the
+success rate of the step's rollouts (``exact_match`` in ``metrics.jsonl``) must reach 70%, for
+``mt_grpo`` and for ``grpo_or``. Curves are printed (run with ``-s``) and recorded in
+docs/trainer.md.
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ from mtgrpo.trainer.paths import RunPaths
 
 pytestmark = [
     pytest.mark.vllm, pytest.mark.slow,
-    # Known gap (see docs/trainer.md, "Learning"): on the 2-core CI machine the two-layer model
-    # does not learn to copy the entity and the code within the time budget, so the warm start
-    # stays near chance and GRPO cannot reach the goal. Only the goal assertions may fail;
-    # any error in the training loop still fails the test.
+    # Known gap (see docs/trainer.md, "Learning"): the copy skill is learned reliably (phase 1),
+    # but no decision phase tried yet brings the searching rate down to ~30% without erasing
+    # the skill, so the warm start is not the intended one and GRPO does not reach the goal.
+    # Only the goal assertions may fail; any error in the training loop still fails the test.
     pytest.mark.xfail(raises=AssertionError, strict=False,
                       reason="tiny model does not reach the warm-start/goal success on CPU yet"),
 ]
 
 TEMPERATURE = 0.7
-WARM_CHUNK_STEPS = 10  # supervised steps between success measurements
-WARM_MAX_CHUNKS = 100
-WARM_TARGET = 0.25  # stop warming up at this success rate (about 30% after the next sync)
+SKILL_CHUNK_STEPS = 50  # supervised steps between success measurements (skill phase)
+SKILL_MAX_CHUNKS = 24
+SKILL_TARGET = 0.9  # the copy skill is learned: searching episodes succeed
+SKILL_EXTRA_CHUNKS = 2  # then consolidated: a skill just learned is erased by the next phase
+SEARCH_FRACTION = 0.3  # decision phase: demonstrations that search; the rest guess a code
+DECISION_CHUNK_STEPS = 20
+DECISION_MAX_CHUNKS = 10
+DECISION_LR = 1e-3
+SEARCH_MAX = 0.5  # stop the decision phase once at most this fraction of episodes search
 GRPO_STEPS = 20
 DEMO_SEEDS = range(1, 9)  # task seed 0 is the one trained and evaluated
 GOAL = 0.7
@@ -84,34 +92,60 @@ def warm_model(vllm_server, tiny_model_dir, task, tmp_path_factory):
         return ToolEnvironment.from_config(cfg, tokenizer, {search.name: search}, parser=parser)
 
     # Demonstrations on other code assignments than the task's: copying is learnable, the
-    # task's own codes are not memorised.
-    demos = demonstrations(environment, tokenizer, tmp_path_factory.mktemp("demos"), DEMO_SEEDS)
+    # task's own codes are not memorised. Skill demos always search; decision demos search in
+    # SEARCH_FRACTION of the episodes and otherwise answer at once with a guessed code.
+    skill_demos = demonstrations(environment, tokenizer, tmp_path_factory.mktemp("demos"),
+                                 DEMO_SEEDS)
+    decision_demos = demonstrations(environment, tokenizer, tmp_path_factory.mktemp("mixed"),
+                                    DEMO_SEEDS, search_fraction=SEARCH_FRACTION)
     env = environment(task / "corpus")
     records = load_records(task / "train.jsonl")
     sync = ReloadWeightSync(vllm_server.url)
     sampler = VLLMSampler(vllm_server.url)
-    history, optimizer, start = [], None, time.perf_counter()
+    skill, decision, optimizer, start = [], [], None, time.perf_counter()
+
+    def measure():
+        sync.push(model)
+        episodes = env.rollout_sync(records * 4, 1, sampler)
+        success = sum(exact_match(parser.final_answer(e), e.record.aliases)
+                      for e in episodes) / len(episodes)
+        searched = sum(e.tool_calls > 0 for e in episodes) / len(episodes)
+        return round(success, 3), round(searched, 3)
+
     try:
-        for chunk in range(WARM_MAX_CHUNKS):
-            optimizer = supervised_steps(model, demos, WARM_CHUNK_STEPS, lr=3e-3,
+        # Phase 1, the skill: search, copy the code from the result (a sharp jump, ~350-650 steps).
+        for chunk in range(SKILL_MAX_CHUNKS):
+            optimizer = supervised_steps(model, skill_demos, SKILL_CHUNK_STEPS, lr=3e-3,
                                          pad_id=tokenizer.pad_token_id, optimizer=optimizer,
                                          seed=chunk)
-            sync.push(model)
-            episodes = env.rollout_sync(records * 4, 1, sampler)
-            success = sum(exact_match(parser.final_answer(e), e.record.aliases)
-                          for e in episodes) / len(episodes)
-            history.append(round(success, 3))
-            if success >= WARM_TARGET:
+            skill.append(measure())
+            learned = [i for i, (success, _) in enumerate(skill) if success >= SKILL_TARGET]
+            if learned and len(skill) > learned[0] + SKILL_EXTRA_CHUNKS:
+                break
+        skill_seconds = time.perf_counter() - start
+        # Phase 2, the decision: most demonstrations answer without searching.
+        # Guessing episodes teach only the choice of <answer>: training on their random codes
+        # erased the copy skill within 20 steps (success 1.0 -> 0.04 while 47% still searched).
+        decision_tokens = len(tokenizer.encode("<answer>", add_special_tokens=False))
+        for group in optimizer.param_groups:  # supervised_steps keeps a given optimizer's lr
+            group["lr"] = DECISION_LR
+        for chunk in range(DECISION_MAX_CHUNKS):
+            optimizer = supervised_steps(model, decision_demos, DECISION_CHUNK_STEPS,
+                                         pad_id=tokenizer.pad_token_id, optimizer=optimizer,
+                                         seed=1000 + chunk, no_tool_targets=decision_tokens)
+            decision.append(measure())
+            if decision[-1][1] <= SEARCH_MAX:
                 break
     finally:
         sync.close()
     seconds = time.perf_counter() - start
-    print(f"\nwarm-up: success per {WARM_CHUNK_STEPS} supervised steps {history} "
-          f"({seconds:.0f} s)")
+    print(f"\nwarm-up skill: (success, searched) per {SKILL_CHUNK_STEPS} steps {skill} "
+          f"({skill_seconds:.0f} s)\nwarm-up decision: (success, searched) per "
+          f"{DECISION_CHUNK_STEPS} steps {decision} ({seconds:.0f} s in all)")
     out = tmp_path_factory.mktemp("warm") / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return out, history[-1]
+    return out, max(success for success, _ in skill), decision[-1][0]
 
 
 @pytest.mark.parametrize("algorithm", ["mt_grpo", "grpo_or"])
@@ -119,7 +153,7 @@ def test_grpo_reaches_goal(vllm_server, warm_model, task, tmp_path, algorithm):
     from mtgrpo.testing.synthetic import task_parser
     from mtgrpo.trainer.train import run
 
-    model_dir, warm_success = warm_model
+    model_dir, skill_success, warm_success = warm_model
     out = tmp_path / "out"
     paths = RunPaths(str(model_dir), task / "train.jsonl", task / "eval.jsonl",
                      task / "corpus", out, out / "model", out / "checkpoints")
@@ -127,10 +161,13 @@ def test_grpo_reaches_goal(vllm_server, warm_model, task, tmp_path, algorithm):
     summary = run(_config(model_dir, vllm_server.url, algorithm), paths, parser=task_parser())
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [round(r["exact_match"], 3) for r in rows]
-    print(f"\n{algorithm}: success per step {curve}; held-out eval "
+    tools = [round(r.get("tool_calls_per_episode", -1), 2) for r in rows]
+    print(f"\n{algorithm}: success per step {curve}; "
+          f"tool calls per episode {tools}; held-out eval "
           f"{summary['eval']['eval_exact_match']:.3f}; {time.perf_counter() - start:.0f} s")
     if len(curve) != GRPO_STEPS or summary["global_step"] != GRPO_STEPS:  # not a goal: strict
         raise RuntimeError(f"expected {GRPO_STEPS} logged steps, got {curve}")
+    assert skill_success >= SKILL_TARGET, skill_success  # the copy skill was learned
     assert 0.1 <= warm_success < 0.5, warm_success  # about 30%: room to learn, not learned yet
     # The best 3-step average: one lucky batch is not enough.
     best = max(sum(curve[i:i + 3]) / 3 for i in range(len(curve) - 2))

@@ -8,7 +8,9 @@ All words are single tokens of the tiny tokenizer (``mtgrpo.testing.tiny``), so 
 model can learn to copy them.
 
 ``ScriptedSampler`` plays the ideal policy (search for the entity, answer with the code from
-the result) through the real environment: its episodes are the supervised warm-start data.
+the result) through the real environment: its episodes are the supervised warm-start data. With
+``search_fraction < 1`` it searches only in that fraction of episodes and otherwise answers at
+once with a guessed code: demonstrations of the skill (copying) apart from the decision (search).
 
     python -m mtgrpo.testing.synthetic DIR     # DIR/train.jsonl, DIR/eval.jsonl, DIR/corpus/
 """
@@ -81,16 +83,21 @@ class ScriptedSampler:
     """A sampler that writes the ideal turn for each prompt: search, then answer from the result.
 
     It reads the question and the latest tool result from the decoded prompt; its token ids are
-    the tokenizer's encoding of the scripted text (logprobs 0).
+    the tokenizer's encoding of the scripted text (logprobs 0). With ``search_fraction < 1``, a
+    first turn searches with that probability and otherwise answers with a random code (seeded).
     """
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, search_fraction: float = 1.0, seed: int = 0):
         self.tokenizer = tokenizer
+        self.search_fraction = search_fraction
+        self.rng = random.Random(seed)
 
     def turn_text(self, prompt_text: str) -> str:
         results = _RESULT.findall(prompt_text)
         if results:
             return ANSWER_TURN.format(code=results[-1][1])
+        if self.rng.random() >= self.search_fraction:
+            return ANSWER_TURN.format(code=self.rng.choice(CODES))
         questions = _QUESTION.findall(prompt_text)
         return CALL_TURN.format(entity=questions[-1] if questions else "unknown")
 
@@ -107,17 +114,19 @@ class ScriptedSampler:
         """Nothing to release."""
 
 
-def demonstrations(environment_factory, tokenizer, work_dir: str | Path, seeds: Sequence[int]):
+def demonstrations(environment_factory, tokenizer, work_dir: str | Path, seeds: Sequence[int],
+                   search_fraction: float = 1.0):
     """Scripted episodes over several random code assignments (one corpus per seed).
 
     The same entity has a different code in each corpus, so a model trained on these cannot
     memorise codes: it has to copy the entity into the query and the code out of the result.
-    ``environment_factory(corpus_dir)`` builds the environment for one corpus.
+    ``environment_factory(corpus_dir)`` builds the environment for one corpus;
+    ``search_fraction`` is the scripted policy's (see ``ScriptedSampler``).
     """
     from mtgrpo.trainer.data import load_records
 
     episodes = []
-    sampler = ScriptedSampler(tokenizer)
+    sampler = ScriptedSampler(tokenizer, search_fraction, seed=len(seeds))
     for seed in seeds:
         task = write_task(Path(work_dir) / f"demo-task-{seed}", seed=seed, n_eval=0)
         env = environment_factory(task / "corpus")
@@ -126,10 +135,13 @@ def demonstrations(environment_factory, tokenizer, work_dir: str | Path, seeds: 
 
 
 def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: int = 0,
-                     batch_size: int = 32, optimizer=None, seed: int = 0):
+                     batch_size: int = 32, optimizer=None, seed: int = 0,
+                     no_tool_targets: int | None = None):
     """``steps`` AdamW steps of next-token loss on random mini-batches of the episodes' sampled
     tokens. Environment tokens (tool results) are context, not targets, exactly as in GRPO.
-    Returns the optimizer so that warm-starting can continue in chunks.
+    ``no_tool_targets``: in episodes without a tool call, only that many first tokens are
+    targets (the decision to answer, not the guessed code). Returns the optimizer so that
+    warm-starting can continue in chunks (a given optimizer keeps its own lr).
     """
     import torch
 
@@ -145,7 +157,10 @@ def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: i
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         for i, (row, ep) in enumerate(zip(rows, batch)):
-            target = [0] * len(ep.prompt_ids) + ep.env_mask
+            mask = list(ep.env_mask)
+            if no_tool_targets is not None and ep.tool_calls == 0:
+                mask = mask[:no_tool_targets] + [0] * (len(mask) - no_tool_targets)
+            target = [0] * len(ep.prompt_ids) + mask
             ids[i, :len(row)] = torch.tensor(row)
             attention[i, :len(row)] = 1
             labels[i, :len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, target)])
