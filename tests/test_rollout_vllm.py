@@ -11,11 +11,13 @@ re-tokenized ids miss by far more (other tokens' logprobs differ by ~0.3 or more
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import signal
 import time
 
 import pytest
+import torch
 
 from mtgrpo.rollout import (NCCLWeightSync, ReloadWeightSync, SamplerError, VLLMClient,
                             VLLMSampler, VLLMServer, WeightSyncError)
@@ -232,7 +234,15 @@ def test_sampling_after_a_push_uses_the_new_weights(vllm_server, original_weight
         policy = _policy_logprobs(model, p + after.token_ids)[len(p) - 1:]
         gap = _max_diff(after.logprobs, policy)
         if reset:
-            assert gap < POLICY_TOL
+            # Tokens sampled at temperature 1 from a random model can be very unlikely, and bf16
+            # rounding grows with |logprob|: allow 4x what bf16 alone does to these same tokens
+            # (measured here, in the trainer's own code), never less than POLICY_TOL, and always
+            # well below the stale cache's gap, so the check can still fail.
+            bf16 = _policy_logprobs(copy.deepcopy(model).to(torch.bfloat16),
+                                    p + after.token_ids)[len(p) - 1:]
+            tol = max(POLICY_TOL, 4 * _max_diff(bf16, policy))
+            assert tol < 0.1
+            assert gap < tol
         else:
             assert gap > 0.1  # stale keys and values: visibly off-policy
     finally:
