@@ -123,3 +123,15 @@ def tuning_job(name: str = "sample-tune-0123456") -> dict:
             "tags": [{"key": "project", "value": "mtgrpo"}],
         },
     })
+
+
+def value_paths(node, prefix=()):
+    """Every key path in a nested dict/list (for tests that break one value at a time)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield prefix + (key,)
+            yield from value_paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield prefix + (i,)
+            yield from value_paths(value, prefix + (i,))

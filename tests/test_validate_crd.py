@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ack_samples import training_job, tuning_job
+from ack_samples import training_job, tuning_job, value_paths
 from mtgrpo.validate import check_resources, default_crd_dir
 from mtgrpo.validate.crd_schema import check_against_crd, field_spellings, strict
 
@@ -168,7 +168,7 @@ def test_structural_fast_check_agrees_with_jsonschema(crd_dir):
     for make in (training_job, tuning_job):
         base = make()
         schema = table[("sagemaker.services.k8s.aws", "v1alpha1", base["kind"])]
-        paths = list(_paths(base))
+        paths = list(value_paths(base))
         for path in paths:
             for wrong in (None, 7, 7.0, 2.5, True, "x", [], {}, [{}], {"unknown": 1}):
                 resource = copy.deepcopy(base)
@@ -189,12 +189,3 @@ def test_unsupported_keywords_fall_back_to_jsonschema():
     assert compile_structural({"anyOf": [{"type": "string"}]}) is None
 
 
-def _paths(node, prefix=()):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield prefix + (key,)
-            yield from _paths(value, prefix + (key,))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield prefix + (i,)
-            yield from _paths(value, prefix + (i,))

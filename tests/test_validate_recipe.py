@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ack_samples import value_paths
+
 from mtgrpo.contract.config import field_specs
 from mtgrpo.validate import check_recipe
 from mtgrpo.validate.secrets import looks_like_secret_name, looks_like_secret_value
@@ -309,17 +311,6 @@ def test_secret_values(value, kind):
     assert (kind in found) if kind else found == ""
 
 
-def _paths(node, prefix=()):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield prefix + (key,)
-            yield from _paths(value, prefix + (key,))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield prefix + (i,)
-            yield from _paths(value, prefix + (i,))
-
-
 @pytest.mark.parametrize("make", [lambda: copy.deepcopy(BASE), tuned_recipe],
                          ids=["training", "tuning"])
 def test_any_misshapen_value_gives_problems_never_an_exception(make):
@@ -327,7 +318,7 @@ def test_any_misshapen_value_gives_problems_never_an_exception(make):
     from mtgrpo.errors import Problem
 
     base = make()
-    paths = list(_paths(base))
+    paths = list(value_paths(base))
     assert len(paths) > 25
     for path in paths:
         for wrong in (None, 7, 2.5, True, "x", [], {}, [1], {"a": None}):
