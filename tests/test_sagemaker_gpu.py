@@ -50,15 +50,20 @@ def _start(root: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mtgrpo.sagemaker", "train"], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
-
-def test_deepspeed_job_stops_on_sigterm_and_resumes(tmp_path, tiny_model_dir):
-    config = TrainerConfig(
-        model_name_or_path=str(tiny_model_dir), generation_backend="transformers",
+def _zero2_config(model_dir) -> TrainerConfig:
+    """A few ZeRO-2 steps of the tiny model with transformers rollouts (no vLLM on the GPU host)."""
+    return TrainerConfig(
+        model_name_or_path=str(model_dir), generation_backend="transformers",
         deepspeed_stage=2, bf16=True, max_steps=4, save_steps=100, num_generations=2,
         per_device_train_batch_size=2, gradient_accumulation_steps=1, max_turns=2,
         max_tool_calls=1, max_tokens_per_turn=16, max_completion_length=128,
         search_max_tokens=32, learning_rate=1e-3, eval_steps=0, max_eval_samples=2,
         gradient_checkpointing=False)
+
+
+
+def test_deepspeed_job_stops_on_sigterm_and_resumes(tmp_path, tiny_model_dir):
+    config = _zero2_config(tiny_model_dir)
     root = lay_out(tmp_path / "opt_ml", config.to_hyperparameters(), channels={
         "train": FIXTURES / "qa" / "train.jsonl", "corpus": FIXTURES / "corpus",
         "model": tiny_model_dir})
@@ -110,13 +115,7 @@ def test_two_hosts_stop_together_and_resume_after_the_checkpoint_sync(tmp_path, 
     from mtgrpo.sagemaker.checkpoints import MARKER_DIR
 
     hosts = ("localhost", "127.0.0.1")
-    config = TrainerConfig(
-        model_name_or_path=str(tiny_model_dir), generation_backend="transformers",
-        deepspeed_stage=2, bf16=True, max_steps=4, save_steps=100, num_generations=2,
-        per_device_train_batch_size=2, gradient_accumulation_steps=1, max_turns=2,
-        max_tool_calls=1, max_tokens_per_turn=16, max_completion_length=128,
-        search_max_tokens=32, learning_rate=1e-3, eval_steps=0, max_eval_samples=2,
-        gradient_checkpointing=False)
+    config = _zero2_config(tiny_model_dir)
     roots = [lay_out(tmp_path / f"node{rank}", config.to_hyperparameters(), channels={
         "train": FIXTURES / "qa" / "train.jsonl", "corpus": FIXTURES / "corpus",
         "model": tiny_model_dir}, hosts=hosts, current_host=host, network_interface_name="lo")
