@@ -3,10 +3,16 @@
 The task (``mtgrpo.testing.synthetic``): "What is the code of bravo?", where each entity's code
 is random and written only in the generated corpus. The tiny model is warm-started in two
 supervised phases on scripted episodes (played through the real environment, so the tokens are
-exactly what rollouts produce), measured with vLLM rollouts: the skill (always search, copy the
-code from the result) until searching episodes succeed, then the decision (demonstrations that
-search in only 30% of episodes and otherwise answer at once), aiming at about 30% success. Then
-``train.run`` (vLLM rollouts, reload weight sync every step, MT-GRPO advantages) trains it; the
+exactly what rollouts produce), measured with vLLM rollouts:
+
+1. the skill: search for the asked entity, copy the code out of the result, until the
+   episodes succeed;
+2. the calibration: demonstrations whose search names the asked entity only 30% of the time
+   and otherwise asks for just "code" (whose top passage is another entity's; its code is
+   then copied), until about 30% of the episodes succeed: a policy that can use the tool but
+   has not learned what to search for.
+
+Then ``train.run`` (vLLM rollouts, reload weight sync every step) trains it with GRPO; the
 success rate of the step's rollouts (``exact_match`` in ``metrics.jsonl``) must reach 70%, for
 ``mt_grpo`` and for ``grpo_or``. Curves are printed (run with ``-s``) and recorded in
 docs/trainer.md.
@@ -23,27 +29,20 @@ import torch
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.trainer.paths import RunPaths
 
-pytestmark = [
-    pytest.mark.vllm, pytest.mark.slow,
-    # Known gap (see docs/trainer.md, "Learning"): the copy skill is learned reliably (phase 1),
-    # but no decision phase tried yet brings the searching rate down to ~30% without erasing
-    # the skill, so the warm start is not the intended one and GRPO does not reach the goal.
-    # Only the goal assertions may fail; any error in the training loop still fails the test.
-    pytest.mark.xfail(raises=AssertionError, strict=False,
-                      reason="tiny model does not reach the warm-start/goal success on CPU yet"),
-]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 TEMPERATURE = 0.7
 SKILL_CHUNK_STEPS = 50  # supervised steps between success measurements (skill phase)
 SKILL_MAX_CHUNKS = 24
 SKILL_TARGET = 0.9  # the copy skill is learned: searching episodes succeed
-SKILL_EXTRA_CHUNKS = 2  # then consolidated: a skill just learned is erased by the next phase
-SEARCH_FRACTION = 0.3  # decision phase: demonstrations that search; the rest guess a code
-DECISION_CHUNK_STEPS = 20
-DECISION_MAX_CHUNKS = 10
-DECISION_LR = 1e-3
-SEARCH_MAX = 0.5  # stop the decision phase once at most this fraction of episodes search
-GRPO_STEPS = 20
+SKILL_EXTRA_CHUNKS = 2  # then consolidated: a skill just learned is fragile
+QUERY_ACCURACY = 0.3  # calibration demonstrations that search for the asked entity
+CALIBRATION_CHUNK_STEPS = 20
+CALIBRATION_MAX_CHUNKS = 12
+CALIBRATION_LR = 3e-4  # the search decision is one token: it follows the last few batches
+WARM_MAX = 0.4  # calibrated once success is at most this (about 30%; 72 episodes measured)
+GRPO_STEPS = 15
+GRPO_LR = 2e-4
 DEMO_SEEDS = range(1, 9)  # task seed 0 is the one trained and evaluated
 GOAL = 0.7
 
@@ -53,7 +52,7 @@ def _config(model_dir, url, algorithm, steps=GRPO_STEPS):
         model_name_or_path=str(model_dir), generation_backend="vllm", vllm_server_url=url,
         weight_sync="reload", vllm_request_timeout_s=120, algorithm=algorithm,
         num_generations=4, per_device_train_batch_size=32, gradient_accumulation_steps=1,
-        max_steps=steps, num_epochs=100, learning_rate=5e-4, max_grad_norm=1.0,
+        max_steps=steps, num_epochs=100, learning_rate=GRPO_LR, max_grad_norm=1.0,
         temperature=TEMPERATURE, eval_steps=0, save_steps=10_000, max_turns=2,
         max_tool_calls=1, max_tokens_per_turn=40, max_completion_length=128,
         search_max_tokens=32, reward_format=0.0, reward_xml_count=0.0, seed=0)
@@ -68,7 +67,8 @@ def task(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def warm_model(vllm_server, tiny_model_dir, task, tmp_path_factory):
-    """The tiny model after supervised warm-up to about 30% success (saved to a directory)."""
+    """The tiny model after the supervised warm start (saved to a directory), and its measured
+    ``(success, query accuracy)`` after each phase."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mtgrpo.rollout.sampler import VLLMSampler
@@ -92,60 +92,63 @@ def warm_model(vllm_server, tiny_model_dir, task, tmp_path_factory):
         return ToolEnvironment.from_config(cfg, tokenizer, {search.name: search}, parser=parser)
 
     # Demonstrations on other code assignments than the task's: copying is learnable, the
-    # task's own codes are not memorised. Skill demos always search; decision demos search in
-    # SEARCH_FRACTION of the episodes and otherwise answer at once with a guessed code.
+    # task's own codes are not memorised.
     skill_demos = demonstrations(environment, tokenizer, tmp_path_factory.mktemp("demos"),
                                  DEMO_SEEDS)
-    decision_demos = demonstrations(environment, tokenizer, tmp_path_factory.mktemp("mixed"),
-                                    DEMO_SEEDS, search_fraction=SEARCH_FRACTION)
+    calibration_demos = demonstrations(environment, tokenizer,
+                                       tmp_path_factory.mktemp("calibration"), DEMO_SEEDS,
+                                       query_accuracy=QUERY_ACCURACY)
     env = environment(task / "corpus")
     records = load_records(task / "train.jsonl")
     sync = ReloadWeightSync(vllm_server.url)
     sampler = VLLMSampler(vllm_server.url)
-    skill, decision, optimizer, start = [], [], None, time.perf_counter()
+    skill, calibration, optimizer, start = [], [], None, time.perf_counter()
 
     def measure():
+        """(success, share of episodes whose search names the asked entity), 72 episodes."""
         sync.push(model)
         episodes = env.rollout_sync(records * 4, 1, sampler)
         success = sum(exact_match(parser.final_answer(e), e.record.aliases)
                       for e in episodes) / len(episodes)
-        searched = sum(e.tool_calls > 0 for e in episodes) / len(episodes)
-        return round(success, 3), round(searched, 3)
+        asked = sum(f'"code of {e.record.question.split()[-1].rstrip("?")}"'
+                    in tokenizer.decode(e.completion_ids) for e in episodes) / len(episodes)
+        return round(success, 3), round(asked, 3)
+
+    def train(demos, steps, seed, **kwargs):
+        return supervised_steps(model, demos, steps, pad_id=tokenizer.pad_token_id,
+                                seed=seed, **kwargs)
 
     try:
-        # Phase 1, the skill: search, copy the code from the result (a sharp jump, ~350-650 steps).
+        # Phase 1, the skill (a sharp jump after ~300-650 steps), then consolidated.
         for chunk in range(SKILL_MAX_CHUNKS):
-            optimizer = supervised_steps(model, skill_demos, SKILL_CHUNK_STEPS, lr=3e-3,
-                                         pad_id=tokenizer.pad_token_id, optimizer=optimizer,
-                                         seed=chunk)
+            optimizer = train(skill_demos, SKILL_CHUNK_STEPS, chunk, lr=3e-3, optimizer=optimizer)
             skill.append(measure())
             learned = [i for i, (success, _) in enumerate(skill) if success >= SKILL_TARGET]
             if learned and len(skill) > learned[0] + SKILL_EXTRA_CHUNKS:
                 break
         skill_seconds = time.perf_counter() - start
-        # Phase 2, the decision: most demonstrations answer without searching.
-        # Guessing episodes teach only the choice of <answer>: training on their random codes
-        # erased the copy skill within 20 steps (success 1.0 -> 0.04 while 47% still searched).
-        decision_tokens = len(tokenizer.encode("<answer>", add_special_tokens=False))
-        for group in optimizer.param_groups:  # supervised_steps keeps a given optimizer's lr
-            group["lr"] = DECISION_LR
-        for chunk in range(DECISION_MAX_CHUNKS):
-            optimizer = supervised_steps(model, decision_demos, DECISION_CHUNK_STEPS,
-                                         pad_id=tokenizer.pad_token_id, optimizer=optimizer,
-                                         seed=1000 + chunk, no_tool_targets=decision_tokens)
-            decision.append(measure())
-            if decision[-1][1] <= SEARCH_MAX:
+        # Phase 2, the calibration, with a fresh optimizer (the skill's Adam moments belong to
+        # another loss). Every demonstration still copies the code out of its result: only the
+        # query changes, so the copy skill is not unlearned (answering without a search, or
+        # with another entity's name, did unlearn it: docs/trainer.md).
+        optimizer = None
+        for chunk in range(CALIBRATION_MAX_CHUNKS):
+            optimizer = train(calibration_demos, CALIBRATION_CHUNK_STEPS, 1000 + chunk,
+                              lr=CALIBRATION_LR, optimizer=optimizer)
+            calibration.append(measure())
+            if calibration[-1][0] <= WARM_MAX:
                 break
     finally:
         sync.close()
     seconds = time.perf_counter() - start
-    print(f"\nwarm-up skill: (success, searched) per {SKILL_CHUNK_STEPS} steps {skill} "
-          f"({skill_seconds:.0f} s)\nwarm-up decision: (success, searched) per "
-          f"{DECISION_CHUNK_STEPS} steps {decision} ({seconds:.0f} s in all)")
+    print(f"\nwarm-up skill: (success, asked) per {SKILL_CHUNK_STEPS} steps {skill} "
+          f"({skill_seconds:.0f} s)\n"
+          f"warm-up calibration: (success, asked) per {CALIBRATION_CHUNK_STEPS} steps "
+          f"{calibration} ({seconds:.0f} s in all)")
     out = tmp_path_factory.mktemp("warm") / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return out, max(success for success, _ in skill), decision[-1][0]
+    return out, max(success for success, _ in skill), calibration[-1][0]
 
 
 @pytest.mark.parametrize("algorithm", ["mt_grpo", "grpo_or"])
@@ -161,14 +164,14 @@ def test_grpo_reaches_goal(vllm_server, warm_model, task, tmp_path, algorithm):
     summary = run(_config(model_dir, vllm_server.url, algorithm), paths, parser=task_parser())
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [round(r["exact_match"], 3) for r in rows]
-    tools = [round(r.get("tool_calls_per_episode", -1), 2) for r in rows]
+    found = [round(r["reward_answer_in_result"], 2) for r in rows]  # searched the right thing
     print(f"\n{algorithm}: success per step {curve}; "
-          f"tool calls per episode {tools}; held-out eval "
+          f"answer in the search result {found}; held-out eval "
           f"{summary['eval']['eval_exact_match']:.3f}; {time.perf_counter() - start:.0f} s")
     if len(curve) != GRPO_STEPS or summary["global_step"] != GRPO_STEPS:  # not a goal: strict
         raise RuntimeError(f"expected {GRPO_STEPS} logged steps, got {curve}")
     assert skill_success >= SKILL_TARGET, skill_success  # the copy skill was learned
-    assert 0.1 <= warm_success < 0.5, warm_success  # about 30%: room to learn, not learned yet
+    assert 0.1 <= warm_success <= WARM_MAX, warm_success  # about 30%: room to learn
     # The best 3-step average: one lucky batch is not enough.
     best = max(sum(curve[i:i + 3]) / 3 for i in range(len(curve) - 2))
     assert best >= GOAL, curve

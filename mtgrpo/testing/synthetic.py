@@ -9,8 +9,10 @@ model can learn to copy them.
 
 ``ScriptedSampler`` plays the ideal policy (search for the entity, answer with the code from
 the result) through the real environment: its episodes are the supervised warm-start data. With
-``search_fraction < 1`` it searches only in that fraction of episodes and otherwise answers at
-once with a guessed code: demonstrations of the skill (copying) apart from the decision (search).
+``query_accuracy < 1`` only that fraction of its searches names the asked entity; the others
+search for just "code", whose top passage is some other entity's, and the code copied from it
+is (usually) wrong: a policy that can use the tool but has not learned what to search for,
+which is what the search turn's own reward in MT-GRPO credits.
 
     python -m mtgrpo.testing.synthetic DIR     # DIR/train.jsonl, DIR/eval.jsonl, DIR/corpus/
 """
@@ -33,7 +35,8 @@ ENTITIES = ("bravo charlie delta echo foxtrot golf hotel india juliet kilo lima 
 CODES = "zero one two three four six seven eight nine ten".split()
 
 # Short turns (no <reasoning>): the tiny model learns the format in seconds.
-CALL_TURN = '<tool>\n{{"name": "wiki_search", "args": {{"query": "code of {entity}"}}}}\n</tool>'
+CALL_TURN = '<tool>\n{{"name": "wiki_search", "args": {{"query": "{query}"}}}}\n</tool>'
+VAGUE_QUERY = "code"  # matches every passage: the top one is some other entity's, not the asked
 ANSWER_TURN = "<answer> {code} </answer>"
 SYSTEM_PROMPT = ("Find the code with the wiki_search tool, then answer. Reply with "
                  "<tool> JSON </tool> or <answer> code </answer>.")
@@ -83,23 +86,24 @@ class ScriptedSampler:
     """A sampler that writes the ideal turn for each prompt: search, then answer from the result.
 
     It reads the question and the latest tool result from the decoded prompt; its token ids are
-    the tokenizer's encoding of the scripted text (logprobs 0). With ``search_fraction < 1``, a
-    first turn searches with that probability and otherwise answers with a random code (seeded).
+    the tokenizer's encoding of the scripted text (logprobs 0). With ``query_accuracy < 1``, a
+    search names the asked entity with that probability (seeded) and otherwise asks only for
+    "code"; the answer is always the code in the result.
     """
 
-    def __init__(self, tokenizer, search_fraction: float = 1.0, seed: int = 0):
+    def __init__(self, tokenizer, query_accuracy: float = 1.0, seed: int = 0):
         self.tokenizer = tokenizer
-        self.search_fraction = search_fraction
+        self.query_accuracy = query_accuracy
         self.rng = random.Random(seed)
 
     def turn_text(self, prompt_text: str) -> str:
         results = _RESULT.findall(prompt_text)
         if results:
             return ANSWER_TURN.format(code=results[-1][1])
-        if self.rng.random() >= self.search_fraction:
-            return ANSWER_TURN.format(code=self.rng.choice(CODES))
+        if self.rng.random() >= self.query_accuracy:
+            return CALL_TURN.format(query=VAGUE_QUERY)
         questions = _QUESTION.findall(prompt_text)
-        return CALL_TURN.format(entity=questions[-1] if questions else "unknown")
+        return CALL_TURN.format(query=f"code of {questions[-1] if questions else 'unknown'}")
 
     async def generate(self, prompts: Sequence[Sequence[int]], *, max_tokens, temperature: float,
                        top_p: float, stop: Sequence[str], seed=None) -> list[Sample]:
@@ -115,18 +119,18 @@ class ScriptedSampler:
 
 
 def demonstrations(environment_factory, tokenizer, work_dir: str | Path, seeds: Sequence[int],
-                   search_fraction: float = 1.0):
+                   query_accuracy: float = 1.0):
     """Scripted episodes over several random code assignments (one corpus per seed).
 
     The same entity has a different code in each corpus, so a model trained on these cannot
     memorise codes: it has to copy the entity into the query and the code out of the result.
     ``environment_factory(corpus_dir)`` builds the environment for one corpus;
-    ``search_fraction`` is the scripted policy's (see ``ScriptedSampler``).
+    ``query_accuracy`` is the scripted policy's (see ``ScriptedSampler``).
     """
     from mtgrpo.trainer.data import load_records
 
     episodes = []
-    sampler = ScriptedSampler(tokenizer, search_fraction, seed=len(seeds))
+    sampler = ScriptedSampler(tokenizer, query_accuracy, seed=len(seeds))
     for seed in seeds:
         task = write_task(Path(work_dir) / f"demo-task-{seed}", seed=seed, n_eval=0)
         env = environment_factory(task / "corpus")
@@ -135,13 +139,11 @@ def demonstrations(environment_factory, tokenizer, work_dir: str | Path, seeds: 
 
 
 def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: int = 0,
-                     batch_size: int = 32, optimizer=None, seed: int = 0,
-                     no_tool_targets: int | None = None):
+                     batch_size: int = 32, optimizer=None, seed: int = 0):
     """``steps`` AdamW steps of next-token loss on random mini-batches of the episodes' sampled
     tokens. Environment tokens (tool results) are context, not targets, exactly as in GRPO.
-    ``no_tool_targets``: in episodes without a tool call, only that many first tokens are
-    targets (the decision to answer, not the guessed code). Returns the optimizer so that
-    warm-starting can continue in chunks (a given optimizer keeps its own lr).
+    Returns the optimizer so that warm-starting can continue in chunks (a given optimizer keeps
+    its own lr).
     """
     import torch
 
@@ -157,10 +159,7 @@ def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: i
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         for i, (row, ep) in enumerate(zip(rows, batch)):
-            mask = list(ep.env_mask)
-            if no_tool_targets is not None and ep.tool_calls == 0:
-                mask = mask[:no_tool_targets] + [0] * (len(mask) - no_tool_targets)
-            target = [0] * len(ep.prompt_ids) + mask
+            target = [0] * len(ep.prompt_ids) + list(ep.env_mask)
             ids[i, :len(row)] = torch.tensor(row)
             attention[i, :len(row)] = 1
             labels[i, :len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, target)])
