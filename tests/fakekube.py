@@ -392,8 +392,13 @@ def best_trial(name: str, values: dict[str, str], value: float = 0.5,
 
 
 @pytest.fixture
-def fake(tmp_path_factory):
-    """A started FakeKube with ``fake.kubeconfig`` (namespace ``ml``); stopped after the test."""
+def fake(tmp_path_factory, monkeypatch):
+    """A started FakeKube with ``fake.kubeconfig`` (namespace ``ml``); stopped after the test.
+
+    The test runs in an empty directory: in a project (the repository root) the commands would
+    default to the project's namespace instead of the context's.
+    """
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     server = FakeKube().start()
     server.kubeconfig = server.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
     try:

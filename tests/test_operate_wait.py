@@ -9,9 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 
 from fakekube import fake, terminal_condition, training_job, tuning_job, best_trial  # noqa: F401
 from mtgrpo.cli import main
+from mtgrpo.errors import UserError
 
 RUNNING = {"trainingJobStatus": "InProgress", "secondaryStatus": "Starting"}
 
@@ -302,6 +304,32 @@ def test_in_cluster_configuration(monkeypatch, tmp_path):
     assert kube.connect(namespace="other").namespace == "other"
     config = client.api.api_client.configuration
     assert config.api_key["authorization"].lower() == "bearer pod-token"
+
+
+def test_namespace_defaults_to_the_projects(monkeypatch, tmp_path):
+    """Run from a project, the commands look where `mtgrpo render` put the jobs."""
+    import argparse
+
+    from mtgrpo.operate import kube
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: from-context}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    parser = argparse.ArgumentParser()
+    kube.add_connection_arguments(parser)
+    project = tmp_path / "project"
+    (project / "recipes").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    assert kube.connect_from_args(parser.parse_args([])).namespace == "from-context"
+    (project / "recipes" / "_project.yaml").write_text("namespace: team-b\n")
+    assert kube.connect_from_args(parser.parse_args([])).namespace == "team-b"
+    assert kube.connect_from_args(parser.parse_args(["-n", "other"])).namespace == "other"
+    (project / "recipes" / "_project.yaml").write_text("namespace: Team_B\n")
+    with pytest.raises(UserError, match="namespace"):  # a broken project file is not skipped
+        kube.connect_from_args(parser.parse_args([]))
 
 
 def test_wait_for_a_recipe_waits_for_its_rendered_jobs(fake, capsys):

@@ -2,8 +2,9 @@
 
 One small wrapper around the ``kubernetes`` client's ``CustomObjectsApi``: it picks the
 configuration (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``, else the in-cluster service
-account), the namespace (``--namespace``, else the kubeconfig context's, else the pod's, else
-``default``), and turns the API's failures into one-line ``UserError``s.
+account), the namespace (``--namespace``, else the project's in ``recipes/_project.yaml`` when
+run from a project, which is where ``mtgrpo render`` put the jobs, else the kubeconfig
+context's, else the pod's, else ``default``), and turns the API's failures into one-line ``UserError``s.
 """
 
 from __future__ import annotations
@@ -238,8 +239,17 @@ def add_connection_arguments(parser) -> None:
                        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     group.add_argument("--context", help="kubeconfig context (default: the current one)")
     group.add_argument("-n", "--namespace",
-                       help="namespace of the jobs (default: the context's, else 'default')")
+                       help="namespace of the jobs (default: recipes/_project.yaml's when run "
+                            "from a project, else the context's, else 'default')")
+
+
+def project_namespace(root: Path | str = ".") -> str | None:
+    """The namespace the project under ``root`` renders its jobs into; None outside a project."""
+    from mtgrpo.render.settings import SETTINGS_FILE, load_settings
+
+    return load_settings(root).namespace if (Path(root) / SETTINGS_FILE).is_file() else None
 
 
 def connect_from_args(args) -> Kube:
-    return connect(kubeconfig=args.kubeconfig, namespace=args.namespace, context=args.context)
+    return connect(kubeconfig=args.kubeconfig, namespace=args.namespace or project_namespace(),
+                   context=args.context)
