@@ -152,6 +152,7 @@ def test_server_command_and_environment_cpu(tmp_path):
     assert cmd[cmd.index("--logprobs-mode") + 1] == "processed_logprobs"
     assert cmd[-2:] == ["--max-num-seqs", "64"]
     assert cmd[cmd.index("--block-size") + 1] == "32"  # CPU: finer prefix-cache reuse
+    assert cmd[cmd.index("--max-num-batched-tokens") + 1] == "8192"  # a turn's prefill: 1 step
     assert "--weight-transfer-config" not in cmd and "--tensor-parallel-size" not in cmd
     assert server.environment == {"PATH": "/bin", "VLLM_SERVER_DEV_MODE": "1",
                                   "VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -165,7 +166,9 @@ def test_server_command_and_environment_gpus():
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
     assert json.loads(cmd[cmd.index("--weight-transfer-config") + 1]) == {"backend": "nccl"}
     assert server.environment["CUDA_VISIBLE_DEVICES"] == "6,7"
-    assert "--block-size" not in cmd  # GPUs keep vLLM's default
+    assert "--block-size" not in cmd and "--max-num-batched-tokens" not in cmd  # vLLM's own
+    assert VLLMServer("m", port=1, extra_args=["--max-num-batched-tokens=4096"]).command.count(
+        "--max-num-batched-tokens") == 0
     assert VLLMServer("m", port=1, extra_args=["--block-size=64"]).command.count(
         "--block-size") == 0
     assert "VLLM_CPU_KVCACHE_SPACE" not in server.environment

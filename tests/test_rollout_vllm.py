@@ -309,6 +309,9 @@ def test_server_command_is_accepted_by_vllm(tmp_path):
     transfer = args.weight_transfer_config
     backend = transfer["backend"] if isinstance(transfer, dict) else transfer.backend
     assert backend == "nccl"
+    cpu = make_arg_parser(FlexibleArgumentParser()).parse_args(
+        VLLMServer(tmp_path, port=8000).command[3:])
+    assert (cpu.block_size, cpu.max_num_batched_tokens) == (32, 8192)
 
 
 @pytest.mark.slow
