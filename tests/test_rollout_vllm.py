@@ -95,7 +95,6 @@ def test_without_logprobs_the_request_asks_for_none(vllm_server, original_weight
                                            top_p=1.0, stop=[]))
     assert [len(s.token_ids) for s in samples] == [4, 6]
     assert [s.logprobs for s in samples] == [None, None]
-    assert all(s.text == tok.decode(s.token_ids, skip_special_tokens=True) for s in samples)
 
 
 def test_seeds_repeat_and_differ_per_prompt(vllm_server, tok):
