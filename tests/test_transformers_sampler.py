@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from mtgrpo.rollout import Sampler, TransformersSampler
+from mtgrpo.testing.doubles import FIXED_PASSAGE, AlwaysCalls, FixedSearch
 from mtgrpo.trainer.environment import ToolEnvironment
-from mtgrpo.trainer.parsers import XMLParser
-from mtgrpo.trainer.types import ParsedTurn, QARecord, ToolCall
+from mtgrpo.trainer.types import QARecord
 
 torch = pytest.importorskip("torch")
 
@@ -93,34 +93,16 @@ def test_eos_token_ends_the_row_and_is_kept(model_and_tok):
     assert cut.token_ids == free.token_ids[:first + 1] and cut.finish_reason == "stop"
 
 
-class AlwaysCalls(XMLParser):
-    @property
-    def stop(self):
-        return []
-
-    def parse(self, text):
-        return ParsedTurn(tool_call=ToolCall("echo", {"text": "hi"}))
-
-
-class Echo:
-    name = "echo"
-    description = "Echoes."
-    parameters = {"type": "object", "properties": {"text": {"type": "string"}}}
-
-    def __call__(self, text):
-        return f"echo {text}"
-
-
 def test_environment_runs_on_the_transformers_sampler(model_and_tok):
     model, tok = model_and_tok
-    env = ToolEnvironment(tok, AlwaysCalls(), {"echo": Echo()}, max_turns=2, max_tool_calls=1,
-                          max_tokens_per_turn=6, max_completion_length=100,
+    env = ToolEnvironment(tok, AlwaysCalls(), {"wiki_search": FixedSearch()}, max_turns=2,
+                          max_tool_calls=1, max_tokens_per_turn=6, max_completion_length=100,
                           max_prompt_length=512, temperature=1.0, top_p=1.0)
     episodes = env.rollout_sync([QARecord("a", "hello?", ("x",))], 3,
                                 TransformersSampler(model, tok), seed=0)
     for ep in episodes:
         assert [t.role for t in ep.turns] == ["assistant", "tool", "assistant"]
-        assert ep.turns[1].tool_ok and "echo hi" in ep.turns[1].text
+        assert ep.turns[1].tool_ok and FIXED_PASSAGE in ep.turns[1].text
         second = ep.turns[2]
         context = ep.prompt_ids + ep.turns[0].token_ids + ep.turns[1].token_ids
         expected = policy_logprobs(model, context, second.token_ids, 1.0)

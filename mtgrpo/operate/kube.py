@@ -4,7 +4,8 @@ One small wrapper around the ``kubernetes`` client's ``CustomObjectsApi``: it pi
 configuration (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``, else the in-cluster service
 account), the namespace (``--namespace``, else the project's in ``recipes/_project.yaml`` when
 run from a project, which is where ``mtgrpo render`` put the jobs, else the kubeconfig
-context's, else the pod's, else ``default``), and turns the API's failures into one-line ``UserError``s.
+context's, else the pod's, else ``default``), and turns the API's failures into one-line
+``UserError``s.
 """
 
 from __future__ import annotations

@@ -169,8 +169,7 @@ class VLLMClient:
         answer = await self.post("/v1/completions", body, client=client)
         return self._samples(answer, len(prompts) * body["n"], body["n"], "logprobs" in body)
 
-    def _samples(self, answer: Any, expected: int, n: int,
-                 logprobs: bool = True) -> list[Sample]:
+    def _samples(self, answer: Any, expected: int, n: int, logprobs: bool) -> list[Sample]:
         choices = answer.get("choices") if isinstance(answer, dict) else None
         if not isinstance(choices, list) or len(choices) != expected:
             raise SamplerError(f"vLLM server at {self.base_url} returned "

@@ -131,17 +131,18 @@ class MTGRPOTrainer(*_trainer_bases()):
             "tool_successes", "reward_components")}
         sampled_logprobs = all(t.logprobs is not None for ep in episodes for t in ep.turns
                                if t.role == "assistant")
+        if not sampled_logprobs:  # e.g. VLLMSampler(logprobs=False): TRL takes None as "none"
+            out["logprobs"] = None
         for ep in episodes:
             ids = ep.completion_ids[:limit]
             mask = ep.env_mask[:limit]
-            logps = [lp for t in ep.turns for lp in (
-                t.logprobs if t.role == "assistant" and t.logprobs is not None
-                else [0.0] * len(t.token_ids))][:limit]
+            if sampled_logprobs:  # environment tokens get 0.0: they carry no loss
+                out["logprobs"].append([lp for t in ep.turns for lp in (
+                    t.logprobs if t.role == "assistant" else [0.0] * len(t.token_ids))][:limit])
             first = ep.first_tool_result_index
             breakdown = self._scorer(ep)
             out["prompt_ids"].append(list(ep.prompt_ids))
             out["completion_ids"].append(list(ids))
-            out["logprobs"].append(logps)
             out["env_mask"].append(mask)
             out["turn_reward"].append(float(breakdown.turn))
             out["outcome_reward"].append(float(breakdown.outcome))
@@ -151,8 +152,6 @@ class MTGRPOTrainer(*_trainer_bases()):
             out["tool_calls"].append(ep.tool_calls)
             out["tool_successes"].append(ep.tool_successes)
             out["reward_components"].append(dict(breakdown.components))
-        if not sampled_logprobs:  # e.g. VLLMSampler(logprobs=False): TRL takes None as "none"
-            out["logprobs"] = None
         return out
 
     # -- advantages ----------------------------------------------------------------------------
