@@ -21,6 +21,8 @@ from typing import Mapping, Sequence
 
 import httpx
 
+from mtgrpo.rollout.client import tls_context
+
 
 # Adds ``mtgrpo_reload_weights`` to the workers (see ``mtgrpo/rollout/vllm_worker.py``).
 WORKER_EXTENSION = "mtgrpo.rollout.vllm_worker.WeightReloadExtension"
@@ -135,7 +137,8 @@ class VLLMServer:
 
     def healthy(self, timeout_s: float = 2.0) -> bool:
         try:
-            return httpx.get(self.url + "/health", timeout=timeout_s).status_code == 200
+            return httpx.get(self.url + "/health", timeout=timeout_s,
+                             verify=tls_context()).status_code == 200
         except (httpx.HTTPError, OSError):
             return False
 

@@ -121,6 +121,7 @@ class ToolEnvironment:
         eos = tokenizer.eos_token_id
         self._eos = {eos: tokenizer.convert_ids_to_tokens(eos)} if eos is not None else {}
         self._prompt_cache: dict[tuple[str, str], list[int]] = {}
+        self._pool: ThreadPoolExecutor | None = None  # tool helper threads, started on first use
         self.last_stats = RolloutStats()
 
     @classmethod
@@ -181,39 +182,38 @@ class ToolEnvironment:
         turns = [0] * len(episodes)
         active = list(range(len(episodes)))
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(self.tool_workers, thread_name_prefix="mtgrpo-tool") as pool:
-            while active:
-                prompts = [episodes[i].prompt_ids + episodes[i].completion_ids for i in active]
-                budgets = [min(self.max_tokens_per_turn, self.max_completion_length - used[i])
-                           for i in active]
-                t0 = time.perf_counter()
-                samples = await sampler.generate(
-                    prompts, max_tokens=budgets, temperature=self.temperature, top_p=self.top_p,
-                    stop=self.stop, seed=None if seed is None else seed + stats.turns * 1_000_003)
-                stats.sampler_seconds += time.perf_counter() - t0
-                stats.turns += 1
-                if len(samples) != len(active):
-                    raise RuntimeError(f"sampler returned {len(samples)} samples for "
-                                       f"{len(active)} prompts")
-                pending: list[tuple[int, ParsedTurn]] = []
-                for i, sample in zip(active, samples):
-                    parsed = self._assistant_turn(episodes[i], sample)
-                    used[i] += len(sample.token_ids)
-                    turns[i] += 1
-                    stats.sampled_tokens += len(sample.token_ids)
-                    if self._wants_tool(episodes[i], parsed, sample, used[i], calls[i],
-                                        turns[i]):
-                        pending.append((i, parsed))
-                t0 = time.perf_counter()
-                results = await self._call_tools(loop, pool, [parsed for _, parsed in pending])
-                stats.tool_seconds += time.perf_counter() - t0
-                stats.tool_calls += len(pending)
-                active = []
-                for (i, _), (text, ok) in zip(pending, results):
-                    calls[i] += 1
-                    if self._tool_turn(episodes[i], text, ok, used[i]):
-                        active.append(i)
-                    used[i] += len(episodes[i].turns[-1].token_ids)
+        while active:
+            prompts = [episodes[i].prompt_ids + episodes[i].completion_ids for i in active]
+            budgets = [min(self.max_tokens_per_turn, self.max_completion_length - used[i])
+                       for i in active]
+            t0 = time.perf_counter()
+            samples = await sampler.generate(
+                prompts, max_tokens=budgets, temperature=self.temperature, top_p=self.top_p,
+                stop=self.stop, seed=None if seed is None else seed + stats.turns * 1_000_003)
+            stats.sampler_seconds += time.perf_counter() - t0
+            stats.turns += 1
+            if len(samples) != len(active):
+                raise RuntimeError(f"sampler returned {len(samples)} samples for "
+                                   f"{len(active)} prompts")
+            pending: list[tuple[int, ParsedTurn]] = []
+            for i, sample in zip(active, samples):
+                parsed = self._assistant_turn(episodes[i], sample)
+                used[i] += len(sample.token_ids)
+                turns[i] += 1
+                stats.sampled_tokens += len(sample.token_ids)
+                if self._wants_tool(episodes[i], parsed, sample, used[i], calls[i],
+                                    turns[i]):
+                    pending.append((i, parsed))
+            t0 = time.perf_counter()
+            results = await self._call_tools(loop, [parsed for _, parsed in pending])
+            stats.tool_seconds += time.perf_counter() - t0
+            stats.tool_calls += len(pending)
+            active = []
+            for (i, _), (text, ok) in zip(pending, results):
+                calls[i] += 1
+                if self._tool_turn(episodes[i], text, ok, used[i]):
+                    active.append(i)
+                used[i] += len(episodes[i].turns[-1].token_ids)
         stats.seconds = time.perf_counter() - started
         self.last_stats = stats
         return episodes
@@ -258,30 +258,76 @@ class ToolEnvironment:
 
         return execute_tool_call(self.tools, parsed)
 
-    async def _call_tools(self, loop, pool, calls: Sequence[ParsedTurn]) -> list[tuple[str, bool]]:
-        """Every call of a turn, concurrently: ``tool_workers`` pool jobs take the calls from one
-        shared queue, one after another.
+    async def _call_tools(self, loop, calls: Sequence[ParsedTurn]) -> list[tuple[str, bool]]:
+        """Every call of a turn, up to ``tool_workers`` at a time, taken from one shared queue by
+        the event-loop thread itself and up to ``tool_workers - 1`` helper threads.
 
-        One pool job per worker, not per call: each job is a hand-off between threads, and
-        while a CPU vLLM server's threads keep both cores busy each hand-off waits for a time
-        slice (64 trivial calls as 64 jobs took 0.12 s of a 0.78 s two-turn rollout in
-        benchmarks/rollouts.py). A slow call still holds up only its own worker.
+        Thread hand-offs are what cost here: while a CPU vLLM server's processes keep both cores
+        busy, every thread start or wake-up waits for a time slice (64 trivial calls as 64 pool
+        jobs took 0.12 s of a 0.78 s two-turn rollout in benchmarks/rollouts.py; 16 jobs on a
+        fresh pool, all awaited, still 5-80 ms). So the loop thread works through the queue
+        itself, helpers live as long as the environment, and a helper is woken only by the
+        loop thread's first call or by another helper that found calls still waiting: cheap
+        calls are all done before anyone wakes, slow ones fan out to ``tool_workers`` threads.
+        The turn ends when the last call is done. Nothing else runs on the loop meanwhile: the
+        rollout needs the turn's results for its next request.
         """
+        if not calls:
+            return []
         results: list[tuple[str, bool] | None] = [None] * len(calls)
-        queue = iter(range(len(calls)))
         lock = threading.Lock()
+        state = {"next": 0, "left": len(calls), "helpers": 0}
+        done = loop.create_future()
+        pool = self._tool_pool()
 
-        def work() -> None:
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def wake_helper() -> None:  # with the lock held
+            if state["next"] < len(calls) and state["helpers"] < self.tool_workers - 1:
+                state["helpers"] += 1
+                pool.submit(work, False)
+
+        def work(in_loop: bool) -> None:
             while True:
                 with lock:
-                    i = next(queue, None)
-                if i is None:
-                    return
-                results[i] = self._call_tool(calls[i])
+                    i = state["next"]
+                    if i == len(calls):
+                        return
+                    state["next"] += 1
+                    if not in_loop:
+                        wake_helper()  # calls are still waiting: one more thread may help
+                try:
+                    results[i] = self._call_tool(calls[i])
+                finally:  # counted even if it raised: an uncounted call would hang the turn
+                    with lock:
+                        state["left"] -= 1
+                        last = state["left"] == 0
+                    if last and not in_loop:
+                        loop.call_soon_threadsafe(finished)
 
-        await asyncio.gather(*(loop.run_in_executor(pool, work)
-                               for _ in range(min(self.tool_workers, len(calls)))))
+        if len(calls) > 1:
+            with lock:
+                wake_helper()
+        work(True)
+        with lock:
+            if state["left"] == 0:
+                finished()
+        await done
         return results  # type: ignore[return-value]
+
+    def _tool_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, self.tool_workers - 1),
+                                            thread_name_prefix="mtgrpo-tool")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the tool helper threads (they also stop when the environment is collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _tool_turn(self, episode: Episode, result: str, ok: bool, used: int) -> bool:
         """Append the environment's tokens; False when they exhaust the completion budget."""
