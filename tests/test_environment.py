@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -203,6 +204,54 @@ def test_more_calls_than_workers_each_get_their_own_result(tok):
     assert sorted(tool.queries) == sorted(names)
     for name, ep in zip(names, episodes):
         assert ep.turns[1].tool_ok and name in ep.turns[1].text, (name, ep.turns[1].text)
+
+
+class ThreadRecorder(FakeSearch):
+    """Records which threads ran calls and how many ran at once; each call takes ``delay``."""
+
+    def __init__(self, delay: float = 0.0, barrier: threading.Barrier | None = None):
+        super().__init__(barrier)
+        self.delay = delay
+        self.threads: set[threading.Thread] = set()
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, query: str) -> str:
+        with self.lock:
+            self.threads.add(threading.current_thread())
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.delay)
+            return super().__call__(query)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_slow_calls_fan_out_to_at_most_tool_workers_threads(tok):
+    tool = ThreadRecorder(delay=0.05)
+    env = make_env(tok, tools={"wiki_search": tool}, tool_workers=3)
+    script = {"Q?": [CALL % "France", ANSWER % "Paris"]}
+    episodes = env.rollout_sync([record("Q?")], 9, ScriptedSampler(tok, script))
+    env.close()
+    assert all(e.turns[1].tool_ok for e in episodes)
+    assert tool.most == 3 and len(tool.threads) == 3  # the loop thread and two helpers
+
+
+def test_tool_helper_threads_are_reused_across_rollouts_and_stopped_by_close(tok):
+    barrier = threading.Barrier(3)  # every rollout needs three threads inside the tool at once
+    tool = ThreadRecorder(barrier=barrier)
+    env = make_env(tok, tools={"wiki_search": tool}, tool_workers=3)
+    script = {"Q?": [CALL % "France", ANSWER % "Paris"]}
+    first = env.rollout_sync([record("Q?")], 3, ScriptedSampler(tok, script))
+    helpers = {t for t in tool.threads if t is not threading.current_thread()}
+    tool.threads.clear()
+    second = env.rollout_sync([record("Q?")], 3, ScriptedSampler(tok, script))
+    assert all(e.turns[1].tool_ok for e in first + second), second[0].turns[1].text
+    assert len(helpers) == 2 and tool.threads - {threading.current_thread()} == helpers
+    env.close()
+    assert not any(t.is_alive() for t in helpers)
 
 
 def test_max_tool_calls_stops_without_executing(tok):

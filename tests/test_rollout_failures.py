@@ -476,3 +476,20 @@ def test_prefix_cache_reset_is_retried_then_an_error(refusals, ok):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_http_clients_share_one_verifying_tls_context():
+    # httpx loads the CA bundle for every client it creates (20-40 ms each, once per rollout
+    # turn); the clients share one context instead, which must still verify certificates.
+    import ssl
+
+    from mtgrpo.rollout.client import tls_context
+
+    context = tls_context()
+    assert context is tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    client = VLLMClient("https://vllm.example:8000").async_client()
+    try:
+        assert client._transport._pool._ssl_context is context  # httpx 0.28's layout
+    finally:
+        asyncio.run(client.aclose())

@@ -259,7 +259,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         # A stop request (SIGTERM) leaves little time: skip the final evaluation then.
         final_eval = trainer.score_records(eval_records) if eval_records and not stopped else {}
     finally:
-        for part in (parts["sampler"], parts["weight_sync"], parts["search"]):
+        for part in (parts["environment"], parts["sampler"], parts["weight_sync"],
+                     parts["search"]):
             if hasattr(part, "close"):
                 part.close()
     summary = {
