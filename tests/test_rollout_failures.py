@@ -305,16 +305,21 @@ def test_reload_falls_back_for_servers_without_the_extension(tmp_path):
 
 @pytest.fixture
 def recording_server():
-    """A stand-in /v1/completions that records each request and answers one token per prompt."""
+    """A stand-in /v1/completions that records each request and answers one token per prompt
+    (with ``n`` > 1, two: the prompt's next token and the sample's number), choices in reverse
+    order so that the client must sort them."""
     bodies = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             bodies.append(body)
-            choices = [{"index": i, "text": "x", "token_ids": [p[-1] + 1],
-                        "logprobs": {"token_logprobs": [-0.5]}, "finish_reason": "length"}
-                       for i, p in enumerate(body["prompt"])]
+            n = body.get("n", 1)  # n samples per prompt, numbered prompt-major like vLLM
+            choices = [{"index": j * n + k, "text": "x",
+                        "token_ids": [p[-1] + 1] if n == 1 else [p[-1] + 1, k],
+                        "logprobs": {"token_logprobs": [-0.5] * (1 if n == 1 else 2)},
+                        "finish_reason": "length"}
+                       for j, p in enumerate(body["prompt"]) for k in range(n)][::-1]
             data = json.dumps({"choices": choices}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
@@ -354,6 +359,33 @@ def test_request_shapes(recording_server):
         (8, 1, 5), (8, 1, 6), (8, 1, 7), (8, 1, 8)]
     assert run(VLLMSampler(url, max_prompts_per_request=3), max_tokens=8) == [
         (8, 1, None), (8, 3, None)]
+
+
+def test_identical_prompts_go_once_with_n_and_every_copy_gets_its_own_sample(recording_server):
+    url, bodies = recording_server
+    a, b, c = [1, 10], [2, 20], [3, 30]
+    prompts = [a, b, a, c, a, b]  # a GRPO-style batch: a x3, b x2, c x1
+
+    def run(sampler, max_tokens=8):
+        bodies.clear()
+        out = asyncio.run(sampler.generate(prompts, max_tokens=max_tokens, temperature=1.0,
+                                           top_p=1.0, stop=[]))
+        shapes = sorted((len(x["prompt"]), x["n"], x["max_tokens"]) for x in bodies)
+        return [s.token_ids for s in out], shapes
+
+    out, shapes = run(VLLMSampler(url))
+    assert shapes == [(1, 1, 8), (1, 2, 8), (1, 3, 8)]  # each prompt sent once
+    assert out == [[11, 0], [21, 0], [11, 1], [31], [11, 2], [21, 1]]  # copies in order
+    # Different budgets are different requests, even for the same prompt.
+    out, shapes = run(VLLMSampler(url), max_tokens=[8, 8, 4, 8, 8, 8])
+    assert shapes == [(1, 1, 4), (1, 1, 8), (2, 2, 8)]  # a@4 alone; c; a and b with n=2
+    assert out == [[11, 0], [21, 0], [11], [31], [11, 1], [21, 1]]
+    # No request carries more samples than max_prompts_per_request.
+    out, shapes = run(VLLMSampler(url, max_prompts_per_request=2))
+    assert all(p * n <= 2 for p, n, _ in shapes) and len({tuple(t) for t in out}) == 6
+    # group_identical=False sends every copy, as one request.
+    out, shapes = run(VLLMSampler(url, group_identical=False))
+    assert shapes == [(6, 1, 8)] and out == [[11], [21], [11], [31], [11], [21]]
 
 
 def test_server_refuses_a_taken_port():

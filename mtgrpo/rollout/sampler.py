@@ -47,9 +47,13 @@ class VLLMSampler:
 
     The prompts of one ``generate`` call go out as one ``/v1/completions`` request per distinct
     token budget (usually one), each carrying a list of token-id prompts; the server schedules
-    them as one batch. ``request_per_prompt=True`` sends one concurrent request per prompt
-    instead (the benchmark compares both). ``max_prompts_per_request`` splits very large
-    batches into concurrent requests. ``sampling`` adds fixed request fields (the benchmark
+    them as one batch. Identical prompts with the same budget (a GRPO group's first turn) are
+    sent once with ``n`` set to their count: vLLM samples the copies independently, and the
+    server parses, validates and renders one prompt instead of ``n`` (turn 1 of the benchmark's
+    64 episodes, 8 prompts x 8: about 20 ms of a 0.5 s rollout). ``group_identical=False`` sends
+    every copy. ``request_per_prompt=True`` sends one concurrent request per prompt instead (the
+    benchmark compares both). ``max_prompts_per_request`` splits very large batches into
+    concurrent requests (counting every sample). ``sampling`` adds fixed request fields (the benchmark
     uses ``ignore_eos``/``min_tokens``). ``logprobs=False`` leaves the sampled tokens'
     logprobs out (``Sample.logprobs`` is None): the trainer does not read them, and they cost
     the server about a quarter of its time on CPU.
@@ -66,11 +70,12 @@ class VLLMSampler:
     def __init__(self, base_url: str, model_name: str | None = None, timeout_s: float = 300.0,
                  *, connect_timeout_s: float = 10.0, max_prompts_per_request: int = 1024,
                  request_per_prompt: bool = False, per_request_seeds: bool = False,
-                 logprobs: bool = True, **sampling: Any):
+                 group_identical: bool = True, logprobs: bool = True, **sampling: Any):
         self.client = VLLMClient(base_url, model=model_name, timeout_s=timeout_s,
                                  connect_timeout_s=connect_timeout_s)
-        self.max_prompts_per_request = max_prompts_per_request
+        self.max_prompts_per_request = max(1, max_prompts_per_request)
         self.request_per_prompt = request_per_prompt
+        self.group_identical = group_identical
         self.per_request_seeds = per_request_seeds
         self.sampling = dict(sampling, logprobs=logprobs)
 
@@ -83,24 +88,21 @@ class VLLMSampler:
                        seed: int | None = None) -> list[Sample]:
         budgets = _budgets(prompts, max_tokens)
         params = dict(temperature=temperature, top_p=top_p, stop=list(stop), **self.sampling)
-        # Requests as (prompt indices, budget, seed).
-        requests: list[tuple[list[int], int, int | None]] = []
+        # Requests as (prompt indices, budget, n, seed): with n > 1, each listed prompt stands
+        # for n consecutive indices (identical copies); the answer lists n samples per prompt.
+        requests: list[tuple[list[int], int, int, int | None]] = []
         if seed is not None and self.per_request_seeds:
-            requests = [([i], budgets[i], seed + i) for i in range(len(prompts))]
+            requests = [([i], budgets[i], 1, seed + i) for i in range(len(prompts))]
         elif self.request_per_prompt:
-            requests = [([i], budgets[i], None) for i in range(len(prompts))]
+            requests = [([i], budgets[i], 1, None) for i in range(len(prompts))]
         else:
-            by_budget: dict[int, list[int]] = defaultdict(list)
-            for i, budget in enumerate(budgets):
-                by_budget[budget].append(i)
-            step = self.max_prompts_per_request
-            for budget, idx in sorted(by_budget.items()):
-                requests += [(idx[k:k + step], budget, None) for k in range(0, len(idx), step)]
+            requests = self._batched_requests(prompts, budgets)
         out: list[Sample | None] = [None] * len(prompts)
         async with self.client.async_client() as http:
             tasks = [asyncio.ensure_future(self.client.complete(
-                [prompts[i] for i in idx], client=http, max_tokens=budget, seed=s, **params))
-                for idx, budget, s in requests]
+                [prompts[i] for i in idx[::n]], client=http, max_tokens=budget, n=n, seed=s,
+                **params))
+                for idx, budget, n, s in requests]
             try:
                 results = await asyncio.gather(*tasks)
             except BaseException:
@@ -109,10 +111,30 @@ class VLLMSampler:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
-        for (idx, _, _), samples in zip(requests, results):
-            for i, sample in zip(idx, samples):
+        for (idx, _, _, _), samples in zip(requests, results):
+            for i, sample in zip(idx, samples):  # prompt-major, as the server numbers them
                 out[i] = sample
         return out  # type: ignore[return-value]
+
+    def _batched_requests(self, prompts: Sequence[Sequence[int]], budgets: list[int]
+                          ) -> list[tuple[list[int], int, int, None]]:
+        """One request per (budget, copies) kind, none over ``max_prompts_per_request``
+        samples; ``idx`` lists each prompt's copies together (``n`` consecutive entries)."""
+        copies: dict[tuple[int, tuple[int, ...]], list[int]] = defaultdict(list)
+        for i, (prompt, budget) in enumerate(zip(prompts, budgets)):
+            key = (budget, tuple(prompt) if self.group_identical else (i,))
+            copies[key].append(i)
+        kinds: dict[tuple[int, int], list[list[int]]] = defaultdict(list)
+        most = self.max_prompts_per_request
+        for (budget, _), idx in copies.items():
+            for k in range(0, len(idx), most):
+                kinds[(budget, len(idx[k:k + most]))].append(idx[k:k + most])
+        requests: list[tuple[list[int], int, int, None]] = []
+        for (budget, n), groups in sorted(kinds.items()):
+            step = max(1, self.max_prompts_per_request // n)
+            for k in range(0, len(groups), step):
+                requests.append(([i for g in groups[k:k + step] for i in g], budget, n, None))
+        return requests
 
     def close(self) -> None:
         """Nothing to release: connections live only for one ``generate`` call."""
