@@ -227,3 +227,42 @@ def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_
     steps = [json.loads(x)["step"] for x in (paths.output_dir / "metrics.jsonl").read_text()
              .splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_whole_policy_lifts_deepspeeds_start_of_forward_hook_and_puts_it_back_first(
+        monkeypatch):
+    # What the 2-GPU ZeRO-3 test (test_sagemaker_gpu.py) needs, on CPU with stand-ins: inside
+    # the context a forward runs no DeepSpeed start-of-forward hook (its collective check would
+    # pair with other ranks' unrelated collectives); afterwards the hook is back, first in line.
+    import contextlib
+
+    import trl.models.utils
+
+    from mtgrpo.trainer import grpo_trainer
+
+    module = torch.nn.Linear(2, 2)
+    calls: list[str] = []
+    start = module.register_forward_pre_hook(lambda m, args: calls.append("start"))
+    module.register_forward_pre_hook(lambda m, args: calls.append("fetch"))
+
+    class Offload:
+        fwd_pre_hook = start
+
+    Offload.module = module
+
+    class Engine:
+        optimizer = type("Optimizer", (), {"parameter_offload": Offload})()
+
+    @contextlib.contextmanager
+    def unwrap(engine, accelerator, gather_deepspeed3_params):
+        assert gather_deepspeed3_params is True
+        yield module
+
+    monkeypatch.setattr(trl.models.utils, "unwrap_model_for_generation", unwrap)
+    with grpo_trainer._whole_policy(Engine(), accelerator=None) as model:
+        model(torch.zeros(1, 2))
+        assert calls == ["fetch"]
+    calls.clear()
+    module(torch.zeros(1, 2))
+    assert calls == ["start", "fetch"]
+    assert Offload.fwd_pre_hook is not start  # a live handle for the next removal

@@ -227,6 +227,12 @@ class TransformersSampler:
             temperature=None if greedy else temperature, top_p=None if greedy else top_p,
             top_k=None, pad_token_id=self.pad_id, eos_token_id=self.eos_ids or None,
             stopping_criteria=StoppingCriteriaList([_RowStop()]),
+            # Under DeepSpeed ZeRO-3 transformers would turn this on by itself and all-reduce a
+            # "finished" flag with the other ranks every token; but ranks sample different
+            # numbers of turns, so those all-reduces would pair with unrelated collectives. The
+            # trainer gathers whole parameters on every rank before a rollout instead
+            # (MTGRPOTrainer._live_policy_generation), so each rank generates on its own.
+            synced_gpus=False,
             return_dict_in_generate=True, output_logits=True)
         generated = result.sequences[:, width:]
         logits = torch.stack(result.logits, dim=1).float()  # raw logits, (B, T, V)

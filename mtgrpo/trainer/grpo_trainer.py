@@ -21,6 +21,7 @@ advantages of ``_compute_loss`` are private API):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -113,7 +114,8 @@ class MTGRPOTrainer(*_trainer_bases()):
         """Run the environment for a (local) generation batch; one episode per prompt key."""
         records = [self._records[p] for p in prompts]
         start = time.perf_counter()
-        episodes = self._rollout_fn(records)
+        with self._live_policy_generation():
+            episodes = self._rollout_fn(records)
         seconds = time.perf_counter() - start
         if len(episodes) != len(records):
             raise RuntimeError(f"rollout returned {len(episodes)} episodes for "
@@ -121,6 +123,24 @@ class MTGRPOTrainer(*_trainer_bases()):
         self._step_rollout += seconds
         self._metrics["train"]["rollout_seconds"].append(seconds)
         return self.episodes_to_batch(episodes)
+
+    def _live_policy_generation(self):
+        """The context rollouts run in. Sampling from the live policy under DeepSpeed ZeRO-3
+        needs every parameter whole on every rank: a sharded forward all-gathers each layer
+        from all ranks, so ranks that sample different numbers of turns, tokens or episodes
+        would hang or exchange garbage (a 2-GPU ZeRO-3 run's final evaluation failed in
+        all_gather_object exactly so). TRL's ``unwrap_model_for_generation`` gathers the
+        parameters once (a collective: every rank must enter, which they do at the same points,
+        the rollout of a step and an evaluation), then each rank generates on its own. vLLM
+        rollouts read a server, not this model: nothing to gather."""
+        if self.mt_config.generation_backend != "transformers" or not self._zero3():
+            return contextlib.nullcontext()
+        return _whole_policy(self.model_wrapped, self.accelerator)
+
+    def _zero3(self) -> bool:
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return bool(getattr(self, "is_deepspeed_enabled", False) and plugin is not None
+                    and plugin.zero_stage == 3)
 
     def episodes_to_batch(self, episodes: Sequence[Episode]) -> dict[str, list]:
         """The rollout_func output for these episodes: sampled ids kept, env tokens flagged."""
@@ -243,7 +263,8 @@ class MTGRPOTrainer(*_trainer_bases()):
             return {}
         shard = list(records)[self.accelerator.process_index::self.accelerator.num_processes]
         start = time.perf_counter()
-        episodes = self._eval_rollout_fn(shard) if shard else []
+        with self._live_policy_generation():  # entered by every rank, even with no records
+            episodes = self._eval_rollout_fn(shard) if shard else []
         local = []
         for ep in episodes:
             b = self._scorer(ep)
@@ -265,6 +286,31 @@ class MTGRPOTrainer(*_trainer_bases()):
         Safe to call from a signal handler: it only sets a flag.
         """
         self._stop_requested = True
+
+
+@contextlib.contextmanager
+def _whole_policy(engine, accelerator):
+    """TRL's ``unwrap_model_for_generation`` (ZeRO-3 parameters gathered, DeepSpeed's module
+    hooks removed), minus one more hook it leaves: DeepSpeed 0.19's start-of-forward hook,
+    whose ``reset_step`` checks with a collective that every rank traced the same modules.
+    With ranks generating on their own, that check pairs with unrelated collectives (measured
+    on 2 H100s: a rank with no evaluation records reached the evaluation's all_gather while
+    the other was in it). Restored, first in line again, on the way out. Pinned versions:
+    trl 1.16.0, deepspeed 0.19.8 (pyproject.toml, docker/requirements-gpu.in)."""
+    from trl.models.utils import unwrap_model_for_generation
+
+    with unwrap_model_for_generation(engine, accelerator, gather_deepspeed3_params=True) as model:
+        offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None)
+        handle = getattr(offload, "fwd_pre_hook", None)
+        hook = offload.module._forward_pre_hooks.get(handle.id) if handle is not None else None
+        if hook is not None:
+            handle.remove()
+        try:
+            yield model
+        finally:
+            if hook is not None:
+                offload.fwd_pre_hook = offload.module.register_forward_pre_hook(hook,
+                                                                                prepend=True)
 
 
 class _StopOnRequest(TrainerCallback):
