@@ -9,6 +9,7 @@ healthy. The real-server versions (a vLLM server frozen and killed mid-request) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -25,6 +26,36 @@ from mtgrpo.rollout import (NCCLWeightSync, NoopWeightSync, ReloadWeightSync, Sa
 from mtgrpo.rollout.weight_sync import _bounded
 
 GEN = dict(max_tokens=8, temperature=1.0, top_p=1.0, stop=[])
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """Base of the stand-in servers below: JSON in, JSON out, no request log."""
+
+    def read_json(self) -> dict:
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+
+    def send_json(self, status: int, payload) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def stand_in(handler: type[BaseHTTPRequestHandler]):
+    """Serve ``handler`` on a free local port; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -67,26 +98,14 @@ def dead_url():
 def error_server():
     """Answers every POST with HTTP 400 and a vLLM-style error body."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = json.dumps({"error": {"message": "This model's maximum context length is "
-                                         "2048 tokens", "type": "BadRequestError"}}).encode()
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.read_json()
+            self.send_json(400, {"error": {"message": "This model's maximum context length is "
+                                           "2048 tokens", "type": "BadRequestError"}})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with stand_in(Handler) as url:
+        yield url
 
 
 def test_stuck_server_times_out_with_a_clear_error(silent_server):
@@ -263,10 +282,9 @@ def test_reload_falls_back_for_servers_without_the_extension(tmp_path):
     """A server started without mtgrpo's worker extension answers the way vLLM 0.32 does."""
     methods = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = self.read_json()
             methods.append(body.get("method", self.path))
             if self.path == "/reset_prefix_cache":
                 status, answer = 200, {"success": True}
@@ -276,29 +294,16 @@ def test_reload_falls_back_for_servers_without_the_extension(tmp_path):
                 status, answer = 500, {"error": {"message": (
                     "Call to collective_rpc method failed: Worker failed with error "
                     f"''CPUWorker' object has no attribute '{body['method']}''")}}
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
+            self.send_json(status, answer)
 
     class Model:
         def save_pretrained(self, path, **kwargs):
             path.mkdir(parents=True)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        sync = ReloadWeightSync(f"http://127.0.0.1:{server.server_address[1]}",
-                                save_root=tmp_path)
+    with stand_in(Handler) as url:
+        sync = ReloadWeightSync(url, save_root=tmp_path)
         sync.push(Model())
         sync.push(Model())
-    finally:
-        server.shutdown()
-        server.server_close()
     assert methods == ["mtgrpo_reload_weights", "reload_weights", "/reset_prefix_cache",
                        "reload_weights", "/reset_prefix_cache"]
 
@@ -310,9 +315,9 @@ def recording_server():
     order so that the client must sort them."""
     bodies = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_json()
             bodies.append(body)
             n = body.get("n", 1)  # n samples per prompt, numbered prompt-major like vLLM
             choices = [{"index": j * n + k, "text": "x",
@@ -320,20 +325,10 @@ def recording_server():
                         "logprobs": {"token_logprobs": [-0.5] * (1 if n == 1 else 2)},
                         "finish_reason": "length"}
                        for j, p in enumerate(body["prompt"]) for k in range(n)][::-1]
-            data = json.dumps({"choices": choices}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(200, {"choices": choices})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
+    with stand_in(Handler) as url:
+        yield url, bodies
 
 
 def test_request_shapes(recording_server):
@@ -446,33 +441,19 @@ def test_nccl_sync_joins_once_pushes_every_step_and_shuts_down(monkeypatch):
 def test_one_failed_request_fails_the_turn_at_once():
     """Per-prompt requests: the first error ends the call; the others are not waited for."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if body["prompt"] != [[1]]:
+            if self.read_json()["prompt"] != [[1]]:
                 time.sleep(20)  # stuck
                 return
-            data = json.dumps({"error": {"message": "prompt too long"}}).encode()
-            self.send_response(400)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(400, {"error": {"message": "prompt too long"}})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        sampler = VLLMSampler(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=60,
-                              request_per_prompt=True)
+    with stand_in(Handler) as url:
+        sampler = VLLMSampler(url, timeout_s=60, request_per_prompt=True)
         start = time.monotonic()
         with pytest.raises(SamplerError, match="HTTP 400: prompt too long"):
             asyncio.run(sampler.generate([[2], [1], [3]], **GEN))
         assert time.monotonic() - start < 5
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("refusals,ok", [(2, True), (99, False)])
@@ -482,22 +463,13 @@ def test_prefix_cache_reset_is_retried_then_an_error(refusals, ok):
 
     calls = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_POST(self):
             calls.append(self.path)
-            data = json.dumps({"success": len(calls) > refusals}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(200, {"success": len(calls) > refusals})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = VLLMClient(f"http://127.0.0.1:{server.server_address[1]}")
+    with stand_in(Handler) as url:
+        client = VLLMClient(url)
         if ok:
             reset_prefix_cache(client, wait_s=0.01)
             assert calls == ["/reset_prefix_cache"] * 3
@@ -505,9 +477,6 @@ def test_prefix_cache_reset_is_retried_then_an_error(refusals, ok):
             with pytest.raises(WeightSyncError, match="refused to reset its prefix cache 5 "
                                                       "times"):
                 reset_prefix_cache(client, attempts=5, wait_s=0.01)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_http_clients_share_one_verifying_tls_context():
