@@ -53,8 +53,8 @@ class VLLMSampler:
     64 episodes, 8 prompts x 8: about 20 ms of a 0.5 s rollout). ``group_identical=False`` sends
     every copy. ``request_per_prompt=True`` sends one concurrent request per prompt instead (the
     benchmark compares both). ``max_prompts_per_request`` splits very large batches into
-    concurrent requests (counting every sample). ``sampling`` adds fixed request fields (the benchmark
-    uses ``ignore_eos``/``min_tokens``). ``logprobs=False`` leaves the sampled tokens'
+    concurrent requests (counting every sample). ``sampling`` adds fixed request fields (the
+    benchmark uses ``ignore_eos``/``min_tokens``). ``logprobs=False`` leaves the sampled tokens'
     logprobs out (``Sample.logprobs`` is None): the trainer does not read them, and they cost
     the server about a quarter of its time on CPU.
 
@@ -128,10 +128,11 @@ class VLLMSampler:
         most = self.max_prompts_per_request
         for (budget, _), idx in copies.items():
             for k in range(0, len(idx), most):
-                kinds[(budget, len(idx[k:k + most]))].append(idx[k:k + most])
+                part = idx[k:k + most]
+                kinds[(budget, len(part))].append(part)
         requests: list[tuple[list[int], int, int, None]] = []
         for (budget, n), groups in sorted(kinds.items()):
-            step = max(1, self.max_prompts_per_request // n)
+            step = max(1, most // n)
             for k in range(0, len(groups), step):
                 requests.append(([i for g in groups[k:k + step] for i in g], budget, n, None))
         return requests

@@ -133,14 +133,9 @@ class MTGRPOTrainer(*_trainer_bases()):
         parameters once (a collective: every rank must enter, which they do at the same points,
         the rollout of a step and an evaluation), then each rank generates on its own. vLLM
         rollouts read a server, not this model: nothing to gather."""
-        if self.mt_config.generation_backend != "transformers" or not self._zero3():
+        if self.mt_config.generation_backend != "transformers" or not _zero3(self.accelerator):
             return contextlib.nullcontext()
         return _whole_policy(self.model_wrapped, self.accelerator)
-
-    def _zero3(self) -> bool:
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        return bool(getattr(self, "is_deepspeed_enabled", False) and plugin is not None
-                    and plugin.zero_stage == 3)
 
     def episodes_to_batch(self, episodes: Sequence[Episode]) -> dict[str, list]:
         """The rollout_func output for these episodes: sampled ids kept, env tokens flagged."""
@@ -353,11 +348,14 @@ class WeightSyncCallback(TrainerCallback):
         self.trainer.record_weight_sync(self._sync())
 
 
-def _gathered(trainer: MTGRPOTrainer, model):
-    import contextlib
+def _zero3(accelerator) -> bool:
+    """Whether DeepSpeed ZeRO-3 shards the parameters over the ranks."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
 
-    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    if plugin is not None and plugin.zero_stage == 3:
+
+def _gathered(trainer: MTGRPOTrainer, model):
+    if _zero3(trainer.accelerator):
         import deepspeed
 
         return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
