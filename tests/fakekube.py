@@ -20,13 +20,14 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+from stand_in import JSONHandler
 
 GROUP, VERSION = "sagemaker.services.k8s.aws", "v1alpha1"
 KINDS = {"trainingjobs": "TrainingJob", "hyperparametertuningjobs": "HyperParameterTuningJob"}
@@ -163,32 +164,21 @@ def _status(code: int, reason: str, message: str) -> dict:
 
 
 def _handler(fake: FakeKube):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args) -> None:  # quiet
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def _route(self):
             url = urlparse(self.path)
             match = _PATH.match(url.path)
             if not match or match.group(2) not in KINDS:
-                self._send(404, _status(404, "NotFound", f"the server could not find {url.path}"))
+                self.send_json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
                 return None
             ns, plural, name = match.groups()
             query = parse_qs(url.query)
             try:
                 _selectors(query)
             except ValueError as err:  # as the real server answers an unsupported selector
-                self._send(400, _status(400, "BadRequest", str(err)))
+                self.send_json(400, _status(400, "BadRequest", str(err)))
                 return None
             return ns, plural, name, query
 
@@ -202,9 +192,9 @@ def _handler(fake: FakeKube):
                 with fake.cond:
                     obj = fake.objects.get((plural, ns, name))
                 if obj is None:
-                    self._send(404, _status(404, "NotFound", f'{plural} "{name}" not found'))
+                    self.send_json(404, _status(404, "NotFound", f'{plural} "{name}" not found'))
                 else:
-                    self._send(200, obj)
+                    self.send_json(200, obj)
                 return
             if query.get("watch", ["false"])[0].lower() in ("true", "1"):
                 fake.requests.append(("watch", plural))
@@ -219,7 +209,7 @@ def _handler(fake: FakeKube):
             for item in items:  # as the real API server does in lists
                 item.pop("kind", None)
                 item.pop("apiVersion", None)
-            self._send(200, {"kind": KINDS[plural] + "List", "apiVersion": f"{GROUP}/{VERSION}",
+            self.send_json(200, {"kind": KINDS[plural] + "List", "apiVersion": f"{GROUP}/{VERSION}",
                              "metadata": {"resourceVersion": rv}, "items": items})
 
         def _watch(self, ns: str, plural: str, query: dict) -> None:
@@ -290,18 +280,18 @@ def _handler(fake: FakeKube):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             name = body.get("metadata", {}).get("name")
             if body.get("kind") != KINDS[plural] or not name:
-                self._send(422, _status(422, "Invalid", "kind or metadata.name missing"))
+                self.send_json(422, _status(422, "Invalid", "kind or metadata.name missing"))
                 return
             body["metadata"]["namespace"] = ns
             body["metadata"].setdefault("uid", str(uuid.uuid4()))
             body["metadata"].setdefault("creationTimestamp", now_iso())
             with fake.cond:
                 if (plural, ns, name) in fake.objects:
-                    self._send(409, _status(409, "AlreadyExists",
+                    self.send_json(409, _status(409, "AlreadyExists",
                                             f'{plural} "{name}" already exists'))
                     return
                 created = fake._record((plural, ns, name), "ADDED", body)
-            self._send(201, created)
+            self.send_json(201, created)
             hook = fake.on_create.get(plural)
             if hook:
                 threading.Thread(target=hook, args=(fake, created), daemon=True).start()
@@ -317,10 +307,10 @@ def _handler(fake: FakeKube):
             with fake.cond:
                 obj = fake.objects.get((plural, ns, name))
                 if obj is None:
-                    self._send(404, _status(404, "NotFound", f'{plural} "{name}" not found'))
+                    self.send_json(404, _status(404, "NotFound", f'{plural} "{name}" not found'))
                     return
                 fake._record((plural, ns, name), "DELETED", copy.deepcopy(obj))
-            self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+            self.send_json(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
     return Handler
 

@@ -9,14 +9,11 @@ healthy. The real-server versions (a vLLM server frozen and killed mid-request) 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from mtgrpo.contract.config import TrainerConfig
@@ -24,38 +21,9 @@ from mtgrpo.rollout import (NCCLWeightSync, NoopWeightSync, ReloadWeightSync, Sa
                             VLLMClient, VLLMSampler, VLLMServer, VLLMServerError,
                             WeightSyncError, make_weight_sync, resolve_weight_sync)
 from mtgrpo.rollout.weight_sync import _bounded
+from stand_in import JSONHandler, stand_in
 
 GEN = dict(max_tokens=8, temperature=1.0, top_p=1.0, stop=[])
-
-
-class JSONHandler(BaseHTTPRequestHandler):
-    """Base of the stand-in servers below: JSON in, JSON out, no request log."""
-
-    def read_json(self) -> dict:
-        return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-
-    def send_json(self, status: int, payload) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def stand_in(handler: type[BaseHTTPRequestHandler]):
-    """Serve ``handler`` on a free local port; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -50,6 +50,17 @@ def _start(root: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mtgrpo.sagemaker", "train"], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
+def _run_to_end(root: Path, log: Path, timeout: float) -> tuple[int | None, str]:
+    """Start the job and wait for its exit (killed after ``timeout``); (exit code, log)."""
+    proc = _start(root, log)
+    try:
+        code = proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code, log.read_text(errors="replace")
+
+
 def _zero2_config(model_dir) -> TrainerConfig:
     """A few ZeRO-2 steps of the tiny model with transformers rollouts (no vLLM on the GPU host)."""
     return TrainerConfig(
@@ -92,9 +103,7 @@ def test_deepspeed_job_stops_on_sigterm_and_resumes(tmp_path, tiny_model_dir):
     saved = int(checkpoint.name.split("-")[1])
     assert _steps(root) == list(range(1, saved + 1))
 
-    proc = _start(root, tmp_path / "second.log")
-    code = proc.wait(400)
-    second = (tmp_path / "second.log").read_text(errors="replace")
+    code, second = _run_to_end(root, tmp_path / "second.log", 400)
     assert code == 0, second[-6000:]
     summary = json.loads((root / "output" / "data" / "eval_summary.json").read_text())
     assert summary["global_step"] == 4 and summary["resumed_from"] == str(checkpoint)
@@ -109,7 +118,7 @@ def test_deepspeed_job_stops_on_sigterm_and_resumes(tmp_path, tiny_model_dir):
 def test_zero3_job_saves_the_whole_model_as_safetensors(tmp_path, tiny_model_dir):
     """ZeRO-3 shards every parameter across the ranks; without the shipped config's
     ``stage3_gather_16bit_weights_on_model_save`` the final save writes no usable weights. The
-    saved model must hold every tensor at full shape, trained (not the initial weights)."""
+    saved model must hold every tensor at full shape with the real (gathered) values."""
     import dataclasses
 
     import torch
@@ -119,13 +128,7 @@ def test_zero3_job_saves_the_whole_model_as_safetensors(tmp_path, tiny_model_dir
     root = lay_out(tmp_path / "opt_ml", config.to_hyperparameters(), channels={
         "train": FIXTURES / "qa" / "train.jsonl", "corpus": FIXTURES / "corpus",
         "model": tiny_model_dir})
-    proc = _start(root, tmp_path / "zero3.log")
-    try:
-        code = proc.wait(600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = (tmp_path / "zero3.log").read_text(errors="replace")
+    code, log = _run_to_end(root, tmp_path / "zero3.log", 600)
     assert code == 0, log[-6000:]
     plan = json.loads(next(x for x in log.splitlines()
                            if x.startswith("mtgrpo: plan ")).removeprefix("mtgrpo: plan "))

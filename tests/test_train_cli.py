@@ -115,11 +115,12 @@ def test_server_that_stops_answering_ends_the_run_with_one_error_line(tmp_path, 
     """/health says yes, then no request is ever answered: exit 1 within the request timeout."""
     import threading
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from stand_in import JSONHandler, stand_in
 
     release = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -128,22 +129,15 @@ def test_server_that_stops_answering_ends_the_run_with_one_error_line(tmp_path, 
         def do_POST(self):
             release.wait(30)  # hangs like a wedged server
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, generation_backend="vllm",
-                                              vllm_server_url=url, vllm_request_timeout_s=2))
-    try:
-        start = time.monotonic()
-        assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
-        assert time.monotonic() - start < 120
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with stand_in(Handler) as url:
+        cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, generation_backend="vllm",
+                                                  vllm_server_url=url, vllm_request_timeout_s=2))
+        try:
+            start = time.monotonic()
+            assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
+            assert time.monotonic() - start < 120
+        finally:
+            release.set()  # before the server closes: it joins its request threads
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
     assert len(lines) == 1, lines
     assert "trainer.vllm_server_url: training stopped:" in lines[0] and url in lines[0]
