@@ -127,15 +127,25 @@ def _deepspeed_config(config: TrainerConfig) -> dict:
     return json.loads(DEEPSPEED_CONFIGS[config.deepspeed_stage].read_text(encoding="utf-8"))
 
 
-def _load_model(config: TrainerConfig, model_path: str):
+def _load_model(config: TrainerConfig, model_path: str, *, use_cuda: bool | None = None):
+    """Tokenizer and model: bf16 weights with ``bf16`` on CUDA (the optimizer keeps the
+    precision ``master_weights`` says, see master_weights.py), else fp32; Liger's kernels
+    applied when ``liger_kernels`` resolves to on (before any peft wrapping, see liger.py)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from mtgrpo.trainer import liger
+
+    cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
+    kernels = liger.resolve(config.liger_kernels, cuda=cuda)  # "on" where unavailable: stop now
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if (config.bf16 and torch.cuda.is_available()) else torch.float32
+    dtype = torch.bfloat16 if (config.bf16 and cuda) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    applied = liger.apply(model, required=config.liger_kernels == "on") if kernels else []
+    model.mtgrpo_liger_kernels = applied  # read back into the run's summary
+    logger.info("liger kernels: %s", f"on ({', '.join(applied)})" if applied else "off")
     return tokenizer, model
 
 
@@ -274,6 +284,9 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         "train_records": len(train_records),
         "eval_records": len(eval_records),
         "algorithm": config.algorithm,
+        "master_weights": trainer.master_weights.name,
+        "master_weights_how": trainer.master_weights.how,
+        "liger_kernels": list(getattr(model, "mtgrpo_liger_kernels", [])),
     }
     if trainer.accelerator.is_main_process:
         _write_json(Path(paths.output_dir) / "eval_summary.json", summary)
