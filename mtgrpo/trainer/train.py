@@ -224,8 +224,11 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         default: ``tool_format``'s parser and the paper's rewards with the config's weights.
     on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
     """
+    import torch
     from accelerate import PartialState
     from transformers import set_seed
+
+    from mtgrpo.trainer import liger
 
     from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer, WeightSyncCallback
     from mtgrpo.trainer.metrics_log import MetricsLogger
@@ -236,6 +239,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     started = time.perf_counter()
     world_size = PartialState().num_processes
     check_batch_shape(config, world_size)
+    liger.resolve(config.liger_kernels, cuda=torch.cuda.is_available())  # before any output
     set_seed(config.seed)
     for d in (paths.output_dir, paths.model_dir, paths.checkpoint_dir):
         Path(d).mkdir(parents=True, exist_ok=True)
