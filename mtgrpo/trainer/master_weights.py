@@ -109,7 +109,8 @@ def _master_weights_adamw():
 
         The param groups hold the fp32 masters (so LR schedulers, ``fused=True`` and the state
         dict work as for any AdamW); ``step`` copies each model gradient into its master's
-        ``grad`` in fp32, steps, and writes the masters back, rounded to nearest, into the model.
+        ``grad`` in fp32 (dropping the bf16 one), steps, and writes the masters back, rounded to
+        nearest, into the model.
         fp32 parameters (e.g. LoRA adapters) are optimized in place. ``state_dict`` carries the
         masters, so a resumed run continues from the unrounded weights.
         """
@@ -134,9 +135,16 @@ def _master_weights_adamw():
 
         @torch.no_grad()
         def step(self, closure=None):
+            loss = None
+            if closure is not None:  # the closure recomputes the model's gradients first
+                with torch.enable_grad():
+                    loss = closure()
             for p, master in self._pairs:
+                # The bf16 gradient is dropped once copied: at step time the model holds
+                # 2 + 4 + 8 bytes and the fp32 gradient 4 (the activations are gone by then).
                 master.grad = None if p.grad is None else p.grad.to(torch.float32)
-            loss = super().step(closure)
+                p.grad = None
+            super().step()
             for p, master in self._pairs:
                 p.copy_(master)
                 master.grad = None
