@@ -197,7 +197,7 @@ def test_unresponsive_server_ends_training_with_a_clear_error(tiny_model_dir, tm
         server.close()
 
 
-def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_path):
+def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_path, capsys):
     from transformers import TrainerCallback
 
     from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
@@ -218,6 +218,8 @@ def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_
     assert first["stopped_early"] and first["global_step"] == 2
     # On CPU the model is fp32 (its own weights are the masters) and Liger is off under auto.
     assert first["master_weights"] == "fp32" and first["liger_kernels"] == []
+    assert ("mtgrpo: liger kernels: off; master weights: fp32 (the model's own fp32 weights)"
+            in capsys.readouterr().out)
     checkpoint = newest_complete_checkpoint(paths.checkpoint_dir)
     assert checkpoint is not None and checkpoint.name == "checkpoint-2"
     # A checkpoint cut short (no trainer_state.json) is never resumed from.

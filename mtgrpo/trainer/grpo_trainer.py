@@ -108,8 +108,7 @@ class MTGRPOTrainer(*_trainer_bases()):
         # The padding-free log-prob path (fast_logprobs.py) pays off on GPUs; on CPU its
         # per-sequence attention loop is slower than TRL's padded path (measured 2x, tiny model).
         self.packed_logprobs = torch.cuda.is_available()
-        self.master_weights = self._resolve_master_weights()
-        logger.info("master weights: %s (%s)", self.master_weights.name, self.master_weights.how)
+        self.master_weights = self._resolve_master_weights()  # printed at start by train.run
 
     # -- optimizer precision (master_weights.py) ------------------------------------------------
     def _resolve_master_weights(self):

@@ -144,9 +144,16 @@ def _load_model(config: TrainerConfig, model_path: str, *, use_cuda: bool | None
     dtype = torch.bfloat16 if (config.bf16 and cuda) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     applied = liger.apply(model, required=config.liger_kernels == "on") if kernels else []
-    model.mtgrpo_liger_kernels = applied  # read back into the run's summary
-    logger.info("liger kernels: %s", f"on ({', '.join(applied)})" if applied else "off")
+    model.mtgrpo_liger_kernels = applied  # read back into the start line and the summary
     return tokenizer, model
+
+
+def learner_settings(model, trainer) -> str:
+    """The start-up line: which kernels and which optimizer precision this run uses."""
+    applied = getattr(model, "mtgrpo_liger_kernels", [])
+    liger = f"on ({', '.join(applied)})" if applied else "off"
+    weights = trainer.master_weights
+    return f"liger kernels: {liger}; master weights: {weights.name} ({weights.how})"
 
 
 def _records(config: TrainerConfig, paths: RunPaths):
@@ -254,6 +261,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             processing_class=tokenizer,
             config=config, train_records=train_records, eval_records=eval_records,
             rollout=parts["rollout"], scorer=parts["scorer"])
+        if trainer.accelerator.is_main_process:  # stdout, as the metric lines: the job log shows it
+            print(f"mtgrpo: {learner_settings(model, trainer)}", flush=True)
         if parts["weight_sync"] is not None:
             trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
         trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl"))
