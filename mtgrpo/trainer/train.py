@@ -236,7 +236,6 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     from transformers import set_seed
 
     from mtgrpo.trainer import liger
-
     from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer, WeightSyncCallback
     from mtgrpo.trainer.metrics_log import MetricsLogger
 
