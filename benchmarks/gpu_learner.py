@@ -10,23 +10,42 @@ median of repeated learner steps (TRL's ``_compute_loss`` + backward + fused Ada
 - ``trl``: a plain ``trl.GRPOTrainer`` (its fused, chunked LM head: TRL 1.16's default and fastest
   log-prob path; its GRPO has no Liger loss any more);
 - ``ours``: the same trainer class with ``ChunkedLogprobsMixin`` (padding-free packing);
-- ``ours+ckpt/N``: ours with transformers' activation checkpointing of every N-th layer.
+- ``ours+ckpt/N``: ours with transformers' activation checkpointing of every N-th layer;
+- ``trainer default``: what a job runs, built by the trainer's own code from a TrainerConfig with
+  the defaults (``train._load_model``: bf16 weights and, where CUDA and liger-kernel are present,
+  Liger's RoPE/RMSNorm/SwiGLU kernels; ``train.grpo_args``; ``MTGRPOTrainer`` with the packed
+  log-probs; its ``create_optimizer``: AdamW with the precision ``master_weights: auto`` picks,
+  fp32 masters on an H200; activation checkpointing of every layer, as HF's loop turns it on),
+  and the same without checkpointing (``gradient_checkpointing: false``). It runs after the
+  others, on the same initial weights (saved and loaded back), with their model freed first,
+  so its peak memory is its own. Liger patches the Qwen3 module for the whole process, which
+  is why it comes last: the TRL baseline is TRL's default, without Liger.
+
+MFU counts the model FLOPs a step needs (``flops_per_step``): 6 x the decoder's matmul
+parameters per real token (forward 2, backward 4), 6 x hidden x vocab per completion token (the
+LM head, where TRL's fused head scores), and causal attention 6 x layers x heads x head_dim x
+sum(L^2) per sequence of length L; not the recomputation of checkpointing, so checkpointed runs
+do more work than their MFU says. Peak: dense bf16 tensor FLOP/s of the card (H100/H200 SXM
+989.4 TFLOP/s) or ``--peak-tflops``.
 
 It checks that ``trl`` and ``ours`` compute the same log-probs, loss and gradients within bf16
 tolerance, prints tokens/s (real tokens: prompt + completion, padding not counted), ms/step and peak
 memory and the ratios, then times the no-vLLM generation path (transformers ``generate``, two
 assistant turns around a tool result). ``--tiny`` runs the same code on a tiny model on CPU.
 
-    python benchmarks/gpu_learner.py --tiny            # CPU check, about a minute
+    python benchmarks/gpu_learner.py --tiny            # CPU check, a minute or two
     python benchmarks/gpu_learner.py --json out.json   # one GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -173,6 +192,131 @@ def trainers(model, batch: int, per_group: int, max_completion: int, tiny: bool,
     return make(GRPOTrainer), make(Ours)
 
 
+# Dense bf16 tensor-core FLOP/s (no sparsity), by device name.
+PEAK_BF16 = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362.05e12,
+             "A10G": 70e12}
+
+
+def peak_flops(device_name: str, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    return next((v for k, v in PEAK_BF16.items() if k in device_name), None)
+
+
+def flops_per_step(config, inputs) -> dict:
+    """Model FLOPs of one learner step (forward + backward) on this batch: see the docstring."""
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    per_layer = h * heads * head_dim * 2 + h * kv * head_dim * 2 + 3 * h * config.intermediate_size
+    lengths = (inputs["prompt_mask"].sum(1) + inputs["completion_mask"].sum(1)).double()
+    real = float(lengths.sum())
+    completion = float(inputs["completion_mask"].sum())
+    decoder = 6.0 * layers * per_layer * real
+    head = 6.0 * h * vocab * completion
+    attention = 6.0 * layers * heads * head_dim * float((lengths ** 2).sum())
+    total = decoder + head + attention
+    return {"decoder": decoder, "lm_head": head, "attention": attention, "total": total,
+            "per_real_token": total / real, "real_tokens": real, "completion_tokens": completion}
+
+
+def default_trainer(model_dir: str, batch: int, per_group: int, max_completion: int):
+    """The trainer a job builds, by the trainer's own code, from a TrainerConfig with the defaults.
+
+    Set here: the batch shape, the completion budget, and loss_type "dapo" (TRL's default) so
+    the loss is the one the TRL baseline and the float32 reference compute. Checkpointing is
+    turned on as HF's training loop does it (``Trainer._inner_training_loop``), which this
+    benchmark does not run."""
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer
+    from mtgrpo.trainer.paths import RunPaths
+    from mtgrpo.trainer.train import _load_model, grpo_args
+    from mtgrpo.trainer.types import QARecord
+
+    config = TrainerConfig(model_name_or_path=model_dir, num_generations=per_group,
+                           per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+                           max_completion_length=max_completion,
+                           max_tokens_per_turn=min(256, max_completion), loss_type="dapo",
+                           eval_steps=0)
+    out = tempfile.mkdtemp()
+    paths = RunPaths(model_dir, f"{out}/train.jsonl", None, out, f"{out}/o", f"{out}/m", f"{out}/c")
+    tokenizer, model = _load_model(config, model_dir)
+    args = grpo_args(config, paths)
+    trainer = MTGRPOTrainer(model, args, processing_class=tokenizer, config=config,
+                            train_records=[QARecord(id="q", question="q", aliases=("a",))],
+                            rollout=lambda records: [], scorer=lambda episode: None)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which we skip
+    if args.gradient_checkpointing:
+        trainer.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+    trainer.model.train()
+    optimizer = trainer.create_optimizer()
+    return trainer, config, optimizer
+
+
+@contextlib.contextmanager
+def unpacked(trainer):
+    """The trainer's TRL path (padded, TRL's own log-probs): the check's yardstick."""
+    before = trainer.packed_logprobs
+    trainer.packed_logprobs = False
+    try:
+        yield
+    finally:
+        trainer.packed_logprobs = before
+
+
+def run_default(prepared, model_dir, args, device, names, batch, max_completion) -> dict:
+    import torch
+
+    trainer, config, optimizer = default_trainer(model_dir, batch, args.per_group, max_completion)
+    model = trainer.model
+    settings = {"liger_kernels": list(getattr(model, "mtgrpo_liger_kernels", [])),
+                "master_weights": trainer.master_weights.name,
+                "master_weights_how": trainer.master_weights.how,
+                "optimizer": type(optimizer).__name__,
+                "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+                "packed_logprobs": trainer.packed_logprobs}
+    print(f"\n== trainer default path: liger kernels "
+          f"{', '.join(settings['liger_kernels']) or 'off'}; master weights "
+          f"{settings['master_weights']} ({settings['master_weights_how']}); optimizer "
+          f"{settings['optimizer']}; checkpointing {settings['gradient_checkpointing']}; packed "
+          f"log-probs {settings['packed_logprobs']}")
+    out = {"settings": settings, "batches": {}}
+    failed = False
+    for label, inputs in prepared:
+        flops = flops_per_step(model.config, inputs)
+        real = int(flops["real_tokens"])
+        entry = {}
+        print(f"-- {label}")
+        print_flops(entry, flops, args.peak)
+        entry["check"] = c = check(trainer, trainer, model, inputs, names, bf16=device == "cuda",
+                                   trl_path=lambda: unpacked(trainer))
+        print_check(c, labels=("trl", "dflt"))
+        failed |= not c["ok"]
+        timings = {}
+        timings["trainer default"] = report("trainer default", time_steps(
+            trainer, model, optimizer, inputs, args.warmup, args.repeats, device), real, flops,
+            args.peak)
+        if settings["gradient_checkpointing"]:
+            model.gradient_checkpointing_disable()
+            try:
+                t = time_steps(trainer, model, optimizer, inputs, args.warmup, args.repeats, device)
+            except Exception as exc:  # out of memory: keep the other numbers
+                t = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+                optimizer.zero_grad(set_to_none=True)
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            finally:
+                model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs)
+            timings["default, no ckpt"] = report("default, no ckpt", t, real, flops, args.peak)
+        entry["timings"] = timings
+        entry["ok"] = c["ok"]
+        out["batches"][label] = entry
+    out["ok"] = not failed
+    return out
+
+
 def sync(device):
     import torch
 
@@ -243,7 +387,8 @@ def _errors(run, ref, names) -> dict:
     }
 
 
-def check(trl_trainer, ours_trainer, model, inputs, names, bf16: bool) -> dict:
+def check(trl_trainer, ours_trainer, model, inputs, names, bf16: bool,
+          trl_path=contextlib.nullcontext) -> dict:
     """Do both paths compute the same loss, log-probs and gradients?
 
     In float32 (``--tiny``) they must agree to rounding. In bf16 the two paths round differently
@@ -264,16 +409,19 @@ def check(trl_trainer, ours_trainer, model, inputs, names, bf16: bool) -> dict:
         native = trl_trainer.accelerator.native_amp
         trl_trainer.accelerator.native_amp = False  # no autocast: a true float32 reference
         try:
-            ref = _grad_run(trl_trainer, model, inputs, names, row_chunk=2)
+            with trl_path():
+                ref = _grad_run(trl_trainer, model, inputs, names, row_chunk=2)
         finally:
             trl_trainer.accelerator.native_amp = native
             for p in params:
                 p.data = p.data.to(torch.bfloat16)  # bf16 -> fp32 -> bf16 is exact
         reference = "TRL path, float32"
     else:
-        ref = _grad_run(trl_trainer, model, inputs, names)
+        with trl_path():
+            ref = _grad_run(trl_trainer, model, inputs, names)
         reference = "TRL path (float32 model)"
-    trl = _errors(_grad_run(trl_trainer, model, inputs, names), ref, names)
+    with trl_path():
+        trl = _errors(_grad_run(trl_trainer, model, inputs, names), ref, names)
     ours = _errors(_grad_run(ours_trainer, model, inputs, names), ref, names)
     if bf16:
         loss_mask = (inputs["completion_mask"] * inputs["tool_mask"]).bool()
@@ -292,10 +440,14 @@ def check(trl_trainer, ours_trainer, model, inputs, names, bf16: bool) -> dict:
 def time_steps(trainer, model, optimizer, inputs, warmup, repeats, device) -> dict:
     import torch
 
+    clip = trainer.args.max_grad_norm  # HF's loop clips before every optimizer step
+
     def step():
         optimizer.zero_grad(set_to_none=True)
         loss = trainer.compute_loss(model, inputs)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
 
     for _ in range(warmup):
@@ -355,12 +507,50 @@ def time_generation(model, eps, vocab, device, turn_tokens, tool_tokens, seed) -
             "seconds": seconds, "sampled_tokens_per_s": new / seconds}
 
 
+def print_check(c, labels=("trl", "ours")) -> None:
+    for name, label in zip(("trl", "ours"), labels):
+        e = c[name]
+        print(f"check {label:>4} vs {c['reference']}: loss {e['loss']:.6f} "
+              f"(ref {c['reference_loss']:.6f}, "
+              f"err {e['loss_abs_err']:.1e}); logp err mean {e['logp_mean_abs_err']:.1e} max "
+              f"{e['logp_max_abs_err']:.1e}; grad rel err max {e['grad_rel_err_max']:.1e}, cosine min "
+              f"{e['grad_cosine_min']:.5f}")
+    print("check: " + ("OK" if c["ok"] else "FAILED"))
+
+
+def report(name, t, real, flops, peak) -> dict:
+    """Add tokens/s, TFLOP/s and MFU to one timing and print its line."""
+    if "ms_per_step" in t:
+        seconds = t["ms_per_step"] / 1000
+        t["tokens_per_s"] = real / seconds
+        t["tflops"] = flops["total"] / seconds / 1e12
+        if peak:
+            t["mfu"] = flops["total"] / seconds / peak
+    print(f"{name:>18}: " + (t.get("error") or f"{t['ms_per_step']:8.1f} ms/step  "
+          f"{t['tokens_per_s']:9.0f} tokens/s  {t['tflops']:7.2f} TFLOP/s"
+          + (f"  MFU {100 * t['mfu']:5.1f}%" if "mfu" in t else "")
+          + (f"  peak {t['peak_gib']:6.2f} GiB (weights+optimizer {t['fixed_gib']:.2f})"
+             if "peak_gib" in t else "")))
+    return t
+
+
+def print_flops(entry, flops, peak) -> None:
+    entry["flops"] = flops
+    entry["peak_flops"] = peak
+    print(f"model FLOPs per step {flops['total'] / 1e12:.3g} T = {flops['per_real_token'] / 1e9:.3g} "
+          f"GFLOP per real token (decoder {flops['decoder'] / flops['total']:.0%}, LM head "
+          f"{flops['lm_head'] / flops['total']:.0%}, attention {flops['attention'] / flops['total']:.0%}); "
+          + (f"peak {peak / 1e12:.1f} TFLOP/s" if peak else "peak unknown: --peak-tflops for MFU"))
+
+
 def run_batch(label, inputs, trl_trainer, ours_trainer, model, optimizer, names, args, device,
               variants, do_check=True) -> dict:
     import torch
 
     from mtgrpo.trainer.fast_logprobs import attention_backend
 
+    flops = flops_per_step(model.config, inputs)
+    peak = args.peak
     real = int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
     padded = inputs["prompt_mask"].numel() + inputs["completion_mask"].numel()
     entry = {"episodes": inputs["prompt_ids"].size(0),
@@ -370,17 +560,11 @@ def run_batch(label, inputs, trl_trainer, ours_trainer, model, optimizer, names,
     print(f"\n== {label}: {entry['episodes']} episodes, width {entry['width']}, "
           f"real tokens {real} of {padded} "
           f"({100 * real / padded:.0f}%), loss tokens {entry['loss_tokens']}")
+    print_flops(entry, flops, peak)
     ok = True
     if do_check:
         entry["check"] = c = check(trl_trainer, ours_trainer, model, inputs, names, bf16=device == "cuda")
-        for name in ("trl", "ours"):
-            e = c[name]
-            print(f"check {name:>4} vs {c['reference']}: loss {e['loss']:.6f} "
-                  f"(ref {c['reference_loss']:.6f}, "
-                  f"err {e['loss_abs_err']:.1e}); logp err mean {e['logp_mean_abs_err']:.1e} max "
-                  f"{e['logp_max_abs_err']:.1e}; grad rel err max {e['grad_rel_err_max']:.1e}, cosine min "
-                  f"{e['grad_cosine_min']:.5f}")
-        print("check: " + ("OK" if c["ok"] else "FAILED"))
+        print_check(c)
         ok = c["ok"]
     entry["packed_attention"] = attention_backend(device)
     timings = {}
@@ -398,12 +582,7 @@ def run_batch(label, inputs, trl_trainer, ours_trainer, model, optimizer, names,
         finally:
             if every:
                 model.gradient_checkpointing_disable()
-        if "ms_per_step" in t:
-            t["tokens_per_s"] = real / (t["ms_per_step"] / 1000)
-        timings[name] = t
-        print(f"{name:>18}: " + (t.get("error") or f"{t['ms_per_step']:8.1f} ms/step  "
-              f"{t['tokens_per_s']:9.0f} tokens/s" + (f"  peak {t['peak_gib']:6.2f} GiB (weights+optimizer "
-              f"{t['fixed_gib']:.2f})" if "peak_gib" in t else "")))
+        timings[name] = report(name, t, real, flops, peak)
     base = timings.get("trl")
     for name, t in timings.items():
         if base and name != "trl" and "ms_per_step" in t and "ms_per_step" in base:
@@ -431,8 +610,10 @@ def main(argv=None) -> int:
                         help="also time ours with activation checkpointing of every N-th layer")
     parser.add_argument("--equal-lengths", action="store_true",
                         help="also time a batch without padding (packing has nothing to remove)")
-    parser.add_argument("--liger", action="store_true",
-                        help="then apply Liger's RMSNorm/SwiGLU/RoPE kernels (if installed) and time again")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's dense bf16 peak for MFU (default: by device name)")
+    parser.add_argument("--no-default", action="store_true",
+                        help="skip the trainer's default path (the last phase)")
     parser.add_argument("--gen-groups", type=int, default=2, help="groups in the generate batch")
     parser.add_argument("--no-generate", action="store_true")
     parser.add_argument("--json", help="write the results here")
@@ -454,8 +635,17 @@ def main(argv=None) -> int:
             "argv": sys.argv[1:]}
     print(json.dumps(info))
 
+    args.peak = peak_flops(info["device"], args.peak_tflops) if device == "cuda" else (
+        args.peak_tflops * 1e12 if args.peak_tflops else None)
     model = build(args.tiny, device)
     vocab = model.config.vocab_size
+    model_dir = None
+    if not args.no_default:  # the same initial weights for the trainer's default path
+        from mtgrpo.testing.tiny import build_tokenizer
+
+        model_dir = tempfile.mkdtemp(prefix="gpu-learner-model-")
+        model.save_pretrained(model_dir)
+        build_tokenizer().save_pretrained(model_dir)
     trl_trainer, ours_trainer = trainers(model, max(args.groups) * args.per_group, args.per_group,
                                          max_completion, args.tiny, device)
     assert trl_trainer.loss_type == "dapo"  # the chunked float32 reference relies on it (see _grad_run)
@@ -489,26 +679,32 @@ def main(argv=None) -> int:
         results["batches"][label] = entry
         failed |= not entry["ok"]
 
-    if args.liger:
-        try:
-            from liger_kernel.transformers import apply_liger_kernel_to_qwen3
-        except ImportError:
-            results["liger"] = "liger-kernel not installed"
-        else:
-            # Layer kernels only: Liger's fused linear cross-entropy would replace TRL's fused LM head
-            apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                        fused_linear_cross_entropy=False, model=model)
-            liger_variants = [("trl", trl_trainer, 0), ("ours", ours_trainer, 0)]
-            liger_variants += [(f"ours+ckpt/{n}", ours_trainer, n) for n in args.ckpt_every]
-            first = True
-            for label, inputs in prepared:
-                if label.startswith("multi-turn"):
-                    entry = run_batch(f"{label} + Liger kernels (both paths)", inputs, trl_trainer,
-                                      ours_trainer, model, optimizer, names, args, device, liger_variants,
-                                      do_check=first)
-                    results["batches"][f"{label} + liger"] = entry
-                    failed |= not entry["ok"]
-                    first = False
+    if model_dir is not None:
+        del trl_trainer, ours_trainer, optimizer
+        model.zero_grad(set_to_none=True)
+        model.to("cpu")  # parked (generation below uses it): the default path's peak is its own
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        default = run_default(prepared, model_dir, args, device, names,
+                              max(args.groups) * args.per_group, max_completion)
+        results["trainer_default"] = default
+        failed |= not default["ok"]
+        for label, entry in default["batches"].items():
+            base = results["batches"].get(label, {}).get("timings", {}).get("trl", {})
+            for name, t in entry["timings"].items():
+                if "ms_per_step" in t and "ms_per_step" in base:
+                    t["speedup_vs_trl"] = base["ms_per_step"] / t["ms_per_step"]
+                    line = f"{name:>18}: {t['speedup_vs_trl']:.2f}x TRL tokens/s ({label})"
+                    if "peak_gib" in t and "peak_gib" in base:
+                        t["memory_vs_trl"] = t["peak_gib"] / base["peak_gib"]
+                        line += f", {100 * t['memory_vs_trl']:.0f}% of TRL peak memory"
+                    print(line)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        model.to(device)
 
     if not args.no_generate:
         eps = episodes(args.gen_groups, args.per_group, scale, max_completion, seed=7)

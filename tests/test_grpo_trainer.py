@@ -197,7 +197,7 @@ def test_unresponsive_server_ends_training_with_a_clear_error(tiny_model_dir, tm
         server.close()
 
 
-def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_path):
+def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_path, capsys):
     from transformers import TrainerCallback
 
     from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
@@ -216,6 +216,10 @@ def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_
     first = run(cfg, paths, sampler=ScriptedSampler(tokenizer), parser=task_parser(),
                 callbacks=[StopAfterFirstStep()])
     assert first["stopped_early"] and first["global_step"] == 2
+    # On CPU the model is fp32 (its own weights are the masters) and Liger is off under auto.
+    assert first["master_weights"] == "fp32" and first["liger_kernels"] == []
+    assert ("mtgrpo: liger kernels: off; master weights: fp32 (the model's own fp32 weights)"
+            in capsys.readouterr().out)
     checkpoint = newest_complete_checkpoint(paths.checkpoint_dir)
     assert checkpoint is not None and checkpoint.name == "checkpoint-2"
     # A checkpoint cut short (no trainer_state.json) is never resumed from.
@@ -227,6 +231,34 @@ def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_
     steps = [json.loads(x)["step"] for x in (paths.output_dir / "metrics.jsonl").read_text()
              .splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_liger_on_where_it_cannot_run_stops_at_start_in_one_line(tiny_model_dir, tmp_path):
+    from mtgrpo.errors import UserError
+    from mtgrpo.trainer.train import run
+
+    cfg, paths = _synthetic_run_config(tiny_model_dir, tmp_path, liger_kernels="on")
+    with pytest.raises(UserError) as err:
+        run(cfg, paths)
+    (line,) = err.value.lines()
+    assert "trainer.liger_kernels" in line and "no CUDA device" in line, line
+    assert not paths.output_dir.exists()  # refused before anything was written
+
+
+def test_liger_setting_resolves_off_on_cpu_and_on_where_available(monkeypatch):
+    import importlib.util
+
+    from mtgrpo.trainer import liger
+
+    assert liger.resolve("auto", cuda=False) is False
+    assert liger.resolve("off", cuda=True) is False
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    assert liger.resolve("auto", cuda=True) is installed
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "liger_kernel" else object())
+    assert liger.resolve("auto", cuda=True) is False
+    with pytest.raises(Exception, match="liger-kernel is not installed"):
+        liger.resolve("on", cuda=True)
 
 
 def test_whole_policy_lifts_deepspeeds_start_of_forward_hook_and_puts_it_back_first(

@@ -24,6 +24,8 @@ LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 DEEPSPEED_STAGES = (0, 2, 3)
+MASTER_WEIGHTS = ("auto", "fp32", "bf16_kahan")
+LIGER_KERNELS = ("auto", "on", "off")
 
 
 def _f(default: Any, help: str, *, choices: tuple = (), min: float | None = None,
@@ -59,6 +61,8 @@ class TrainerConfig:
         weight_sync, vllm_gpus, vllm_gpu_memory_utilization.
     Parameters that control evaluation, logging and checkpoints:
         eval_steps, logging_steps, save_steps, save_total_limit.
+    Parameters that control the learner's numerics and kernels:
+        master_weights, liger_kernels.
     """
 
     # -- model and data -------------------------------------------------------------------------
@@ -165,6 +169,20 @@ class TrainerConfig:
     logging_steps: int = _f(1, "Log metrics every this many optimizer steps.", min=1)
     save_steps: int = _f(50, "Checkpoint every this many optimizer steps.", min=1)
     save_total_limit: int = _f(2, "Checkpoints kept on disk (oldest removed first).", min=1)
+
+    # -- learner numerics and kernels (docs/trainer.md "Precision", docs/performance.md) ----------
+    master_weights: str = _f(
+        "auto", "Precision the optimizer keeps the weights in, so small updates are not lost in "
+                "bf16: fp32 (an fp32 master copy beside the bf16 model, 16 bytes per trainable "
+                "parameter with AdamW), bf16_kahan (bf16 weights with Kahan-compensated updates, "
+                "10 bytes), auto (fp32 under DeepSpeed, which keeps its own; without it fp32 "
+                "when 16 bytes per parameter take at most half the GPU, else bf16_kahan).",
+        choices=MASTER_WEIGHTS)
+    liger_kernels: str = _f(
+        "auto", "Liger's Triton kernels (RoPE, RMSNorm, SwiGLU) in the policy: on, off, auto "
+                "(on where CUDA and liger-kernel are available, off on CPU). Its fused linear "
+                "cross-entropy is never used: the log-probs come from TRL's fused LM head.",
+        choices=LIGER_KERNELS)
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]

@@ -108,6 +108,33 @@ class MTGRPOTrainer(*_trainer_bases()):
         # The padding-free log-prob path (fast_logprobs.py) pays off on GPUs; on CPU its
         # per-sequence attention loop is slower than TRL's padded path (measured 2x, tiny model).
         self.packed_logprobs = torch.cuda.is_available()
+        self.master_weights = self._resolve_master_weights()  # printed at start by train.run
+
+    # -- optimizer precision (master_weights.py) ------------------------------------------------
+    def _resolve_master_weights(self):
+        from mtgrpo.trainer import master_weights
+
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        low = [p for p in trainable if p.dtype in (torch.bfloat16, torch.float16)]
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        stage = int(plugin.zero_stage) if self.is_deepspeed_enabled and plugin is not None else 0
+        device = self.args.device
+        memory = (torch.cuda.get_device_properties(device).total_memory
+                  if device.type == "cuda" else None)
+        return master_weights.resolve(
+            self.mt_config.master_weights, weights_bf16=bool(low), deepspeed_stage=stage,
+            trainable_params=sum(p.numel() for p in low), device_bytes=memory)
+
+    def create_optimizer(self, model=None):
+        """HF's optimizer (AdamW, its param groups and hyperparameters from the args), in the
+        precision ``master_weights`` resolved to: the class is swapped, nothing else."""
+        from mtgrpo.trainer import master_weights
+
+        if self.optimizer is None and self.optimizer_cls_and_kwargs is None:
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model or self.model)
+            self.optimizer_cls_and_kwargs = master_weights.optimizer_cls_and_kwargs(
+                self.master_weights, cls, kwargs)
+        return super().create_optimizer(model)
 
     # -- rollouts ------------------------------------------------------------------------------
     def rollout(self, prompts: list[str]) -> dict[str, list]:

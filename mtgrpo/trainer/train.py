@@ -127,16 +127,33 @@ def _deepspeed_config(config: TrainerConfig) -> dict:
     return json.loads(DEEPSPEED_CONFIGS[config.deepspeed_stage].read_text(encoding="utf-8"))
 
 
-def _load_model(config: TrainerConfig, model_path: str):
+def _load_model(config: TrainerConfig, model_path: str, *, use_cuda: bool | None = None):
+    """Tokenizer and model: bf16 weights with ``bf16`` on CUDA (the optimizer keeps the
+    precision ``master_weights`` says, see master_weights.py), else fp32; Liger's kernels
+    applied when ``liger_kernels`` resolves to on (before any peft wrapping, see liger.py)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from mtgrpo.trainer import liger
+
+    cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
+    kernels = liger.resolve(config.liger_kernels, cuda=cuda)  # "on" where unavailable: stop now
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if (config.bf16 and torch.cuda.is_available()) else torch.float32
+    dtype = torch.bfloat16 if (config.bf16 and cuda) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    applied = liger.apply(model, required=config.liger_kernels == "on") if kernels else []
+    model.mtgrpo_liger_kernels = applied  # read back into the start line and the summary
     return tokenizer, model
+
+
+def learner_settings(model, trainer) -> str:
+    """The start-up line: which kernels and which optimizer precision this run uses."""
+    applied = getattr(model, "mtgrpo_liger_kernels", [])
+    liger = f"on ({', '.join(applied)})" if applied else "off"
+    weights = trainer.master_weights
+    return f"liger kernels: {liger}; master weights: {weights.name} ({weights.how})"
 
 
 def _records(config: TrainerConfig, paths: RunPaths):
@@ -214,9 +231,11 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         default: ``tool_format``'s parser and the paper's rewards with the config's weights.
     on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
     """
+    import torch
     from accelerate import PartialState
     from transformers import set_seed
 
+    from mtgrpo.trainer import liger
     from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer, WeightSyncCallback
     from mtgrpo.trainer.metrics_log import MetricsLogger
 
@@ -226,6 +245,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     started = time.perf_counter()
     world_size = PartialState().num_processes
     check_batch_shape(config, world_size)
+    liger.resolve(config.liger_kernels, cuda=torch.cuda.is_available())  # before any output
     set_seed(config.seed)
     for d in (paths.output_dir, paths.model_dir, paths.checkpoint_dir):
         Path(d).mkdir(parents=True, exist_ok=True)
@@ -240,6 +260,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             processing_class=tokenizer,
             config=config, train_records=train_records, eval_records=eval_records,
             rollout=parts["rollout"], scorer=parts["scorer"])
+        if trainer.accelerator.is_main_process:  # stdout, as the metric lines: the job log shows it
+            print(f"mtgrpo: {learner_settings(model, trainer)}", flush=True)
         if parts["weight_sync"] is not None:
             trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
         trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl"))
@@ -274,6 +296,9 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         "train_records": len(train_records),
         "eval_records": len(eval_records),
         "algorithm": config.algorithm,
+        "master_weights": trainer.master_weights.name,
+        "master_weights_how": trainer.master_weights.how,
+        "liger_kernels": list(getattr(model, "mtgrpo_liger_kernels", [])),
     }
     if trainer.accelerator.is_main_process:
         _write_json(Path(paths.output_dir) / "eval_summary.json", summary)
