@@ -31,7 +31,11 @@ def test_liger_is_on_by_default_and_changes_no_numbers(tiny_model_dir, tmp_path)
     from mtgrpo.trainer.train import _load_model, grpo_args
     from mtgrpo.trainer.types import QARecord
 
-    ids = torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(0)).cuda()
+    from transformers import AutoConfig
+
+    # the tiny tokenizer's BPE vocabulary is smaller than its 1024 cap: stay inside it
+    vocab = AutoConfig.from_pretrained(tiny_model_dir).vocab_size
+    ids = torch.randint(0, vocab, (2, 64), generator=torch.Generator().manual_seed(0)).cuda()
     off = TrainerConfig(model_name_or_path=str(tiny_model_dir), liger_kernels="off")
     _, plain = _load_model(off, str(tiny_model_dir))
     assert plain.mtgrpo_liger_kernels == []
