@@ -187,7 +187,8 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
         else:
             from mtgrpo.rollout.sampler import TransformersSampler
 
-            sampler = TransformersSampler(model, tokenizer)  # the live policy: always on-policy
+            # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
+            sampler = TransformersSampler(model, tokenizer, logprobs=False)
 
     def paper_rewards(episode):
         return score_episode(episode, parser, weights)
