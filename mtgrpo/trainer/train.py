@@ -175,7 +175,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
                                               parser=parser)
     weight_sync = None
     if sampler is None:
-        if config.generation_backend == "vllm":
+        if config.generation_backend in ("vllm", "vllm_shared"):
             from mtgrpo.rollout.sampler import VLLMSampler
             from mtgrpo.rollout.weight_sync import make_weight_sync
 
