@@ -23,6 +23,7 @@ KV cache, one token per step for every row:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,6 +31,9 @@ from typing import Sequence
 # temperature-scaled scores, top-p's sorted copy and its int64 indices (2 rows), its cumulative
 # probabilities and mask, the probabilities, and the log-softmax when log-probs are asked for.
 LOGIT_ROWS = 8
+# Static caches kept between calls (each a whole KV cache of its shape): a rollout's turns come
+# in a few shapes (rows x length buckets), and a compiled graph is bound to its cache's memory.
+STATIC_CACHES = 4
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class Decoder:
             raise ValueError("compile=True needs cache='static' (fixed shapes)")
         self.cache = cache
         self.compile = compile
-        self._static: dict[tuple, object] = {}
+        self._static: OrderedDict[tuple, object] = OrderedDict()
         self._compiled = {}
 
     def _cache_for(self, model, batch: int, length: int):
@@ -150,12 +154,14 @@ class Decoder:
         if self.cache == "dynamic":
             return DynamicCache(config=model.config)
         key = (id(model), batch, length)
-        cache = self._static.get(key)
+        cache = self._static.pop(key, None)
         if cache is None:
-            self._static.clear()  # one shape at a time: each holds a whole KV cache
-            cache = self._static[key] = StaticCache(config=model.config, max_cache_len=length)
+            while len(self._static) >= STATIC_CACHES:
+                self._static.popitem(last=False)  # the least recently used shape
+            cache = StaticCache(config=model.config, max_cache_len=length)
         else:
             cache.reset()
+        self._static[key] = cache
         return cache
 
     def _step_forward(self, model):
@@ -165,6 +171,10 @@ class Decoder:
         if fn is None:
             import torch
 
+            # One graph per (rows, cache length) bucket: more than dynamo's default 8.
+            for name in ("recompile_limit", "cache_size_limit"):
+                if getattr(torch._dynamo.config, name, 64) < 64:
+                    setattr(torch._dynamo.config, name, 64)
             fn = self._compiled[id(model)] = torch.compile(
                 model.forward, mode="reduce-overhead", fullgraph=False, dynamic=False)
         return fn
