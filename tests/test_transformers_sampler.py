@@ -150,7 +150,7 @@ def test_stop_tables_match_a_byte_search():
     from mtgrpo.rollout.stops import StopTables
 
     vocab = [b"", b"a", b"b", b"ab", b"ba", b"abc", b"c", b"cab", b"xabcx", b"bc", b"aab"]
-    stop = ["abc", "bca", "cc", "b"[:0] + "aabca"]
+    stop = ["abc", "bca", "cc", "aabca"]
     tables = StopTables(vocab, stop)
     g = torch.Generator().manual_seed(0)
     seqs = torch.randint(0, len(vocab), (400, 12), generator=g)
@@ -180,7 +180,6 @@ def stop_cases(tok, tokens):
     pieces = [vocab[t] for t in tokens]
     cases = []
     for i, piece in enumerate(pieces[:-2]):
-        text = piece + pieces[i + 1] + pieces[i + 2]
         try:
             if len(piece) >= 3:  # a token that contains the stop string plus more
                 cases.append([piece[1:-1].decode()])
@@ -190,7 +189,6 @@ def stop_cases(tok, tokens):
                 cases.append([(piece[-1:] + pieces[i + 1] + pieces[i + 2][:1]).decode()])
         except UnicodeDecodeError:
             continue
-        del text
     cases = [c for c in cases if c[0].strip()]
     return cases[:12] + [[cases[3][0], cases[7][0], cases[11][0]]]
 
