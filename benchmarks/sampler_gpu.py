@@ -5,8 +5,10 @@ One run, one device. The batch is the shipped single-GPU recipe's rollout batch
 gradient_accumulation_steps`` episodes on one GPU (the trainer's generation batch; TRL samples
 it in one rollout), that is ``episodes / num_generations`` prompts with ``num_generations``
 copies each, and one assistant turn of ``max_tokens_per_turn`` sampled tokens (the recipe's
-budget per turn; capped by ``max_completion_length``). Prompts are ``--prompt-len`` random
-tokens (the system prompt with the tool schema plus a question is ~200). The model is
+budget per turn; capped by ``max_completion_length``). Prompts are random tokens,
+``--prompt-len`` for the first group and 8 fewer for each next one (the system prompt with the
+tool schema plus a question is ~200; groups differ, so the batch is left-padded, as in a
+run). The model is
 Qwen2.5-1.5B-shaped (hidden 1536, 28 layers, 12 heads, 2 KV heads, intermediate 8960, vocab
 151936, tied embeddings) with random weights in bf16, the tokenizer a local BPE
 (``mtgrpo.testing.tiny.build_tokenizer``); nothing is downloaded. Nothing stops early: EOS is
@@ -211,6 +213,7 @@ def bandwidth_bound(model, batch: int, prompt_len: int, new_tokens: int, gbs: fl
         return None
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     kv = ModelShape.of(model).kv_bytes_per_token * batch * (prompt_len + new_tokens / 2)
+    # (the mean context of a step; the prompts are a little shorter than prompt_len)
     return batch / ((weights + kv) / (gbs * 1e9))
 
 
@@ -262,8 +265,9 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(0)
     for episodes in args.episodes or [batch["episodes"]]:
         groups = max(1, episodes // batch["num_generations"])
-        base = [torch.randint(10, len(tokenizer), (args.prompt_len,), generator=g).tolist()
-                for _ in range(groups)]
+        # Groups' prompts differ in length (8 tokens apart), so the batch is padded, as in a run.
+        base = [torch.randint(10, len(tokenizer), (args.prompt_len - 8 * k,), generator=g).tolist()
+                for k in range(groups)]
         prompts = [base[i % groups] for i in range(episodes)]
         bound = bandwidth_bound(model, episodes, args.prompt_len, new_tokens, gbs)
         for variant in variants:

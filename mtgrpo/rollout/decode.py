@@ -218,7 +218,16 @@ class Decoder:
         flags = [torch.zeros((), dtype=torch.bool, pin_memory=pinned) for _ in range(2)]
         events = [None, None]
 
-        out = model(input_ids=ids, attention_mask=full_mask[:, :width] if dynamic else full_mask,
+        # Without padding, no mask at all: transformers checks a given mask's contents on the
+        # host (``padding_mask.all()``) in every forward, a device sync per token.
+        padded = bool((mask == 0).any())
+
+        def attention(length: int):
+            if not padded:
+                return None
+            return full_mask[:, :length] if dynamic else full_mask
+
+        out = model(input_ids=ids, attention_mask=attention(width),
                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache,
                     cache_position=cache_positions[:width], use_cache=True, logits_to_keep=1)
         forward = self._step_forward(model)
@@ -262,7 +271,7 @@ class Decoder:
                 break
             pos = cache_positions[width + t:width + t + 1]
             out = forward(input_ids=nxt[:, None], position_ids=positions + t + 1,
-                          attention_mask=full_mask[:, :width + t + 1] if dynamic else full_mask,
+                          attention_mask=attention(width + t + 1),
                           past_key_values=cache, cache_position=pos, use_cache=True)
         lengths = torch.where(lengths == 0, steps, lengths)  # (only if the loop ended early)
         return Decoded(tokens, lengths, reasons, lps)
