@@ -223,7 +223,7 @@ class TransformersSampler:
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed) if seed is not None else
                               int(torch.randint(0, 2**62, (1,)).item()))
-        stops = self._stop_tables(stop, model.get_output_embeddings().weight.shape[0], device) \
+        stops = self._stop_tables(stop, ModelShape.of(model).vocab, device) \
             if stop else None
         static = self.decoder.cache == "static"
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))

@@ -80,21 +80,22 @@ class StopTables:
                 raise ValueError(f"stop string {s!r} is {len(b)} bytes long; at most "
                                  f"{MAX_STOP_BYTES} are supported")
         V, S = len(vocab), len(encoded)
-        contains = torch.zeros((V, S), dtype=torch.bool)
-        starts = torch.zeros((V, S), dtype=torch.int64)
-        ends = torch.zeros((V, S), dtype=torch.int64)
-        mid = torch.zeros((V, S), dtype=torch.int64)
+        # Python lists first, one tensor each at the end: per-element tensor writes would cost
+        # seconds for a 152k-token vocabulary.
+        contains = [[False] * S for _ in range(V)]
+        starts = [[0] * S for _ in range(V)]
+        ends = [[0] * S for _ in range(V)]
+        mid = [[0] * S for _ in range(V)]
         for k, s in enumerate(encoded):
             L, alphabet = len(s), set(s)
             for v, u in enumerate(vocab):
                 n = len(u)
                 if n == 0:
-                    mid[v, k] = -1  # adds nothing: the state stays as it is
+                    mid[v][k] = -1  # adds nothing: the state stays as it is
                     continue
                 if not alphabet.intersection(u):
                     continue  # shares no byte with s: every table entry is 0
-                if s in u:
-                    contains[v, k] = True
+                contains[v][k] = s in u
                 st = en = md = 0
                 for j in range(1, L):
                     if u.startswith(s[j:]):
@@ -104,7 +105,10 @@ class StopTables:
                 for i in range(1, L - n):
                     if s[i:i + n] == u:
                         md |= 1 << i
-                starts[v, k], ends[v, k], mid[v, k] = st, en, md
+                starts[v][k], ends[v][k], mid[v][k] = st, en, md
+        contains = torch.tensor(contains, dtype=torch.bool).reshape(V, S)
+        starts, ends, mid = (torch.tensor(t, dtype=torch.int64).reshape(V, S)
+                             for t in (starts, ends, mid))
         lengths = torch.tensor([min(len(u), MAX_STOP_BYTES) for u in vocab], dtype=torch.int64)
         self.full = torch.tensor([(1 << len(s)) - 2 for s in encoded], dtype=torch.int64)
         self.contains, self.starts, self.ends, self.mid, self.lengths = (
