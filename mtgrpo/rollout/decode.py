@@ -232,7 +232,8 @@ class Decoder:
                     cache_position=cache_positions[:width], use_cache=True, logits_to_keep=1)
         forward = self._step_forward(model)
         for t in range(steps):
-            logits = out.logits[:, -1].float()
+            # A copy: a CUDA-graph replay overwrites its outputs, and fp32 .float() would alias.
+            logits = out.logits[:, -1].to(torch.float32, copy=True)
             del out
             if greedy:
                 nxt = logits.argmax(-1)
