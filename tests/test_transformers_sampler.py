@@ -304,3 +304,22 @@ def test_memory_rule_splits_batches_and_keeps_order(model_and_tok, monkeypatch):
     assert all(s.logprobs is None for s in whole)
     direct = [generate(sampler, [p], 5, temperature=0.0)[0].token_ids for p in prompts]
     assert direct == [s.token_ids for s in whole]
+
+
+@pytest.mark.slow
+def test_compiled_static_decoding_is_one_graph_and_greedy_equal(model_and_tok):
+    """cache="static", compile=True (the GPU switch; here inductor on CPU, about a minute to
+    compile): greedy ids equal the dynamic path's, and two calls of one shape bucket reuse one
+    compiled graph (no recompiles per step or per call)."""
+    from torch._dynamo.utils import counters
+
+    model, tok = model_and_tok
+    prompts = prompts_of(tok, "hello there", "q")
+    reference = generate(TransformersSampler(model, tok, logprobs=False), prompts, 20,
+                         temperature=0.0)
+    compiled = TransformersSampler(model, tok, logprobs=False, cache="static", compile=True)
+    counters.clear()
+    for _ in range(2):
+        samples = generate(compiled, prompts, 20, temperature=0.0)
+        assert [s.token_ids for s in samples] == [s.token_ids for s in reference]
+    assert counters["stats"]["unique_graphs"] == 1
