@@ -67,7 +67,8 @@ def shared_gpu_memory_utilization(trainer_config, model: str | os.PathLike,
 
 
 def gpu_total_bytes(index: int | str = 0) -> int | None:
-    """GPU ``index``'s (a number or UUID) memory from ``nvidia-smi`` (the launcher must not initialise CUDA), or None."""
+    """GPU ``index``'s memory (a number or a UUID) from ``nvidia-smi``, or None; the launcher
+    must not initialise CUDA itself."""
     import shutil
     import subprocess
 
