@@ -442,3 +442,15 @@ def test_shared_refuses_nccl_and_names_it_for_one_gpu():
         config(generation_backend="vllm_shared", weight_sync="nccl")
     with pytest.raises(UserError, match="or generation_backend transformers or vllm_shared"):
         plan_for("algo-1", gpus=1)
+
+
+def test_shm_weights_root_needs_room_for_two_copies(tmp_path):
+    import shutil
+
+    from mtgrpo.rollout.shared_gpu import shm_weights_root
+
+    made = shm_weights_root(1024, base=tmp_path)
+    assert made.parent == tmp_path and made.is_dir()
+    free = shutil.disk_usage(tmp_path).free
+    assert shm_weights_root(free // 2 + 1, base=tmp_path) is None  # a push + the previous copy
+    assert shm_weights_root(base=tmp_path / "missing") is None
