@@ -17,7 +17,9 @@ All three send the same request fields: by default without sampler logprobs, as 
 (``--logprobs`` asks for them in all three). Goals (issue 3): b/a >= 15x and a within 1.25x of
 c (same tokens). The runs are interleaved and each ratio is the median of the per-repeat
 ratios, because the machine is shared and its load drifts. Also times
-``ReloadWeightSync.push`` for the tiny model.
+``ReloadWeightSync.push`` for the tiny model, into a temporary directory (``vllm`` on CPU) and
+into ``/dev/shm`` (``generation_backend: vllm_shared``, whose rollouts are the same requests to
+the same kind of server; only the weight path differs).
 Prints the machine with the numbers. Starts its own server on ``--port`` (8100-8199 by
 convention) unless ``--url`` points at one; the server is always stopped.
 
@@ -121,11 +123,16 @@ def single_turn_batch(env, records, url, *, logprobs: bool, tool_tokens: bool = 
     return took
 
 
-def weight_push_seconds(url, model_dir, repeats: int) -> list[float]:
+def weight_push_seconds(url, model_dir, repeats: int, *, shm: bool = False) -> list[float]:
     from transformers import AutoModelForCausalLM
 
+    from mtgrpo.rollout.shared_gpu import shm_weights_root
+
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    sync = ReloadWeightSync(url)
+    root = shm_weights_root() if shm else None
+    if shm and root is None:
+        return []
+    sync = ReloadWeightSync(url, save_root=root, remove_root=True)
     try:
         return [sync.push(model) for _ in range(repeats)]
     finally:
@@ -182,6 +189,7 @@ def main(argv=None) -> int:
             runs["c_same_sampled"].append(single_turn_batch(env, records, url, logprobs=lp))
             runs["b_one_at_a_time"].append(one_at_a_time(env, records, url, logprobs=lp))
         pushes = weight_push_seconds(url, model_dir, 5)
+        shm_pushes = weight_push_seconds(url, model_dir, 5, shm=True)
     except Exception:
         if server is not None:
             print("server log ends with:\n" + server.log_tail(4000), file=sys.stderr)
@@ -221,6 +229,9 @@ def main(argv=None) -> int:
           "(about the most b/a can reach: the sampled tokens in one batch)")
     print(f"ReloadWeightSync.push     median {statistics.median(pushes) * 1000:.0f} ms "
           f"(runs: {', '.join(f'{p * 1000:.0f}' for p in pushes)} ms)")
+    if shm_pushes:
+        print(f"  via /dev/shm (vllm_shared) median {statistics.median(shm_pushes) * 1000:.0f} ms "
+              f"(runs: {', '.join(f'{p * 1000:.0f}' for p in shm_pushes)} ms)")
     return 0
 
 

@@ -29,10 +29,11 @@ def config(**changes) -> TrainerConfig:
     return TrainerConfig(model_name_or_path="/opt/ml/input/data/model", **changes)
 
 
-def plan_for(host: str, cfg: TrainerConfig | None = None, *, gpus: int = 8, tmp=Path("/tmp/x")):
+def plan_for(host: str, cfg: TrainerConfig | None = None, *, gpus: int = 8, tmp=Path("/tmp/x"),
+             **kwargs):
     resources = ResourceConfig(host, HOSTS, "eth0")
     return build_plan(cfg or config(), resources, OptML(tmp), model="/models/m", gpu_count=gpus,
-                      master_addr="10.0.0.1", python="python3")
+                      master_addr="10.0.0.1", python="python3", **kwargs)
 
 
 def accelerate_args(plan) -> dict:
@@ -363,3 +364,93 @@ def test_trainer_uses_the_shipped_deepspeed_files():
         assert loaded["zero_optimization"]["stage"] == stage
     zero3 = _deepspeed_config(config(deepspeed_stage=3))["zero_optimization"]
     assert zero3["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+# -- vllm_shared: the server on a training GPU (EXPERIMENTAL) ------------------------------------
+
+A10G_BYTES = 23028 * 2**20  # nvidia-smi's memory.total of an ml.g5.2xlarge's A10G
+QWEN25_15B = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536,
+              "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+              "intermediate_size": 8960, "vocab_size": 151936, "torch_dtype": "bfloat16"}
+
+
+def qwen_dir(tmp_path) -> Path:
+    """A stand-in Qwen2.5-1.5B checkpoint: its config and a sparse weights file of its size."""
+    model = tmp_path / "qwen"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN25_15B))
+    with open(model / "model.safetensors", "wb") as f:
+        f.truncate(3_087_467_520)
+    return model
+
+
+def g5_shared():
+    from mtgrpo.recipes.loader import load_recipe
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_recipe(repo / "recipes" / "qwen2-5-1-5b-g5.yaml").trainer
+    return cfg.replace(generation_backend="vllm_shared", model_name_or_path="/m")
+
+
+def test_shared_memory_rule_for_the_g5_recipe(tmp_path):
+    from mtgrpo.rollout.shared_gpu import (DEFAULT_SHARE, OVERHEAD_BYTES,
+                                           shared_gpu_memory_utilization)
+
+    cfg, model = g5_shared(), qwen_dir(tmp_path)
+    # 16 episodes x (768 + 768) tokens x 28,672 KV bytes a token (2 x 28 layers x 2 heads x 128
+    # x 2 bytes), x 1.25, + 3.09 GB of bf16 weights + 2 GiB: 6.12 GB of 24.1 GB.
+    expected = (3_087_467_520 + 1.25 * 16 * 1536 * 28_672 + OVERHEAD_BYTES) / A10G_BYTES
+    share = shared_gpu_memory_utilization(cfg, model, A10G_BYTES)
+    assert share == round(expected, 3) == 0.253
+    assert shared_gpu_memory_utilization(cfg, model, A10G_BYTES, world_size=2) > share
+    assert shared_gpu_memory_utilization(cfg.replace(vllm_gpu_memory_utilization=0.2), model,
+                                         A10G_BYTES) == 0.2  # the setting caps it
+    assert shared_gpu_memory_utilization(cfg, tmp_path / "nothing", A10G_BYTES) == DEFAULT_SHARE
+
+
+def test_shared_one_gpu_plan_puts_server_and_learner_on_gpu_0(tmp_path):
+    cfg = g5_shared()
+    resources = ResourceConfig("algo-1", ("algo-1",), "eth0")
+    plan = build_plan(cfg, resources, OptML(tmp_path), model=str(qwen_dir(tmp_path)),
+                      gpu_count=1, python="python3", gpu_memory_bytes=A10G_BYTES)
+    assert plan.vllm_gpus == (0,) and plan.train_gpus == (0,) and plan.world_size == 1
+    assert plan.training.env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert plan.vllm_url == "http://127.0.0.1:8000"
+    server = plan.vllm.server({})
+    assert server.environment["CUDA_VISIBLE_DEVICES"] == "0"
+    assert "--weight-transfer-config" not in server.command  # reload through /dev/shm
+    assert server.command[server.command.index("--gpu-memory-utilization") + 1] == "0.253"
+    args = accelerate_args(plan)
+    assert args["num_processes"] == 1 and args["training_script_args"] == \
+        ["--vllm-server-url", "http://127.0.0.1:8000"]
+
+
+def test_shared_on_eight_gpus_all_train():
+    plan = plan_for("algo-1", config(generation_backend="vllm_shared"), gpus=8,
+                    gpu_memory_bytes=80 * 2**30)
+    assert plan.vllm_gpus == (7,) and plan.train_gpus == tuple(range(8))
+    assert plan.world_size == 16 and plan.vllm.gpus == "7"
+    assert plan.vllm.weight_transfer is None
+    assert plan.vllm.gpu_memory_utilization == 0.3  # /models/m has no config.json: the default
+    with pytest.raises(UserError, match="vllm_gpus: invalid value '8' for 8 GPUs"):
+        plan_for("algo-1", config(generation_backend="vllm_shared", vllm_gpus="8"),
+                 gpu_memory_bytes=80 * 2**30)
+
+
+def test_shared_refuses_nccl_and_names_it_for_one_gpu():
+    with pytest.raises(UserError, match="weight_sync: nccl cannot pair two processes on one GPU"):
+        config(generation_backend="vllm_shared", weight_sync="nccl")
+    with pytest.raises(UserError, match="or generation_backend transformers or vllm_shared"):
+        plan_for("algo-1", gpus=1)
+
+
+def test_shm_weights_root_needs_room_for_two_copies(tmp_path):
+    import shutil
+
+    from mtgrpo.rollout.shared_gpu import shm_weights_root
+
+    made = shm_weights_root(1024, base=tmp_path)
+    assert made.parent == tmp_path and made.is_dir()
+    free = shutil.disk_usage(tmp_path).free
+    assert shm_weights_root(free // 2 + 1, base=tmp_path) is None  # a push + the previous copy
+    assert shm_weights_root(base=tmp_path / "missing") is None

@@ -18,6 +18,7 @@ stale or half-updated server (e.g. a stale tied LM head) cannot pass.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,7 +89,12 @@ class ServerAgreement:
         _greedy(self.client, self.prompt)  # cached now: the next sync must invalidate it
 
 
-def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("backend, weight_sync", [("vllm", "reload"), ("vllm_shared", "auto")],
+                         ids=["vllm", "vllm_shared"])
+def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_path,
+                                              monkeypatch, backend, weight_sync):
+    """vllm_shared runs the same loop with its own weight sync: reload through a fresh
+    directory in /dev/shm (recorded here), removed when training ends."""
     from transformers import AutoTokenizer
 
     from mtgrpo.rollout.client import VLLMClient
@@ -98,13 +104,19 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
     from mtgrpo.trainer.train import run
     from transformers import AutoModelForCausalLM
 
+    from mtgrpo.rollout import shared_gpu
+
+    made = []
+    real_root = shared_gpu.shm_weights_root
+    monkeypatch.setattr(shared_gpu, "shm_weights_root",
+                        lambda *a, **k: made.append(real_root(*a, **k)) or made[-1])
     # Other tests may have pushed other weights: start from the original ones.
     ReloadWeightSync(vllm_server.url).push(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
 
     task = write_task(tmp_path / "task")
     cfg = TrainerConfig(
-        model_name_or_path=str(tiny_model_dir), generation_backend="vllm",
-        vllm_server_url=vllm_server.url, weight_sync="reload", vllm_request_timeout_s=120,
+        model_name_or_path=str(tiny_model_dir), generation_backend=backend,
+        vllm_server_url=vllm_server.url, weight_sync=weight_sync, vllm_request_timeout_s=120,
         num_generations=4, per_device_train_batch_size=8, gradient_accumulation_steps=1,
         max_steps=STEPS, learning_rate=1e-2, max_grad_norm=1.0, eval_steps=0, save_steps=100,
         max_turns=2, max_tool_calls=1, max_tokens_per_turn=24, max_completion_length=128,
@@ -125,6 +137,10 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
                   callbacks=[agreement.callback])
 
     assert summary["global_step"] == STEPS
+    if backend == "vllm_shared":
+        assert len(made) == 1 and made[0].parent == Path("/dev/shm") and not made[0].exists()
+    else:
+        assert made == []
     rows = agreement.rows
     assert len(rows) == STEPS + 1  # after the initial sync, then after every step
     report = []

@@ -351,3 +351,30 @@ def test_own_server_frozen_then_killed_fails_fast(tiny_model_dir, tok, tmp_path)
         assert not server.alive()
         with pytest.raises(SamplerError, match="unreachable"):
             asyncio.run(quick.generate([p], max_tokens=4, temperature=1.0, top_p=1.0, stop=[]))
+
+
+def test_vllm_shared_pushes_weights_through_shared_memory(vllm_server, original_weights, tok):
+    """generation_backend vllm_shared: make_weight_sync gives a reload sync whose pushes go to a
+    fresh directory in /dev/shm; the server then computes the pushed policy; close removes it."""
+    from transformers import AutoModelForCausalLM
+
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.rollout import make_weight_sync
+
+    cfg = TrainerConfig(model_name_or_path=str(vllm_server.model_dir),
+                        generation_backend="vllm_shared", vllm_server_url=vllm_server.url)
+    sync = make_weight_sync(cfg)
+    assert isinstance(sync, ReloadWeightSync)
+    root = sync.save_root
+    assert root.parent.as_posix() == "/dev/shm" and root.is_dir()
+    ids = prompt_ids(tok) + tok.encode("Paris is the capital", add_special_tokens=False)
+    client = VLLMClient(vllm_server.url)
+    model = _perturbed(vllm_server.model_dir, 0.05)
+    try:
+        sync.push(model)
+        assert [p.name for p in root.iterdir()] == ["step-000000"]
+        assert _max_diff(client.score_sync([ids])[0], _policy_logprobs(model, ids)) < POLICY_TOL
+    finally:
+        sync.push(AutoModelForCausalLM.from_pretrained(vllm_server.model_dir))
+        sync.close()
+    assert not root.exists()

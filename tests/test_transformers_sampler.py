@@ -121,3 +121,205 @@ def test_wrapped_model_is_unwrapped(model_and_tok):
     direct = generate(TransformersSampler(model, tok), prompts_of(tok, "q"), 6)
     assert [s.token_ids for s in generate(sampler, prompts_of(tok, "q"), 6)] == \
         [s.token_ids for s in direct]
+
+
+# -- the fast path against references -------------------------------------------------------------
+
+def old_finish(tok, eos_ids, tokens, budget, stop):
+    """The previous TransformersSampler's rule (decode the tail after every token), kept as the
+    reference: (tokens kept, finish reason, text)."""
+    tail_tokens = max((len(s) for s in stop), default=0) + 2
+    for n, token in enumerate(tokens, start=1):
+        if token in eos_ids:
+            return n, "stop", tok.decode(tokens[:n], skip_special_tokens=True)
+        if stop:
+            tail = tok.decode(tokens[max(0, n - tail_tokens):n])
+            if any(s in tail for s in stop):
+                text = tok.decode(tokens[:n], skip_special_tokens=True)
+                cut = min(text.find(s) + len(s) for s in stop if s in text) \
+                    if any(s in text for s in stop) else len(text)
+                return n, "stop", text[:cut]
+        if n >= budget:
+            return n, "length", tok.decode(tokens[:n], skip_special_tokens=True)
+    return len(tokens), "length", tok.decode(tokens, skip_special_tokens=True)
+
+
+def test_stop_tables_match_a_byte_search():
+    """Random token sequences over a small alphabet: the device state machine reports the first
+    token at which the concatenated bytes contain a stop string, exactly as a plain search."""
+    from mtgrpo.rollout.stops import StopTables
+
+    vocab = [b"", b"a", b"b", b"ab", b"ba", b"abc", b"c", b"cab", b"xabcx", b"bc", b"aab"]
+    stop = ["abc", "bca", "cc", "aabca"]
+    tables = StopTables(vocab, stop)
+    g = torch.Generator().manual_seed(0)
+    seqs = torch.randint(0, len(vocab), (400, 12), generator=g)
+    state = tables.initial_state(400, "cpu")
+    first = [None] * 400
+    for t in range(12):
+        state, hit = tables.step(state, seqs[:, t])
+        for b in range(400):
+            if hit[b] and first[b] is None:
+                first[b] = t
+    for b in range(400):
+        text, expected = b"", None
+        for t in range(12):
+            text += vocab[seqs[b, t]]
+            if any(s.encode() in text for s in stop):
+                expected = t
+                break
+        assert first[b] == expected, (b, [vocab[i] for i in seqs[b].tolist()])
+
+
+def stop_cases(tok, tokens):
+    """Stop strings cut from a sample's own bytes: inside one token with bytes around it, split
+    across two and three tokens, and several at once."""
+    from mtgrpo.rollout.stops import token_bytes
+
+    vocab = token_bytes(tok)
+    pieces = [vocab[t] for t in tokens]
+    cases = []
+    for i, piece in enumerate(pieces[:-2]):
+        try:
+            if len(piece) >= 3:  # a token that contains the stop string plus more
+                cases.append([piece[1:-1].decode()])
+            if len(piece) >= 2 and pieces[i + 1]:  # split across two tokens
+                cases.append([(piece[-2:] + pieces[i + 1][:1]).decode()])
+            if len(pieces[i + 1]) >= 1 and pieces[i + 2]:  # across three
+                cases.append([(piece[-1:] + pieces[i + 1] + pieces[i + 2][:1]).decode()])
+        except UnicodeDecodeError:
+            continue
+    cases = [c for c in cases if c[0].strip()]
+    return cases[:12] + [[cases[3][0], cases[7][0], cases[11][0]]]
+
+
+def test_stop_boundaries_give_what_the_old_path_gave(model_and_tok):
+    """The same samples (same seed: a stop does not change what is sampled before it) cut by
+    the device check and by the old decode-the-tail rule give the same ids, text and reason."""
+    model, tok = model_and_tok
+    sampler = TransformersSampler(model, tok)
+    prompts = prompts_of(tok, "q", "another question", "three")
+    free = generate(sampler, prompts, 30, temperature=1.0, seed=7)
+    checked = 0
+    for row, sample in enumerate(free):
+        for stop in stop_cases(tok, sample.token_ids):
+            cut = generate(sampler, prompts, 30, stop=stop, temperature=1.0, seed=7)[row]
+            n, reason, text = old_finish(tok, sampler.eos_ids, free[row].token_ids, 30, stop)
+            assert (cut.token_ids, cut.finish_reason, cut.text) == \
+                (free[row].token_ids[:n], reason, text), stop
+            checked += reason == "stop"
+    assert checked >= 20
+
+
+def test_greedy_ids_equal_plain_generate(model_and_tok):
+    model, tok = model_and_tok
+    prompts = prompts_of(tok, "a", "a longer question here", "mid size q")
+    for cache in ("dynamic", "static"):
+        sampler = TransformersSampler(model, tok, cache=cache)
+        ours = generate(sampler, prompts, 12, temperature=0.0)
+        for prompt, sample in zip(prompts, ours):
+            with torch.no_grad():
+                plain = model.generate(torch.tensor([prompt]), do_sample=False,
+                                       max_new_tokens=12, eos_token_id=sampler.eos_ids,
+                                       pad_token_id=sampler.pad_id)[0, len(prompt):].tolist()
+            n, _, _ = old_finish(tok, sampler.eos_ids, plain, 12, [])
+            assert sample.token_ids == plain[:n], cache
+
+
+def chi_square_p(a: list[int], b: list[int]) -> float:
+    """Two-sample chi-square test of equal distributions over the tokens seen (tokens with
+    fewer than 10 counts in both together are pooled)."""
+    from collections import Counter
+
+    ca, cb = Counter(a), Counter(b)
+    keys = [k for k in set(ca) | set(cb) if ca[k] + cb[k] >= 10]
+    rows = [(ca[k], cb[k]) for k in keys]
+    rest = (len(a) - sum(r[0] for r in rows), len(b) - sum(r[1] for r in rows))
+    if sum(rest):
+        rows.append(rest)
+    na, nb = len(a), len(b)
+    stat = 0.0
+    for x, y in rows:
+        total = x + y
+        ea, eb = total * na / (na + nb), total * nb / (na + nb)
+        stat += (x - ea) ** 2 / ea + (y - eb) ** 2 / eb
+    df = len(rows) - 1
+    return float(torch.special.gammaincc(torch.tensor(df / 2), torch.tensor(stat / 2)))
+
+
+def test_token_frequencies_match_plain_generate(model_and_tok):
+    """512 samples of 6 tokens from one prompt, our path and plain ``generate`` at different
+    seeds (temperature 0.7, top-p 0.9): the first and the sixth token's frequencies pass a
+    two-sample chi-square test at p > 0.001; a sampler at temperature 1.0 fails it (so the test
+    can fail). The random model's next-token distribution is nearly uniform over 1024 tokens,
+    too flat for 512 samples to tell apart: its final norm is scaled up (x5) so that a few
+    dozen tokens carry the mass."""
+    import copy
+
+    model, tok = model_and_tok
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(5.0)
+    [prompt] = prompts_of(tok, "tell me")
+    n, steps = 512, 6
+    sampler = TransformersSampler(model, tok)
+    sampler.eos_ids = []  # every row runs its whole budget, as plain generate below
+
+    def ours(temperature):
+        samples = asyncio.run(sampler.generate([prompt] * n, max_tokens=steps,
+                                               temperature=temperature, top_p=0.9, stop=[],
+                                               seed=11))
+        return [s.token_ids for s in samples]
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(5)
+        plain = model.generate(torch.tensor([prompt] * n), do_sample=True, temperature=0.7,
+                               top_p=0.9, top_k=None, max_new_tokens=steps, min_new_tokens=steps,
+                               eos_token_id=None, pad_token_id=sampler.pad_id)[:, len(prompt):]
+    plain = plain.tolist()
+    same, hotter = ours(0.7), ours(1.0)
+    for position in (0, steps - 1):
+        reference = [row[position] for row in plain]
+        assert chi_square_p([row[position] for row in same], reference) > 1e-3
+        assert chi_square_p([row[position] for row in hotter], reference) < 1e-3
+
+
+def test_memory_rule_splits_batches_and_keeps_order(model_and_tok, monkeypatch):
+    from mtgrpo.rollout import decode
+
+    model, tok = model_and_tok
+    prompts = prompts_of(tok, "a", "a much longer question than the others", "b c", "d")
+    shape = decode.ModelShape.of(model)
+    assert shape.kv_bytes_per_token == 2 * 2 * 1 * 64 * 4  # 2 layers, 1 KV head of 64, fp32
+    per_row = decode.generation_bytes(shape, 1, len(prompts[1]), 5)
+    assert decode.generation_bytes(shape, 3, len(prompts[1]), 5) == 3 * per_row
+    monkeypatch.setattr(decode, "free_device_bytes", lambda device, fraction: 2 * per_row + 1)
+    sampler = TransformersSampler(model, tok, logprobs=False)
+    split = generate(sampler, prompts, 5, temperature=0.0)
+    assert sampler.last_batches == [2, 2]
+    monkeypatch.setattr(decode, "free_device_bytes", lambda device, fraction: None)
+    whole = generate(sampler, prompts, 5, temperature=0.0)
+    assert sampler.last_batches == [4]
+    assert [s.token_ids for s in split] == [s.token_ids for s in whole]
+    assert all(s.logprobs is None for s in whole)
+    direct = [generate(sampler, [p], 5, temperature=0.0)[0].token_ids for p in prompts]
+    assert direct == [s.token_ids for s in whole]
+
+
+@pytest.mark.slow
+def test_compiled_static_decoding_is_one_graph_and_greedy_equal(model_and_tok):
+    """cache="static", compile=True (the GPU switch; here inductor on CPU, about a minute to
+    compile): greedy ids equal the dynamic path's, and two calls of one shape bucket reuse one
+    compiled graph (no recompiles per step or per call)."""
+    from torch._dynamo.utils import counters
+
+    model, tok = model_and_tok
+    prompts = prompts_of(tok, "hello there", "q")
+    reference = generate(TransformersSampler(model, tok, logprobs=False), prompts, 20,
+                         temperature=0.0)
+    compiled = TransformersSampler(model, tok, logprobs=False, cache="static", compile=True)
+    counters.clear()
+    for _ in range(2):
+        samples = generate(compiled, prompts, 20, temperature=0.0)
+        assert [s.token_ids for s in samples] == [s.token_ids for s in reference]
+    assert counters["stats"]["unique_graphs"] == 1

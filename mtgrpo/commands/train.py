@@ -94,7 +94,7 @@ def run_paths(config, output: Path):
 
 def _local_server(config, output: Path, allowed: bool):
     """A VLLMServer to start for this run, or None when one already answers (or not wanted)."""
-    if config.generation_backend != "vllm":
+    if config.generation_backend not in ("vllm", "vllm_shared"):
         return None
     from mtgrpo.rollout.client import VLLMClient
 
@@ -116,12 +116,20 @@ def _local_server(config, output: Path, allowed: bool):
     import torch
 
     gpus = None
+    shared = config.generation_backend == "vllm_shared"
     if torch.cuda.is_available():
         gpus = config.vllm_gpus or str(torch.cuda.device_count() - 1)
+    utilization = config.vllm_gpu_memory_utilization if gpus else 0.3
+    if gpus and shared:
+        from mtgrpo.rollout.shared_gpu import shared_gpu_memory_utilization
+
+        first = int(gpus.split(",")[0])
+        utilization = shared_gpu_memory_utilization(
+            config, config.model_name_or_path, torch.cuda.get_device_properties(first).total_memory)
     return VLLMServer(config.model_name_or_path, port=url.port, host=url.hostname, gpus=gpus,
-                      gpu_memory_utilization=config.vllm_gpu_memory_utilization if gpus else 0.3,
-                      log_path=output / "vllm.log",
-                      weight_transfer="nccl" if gpus and config.weight_sync != "reload" else None)
+                      gpu_memory_utilization=utilization, log_path=output / "vllm.log",
+                      weight_transfer="nccl" if gpus and config.weight_sync != "reload"
+                      and not shared else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from mtgrpo.errors import Problem, UserError, did_you_mean
 
 ALGORITHMS = ("mt_grpo", "grpo_or", "grpo_mr")
 TOOL_FORMATS = ("xml", "qwen")
-GENERATION_BACKENDS = ("vllm", "transformers")
+GENERATION_BACKENDS = ("vllm", "transformers", "vllm_shared")
 WEIGHT_SYNC_BACKENDS = ("auto", "nccl", "reload")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -146,7 +146,9 @@ class TrainerConfig:
 
     # -- generation and weight sync -------------------------------------------------------------
     generation_backend: str = _f(
-        "vllm", "Rollout sampler: vllm (server mode) or transformers (generate; no vLLM).",
+        "vllm", "Rollout sampler: vllm (server mode on its own GPU), transformers (no vLLM), "
+                "or vllm_shared (EXPERIMENTAL, not yet run on a GPU: the vLLM server on the "
+                "training GPU, weights through /dev/shm).",
         choices=GENERATION_BACKENDS)
     vllm_server_url: str = _f(
         "http://127.0.0.1:8000", "Base URL of the vLLM OpenAI-compatible server.")
@@ -386,4 +388,9 @@ def _cross_field_problems(cfg: TrainerConfig, source: str, prefix: str) -> list[
         problems.append(Problem(source, key("max_tool_calls"),
                                 f"{cfg.max_tool_calls} tool calls leave no turn to answer in "
                                 f"max_turns {cfg.max_turns}", "max_tool_calls < max_turns"))
+    # -- vllm_shared (sampler helper) --
+    if cfg.generation_backend == "vllm_shared" and cfg.weight_sync == "nccl":
+        problems.append(Problem(source, key("weight_sync"),
+                                "nccl cannot pair two processes on one GPU (generation_backend "
+                                "vllm_shared)", "reload or auto"))
     return problems

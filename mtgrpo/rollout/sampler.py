@@ -145,21 +145,40 @@ class VLLMSampler:
 
 
 class TransformersSampler:
-    """Samples with ``model.generate`` on the trainer's current policy (no vLLM needed).
+    """Samples with the trainer's current policy in-process (no vLLM needed).
 
-    Prompts are left-padded into batches of ``batch_size``. Logprobs are those of the
-    temperature-scaled distribution, ``log_softmax(logits / temperature)``, the same quantity
-    TRL computes for the policy. Each row stops at an EOS token, after a stop string (kept in the
-    output) or at its own token budget. A seed makes sampling repeatable without touching the
-    global random state. Weights need no sync: the sampler reads the live model.
+    Every prompt of a ``generate`` call goes through ``mtgrpo.rollout.decode.Decoder`` in as
+    few batches as memory allows: ``batch_size`` rows at most when given, else the largest
+    batch whose ``generation_bytes`` fit ``memory_fraction`` of the device's free memory (on
+    CPU: all prompts at once). Prompts are sorted by length before batching, so a batch pads
+    little; samples come back in the caller's order. Each row stops at an EOS token, after a
+    stop string (kept in the output; checked on token ids on the device, ``StopTables``) or at
+    its own token budget. ``logprobs=True`` returns ``log_softmax(logits / temperature)`` of
+    every sampled token, the quantity TRL computes for the policy; ``False`` (training: TRL
+    never reads them) skips that work and returns ``None``. A seed makes sampling repeatable
+    without touching the global random state. Weights need no sync: the sampler reads the live
+    model.
+
+    ``cache="static"`` decodes into a ``StaticCache`` and ``compile=True`` (CUDA) compiles the
+    one-token forward with CUDA graphs; batches are then padded to ``batch_size`` rows (a
+    power of two when unset) and the cache length to a multiple of 256 tokens, so later calls
+    reuse the compiled graph. Sampling settings come from the call only: the model's
+    ``generation_config`` (e.g. a shipped ``repetition_penalty`` or ``top_k``) is ignored, so
+    samples follow the policy's own temperature-scaled distribution.
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 16):
+    def __init__(self, model, tokenizer, *, batch_size: int | None = None,
+                 memory_fraction: float = 0.9, logprobs: bool = True, cache: str = "dynamic",
+                 compile: bool = False):
+        from mtgrpo.rollout.decode import Decoder
+        from mtgrpo.rollout.weight_sync import unwrap
+
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        from mtgrpo.rollout.weight_sync import unwrap
-
+        self.memory_fraction = memory_fraction
+        self.logprobs = logprobs
+        self.decoder = Decoder(cache=cache, compile=compile)
         eos = getattr(getattr(unwrap(model), "generation_config", None), "eos_token_id", None)
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if tokenizer.eos_token_id is not None:
@@ -167,6 +186,9 @@ class TransformersSampler:
         self.eos_ids = sorted(set(eos))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
             self.eos_ids[0] if self.eos_ids else 0)
+        self._vocab: list[bytes] | None = None
+        self._stops: dict[tuple, object] = {}
+        self.last_batches: list[int] = []  # rows per decode call of the last generate (metrics)
 
     async def generate(self, prompts: list[list[int]], *, max_tokens: int | list[int],
                        temperature: float, top_p: float, stop: list[str],
@@ -176,95 +198,93 @@ class TransformersSampler:
         return await asyncio.to_thread(self.generate_sync, prompts, budgets, temperature, top_p,
                                        list(stop), seed)
 
+    def _stop_tables(self, stop: Sequence[str], vocab_size: int, device):
+        from mtgrpo.rollout.stops import StopTables, token_bytes
+
+        key = (tuple(stop), vocab_size, str(device))
+        if key not in self._stops:
+            if self._vocab is None or len(self._vocab) != vocab_size:
+                self._vocab = token_bytes(self.tokenizer, vocab_size)
+            self._stops[key] = StopTables(self._vocab, stop).to(device)
+        return self._stops[key]
+
     def generate_sync(self, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
                       temperature: float, top_p: float, stop: Sequence[str],
                       seed: int | None = None) -> list[Sample]:
         import torch
 
+        from mtgrpo.rollout.decode import (ModelShape, free_device_bytes, left_pad,
+                                           plan_batch_size)
         from mtgrpo.rollout.weight_sync import unwrap
 
+        budgets = _budgets(prompts, list(budgets))
         model = unwrap(self.model)  # DDP and friends have no generate()
-        out: list[Sample] = []
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(seed) if seed is not None else
+                              int(torch.randint(0, 2**62, (1,)).item()))
+        stops = self._stop_tables(stop, ModelShape.of(model).vocab, device) \
+            if stop else None
+        static = self.decoder.cache == "static"
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[Sample | None] = [None] * len(prompts)
+        self.last_batches = []
         was_training = model.training
         model.eval()
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                if seed is not None:
-                    torch.manual_seed(seed)
-                for start in range(0, len(prompts), self.batch_size):
-                    out += self._batch(model, prompts[start:start + self.batch_size],
-                                       budgets[start:start + self.batch_size],
-                                       temperature, top_p, stop)
+            with torch.no_grad():
+                start = 0
+                while start < len(order):
+                    rest = order[start:]
+                    width = len(prompts[rest[0]])  # the longest left (sorted)
+                    rows = self.batch_size or plan_batch_size(
+                        ModelShape.of(model), len(rest), width, max(budgets[i] for i in rest),
+                        free_device_bytes(device, self.memory_fraction))
+                    chunk = rest[:rows]
+                    start += len(chunk)
+                    padded = rows if self.batch_size else 1 << (rows - 1).bit_length()
+                    self.last_batches.append(len(chunk))
+                    for i, sample in zip(chunk, self._batch(
+                            model, device, [prompts[i] for i in chunk],
+                            [budgets[i] for i in chunk], temperature, top_p, stop, stops,
+                            generator, padded if static else len(chunk))):
+                        out[i] = sample
         finally:
             model.train(was_training)
-        return out
+        return out  # type: ignore[return-value]
 
-    def _batch(self, model, prompts, budgets, temperature, top_p, stop) -> list[Sample]:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+    def _batch(self, model, device, prompts, budgets, temperature, top_p, stop, stops,
+               generator, rows: int) -> list[Sample]:
+        from mtgrpo.rollout.decode import left_pad
 
-        device = next(model.parameters()).device
+        n = len(prompts)
+        static = self.decoder.cache == "static"
         width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-            mask[row, width - len(p):] = 1
-        sampler = self
-
-        class _RowStop(StoppingCriteria):
-            """Per-row stop: the same rule ``_finish`` applies afterwards (budget, stop string)."""
-
-            def __call__(self, input_ids, scores, **kwargs):
-                done = [sampler._finish(input_ids[row, width:].tolist(), budgets[row], stop,
-                                        eos_is_final=False)[1] is not None
-                        for row in range(input_ids.shape[0])]
-                return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-        greedy = temperature <= 0
-        result = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device),
-            max_new_tokens=max(budgets), do_sample=not greedy,
-            temperature=None if greedy else temperature, top_p=None if greedy else top_p,
-            top_k=None, pad_token_id=self.pad_id, eos_token_id=self.eos_ids or None,
-            stopping_criteria=StoppingCriteriaList([_RowStop()]),
-            # Under DeepSpeed ZeRO-3 transformers would turn this on by itself and all-reduce a
-            # "finished" flag with the other ranks every token; but ranks sample different
-            # numbers of turns, so those all-reduces would pair with unrelated collectives. The
-            # trainer gathers whole parameters on every rank before a rollout instead
-            # (MTGRPOTrainer._live_policy_generation), so each rank generates on its own.
-            synced_gpus=False,
-            return_dict_in_generate=True, output_logits=True)
-        generated = result.sequences[:, width:]
-        logits = torch.stack(result.logits, dim=1).float()  # raw logits, (B, T, V)
-        if not greedy:
-            logits = logits / temperature
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, generated.unsqueeze(-1)).squeeze(-1)
+        if static:  # fixed shapes between calls: pad the batch and round the width up
+            width = -(-width // 64) * 64
+            prompts = list(prompts) + [prompts[0]] * (rows - n)
+            budgets = list(budgets) + [1] * (rows - n)  # filler rows end after one token
+        ids, mask = left_pad(prompts, self.pad_id, width)
+        result = self.decoder.decode(
+            model, ids.to(device), mask.to(device), budgets, eos_ids=self.eos_ids,
+            pad_id=self.pad_id, temperature=temperature, top_p=top_p, stops=stops,
+            logprobs=self.logprobs, generator=generator,
+            length_multiple=256 if static else 1)
+        tokens = result.tokens[:n].tolist()  # the one host transfer of the batch
+        lengths = result.lengths[:n].tolist()
+        reasons = result.reasons[:n].tolist()
+        logprobs = result.logprobs[:n].tolist() if result.logprobs is not None else None
         samples = []
-        for row in range(len(prompts)):
-            tokens = generated[row].tolist()
-            keep, reason, text = self._finish(tokens, budgets[row], stop, eos_is_final=True)
-            samples.append(Sample(tokens[:keep], logprobs[row, :keep].tolist(), text,
-                                  reason or "length"))
+        for row in range(n):
+            keep = lengths[row]
+            ids_row = tokens[row][:keep]
+            text = self.tokenizer.decode(ids_row, skip_special_tokens=True)
+            if reasons[row] == 2:  # cut the text after the first stop string, as vLLM does
+                found = [text.find(s) + len(s) for s in stop if s in text]
+                text = text[:min(found)] if found else text
+            samples.append(Sample(ids_row, logprobs[row][:keep] if logprobs else None, text,
+                                  "length" if reasons[row] == 3 else "stop"))
         return samples
-
-    def _finish(self, tokens: list[int], budget: int, stop: Sequence[str], *,
-                eos_is_final: bool) -> tuple[int, str | None, str]:
-        """Scan sampled tokens: (tokens kept, finish reason or None, text up to the stop)."""
-        tail_tokens = max((len(s) for s in stop), default=0) + 2
-        for n, token in enumerate(tokens, start=1):
-            if eos_is_final and token in self.eos_ids:
-                return n, "stop", self.tokenizer.decode(tokens[:n], skip_special_tokens=True)
-            if stop:
-                tail = self.tokenizer.decode(tokens[max(0, n - tail_tokens):n])
-                if any(s in tail for s in stop):
-                    text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True)
-                    cut = min(text.find(s) + len(s) for s in stop if s in text) \
-                        if any(s in text for s in stop) else len(text)
-                    return n, "stop", text[:cut]
-            if n >= budget:
-                return n, "length", self.tokenizer.decode(tokens[:n], skip_special_tokens=True)
-        return len(tokens), None, self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -100,10 +100,11 @@ class ReloadWeightSync:
 
     def __init__(self, base_url: str, *, save_root: str | Path | None = None,
                  timeout_s: float = 300.0, keep: int = 1,
-                 method: str = "mtgrpo_reload_weights"):
+                 method: str = "mtgrpo_reload_weights", remove_root: bool | None = None):
         self.client = VLLMClient(base_url, timeout_s=timeout_s)
         self.method = method
-        self._own_root = save_root is None
+        # Deleted at close: a root made here, or one the caller hands over (remove_root=True).
+        self._own_root = save_root is None if remove_root is None else remove_root
         self.save_root = Path(save_root) if save_root else Path(
             tempfile.mkdtemp(prefix="mtgrpo-weights-"))
         self.save_root.mkdir(parents=True, exist_ok=True)
@@ -303,6 +304,8 @@ def resolve_weight_sync(cfg) -> str:
     """
     if cfg.generation_backend == "transformers":
         return "none"
+    if cfg.generation_backend == "vllm_shared":
+        return "reload"  # the config refuses nccl: two processes on one GPU cannot pair
     if cfg.weight_sync != "auto":
         return cfg.weight_sync
     try:
@@ -322,7 +325,16 @@ def make_weight_sync(cfg, *, base_url: str | None = None, save_root: str | Path 
     if kind == "none":
         return NoopWeightSync()
     if kind == "reload":
-        return ReloadWeightSync(url, save_root=save_root, timeout_s=cfg.vllm_request_timeout_s)
+        remove_root = save_root is None
+        if save_root is None and cfg.generation_backend == "vllm_shared":
+            from mtgrpo.rollout.shared_gpu import shm_weights_root
+
+            save_root = shm_weights_root()  # RAM, not disk: a push every step
+            if save_root is None:
+                log.warning("/dev/shm is not writable; vllm_shared pushes weights through a "
+                            "temporary directory on disk")
+        return ReloadWeightSync(url, save_root=save_root, timeout_s=cfg.vllm_request_timeout_s,
+                                remove_root=remove_root)
     if vllm_world_size is None:
         gpus = [g for g in cfg.vllm_gpus.split(",") if g.strip()]
         vllm_world_size = max(1, len(gpus))

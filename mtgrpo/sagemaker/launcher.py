@@ -11,6 +11,12 @@ named by ``vllm_gpus`` (default: the last GPU). Every host trains on the remaini
 num_machines``), so on the other hosts the indices vLLM uses on the first host stay idle. Other
 hosts reach vLLM at the first host's address. Without GPUs (a CPU machine: tests, local runs)
 the plan is one training process and a CPU vLLM server.
+
+``generation_backend: vllm_shared`` (EXPERIMENTAL, not yet run on a GPU) starts the server on a
+GPU that also trains (``vllm_gpus``, default the last GPU; one-GPU instances), with
+``--gpu-memory-utilization`` from ``mtgrpo.rollout.shared_gpu.shared_gpu_memory_utilization``,
+and every GPU trains. NCCL cannot pair two processes on one GPU, so weights are pushed with the
+reload path through ``/dev/shm``.
 """
 
 from __future__ import annotations
@@ -130,6 +136,23 @@ def parse_vllm_gpus(text: str, gpu_count: int) -> tuple[int, ...]:
     return gpus
 
 
+def parse_shared_vllm_gpus(text: str, gpu_count: int) -> tuple[int, ...]:
+    """``vllm_gpus`` for vllm_shared: any distinct indices (all of them train too)."""
+    allowed = (f"comma-separated distinct GPU indices in [0, {gpu_count - 1}], or empty for "
+               "the last GPU")
+    if not text.strip():
+        return (gpu_count - 1,)
+    try:
+        gpus = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
+                                f"invalid value {text!r}", allowed)) from None
+    if len(set(gpus)) != len(gpus) or any(g < 0 or g >= gpu_count for g in gpus):
+        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
+                                f"invalid value {text!r} for {gpu_count} GPUs", allowed))
+    return gpus
+
+
 def _server_location(config: TrainerConfig, resources: ResourceConfig) -> tuple[bool, int, str]:
     """(managed, port, host part) of vllm_server_url. Managed: this job starts the server,
     because the URL names this machine or the first host; otherwise it is an outside server."""
@@ -146,7 +169,8 @@ def _server_location(config: TrainerConfig, resources: ResourceConfig) -> tuple[
 def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, *,
                model: str, gpu_count: int, master_addr: str | None = None,
                visible_devices: Sequence[str] | None = None,
-               python: str = sys.executable) -> LaunchPlan:
+               python: str = sys.executable,
+               gpu_memory_bytes: int | None = None) -> LaunchPlan:
     """The processes this host (``resources.current_host``) runs; nothing is started.
 
     ``model`` is the model vLLM serves at start (the `model` channel or
@@ -154,6 +178,8 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
     ``master_addr`` is the first host's resolved address (defaults to its name).
     ``visible_devices``: the container's own ``CUDA_VISIBLE_DEVICES`` entries, if it has one;
     GPU indices are positions in it and children get the selected entries.
+    ``gpu_memory_bytes``: one GPU's memory, for vllm_shared's memory share (default: asked
+    from ``nvidia-smi``).
     """
     def devices(indices: Sequence[int]) -> str:
         return ",".join(visible_devices[i] if visible_devices else str(i) for i in indices)
@@ -163,16 +189,20 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
     master = master_addr or resources.master_host
     if num_nodes == 1:
         master = "127.0.0.1"
-    use_vllm = config.generation_backend == "vllm"
+    shared = config.generation_backend == "vllm_shared"
+    use_vllm = config.generation_backend in ("vllm", "vllm_shared")
     managed, port, _ = _server_location(config, resources) if use_vllm else (False, 0, "")
 
-    if gpu_count > 0:
+    if gpu_count > 0 and shared:
+        vllm_gpus = parse_shared_vllm_gpus(config.vllm_gpus, gpu_count) if managed else ()
+        train_gpus = tuple(range(gpu_count))
+    elif gpu_count > 0:
         vllm_gpus = parse_vllm_gpus(config.vllm_gpus, gpu_count) if use_vllm and managed else ()
         if use_vllm and managed and gpu_count < 2:
             raise UserError(Problem("hyperparameters.json", "generation_backend",
                                     "vllm needs its own GPU and this host has only 1",
                                     "an instance with 2 or more GPUs, or generation_backend "
-                                    "transformers"))
+                                    "transformers or vllm_shared"))
         train_gpus = tuple(g for g in range(gpu_count) if g not in vllm_gpus)
     else:
         vllm_gpus, train_gpus = (), ()
@@ -191,10 +221,22 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
             vllm_url = config.vllm_server_url.rstrip("/")
     if use_vllm and managed and node_rank == 0:
         # Same rule as mtgrpo.rollout.weight_sync.resolve_weight_sync ("auto": nccl on GPUs).
-        nccl = gpu_count > 0 and config.weight_sync in ("auto", "nccl")
+        # vllm_shared: always reload (NCCL cannot pair two processes on one GPU).
+        nccl = gpu_count > 0 and config.weight_sync in ("auto", "nccl") and not shared
+        utilization = config.vllm_gpu_memory_utilization
+        if shared and gpu_count > 0:
+            from mtgrpo.rollout.shared_gpu import gpu_total_bytes, shared_gpu_memory_utilization
+
+            total = gpu_memory_bytes or gpu_total_bytes(devices(vllm_gpus[:1]))
+            if total is None:
+                raise UserError(Problem("hyperparameters.json", "generation_backend",
+                                        "vllm_shared cannot read the GPU's memory size "
+                                        "(nvidia-smi failed)", "vllm or transformers"))
+            utilization = shared_gpu_memory_utilization(
+                config, model, total, world_size=len(train_gpus) * num_nodes)
         vllm = VLLMSpec(model=model, port=port, host="127.0.0.1" if num_nodes == 1 else "0.0.0.0",
                         gpus=devices(vllm_gpus) or None, dtype="bfloat16",
-                        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                        gpu_memory_utilization=utilization,
                         weight_transfer="nccl" if nccl else None, seed=config.seed,
                         env={}, log_path=work / "vllm.log")
 

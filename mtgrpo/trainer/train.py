@@ -192,7 +192,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
                                               parser=parser)
     weight_sync = None
     if sampler is None:
-        if config.generation_backend == "vllm":
+        if config.generation_backend in ("vllm", "vllm_shared"):
             from mtgrpo.rollout.sampler import VLLMSampler
             from mtgrpo.rollout.weight_sync import make_weight_sync
 
@@ -204,7 +204,8 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
         else:
             from mtgrpo.rollout.sampler import TransformersSampler
 
-            sampler = TransformersSampler(model, tokenizer)  # the live policy: always on-policy
+            # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
+            sampler = TransformersSampler(model, tokenizer, logprobs=False)
 
     def paper_rewards(episode):
         return score_episode(episode, parser, weights)
