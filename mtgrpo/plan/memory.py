@@ -240,12 +240,23 @@ def sampler_bytes(shape: ModelShape, config: Any, episodes: int, dt: int) -> tup
                 "mtgrpo.rollout.decode.generation_bytes")
     except (ImportError, AttributeError, TypeError):
         pass
+    return (generate_bytes(shape, batch, width, new, dt, greedy=config.temperature <= 0),
+            "generate(output_logits=True), sampler.py")
+
+
+def generate_bytes(shape: ModelShape, batch: int, width: int, new: int, dt: int, *,
+                   greedy: bool = False) -> int:
+    """Peak bytes of ``TransformersSampler._batch`` as sampler.py has it: the KV cache of
+    ``batch`` rows of ``width + new`` tokens, plus the larger of the prefill's activations
+    (gate, up and product of the MLP, the hidden states) and the kept logits (every step's
+    full-vocabulary float32 row, three copies at the peak, two when greedy)."""
+    context = width + new
     kv = batch * context * shape.kv_bytes_per_token(dt)
     prefill = batch * width * dt * (3 * shape.intermediate + 4 * shape.hidden)
-    copies = SAMPLER_LOGIT_COPIES if config.temperature > 0 else SAMPLER_LOGIT_COPIES - 1
+    copies = SAMPLER_LOGIT_COPIES - 1 if greedy else SAMPLER_LOGIT_COPIES
     logits = copies * 4 * batch * new * shape.vocab
     # The prefill's activations are gone before the kept logits grow: the larger of the two.
-    return kv + max(prefill, logits), "generate(output_logits=True), sampler.py"
+    return kv + max(prefill, logits)
 
 
 # -- the learner ---------------------------------------------------------------------------------
@@ -273,12 +284,12 @@ def learner_memory(shape: ModelShape, config: Any, *, world_size: int, gpu_bytes
         grads.append(Term("gradients", adapters * 4, "adapters only"))
     elif stage == 2:
         precision = "zero2 fp32 master"
-        # DeepSpeed's estimate_zero2_model_states_mem_needs: 4 bytes/param whole (bf16 weights
-        # and gradients) + 16 bytes/param sharded (fp32 master, Adam moments, fp32 gradients).
+        # DeepSpeed's estimate_zero2_model_states_mem_needs: bf16 weights whole (2 bytes/param)
+        # + 18 bytes/param sharded (bf16 and fp32 gradients, fp32 master, Adam moments).
         persistent.append(Term("weights", params * dt, "bf16, whole on every GPU"))
         persistent.append(Term("optimizer", 16 * params // n_gpu,
-                               f"fp32 master + Adam + fp32 grad partition, / {n_gpu} GPUs"))
-        grads.append(Term("gradients", params * dt, "bf16, whole (reduce buckets)"))
+                               f"fp32 master + Adam + fp32 grads, / {n_gpu} GPUs"))
+        grads.append(Term("gradients", params * dt // n_gpu, f"bf16 partition, / {n_gpu} GPUs"))
     elif stage == 3:
         precision = "zero3 fp32 master"
         # DeepSpeed's estimate_zero3_model_states_mem_needs: 18 bytes/param sharded + the
