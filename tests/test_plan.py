@@ -156,6 +156,14 @@ def test_master_weights_and_lora_terms():
     assert lora.term("gradients") == 4 * adapters and lora.term("optimizer") == 8 * adapters
     qv = memory.adapter_params(With(base, lora_r=8, lora_target_modules="q_proj,v_proj"), QWEN25)
     assert qv == 28 * 8 * (3072 + 1792)
+    # without checkpointing each adapted linear also saves a bf16 copy of its input: q, k, v,
+    # gate, up read 1536 each, o 1536, down 8960
+    off = base.replace(gradient_checkpointing=False)
+    full = memory.learner_memory(QWEN25, off, world_size=1, gpu_bytes=141 * GIB,
+                                 rollouts_on_gpu=False).activations_full
+    adapted = memory.learner_memory(QWEN25, With(off, lora_r=16), world_size=1,
+                                    gpu_bytes=141 * GIB, rollouts_on_gpu=False).activations_full
+    assert adapted - full == 3072 * 28 * 2 * (6 * 1536 + 8960)
 
 
 # -- DeepSpeed's own estimators -----------------------------------------------------------------
@@ -329,11 +337,17 @@ def test_render_refuses_a_7b_full_fine_tune_on_one_24gb_gpu(project, capsys, com
     assert snapshot(project) == before  # nothing written
 
 
-def test_skip_fit_check_lets_it_render(project):
+def test_skip_fit_check_lets_it_render(project, capsys):
     text = (FIXTURES / "qwen2-5-7b-g5-full.yaml").read_text().replace(
         "  max_run: 3600\n", "  max_run: 3600\n  skip_fit_check: measured on our own card\n")
     (project / "recipes" / "qwen2-5-7b-g5-full.yaml").write_text(text)
     assert main(["validate", "--root", str(project)]) == 0
+    capsys.readouterr()
+    assert main(["plan", "--root", str(project), "--output", "json",
+                 str(project / "recipes" / "qwen2-5-7b-g5-full.yaml")]) == 0
+    (data,) = json.loads(capsys.readouterr().out)
+    assert data["skip_fit_check"] == "measured on our own card"
+    assert not data["fits"] and not data["refused"]  # skipped, still reported as not fitting
 
 
 def test_render_refuses_the_old_two_node_batch_shape(project, capsys):

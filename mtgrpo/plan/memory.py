@@ -320,6 +320,10 @@ def learner_memory(shape: ModelShape, config: Any, *, world_size: int, gpu_bytes
     # Activations of one micro-batch.
     tokens = train_tokens(config)
     per_layer = layer_activation_bytes(shape, dt, liger=liger)
+    if lora:  # peft casts each adapted linear's input to the fp32 adapter; autocast saves a
+        # bf16 copy of it for lora_A's backward (one per module, q/k/v each their own)
+        linears = shape.layer_linear_shapes()
+        per_layer += dt * sum(linears[n][0] for n in lora_targets(config, shape))
     head = head_saved_bytes(shape, dt, liger=liger)
     full = tokens * (shape.layers * per_layer + head)
     checkpointed = tokens * (shape.layers * dt * shape.hidden + head)

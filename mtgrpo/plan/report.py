@@ -18,9 +18,12 @@ def _money(value: float | None) -> str:
 
 
 def verdict(plan: RecipePlan, problems: list[Problem]) -> str:
-    if plan.skip_fit_check:
-        return f"fit check skipped: {plan.skip_fit_check}"
     main = plan.main
+    if plan.skip_fit_check:
+        estimate = ""
+        if main is not None and main.learner is not None:
+            estimate = "; estimate: " + ("fits" if main.fits else "DOES NOT FIT")
+        return f"fit check skipped ({plan.skip_fit_check}){estimate}"
     if problems or main is None:
         return "DOES NOT RUN OR FIT"
     if main.learner is None:
@@ -136,7 +139,9 @@ def as_json(plan: RecipePlan, problems: list[Problem]) -> dict[str, Any]:
             "host_memory_bytes": inst.host_memory_gib * GIB},
         "model": plan.model,
         "params": plan.shape.params if plan.shape else None,
-        "fits": not problems and main is not None and main.learner is not None,
+        "fits": bool(main is not None and main.learner is not None and main.fits
+                     and not main.batch_error and not main.placement.error),
+        "refused": bool(problems),
         "skip_fit_check": plan.skip_fit_check,
         "problems": [{"file": p.file, "key": p.key, "message": p.message,
                       "allowed": p.allowed} for p in problems],
