@@ -22,6 +22,9 @@ the planner says does not fit runs without the cap, to measure its real peak.
     python benchmarks/fit.py --tiny                       # CPU smoke test (no memory numbers)
     python benchmarks/fit.py --json fit.json              # one CUDA GPU, every configuration
     python benchmarks/fit.py --set master_weights=bf16_kahan --json fit.json
+
+Without ``--set`` each recipe runs as it is, without gradient checkpointing, and with
+``master_weights`` bf16_kahan / fp32 and ``lora_r: 16`` where this checkout has those keys.
 """
 
 from __future__ import annotations
@@ -48,12 +51,27 @@ TINY_SHAPE = dict(hidden=128, layers=2, heads=2, kv_heads=1, head_dim=64, interm
 
 # -- which configurations ---------------------------------------------------------------------------
 
+def default_variants() -> list[dict]:
+    """The recipe as it is, without checkpointing (checks the full activation arithmetic), and
+    the other issues' options where this checkout has their keys."""
+    from mtgrpo.contract.config import field_specs
+
+    fields = field_specs()
+    variants = [{}, {"gradient_checkpointing": False}]
+    if "master_weights" in fields:
+        variants += [{"master_weights": "bf16_kahan"}, {"master_weights": "fp32"}]
+    if "lora_r" in fields:
+        variants += [{"lora_r": 16}]
+    return variants
+
+
 def configurations(recipes: list[Path], sets: list[dict]) -> list[dict]:
     """(label, recipe, trainer overrides) of every single-GPU configuration to run."""
     from mtgrpo.plan.instances import instance
     from mtgrpo.plan.planner import trial_configs
     from mtgrpo.recipes import discover_recipes, load_recipe
 
+    sets = sets or default_variants()
     out = []
     for path in recipes or discover_recipes(REPO / "recipes"):
         recipe = load_recipe(path, root=REPO)
@@ -73,7 +91,7 @@ def configurations(recipes: list[Path], sets: list[dict]) -> list[dict]:
                         worst[key] = value
             trials = [{k: v for k, v in worst.items() if k != "learning_rate"}]
         for trial in trials:
-            for extra in sets or [{}]:
+            for extra in sets:
                 overrides = {**trial, **extra}
                 label = recipe.name + "".join(f" {k}={v}" for k, v in sorted(overrides.items()))
                 out.append({"label": label, "recipe": str(path), "overrides": overrides})
@@ -178,6 +196,8 @@ def run_one(spec: dict, *, tiny: bool, steps: int, cap: bool) -> dict:
               "gpu": inst.gpu, "estimate_peak_bytes": estimate.peak,
               "estimate_phase": estimate.peak_phase.name,
               "estimate_phases": {p.name: p.bytes for p in estimate.phases},
+              "estimate_learner_bytes": max(p.bytes for p in estimate.phases
+                                            if p.name != "rollout"),
               "estimate_required_bytes": estimate.required,
               "recipe_estimate_peak_bytes": planned.learner.peak,
               "planner_fits": planned_bench.fits, "precision": estimate.precision,
@@ -222,6 +242,10 @@ def run_one(spec: dict, *, tiny: bool, steps: int, cap: bool) -> dict:
                        if "overall" in peaks else 0)
         result["measured_peak_bytes"] = measured
         result["measured_rollout_peak_bytes"] = peaks["rollout"]
+        # outside sampler calls (learner steps, model load and save); the last stretch since
+        # the final rollout is still in the allocator's own peak
+        result["measured_learner_peak_bytes"] = max(peaks.get("learner", 0),
+                                                    torch.cuda.max_memory_allocated())
         result["measured_reserved_bytes"] = torch.cuda.max_memory_reserved()
         ratio = estimate.peak / measured if measured else None
         result["estimate_over_measured"] = round(ratio, 4) if ratio else None
@@ -240,7 +264,8 @@ def _watch_rollouts(peaks: dict, device: str) -> None:
     original = sampler.TransformersSampler.generate_sync
 
     def watched(self, *args, **kwargs):
-        peaks["overall"] = max(peaks.get("overall", 0), torch.cuda.max_memory_allocated())
+        peaks["learner"] = max(peaks.get("learner", 0), torch.cuda.max_memory_allocated())
+        peaks["overall"] = max(peaks.get("overall", 0), peaks["learner"])
         torch.cuda.reset_peak_memory_stats()
         try:
             return original(self, *args, **kwargs)
@@ -259,8 +284,9 @@ def _gib(value) -> str:
 
 
 def report(results: list[dict]) -> str:
-    lines = [f"{'configuration':<52} {'estimate':>9} {'measured':>9} {'rollout':>8} "
-             f"{'reserved':>9} {'est/meas':>8}  goal  notes"]
+    lines = [f"{'configuration (GiB)':<52} {'estimate':>9} {'measured':>9} "
+             f"{'rollout est/meas':>17} {'learner est/meas':>17} {'reserved':>9} "
+             f"{'est/meas':>8}  goal  notes"]
     for r in results:
         if "skipped" in r or "error" in r:
             lines.append(f"{r['label']:<52} {r.get('skipped') or r.get('error')}")
@@ -272,9 +298,12 @@ def report(results: list[dict]) -> str:
             note += "; no cap (planner: does not fit)"
         ratio = r.get("estimate_over_measured")
         goal = "-" if ratio is None else ("ok" if r.get("meets_goal") else "MISS")
+        rollout = (f"{_gib(r['estimate_phases'].get('rollout'))}/"
+                   f"{_gib(r.get('measured_rollout_peak_bytes'))}")
+        learner = (f"{_gib(r['estimate_learner_bytes'])}/"
+                   f"{_gib(r.get('measured_learner_peak_bytes'))}")
         lines.append(f"{r['label']:<52} {_gib(r['estimate_peak_bytes']):>9} "
-                     f"{_gib(r.get('measured_peak_bytes')):>9} "
-                     f"{_gib(r.get('measured_rollout_peak_bytes')):>8} "
+                     f"{_gib(r.get('measured_peak_bytes')):>9} {rollout:>17} {learner:>17} "
                      f"{_gib(r.get('measured_reserved_bytes')):>9} "
                      f"{'-' if ratio is None else f'{ratio:.3f}':>8}  {goal:<4}  {note}")
     return "\n".join(lines)
@@ -303,7 +332,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="*", type=Path, help="recipes (default: recipes/*.yaml)")
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (smoke test)")
-    parser.add_argument("--steps", type=int, default=3, help="optimizer steps per config")
+    parser.add_argument("--steps", type=int, default=2,
+                        help="optimizer steps per config (2: the second rollout holds the optimizer state)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]",
                         help="a trainer variant to run for every recipe (repeatable)")
     parser.add_argument("--no-cap", action="store_true", help="never cap GPU memory")

@@ -389,3 +389,23 @@ def test_plan_command_table_and_json(capsys):
     assert by_name["qwen3-1-7b-2node"]["placement"]["processes_per_host"] == [3, 3]
     assert all(d["fits"] for d in data)
     assert by_name["qwen2-5-1-5b-tune"]["cost"]["trials"] == 10
+
+
+def test_fit_benchmark_measures_the_recipes_worst_case():
+    """benchmarks/fit.py runs a one-turn config whose rollout call and micro-batch are the
+    recipe's worst case: the planner's estimate of both is the same."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fit", REPO / "benchmarks" / "fit.py")
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    labels = [c["label"] for c in fit.configurations([], [])]
+    assert "qwen2-5-1-5b-g5" in labels and "qwen2-5-1-5b-tune per_device_train_batch_size=4" \
+        in labels and not any("p4d" in label or "2node" in label for label in labels)
+    for name in ("qwen2-5-1-5b-g5", "qwen2-5-1-5b-tune"):
+        config = recipe(name).trainer
+        bench = fit.measurement_config(config)
+        assert bench.max_tokens_per_turn == bench.max_completion_length == 256
+        a = plan_config(config, instance("ml.g5.2xlarge"), 1, QWEN25).learner
+        b = plan_config(bench, instance("ml.g5.2xlarge"), 1, QWEN25).learner
+        assert [p.bytes for p in a.phases] == [p.bytes for p in b.phases]
