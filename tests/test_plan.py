@@ -257,7 +257,9 @@ def test_placement_is_the_launchers():
     wide = placement(two_node.replace(vllm_gpus="6,7"), instance_count=4, gpus_per_host=8)
     assert wide.processes_per_host == (6, 6, 6, 6) and wide.idle_gpus == 6
     one = placement(two_node, instance_count=1, gpus_per_host=1)
-    assert "only 1" in one.error
+    assert "only 1" in one.error and one.error_key == "generation_backend"
+    bad = placement(two_node.replace(vllm_gpus="4"), instance_count=2, gpus_per_host=4)
+    assert bad.error_key == "vllm_gpus" and "for 4 GPUs" in bad.error
 
 
 def test_cost_from_the_dated_table_and_an_override(tmp_path):
@@ -409,3 +411,15 @@ def test_fit_benchmark_measures_the_recipes_worst_case():
         a = plan_config(config, instance("ml.g5.2xlarge"), 1, QWEN25).learner
         b = plan_config(bench, instance("ml.g5.2xlarge"), 1, QWEN25).learner
         assert [p.bytes for p in a.phases] == [p.bytes for p in b.phases]
+
+
+def test_render_refuses_vllm_beside_the_learner_on_one_gpu(project, capsys):
+    base = project / "recipes" / "base" / "qwen2-5-1-5b-g5.yaml"
+    base.write_text(base.read_text().replace("generation_backend: transformers",
+                                             "generation_backend: vllm"))
+    before = snapshot(project)
+    assert main(["render", "--root", str(project)]) == 1
+    err = capsys.readouterr().err
+    assert ("error: recipes/base/qwen2-5-1-5b-g5.yaml: trainer.generation_backend: "
+            "ml.g5.2xlarge: vllm needs its own GPU and this host has only 1") in err
+    assert snapshot(project) == before

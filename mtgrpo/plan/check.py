@@ -42,11 +42,11 @@ def problems_of(plan: RecipePlan, recipe) -> list[Problem]:
     assert main is not None
     trial = " (a tuning trial)" if plan.tuned else ""
     if main.placement.error:
-        problems.append(Problem(where("trainer.generation_backend"),
-                                "trainer.generation_backend",
+        key = f"trainer.{main.placement.error_key or 'generation_backend'}"
+        problems.append(Problem(where(key), key,
                                 f"{plan.instance_type}: {main.placement.error}",
-                                "an instance with 2 or more GPUs, or generation_backend "
-                                "transformers"))
+                                main.placement.error_allowed or "a placement the launcher "
+                                "accepts"))
         return problems
     if main.batch_error:
         per_host = main.placement.processes_per_host

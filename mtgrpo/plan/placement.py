@@ -23,6 +23,8 @@ class Placement:
     processes_per_host: tuple[int, ...]  # as accelerate starts them, one entry per host
     idle_gpus: int  # GPUs neither training nor serving (the same indices as vLLM's, off host 1)
     error: str = ""  # the launcher's refusal (e.g. vLLM on a one-GPU host), if any
+    error_key: str = ""  # the trainer key it names (generation_backend, vllm_gpus, ...)
+    error_allowed: str = ""
 
     @property
     def world_size(self) -> int:
@@ -49,8 +51,10 @@ def placement(config: TrainerConfig, *, instance_count: int, gpus_per_host: int)
                               gpu_count=gpus_per_host, master_addr="10.0.0.1",
                               python="python")
         except UserError as err:
+            first = err.problems[0]
             return Placement(len(hosts), gpus_per_host, (), (), 0,
-                             error="; ".join(p.message for p in err.problems))
+                             error="; ".join(p.message for p in err.problems),
+                             error_key=first.key, error_allowed=first.allowed)
         per_host.append(plan.processes_per_host if gpus_per_host else 1)
         if plan.node_rank == 0:
             vllm = plan.vllm_gpus
