@@ -49,7 +49,7 @@ TINY_SHAPE = dict(hidden=128, layers=2, heads=2, kv_heads=1, head_dim=64, interm
                   tied_embeddings=True, attention_bias=True)
 
 
-# -- which configurations ---------------------------------------------------------------------------
+# -- which configurations -----------------------------------------------------------------------
 
 def default_variants() -> list[dict]:
     """The recipe as it is, without checkpointing (checks the full activation arithmetic), and
@@ -109,7 +109,7 @@ def parse_set(text: str) -> dict:
     return out
 
 
-# -- one configuration (child process) --------------------------------------------------------------
+# -- one configuration (child process) ----------------------------------------------------------
 
 def measurement_config(config):
     """The config the benchmark runs: the recipe's worst rollout call and micro-batch in one
@@ -277,7 +277,7 @@ def _watch_rollouts(peaks: dict, device: str) -> None:
     sampler.TransformersSampler.generate_sync = watched
 
 
-# -- the parent -------------------------------------------------------------------------------------
+# -- the parent ---------------------------------------------------------------------------------
 
 def _gib(value) -> str:
     return "-" if value in (None, 0) else f"{value / 2**30:.2f}"
@@ -333,7 +333,8 @@ def main(argv=None) -> int:
     parser.add_argument("recipes", nargs="*", type=Path, help="recipes (default: recipes/*.yaml)")
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (smoke test)")
     parser.add_argument("--steps", type=int, default=2,
-                        help="optimizer steps per config (2: the second rollout holds the optimizer state)")
+                        help="optimizer steps per config (2: the second rollout holds the "
+                             "optimizer state)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]",
                         help="a trainer variant to run for every recipe (repeatable)")
     parser.add_argument("--no-cap", action="store_true", help="never cap GPU memory")

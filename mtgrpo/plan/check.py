@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtgrpo.errors import Problem, UserError
-from mtgrpo.plan.instances import GIB, Instance, catalogue
-from mtgrpo.plan.planner import HEADROOM, ConfigPlan, RecipePlan, gib, plan_config, plan_recipe
+from mtgrpo.plan.instances import GIB, catalogue
+from mtgrpo.plan.planner import (HEADROOM, ConfigPlan, RecipePlan, gib, plan_config,
+                                  plan_recipe)
 from mtgrpo.plan.shapes import KNOWN_SHAPES
 
 SKIP = "or job.skip_fit_check: <reason>"

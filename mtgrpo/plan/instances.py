@@ -35,9 +35,3 @@ def catalogue() -> dict[str, Instance]:
 def instance(name: str) -> Instance | None:
     return catalogue().get(name)
 
-
-def larger_single_gpu(than: Instance) -> list[Instance]:
-    """Single-GPU types with more GPU memory than ``than``, smallest memory first."""
-    return sorted((i for i in catalogue().values()
-                   if i.gpus == 1 and i.gpu_memory_mib > than.gpu_memory_mib),
-                  key=lambda i: (i.gpu_memory_mib, i.host_memory_gib, i.name))

@@ -20,7 +20,7 @@ with and without them: ``master_weights``, ``lora_r``/``lora_target_modules``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mtgrpo.plan.shapes import ModelShape
@@ -77,7 +77,6 @@ class LearnerMemory:
     activations_checkpointed: int  # per micro-batch, with gradient checkpointing
     activations_full: int  # per micro-batch, without it
     rollout_rule: str
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def peak_phase(self) -> Phase:
@@ -271,7 +270,6 @@ def learner_memory(shape: ModelShape, config: Any, *, world_size: int, gpu_bytes
     adapters = adapter_params(config, shape)
     lora = adapters > 0
     liger = liger_on(config)
-    notes: list[str] = []
 
     persistent: list[Term] = []
     grads: list[Term] = []
@@ -359,7 +357,7 @@ def learner_memory(shape: ModelShape, config: Any, *, world_size: int, gpu_bytes
         phases=tuple(phases), precision=precision,
         trainable_params=adapters if lora else params, lora=lora, zero_stage=stage,
         world_size=n_gpu, activations_checkpointed=checkpointed, activations_full=full,
-        rollout_rule=rule, notes=tuple(notes))
+        rollout_rule=rule)
 
 
 # -- the vLLM server ---------------------------------------------------------------------------
