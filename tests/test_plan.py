@@ -82,6 +82,87 @@ def test_shape_from_local_dir_and_channel_name(tmp_path):
     assert resolve_shape("somebody/unknown-model") is None
 
 
+@pytest.mark.parametrize("family", ["Qwen2Config", "Qwen3Config"])
+def test_layer_activations_are_what_autograd_saves(family):
+    """One bf16 decoder layer's forward on CPU: the bytes autograd saves for backward (distinct
+    storages, weights and the shared RoPE tables left out) are the planner's per-layer count."""
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    from mtgrpo.plan.shapes import ModelShape
+
+    h, i, heads, kv_heads, d, n = 64, 160, 4, 2, 16, 48
+    config = getattr(transformers, family)(
+        hidden_size=h, intermediate_size=i, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, head_dim=d, num_hidden_layers=1, vocab_size=256)
+    config._attn_implementation = "sdpa"
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    x = torch.randn(1, n, h, dtype=torch.bfloat16, requires_grad=True)
+    positions = torch.arange(n).unsqueeze(0)
+    cos, sin = model.model.rotary_emb(x, positions)
+    skip = {p.data_ptr() for p in model.parameters()} | {cos.data_ptr(), sin.data_ptr()}
+    saved = {}
+
+    def pack(t):
+        if t.data_ptr() not in skip:
+            saved[t.data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.model.layers[0](x, attention_mask=None, position_ids=positions,
+                              position_embeddings=(cos, sin))
+    shape = ModelShape("tiny", hidden=h, layers=1, heads=heads, kv_heads=kv_heads, head_dim=d,
+                       intermediate=i, vocab=256, tied_embeddings=True,
+                       attention_bias=family == "Qwen2Config", qk_norm=family == "Qwen3Config")
+    assert sum(saved.values()) == n * memory.layer_activation_bytes(shape, 2)
+
+
+@pytest.mark.parametrize("family, targets", [("Qwen2Config", "all-linear"),
+                                             ("Qwen3Config", "all-linear"),
+                                             ("Qwen2Config", "q_proj,v_proj")])
+def test_lora_layer_activations_are_what_autograd_saves(family, targets):
+    """The same count for a peft LoRA layer (fp32 adapters on the bf16 base) under bf16
+    autocast, as the trainer's forward runs it."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    from mtgrpo.plan.shapes import ModelShape
+
+    h, i, heads, kv_heads, d, n, r = 64, 160, 4, 2, 16, 48, 4
+    config = getattr(transformers, family)(
+        hidden_size=h, intermediate_size=i, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, head_dim=d, num_hidden_layers=1, vocab_size=256)
+    config._attn_implementation = "sdpa"
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    names = "all-linear" if targets == "all-linear" else targets.split(",")
+    model = get_peft_model(model, LoraConfig(r=r, lora_alpha=8, target_modules=names,
+                                             task_type="CAUSAL_LM"))
+    inner = model.get_base_model().model
+    x = torch.randn(1, n, h, dtype=torch.bfloat16, requires_grad=True)
+    positions = torch.arange(n).unsqueeze(0)
+    cos, sin = inner.rotary_emb(x, positions)
+    skip = {p.data_ptr() for p in model.parameters()} | {cos.data_ptr(), sin.data_ptr()}
+    saved = {}
+
+    def pack(t):  # per-token tensors only (autocast's casts of the adapter weights are not)
+        if t.data_ptr() not in skip and n in t.shape:
+            saved[t.data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        inner.layers[0](x, attention_mask=None, position_ids=positions,
+                        position_embeddings=(cos, sin))
+    shape = ModelShape("tiny", hidden=h, layers=1, heads=heads, kv_heads=kv_heads, head_dim=d,
+                       intermediate=i, vocab=256, tied_embeddings=True,
+                       attention_bias=family == "Qwen2Config", qk_norm=family == "Qwen3Config")
+    adapted = With(type("C", (), {})(), lora_target_modules=targets)
+    lora = {name: r for name in memory.lora_targets(adapted, shape)}
+    assert sum(saved.values()) == n * memory.layer_activation_bytes(shape, 2, lora=lora)
+
+
 # -- arithmetic, by hand ------------------------------------------------------------------------
 
 def test_learner_arithmetic_qwen2_5_1_5b_single_gpu():
@@ -91,18 +172,18 @@ def test_learner_arithmetic_qwen2_5_1_5b_single_gpu():
     # per layer: q 1536x1536+1536, k and v 1536x256+256, o 1536x1536, MLP 3 x 1536x8960,
     # two norms of 1536; embedding 151936 x 1536 (tied); final norm 1536
     assert QWEN25.layer_params == 2_360_832 + 2 * 393_472 + 2_359_296 + 41_287_680 + 3_072
-    # per token and layer, bytes: norms 2 x (4+2) x 1536 = 18432; q, k, v after RoPE
-    # 2 x (1536+512) = 4096, attention out 3072, log-sum-exp 4 x 12 = 48; MLP 4 x 2 x 8960
-    assert memory.layer_activation_bytes(QWEN25, 2) == 18_432 + 4_096 + 3_072 + 48 + 71_680
+    # per token and layer, bytes: norms 2 x ((4 + 2 + 2) x 1536 + 4) = 24584; q, k, v after
+    # RoPE 2 x (1536+512) = 4096, attention out 3072, log-sum-exp 4 x 12 = 48; MLP 4 x 2 x 8960
+    assert memory.layer_activation_bytes(QWEN25, 2) == 24_584 + 4_096 + 3_072 + 48 + 71_680
     m = memory.learner_memory(QWEN25, config, world_size=1, gpu_bytes=23028 * 2**20,
                               rollouts_on_gpu=True)
     assert m.precision == "bf16"  # HF's AdamW over the bf16 model (before master_weights)
     assert m.term("weights") == 3_087_428_608
     assert m.term("optimizer") == 4 * 1_543_714_304
     assert m.term("gradients") == 3_087_428_608
-    # 3072 tokens x (28 layer inputs x 2 x 1536 + final norm 6 x 1536 + head input 2 x 1536
-    # + three fp32 per-token values)
-    assert m.activations_checkpointed == 3072 * (28 * 3072 + 9216 + 3072 + 12)
+    # 3072 tokens x (28 layer inputs x 2 x 1536 + final norm 6 x 1536 + 4 + head input
+    # 2 x 1536 + three fp32 per-token values)
+    assert m.activations_checkpointed == 3072 * (28 * 3072 + 9216 + 4 + 3072 + 12)
     # LM-head backward: fp32 grad_hidden and its cast 3072 x 1536 x 6, one 3072 x 32768 bf16
     # tile, fp32 grad_weight and its bf16 cast 151936 x 1536 x 6
     backward = next(p for p in m.phases if p.name == "backward")
@@ -121,15 +202,16 @@ def test_learner_arithmetic_qwen3_1_7b_zero2_seven_gpus():
     config = recipe("qwen3-1-7b-p4d-spot").trainer
     p = 1_720_574_976
     assert QWEN3.params == p
-    # norms 2 x 6 x 2048, q/k/v 2 x (2048 + 2048), out 4096 + lse 64, q/k norms
-    # 6 x (2048 + 1024), MLP 8 x 6144
-    assert memory.layer_activation_bytes(QWEN3, 2) == 24_576 + 8_192 + 4_160 + 18_432 + 49_152
+    # norms 2 x (8 x 2048 + 4), q/k/v 2 x (2048 + 2048), out 4096 + lse 64, q/k norms
+    # 6 x (2048 + 1024) + 4 x (16 + 8), MLP 8 x 6144
+    assert memory.layer_activation_bytes(QWEN3, 2) == (
+        32_776 + 8_192 + 4_160 + 18_432 + 96 + 49_152)
     m = memory.learner_memory(QWEN3, config, world_size=7, gpu_bytes=40960 * 2**20,
                               rollouts_on_gpu=False)
     assert (m.zero_stage, m.world_size) == (2, 7)
     assert m.term("weights") == 2 * p and m.term("gradients") == 2 * p // 7
     assert m.term("optimizer") == 16 * p // 7 == 3_932_742_802
-    assert m.activations_checkpointed == 16_384 * (28 * 4096 + 12_288 + 4096 + 12)
+    assert m.activations_checkpointed == 16_384 * (28 * 4096 + 12_288 + 4 + 4096 + 12)
     assert [ph.name for ph in m.phases] == ["backward", "step"]  # vLLM samples: no rollout
 
 
@@ -156,14 +238,14 @@ def test_master_weights_and_lora_terms():
     assert lora.term("gradients") == 4 * adapters and lora.term("optimizer") == 8 * adapters
     qv = memory.adapter_params(With(base, lora_r=8, lora_target_modules="q_proj,v_proj"), QWEN25)
     assert qv == 28 * 8 * (3072 + 1792)
-    # without checkpointing each adapted linear also saves a bf16 copy of its input: q, k, v,
-    # gate, up read 1536 each, o 1536, down 8960
-    off = base.replace(gradient_checkpointing=False)
-    full = memory.learner_memory(QWEN25, off, world_size=1, gpu_bytes=141 * GIB,
-                                 rollouts_on_gpu=False).activations_full
-    adapted = memory.learner_memory(QWEN25, With(off, lora_r=16), world_size=1,
-                                    gpu_bytes=141 * GIB, rollouts_on_gpu=False).activations_full
-    assert adapted - full == 3072 * 28 * 2 * (6 * 1536 + 8960)
+    # without checkpointing: the frozen norms save their fp32 input and rsqrt only, the MLP
+    # no product; each adapted linear saves a bf16 copy of its input and its 16 adapter outputs
+    off = With(base.replace(gradient_checkpointing=False), lora_r=16)
+    adapted = memory.learner_memory(QWEN25, off, world_size=1, gpu_bytes=141 * GIB,
+                                    rollouts_on_gpu=False).activations_full
+    per_layer = (2 * (4 * 1536 + 4) + 2 * (1536 + 512) + 2 * 1536 + 48 + 3 * 2 * 8960
+                 + 2 * (6 * 1536 + 8960 + 7 * 16))
+    assert adapted == 3072 * (28 * per_layer + memory.head_saved_bytes(QWEN25, 2))
 
 
 # -- DeepSpeed's own estimators -----------------------------------------------------------------

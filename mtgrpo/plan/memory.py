@@ -180,17 +180,33 @@ def liger_on(config: Any) -> bool:
 
 # -- activations --------------------------------------------------------------------------------
 
-def layer_activation_bytes(shape: ModelShape, dt: int, *, liger: bool = False) -> int:
+def layer_activation_bytes(shape: ModelShape, dt: int, *, liger: bool = False,
+                           lora: dict[str, int] | None = None) -> int:
     """Bytes per token one decoder layer saves for backward (no checkpointing), as autograd
-    keeps them in transformers' Qwen2/Qwen3/Llama layers with the packed attention path
-    (fast_logprobs.py): per RMSNorm its fp32 input and the normalised bf16 output (Liger's
-    RMSNorm: the input only); q, k, v after RoPE, the attention output and its log-sum-exp;
-    Qwen3's q/k norms; the MLP's gate, up, SiLU(gate) and product (Liger's SwiGLU recomputes
-    the SiLU)."""
+    keeps them in transformers' Qwen2/Qwen3/Llama layers (tests/test_plan.py counts them with
+    saved-tensor hooks): per RMSNorm its fp32 input, its rsqrt, the normalised bf16 tensor and
+    the weighted output the next projections read (Liger's RMSNorm: input, rstd and output);
+    q and k after RoPE, v, the attention output (the o projection's input) and its
+    log-sum-exp; Qwen3's q/k norms (fp32 input, rsqrt, normalised); the MLP's gate, up,
+    SiLU(gate) and product (Liger's SwiGLU recomputes the SiLU). The packed varlen path of
+    fast_logprobs.py saves its contiguous q, k, v instead of the RoPE outputs: the same bytes.
+
+    ``lora`` (adapted module name -> r): the frozen base saves no linear inputs and no
+    normalised tensors (their weights need no gradient); each adapted linear saves the bf16
+    copy of its input that autocast makes for its fp32 adapter, and the adapter's r outputs.
+    """
     h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
-    norm = dt * h if liger else (4 + dt) * h
     attention = dt * (q + 2 * kv) + dt * q + 4 * shape.heads
-    qk_norm = ((dt if liger else 4 + dt) * (q + kv)) if shape.qk_norm else 0
+    if lora is not None:
+        linears = shape.layer_linear_shapes()
+        adapted = sum(dt * (linears[name][0] + r) for name, r in lora.items())
+        qk_norm = (4 * (q + kv) + 4 * (shape.heads + shape.kv_heads)) if shape.qk_norm else 0
+        return 2 * (4 * h + 4) + attention + qk_norm + 3 * dt * i + adapted
+    norm = (2 * dt * h + 4) if liger else ((4 + 2 * dt) * h + 4)
+    qk_norm = 0
+    if shape.qk_norm:
+        per_value = dt if liger else 4 + dt
+        qk_norm = per_value * (q + kv) + 4 * (shape.heads + shape.kv_heads)
     mlp = (3 if liger else 4) * dt * i
     return 2 * norm + attention + qk_norm + mlp
 
@@ -204,7 +220,7 @@ def layer_backward_bytes(shape: ModelShape, dt: int) -> int:
 def head_saved_bytes(shape: ModelShape, dt: int, *, liger: bool = False) -> int:
     """Per token, kept for backward above the decoder layers: the final norm's tensors, the
     hidden state TRL's chunked head saves, its log-normaliser, entropy and target."""
-    norm = dt * shape.hidden if liger else (4 + dt) * shape.hidden
+    norm = dt * shape.hidden + 4 if liger else (4 + dt) * shape.hidden + 4
     return norm + dt * shape.hidden + 3 * 4
 
 
@@ -317,11 +333,10 @@ def learner_memory(shape: ModelShape, config: Any, *, world_size: int, gpu_bytes
 
     # Activations of one micro-batch.
     tokens = train_tokens(config)
-    per_layer = layer_activation_bytes(shape, dt, liger=liger)
-    if lora:  # peft casts each adapted linear's input to the fp32 adapter; autocast saves a
-        # bf16 copy of it for lora_A's backward (one per module, q/k/v each their own)
-        linears = shape.layer_linear_shapes()
-        per_layer += dt * sum(linears[n][0] for n in lora_targets(config, shape))
+    r = int(setting(config, "lora_r", 0) or 0)
+    per_layer = layer_activation_bytes(
+        shape, dt, liger=liger,
+        lora={name: r for name in lora_targets(config, shape)} if lora else None)
     head = head_saved_bytes(shape, dt, liger=liger)
     full = tokens * (shape.layers * per_layer + head)
     checkpointed = tokens * (shape.layers * dt * shape.hidden + head)
