@@ -389,10 +389,12 @@ def vllm_defaults(gpu_bytes: int, gpu_name: str) -> tuple[int, int]:
 
 def vllm_memory(shape: ModelShape, config: Any, *, gpu_bytes: int, gpu_name: str,
                 tensor_parallel: int, concurrent_sequences: int,
-                max_model_len: int | None = None) -> VLLMMemory:
-    """The vLLM server's memory on one of its GPUs."""
+                max_model_len: int | None = None,
+                utilization: float | None = None) -> VLLMMemory:
+    """The vLLM server's memory on one of its GPUs (``utilization``: the share the launcher
+    passes, default ``vllm_gpu_memory_utilization``)."""
     tp = max(tensor_parallel, 1)
-    budget = int(config.vllm_gpu_memory_utilization * gpu_bytes)
+    budget = int((utilization or config.vllm_gpu_memory_utilization) * gpu_bytes)
     weights = shape.params * 2 // tp  # --dtype bfloat16 (launcher)
     batched, seqs = vllm_defaults(gpu_bytes, gpu_name)
     per_token = 2 * (4 * shape.hidden + shape.q_dim + 2 * shape.kv_dim

@@ -25,6 +25,7 @@ class Placement:
     error: str = ""  # the launcher's refusal (e.g. vLLM on a one-GPU host), if any
     error_key: str = ""  # the trainer key it names (generation_backend, vllm_gpus, ...)
     error_allowed: str = ""
+    vllm_utilization: float | None = None  # the --gpu-memory-utilization the launcher passes
 
     @property
     def world_size(self) -> int:
@@ -35,21 +36,33 @@ class Placement:
         return self.gpus_per_host > 0
 
 
-def placement(config: TrainerConfig, *, instance_count: int, gpus_per_host: int) -> Placement:
-    """The launcher's placement of this trainer config on ``instance_count`` hosts."""
+def placement(config: TrainerConfig, *, instance_count: int, gpus_per_host: int,
+              gpu_memory_bytes: int | None = None, model: str | None = None) -> Placement:
+    """The launcher's placement of this trainer config on ``instance_count`` hosts.
+
+    ``gpu_memory_bytes`` (the catalogue's) stands in for nvidia-smi where the launcher asks it
+    (vLLM sharing the training GPU sizes its share from it); ``model`` is the local model
+    directory the launcher would read, if the planner has one.
+    """
+    import inspect
+
     from mtgrpo.sagemaker.contract import OptML, ResourceConfig
     from mtgrpo.sagemaker.launcher import build_plan
 
+    extra = {}
+    if gpu_memory_bytes and "gpu_memory_bytes" in inspect.signature(build_plan).parameters:
+        extra["gpu_memory_bytes"] = gpu_memory_bytes
     hosts = tuple(f"algo-{i + 1}" for i in range(max(instance_count, 1)))
     per_host: list[int] = []
     vllm: tuple[int, ...] = ()
+    utilization = None
     idle = 0
     for host in hosts:
         try:
             plan = build_plan(config, ResourceConfig(current_host=host, hosts=hosts),
-                              OptML(Path("/opt/ml")), model="/opt/ml/input/data/model",
+                              OptML(Path("/opt/ml")), model=model or "/opt/ml/input/data/model",
                               gpu_count=gpus_per_host, master_addr="10.0.0.1",
-                              python="python")
+                              python="python", **extra)
         except UserError as err:
             first = err.problems[0]
             return Placement(len(hosts), gpus_per_host, (), (), 0,
@@ -58,6 +71,9 @@ def placement(config: TrainerConfig, *, instance_count: int, gpus_per_host: int)
         per_host.append(plan.processes_per_host if gpus_per_host else 1)
         if plan.node_rank == 0:
             vllm = plan.vllm_gpus
+            if plan.vllm is not None:
+                utilization = plan.vllm.gpu_memory_utilization
         else:
             idle += gpus_per_host - len(plan.train_gpus)
-    return Placement(len(hosts), gpus_per_host, vllm, tuple(per_host), idle)
+    return Placement(len(hosts), gpus_per_host, vllm, tuple(per_host), idle,
+                     vllm_utilization=utilization)

@@ -35,6 +35,7 @@ class ConfigPlan:
     learner: memory.LearnerMemory | None
     vllm: memory.VLLMMemory | None
     learner_capacity: int  # bytes of the training GPU the learner may use
+    placement_gpu_bytes: int = 0  # one GPU's memory
 
     @property
     def headroom(self) -> float | None:
@@ -106,7 +107,8 @@ def plan_config(config: TrainerConfig, inst: Instance, instance_count: int,
     """Placement, batch shape and memory of one trainer config."""
     from mtgrpo.trainer.train import check_batch_shape  # the trainer's own rule (no torch)
 
-    where = placement(config, instance_count=instance_count, gpus_per_host=inst.gpus)
+    where = placement(config, instance_count=instance_count, gpus_per_host=inst.gpus,
+                      gpu_memory_bytes=inst.gpu_memory_bytes)
     batch_error = ""
     if not where.error:
         try:
@@ -117,21 +119,24 @@ def plan_config(config: TrainerConfig, inst: Instance, instance_count: int,
     shared = backend == "vllm_shared"
     capacity = inst.gpu_memory_bytes
     learner = vllm = None
+    utilization = where.vllm_utilization or config.vllm_gpu_memory_utilization
     if shape is not None and not where.error:
         if shared:
-            capacity = int(capacity * (1 - config.vllm_gpu_memory_utilization))
+            capacity = int(capacity * (1 - utilization))
         learner = memory.learner_memory(shape, config, world_size=where.world_size,
                                         gpu_bytes=inst.gpu_memory_bytes,
                                         rollouts_on_gpu=backend == "transformers")
         if backend in ("vllm", "vllm_shared") and (where.vllm_gpus or shared):
             episodes = (config.per_device_train_batch_size * config.gradient_accumulation_steps
                         * where.world_size)
-            vllm = memory.vllm_memory(shape, config, gpu_bytes=inst.gpu_memory_bytes,
+            vllm = memory.vllm_memory(shape, config, utilization=utilization,
+                                      gpu_bytes=inst.gpu_memory_bytes,
                                       gpu_name=inst.gpu, tensor_parallel=max(
                                           len(where.vllm_gpus), 1),
                                       concurrent_sequences=episodes)
     return ConfigPlan(config=config, placement=where, batch_error=batch_error, learner=learner,
-                      vllm=vllm, learner_capacity=capacity)
+                      vllm=vllm, learner_capacity=capacity,
+                      placement_gpu_bytes=inst.gpu_memory_bytes)
 
 
 def worst(plans: list[ConfigPlan]) -> ConfigPlan:

@@ -103,7 +103,8 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
             row("rollout rule", learner.rollout_rule)
     if main is not None and main.vllm is not None:
         v = main.vllm
-        row("vLLM", f"{_g(v.budget)} GiB ({main.config.vllm_gpu_memory_utilization:g} of the "
+        share = v.budget / main.placement_gpu_bytes if main.placement_gpu_bytes else 0
+        row("vLLM", f"{_g(v.budget)} GiB ({share:.2g} of the "
                     f"GPU): weights {_g(v.weights)}, profile {_g(v.activations)}, other "
                     f"{_g(v.overhead)}, KV cache {_g(v.kv_cache)} GiB")
         share = min(v.kv_tokens / v.concurrent_tokens, 1.0) if v.concurrent_tokens else 1.0
