@@ -189,8 +189,8 @@ def run_one(spec: dict, *, tiny: bool, steps: int, cap: bool) -> dict:
         shape = resolve_shape(config.model_name_or_path)
     bench = measurement_config(config).replace(
         max_steps=steps, eval_steps=0, save_steps=10 ** 6, logging_steps=1, seed=0)
-    planned = plan_config(config, inst, 1, shape)
-    planned_bench = plan_config(bench, inst, 1, shape)
+    planned = plan_config(_as_run(config, device), inst, 1, shape)
+    planned_bench = plan_config(_as_run(bench, device), inst, 1, shape)
     estimate = planned_bench.learner
     result = {**spec, "device": device, "shape": shape.name, "instance": inst.name,
               "gpu": inst.gpu, "estimate_peak_bytes": estimate.peak,
@@ -201,6 +201,7 @@ def run_one(spec: dict, *, tiny: bool, steps: int, cap: bool) -> dict:
               "estimate_required_bytes": estimate.required,
               "recipe_estimate_peak_bytes": planned.learner.peak,
               "planner_fits": planned_bench.fits, "precision": estimate.precision,
+              "liger": getattr(_as_run(bench, device), "liger_kernels", "absent"),
               "rollout_rule": estimate.rollout_rule,
               "measured_config": {k: getattr(bench, k) for k in (
                   "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -251,6 +252,17 @@ def run_one(spec: dict, *, tiny: bool, steps: int, cap: bool) -> dict:
         result["estimate_over_measured"] = round(ratio, 4) if ratio else None
         result["meets_goal"] = bool(ratio and 0.95 <= ratio <= 1.10)
     return result
+
+
+def _as_run(config, device: str):
+    """The config as the planner must see it for this run: ``liger_kernels: auto`` resolved
+    the way the trainer resolves it (on with CUDA and liger-kernel installed)."""
+    import importlib.util
+
+    if getattr(config, "liger_kernels", None) == "auto":
+        on = device == "cuda" and importlib.util.find_spec("liger_kernel") is not None
+        return config.replace(liger_kernels="on" if on else "off")
+    return config
 
 
 def _watch_rollouts(peaks: dict, device: str) -> None:
