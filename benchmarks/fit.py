@@ -187,6 +187,14 @@ def run_one(spec: dict, *, tiny: bool, steps: int, cap: bool) -> dict:
                                 bf16=False, gradient_checkpointing=False)
     else:
         shape = resolve_shape(config.model_name_or_path)
+    if getattr(config, "master_weights", None) == "auto" and not tiny:
+        # The trainer resolves auto by the GPU it sees (an H200 here): pin what the target
+        # GPU resolves to, so the run keeps the optimizer state the recipe would there.
+        from mtgrpo.plan.memory import adapter_params, resolve_master_weights
+
+        trainable = 0 if adapter_params(config, shape) else shape.params
+        config = config.replace(master_weights=resolve_master_weights(
+            config, zero_stage=0, trainable_bf16=trainable, gpu_bytes=inst.gpu_memory_bytes))
     bench = measurement_config(config).replace(
         max_steps=steps, eval_steps=0, save_steps=10 ** 6, logging_steps=1, seed=0)
     planned = plan_config(_as_run(config, device), inst, 1, shape)
