@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("logs", "print a job's CloudWatch logs, interleaved across hosts"),
     "artifacts": ("artifacts", "print (and optionally download) a job's model artifact"),
     "pipeline": ("pipeline", "compile a tune-then-train Kubeflow pipeline for a tuning recipe"),
+    "plan": ("plan", "will each recipe run and fit on its instance, and what may it cost"),
 }
 
 

@@ -86,6 +86,10 @@ JOB: dict[str, Key] = {
     "region": Key("str", "AWS region of the job (the region annotation).", required=True),
     "metric_definitions": Key("metric_definitions", "Extra [{Name, Regex}] beyond the "
                                                     "trainer's own.", default=[]),
+    # The fit planner (mtgrpo/plan, docs/plan.md); not rendered.
+    "skip_fit_check": Key("str", "Reason to skip the fit planner's memory check (render "
+                                 "refuses a recipe estimated not to fit otherwise); the "
+                                 "batch-shape check always runs.", default=None),
 }
 
 INPUT: dict[str, Key] = {

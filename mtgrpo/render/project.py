@@ -41,6 +41,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
     """
     # Imported here: the validators load jsonschema and botocore's service model, which callers
     # of build_resources/training_job_for alone (the pipeline step) do not need.
+    from mtgrpo.plan import check_plan
     from mtgrpo.validate import check_recipe, check_resources, default_crd_dir
 
     root = Path(root)
@@ -85,6 +86,9 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         found = to_recipe_keys(check_resources([r.body for r in built], source=recipe.source,
                                                crd_dir=crd_dir), recipe)
         problems += found
+        if not found:  # the fit planner: world size, batch shape, memory (docs/plan.md)
+            found = check_plan(recipe, root=root)
+            problems += found
         if not found:
             resources += built
     if problems:
