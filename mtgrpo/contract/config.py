@@ -406,7 +406,7 @@ def _lora_problems(cfg: TrainerConfig, source: str, key) -> list[Problem]:
                                 f"invalid value {cfg.lora_target_modules!r}",
                                 "all-linear, or comma-separated module names such as "
                                 "q_proj,v_proj"))
-    if cfg.lora_r and cfg.deepspeed_stage:
+    if cfg.lora_r > 0 and cfg.deepspeed_stage:
         # ZeRO-2 shards only gradients and optimizer state, which LoRA makes tiny; ZeRO-3 would
         # shard the frozen base, which the merged weight push and save do not gather (not run).
         problems.append(Problem(source, key("deepspeed_stage"),
