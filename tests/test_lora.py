@@ -307,3 +307,47 @@ def test_gradient_checkpointing_trains_the_adapters(tiny_model_dir, tmp_path):
     assert any(not torch.equal(seen["start"][n], seen["after"][n])
                for n in seen["start"] if ".lora_B." in n)
     AutoTokenizer.from_pretrained(paths.model_dir)
+
+
+def test_both_logprob_paths_agree_on_the_lora_policy(tiny_model_dir, tmp_path):
+    """The padding-free path (on on GPUs, fast_logprobs.py) reaches the base model through the
+    peft wrapper: it must give TRL's padded path's log-probs, adapters included."""
+    from transformers import AutoTokenizer
+
+    from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer
+    from mtgrpo.trainer.train import grpo_args
+    from mtgrpo.trainer.types import Episode, QARecord, Turn
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    record = QARecord(id="q0", question="What is the code of bravo?", aliases=("seven",))
+    prompt = tok.encode("<|im_start|>user\nWhat is the code of bravo?<|im_end|>\n"
+                        "<|im_start|>assistant\n")
+    episodes = [Episode(record=record, prompt_ids=list(prompt), turns=[
+        Turn("assistant", "", ids, [-1.0] * len(ids))])
+        for ids in (tok.encode("<answer> seven </answer><|im_end|>"), tok.encode("<answer> x"))]
+    cfg = _config(tiny_model_dir, num_generations=2, per_device_train_batch_size=2,
+                  gradient_accumulation_steps=1, max_steps=1, eval_steps=0)
+    paths = RunPaths(str(tiny_model_dir), tmp_path / "t.jsonl", None, tmp_path,
+                     tmp_path / "out", tmp_path / "model", tmp_path / "ckpt")
+    model = _lora_model(tiny_model_dir)
+    trainer = MTGRPOTrainer(model, grpo_args(cfg, paths), processing_class=tok, config=cfg,
+                            train_records=[record], rollout=lambda recs: episodes[:len(recs)],
+                            scorer=_parity_reward)
+    trainer.current_gradient_accumulation_steps = 1
+    batch = trainer._generate_and_score_completions([{"prompt": "0"}, {"prompt": "0"}])
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    width = batch["completion_ids"].size(1)
+    out = {}
+    for packed in (False, True):
+        trainer.packed_logprobs = packed
+        with torch.no_grad():
+            out[packed] = trainer._get_per_token_logps_and_entropies(
+                trainer.model, ids, mask, width)[0] * batch["completion_mask"]
+    assert torch.allclose(out[True], out[False], atol=1e-4)
+    model.eval()
+    first = _logits(model, list(prompt) + episodes[0].turns[0].token_ids)
+    expected = torch.log_softmax(first[len(prompt) - 1:-1] / cfg.temperature, -1).gather(
+        -1, torch.tensor(episodes[0].turns[0].token_ids)[:, None])[:, 0]
+    n = len(expected)
+    assert torch.allclose(out[True][0, :n], expected, atol=1e-4)  # the adapted policy's
