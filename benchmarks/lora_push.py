@@ -15,7 +15,7 @@ server (``--enable-lora``) on the tiny model serves both. vLLM is not installed 
 machine, so this runs on CPU only; the push costs scale with the model's size (merged) or the
 adapter's (adapter), the sampling overhead with LoRA kernels on the target device.
 
-    python benchmarks/lora_push.py [--repeats 5] [--rank 16] [--port 8260] [--json out.json]
+    python benchmarks/lora_push.py [--repeats 5] [--rank 16] [--port N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--port", type=int, default=8260)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--prompts", type=int, default=32, help="completions per sampling batch")
     parser.add_argument("--tokens", type=int, default=32, help="tokens per completion")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from mtgrpo.contract import TrainerConfig
     from mtgrpo.rollout.client import VLLMClient
     from mtgrpo.rollout.server import VLLMServer
-    from mtgrpo.rollout.weight_sync import ReloadWeightSync, reset_prefix_cache
+    from mtgrpo.rollout.weight_sync import ReloadWeightSync, free_port, reset_prefix_cache
     from mtgrpo.testing.tiny import build_tiny_model
     from mtgrpo.trainer.lora import apply_lora
 
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                      "assistant\n<answer> seven </answer>", add_special_tokens=False)
     prompt = tok.encode("<|im_start|>user\nWhat is the code?<|im_end|>\n<|im_start|>assistant\n",
                         add_special_tokens=False)
-    server = VLLMServer(model_dir, port=args.port, gpu_memory_utilization=0.3,
+    server = VLLMServer(model_dir, port=args.port or free_port(), gpu_memory_utilization=0.3,
                         log_path=work / "vllm.log",
                         extra_args=["--enable-lora", "--max-lora-rank", str(args.rank),
                                     "--max-loras", "1"],
