@@ -160,7 +160,8 @@ def main(argv=None) -> int:
           f"{median['adapter_push_s']:.3f} s ({adapter_bytes / 1e6:.2f} MB), "
           f"server-policy gap {median['adapter_gap']:.4f} nats")
     print(f"sample {args.prompts} x {args.tokens} tokens: base (merged) "
-          f"{median['sample_base_s']:.3f} s, through the adapter {median['sample_adapter_s']:.3f} s")
+          f"{median['sample_base_s']:.3f} s, through the adapter "
+          f"{median['sample_adapter_s']:.3f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return 0

@@ -20,8 +20,12 @@ PEFT_PREFIX = "base_model.model."
 
 
 def is_lora(model) -> bool:
-    """Whether ``model`` is a peft model (``PeftModel``) carrying adapters."""
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+    """Whether ``model`` is a peft ``PeftModel`` (adapters around a base model)."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is needed only when lora_r > 0
+        return False
+    return isinstance(model, PeftModel)
 
 
 def _tuner_layer():

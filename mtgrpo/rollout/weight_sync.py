@@ -5,9 +5,10 @@ Rollouts are on-policy only if the server samples with the weights the trainer j
 returns the seconds it took (logged as ``weight_sync_seconds``).
 
 - ``ReloadWeightSync`` (CPU, or any machine without NCCL): ``save_pretrained`` (a LoRA policy:
-  merged, ``policy_weights.save_policy``) into a fresh directory, then ``POST /collective_rpc {"method": "mtgrpo_reload_weights"}`` so the server
-  reloads from it (vLLM's ``reload_weights`` plus a fix for tied LM heads on CPU, see
-  ``vllm_worker.py``); older directories are deleted. Needs the server started with
+  merged, ``policy_weights.save_policy``) into a fresh directory, then ``POST /collective_rpc
+  {"method": "mtgrpo_reload_weights"}`` so the server reloads from it (vLLM's
+  ``reload_weights`` plus a fix for tied LM heads on CPU, see ``vllm_worker.py``); older
+  directories are deleted. Needs the server started with
   ``VLLM_SERVER_DEV_MODE=1`` and the worker extension (``VLLMServer`` does both).
 - ``NCCLWeightSync`` (GPUs): vLLM's own weight-transfer engine
   (``vllm.distributed.weight_transfer``): the trainer joins an NCCL group with the server's
