@@ -351,3 +351,38 @@ def test_both_logprob_paths_agree_on_the_lora_policy(tiny_model_dir, tmp_path):
         -1, torch.tensor(episodes[0].turns[0].token_ids)[:, None])[:, 0]
     n = len(expected)
     assert torch.allclose(out[True][0, :n], expected, atol=1e-4)  # the adapted policy's
+
+
+def test_with_beta_the_reference_adapter_stays_frozen_and_unpushed(tiny_model_dir, tmp_path):
+    """beta > 0: TRL adds a frozen copy of the initial adapter ("ref") as the reference; only
+    "default" trains, and the merged weights carry "default" alone."""
+    from transformers import TrainerCallback
+
+    from mtgrpo.rollout.policy_weights import policy_parameters, policy_tensors
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import run
+
+    cfg, paths = _run_config(tiny_model_dir, tmp_path, beta=0.04, max_steps=2)
+    seen = {}
+
+    class Watch(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["start"] = _adapters(model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            seen["model"] = model
+            seen["after"] = _adapters(model)
+
+    run(cfg, paths, parser=task_parser(), scorer=_parity_reward, callbacks=[Watch()])
+    names = {n.split(".")[-2] for n in seen["start"]}
+    moved = {n.split(".")[-2] for n in seen["start"]
+             if not torch.equal(seen["start"][n], seen["after"][n])}
+    assert (names, moved) == ({"default", "ref"}, {"default"})
+    model = seen["model"]
+    layers = {n: layer for n, _, layer in policy_parameters(model)}
+    for name, tensor in policy_tensors(model):
+        layer = layers[name]
+        if layer is not None:
+            base = layer.get_base_layer().weight
+            expected = base.detach().float() + layer.get_delta_weight("default").float()
+            assert torch.allclose(tensor, expected.to(base.dtype), atol=1e-6), name
