@@ -13,6 +13,7 @@ model in place (its adapters keep training). For a plain model it is ``named_par
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -21,11 +22,10 @@ PEFT_PREFIX = "base_model.model."
 
 def is_lora(model) -> bool:
     """Whether ``model`` is a peft ``PeftModel`` (adapters around a base model)."""
-    try:
-        from peft import PeftModel
-    except ImportError:  # peft is needed only when lora_r > 0
-        return False
-    return isinstance(model, PeftModel)
+    # A PeftModel exists only once peft is imported; importing it here (seconds) just to say
+    # "no" would slow every full fine-tune's first push.
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def _tuner_layer():
