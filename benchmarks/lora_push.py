@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -149,6 +150,7 @@ def main(argv=None) -> int:
     merged_bytes = sum(p.stat().st_size for p in (work / "model").glob("*.safetensors"))
     adapter_bytes = sum(p.stat().st_size for p in (work / "adapters").rglob("*.safetensors")) \
         // max(args.repeats, 1)
+    shutil.rmtree(work, ignore_errors=True)
     median = {k: statistics.median(v) for k, v in rows.items()}
     # Ratios per repeat, then their median: the machine's load drifts between repeats.
     ratios = {
