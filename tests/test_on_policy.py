@@ -95,6 +95,21 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
                                               monkeypatch, backend, weight_sync):
     """vllm_shared runs the same loop with its own weight sync: reload through a fresh
     directory in /dev/shm (recorded here), removed when training ends."""
+    _check_server_follows_the_policy(vllm_server, tiny_model_dir, tmp_path, monkeypatch,
+                                     generation_backend=backend, weight_sync=weight_sync)
+
+
+def test_server_follows_the_lora_policy_every_step(vllm_server, tiny_model_dir, tmp_path,
+                                                   monkeypatch):
+    """LoRA on: the trainer's policy is the peft model (base + adapters); every push sends the
+    merged weights under the base checkpoint's names, and the server must match them."""
+    pytest.importorskip("peft")
+    _check_server_follows_the_policy(vllm_server, tiny_model_dir, tmp_path, monkeypatch,
+                                     lora_r=8, lora_alpha=32, deepspeed_stage=0)
+
+
+def _check_server_follows_the_policy(vllm_server, tiny_model_dir, tmp_path, monkeypatch,
+                                     **changes):
     from transformers import AutoTokenizer
 
     from mtgrpo.rollout.client import VLLMClient
@@ -114,13 +129,14 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
     ReloadWeightSync(vllm_server.url).push(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
 
     task = write_task(tmp_path / "task")
+    settings = {"generation_backend": "vllm", "weight_sync": "reload", **changes}
     cfg = TrainerConfig(
-        model_name_or_path=str(tiny_model_dir), generation_backend=backend,
-        vllm_server_url=vllm_server.url, weight_sync=weight_sync, vllm_request_timeout_s=120,
+        model_name_or_path=str(tiny_model_dir), vllm_server_url=vllm_server.url,
+        vllm_request_timeout_s=120,
         num_generations=4, per_device_train_batch_size=8, gradient_accumulation_steps=1,
         max_steps=STEPS, learning_rate=1e-2, max_grad_norm=1.0, eval_steps=0, save_steps=100,
         max_turns=2, max_tool_calls=1, max_tokens_per_turn=24, max_completion_length=128,
-        search_max_tokens=32, temperature=1.0, seed=1)
+        search_max_tokens=32, temperature=1.0, seed=1, **settings)
     out = tmp_path / "out"
     paths = RunPaths(str(tiny_model_dir), task / "train.jsonl", None, task / "corpus", out,
                      out / "model", out / "checkpoints")
@@ -137,7 +153,7 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
                   callbacks=[agreement.callback])
 
     assert summary["global_step"] == STEPS
-    if backend == "vllm_shared":
+    if cfg.generation_backend == "vllm_shared":
         assert len(made) == 1 and made[0].parent == Path("/dev/shm") and not made[0].exists()
     else:
         assert made == []
@@ -155,4 +171,13 @@ def test_server_follows_the_policy_every_step(vllm_server, tiny_model_dir, tmp_p
             stale = (row["server"] - rows[step - 1]["trainer"]).abs().mean().item()
             report[-1] += f", policy moved {moved:.4f}, stale gap {stale:.4f}"
             assert moved > tol and stale > tol, report
+    # The final model directory is what vLLM serves after training (merged, for LoRA).
+    client = VLLMClient(vllm_server.url)
+    client.post_sync("/collective_rpc", {"method": "mtgrpo_reload_weights",
+                                         "kwargs": {"weights_path": str(paths.model_dir)}})
+    client.post_sync("/reset_prefix_cache")
+    final = torch.tensor(client.score_sync([fixed])[0])
+    gap = (final - rows[-1]["trainer"]).abs().mean().item()
+    report.append(f"final model served: server-trainer {gap:.4f}")
     print("\n".join(report))
+    assert gap <= max(4 * rows[-1]["bf16_gap"], 0.02), report

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -63,6 +64,8 @@ class TrainerConfig:
         eval_steps, logging_steps, save_steps, save_total_limit.
     Parameters that control the learner's numerics and kernels:
         master_weights, liger_kernels.
+    Parameters that control LoRA (peft adapters instead of full fine-tuning):
+        lora_r, lora_alpha, lora_dropout, lora_target_modules.
     """
 
     # -- model and data -------------------------------------------------------------------------
@@ -185,6 +188,20 @@ class TrainerConfig:
                 "(on where CUDA and liger-kernel are available, off on CPU). Its fused linear "
                 "cross-entropy is never used: the log-probs come from TRL's fused LM head.",
         choices=LIGER_KERNELS)
+    # -- LoRA (peft) ----------------------------------------------------------------------------
+    lora_r: int = _f(
+        0, "LoRA rank: train peft low-rank adapters instead of every weight (0 = off: full "
+           "fine-tuning). Rollouts sample the merged policy; the final model is saved merged.",
+        min=0, max=1024)
+    lora_alpha: int = _f(32, "LoRA scale numerator: the adapters' update is scaled by "
+                             "lora_alpha / lora_r.", min=1)
+    lora_dropout: float = _f(
+        0.0, "Dropout on the adapters' input in training steps (0: the learner's forward is "
+             "the sampler's deterministic policy).", min=0.0, max=0.9)
+    lora_target_modules: str = _f(
+        "all-linear", "Modules that get adapters: comma-separated module names (e.g. "
+                      "q_proj,k_proj,v_proj,o_proj) or all-linear (every linear layer but the "
+                      "LM head).")
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]
@@ -393,4 +410,31 @@ def _cross_field_problems(cfg: TrainerConfig, source: str, prefix: str) -> list[
         problems.append(Problem(source, key("weight_sync"),
                                 "nccl cannot pair two processes on one GPU (generation_backend "
                                 "vllm_shared)", "reload or auto"))
+    problems += _lora_problems(cfg, source, key)
+    return problems
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def lora_target_list(text: str) -> list[str]:
+    """``lora_target_modules`` as peft's ``target_modules`` entries (comma-separated names)."""
+    return [part.strip() for part in text.split(",")]
+
+
+def _lora_problems(cfg: TrainerConfig, source: str, key) -> list[Problem]:
+    problems = []
+    targets = lora_target_list(cfg.lora_target_modules)
+    if targets != ["all-linear"] and not all(_MODULE_NAME.match(t) for t in targets):
+        problems.append(Problem(source, key("lora_target_modules"),
+                                f"invalid value {cfg.lora_target_modules!r}",
+                                "all-linear, or comma-separated module names such as "
+                                "q_proj,v_proj"))
+    if cfg.lora_r > 0 and cfg.deepspeed_stage:
+        # ZeRO-2 shards only gradients and optimizer state, which LoRA makes tiny; ZeRO-3 would
+        # shard the frozen base, which the merged weight push and save do not gather (not run).
+        problems.append(Problem(source, key("deepspeed_stage"),
+                                f"DeepSpeed ZeRO-{cfg.deepspeed_stage} with LoRA (lora_r "
+                                f"{cfg.lora_r}) is not supported",
+                                "deepspeed_stage: 0 with lora_r > 0 (or lora_r: 0)"))
     return problems

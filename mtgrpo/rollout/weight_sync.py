@@ -4,10 +4,11 @@ Rollouts are on-policy only if the server samples with the weights the trainer j
 ``WeightSync.push(model)`` is called on the main process after every optimizer step and
 returns the seconds it took (logged as ``weight_sync_seconds``).
 
-- ``ReloadWeightSync`` (CPU, or any machine without NCCL): ``save_pretrained`` into a fresh
-  directory, then ``POST /collective_rpc {"method": "mtgrpo_reload_weights"}`` so the server
-  reloads from it (vLLM's ``reload_weights`` plus a fix for tied LM heads on CPU, see
-  ``vllm_worker.py``); older directories are deleted. Needs the server started with
+- ``ReloadWeightSync`` (CPU, or any machine without NCCL): ``save_pretrained`` (a LoRA policy:
+  merged, ``policy_weights.save_policy``) into a fresh directory, then ``POST /collective_rpc
+  {"method": "mtgrpo_reload_weights"}`` so the server reloads from it (vLLM's
+  ``reload_weights`` plus a fix for tied LM heads on CPU, see ``vllm_worker.py``); older
+  directories are deleted. Needs the server started with
   ``VLLM_SERVER_DEV_MODE=1`` and the worker extension (``VLLMServer`` does both).
 - ``NCCLWeightSync`` (GPUs): vLLM's own weight-transfer engine
   (``vllm.distributed.weight_transfer``): the trainer joins an NCCL group with the server's
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mtgrpo.rollout.client import SamplerError, VLLMClient
+from mtgrpo.rollout.policy_weights import policy_parameters, policy_tensors, save_policy
 from mtgrpo.rollout.server import WORKER_EXTENSION
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class ReloadWeightSync:
         target = self.save_root / f"step-{self.pushes:06d}"
         if target.exists():
             shutil.rmtree(target)
-        model.save_pretrained(target, safe_serialization=True)
+        save_policy(model, target)  # LoRA adapters merged in, checkpoint names
         answer = self._reload(target)
         if not isinstance(answer, dict) or "results" not in answer:
             raise WeightSyncError(f"vLLM server at {self.client.base_url} answered reload_weights "
@@ -186,16 +188,19 @@ class VLLMWeightTransferClient:
 
 
 def cast_source(module, dtype=None):
-    """A vLLM ``WeightSource`` over ``module.named_parameters()``, cast to ``dtype`` on the way
-    (the server's dtype: sending fp32 master weights to a bf16 server would double the bytes)."""
+    """A vLLM ``WeightSource`` over the policy's tensors (``module.named_parameters()``; for a
+    LoRA model the merged weights under the base checkpoint's names, ``policy_weights``), cast
+    to ``dtype`` on the way (the server's dtype: sending fp32 master weights to a bf16 server
+    would double the bytes)."""
     from vllm.distributed.weight_transfer.base import ModuleSource, ParamMeta
 
     class CastSource(ModuleSource):
         def metadata(self):
-            return [ParamMeta(m.name, dtype or m.dtype, m.shape) for m in super().metadata()]
+            return [ParamMeta(name, dtype or p.dtype, tuple(p.shape))
+                    for name, p, _ in policy_parameters(module)]
 
         def __iter__(self):
-            for name, tensor in super().__iter__():
+            for name, tensor in policy_tensors(module):
                 yield name, (tensor.to(dtype) if dtype is not None else tensor).contiguous()
 
     return CastSource(module)

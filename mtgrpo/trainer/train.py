@@ -238,6 +238,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
 
     from mtgrpo.trainer import liger
     from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer, WeightSyncCallback
+    from mtgrpo.trainer.lora import apply_lora
     from mtgrpo.trainer.metrics_log import MetricsLogger
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental
@@ -252,6 +253,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         Path(d).mkdir(parents=True, exist_ok=True)
 
     tokenizer, model = _load_model(config, paths.model)
+    model = apply_lora(model, config)  # a peft model when lora_r > 0, else unchanged
     train_records, eval_records = _records(config, paths)
     parts = build_components(config, paths, tokenizer, model, sampler=sampler, parser=parser,
                              scorer=scorer)
@@ -306,8 +308,26 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     return summary
 
 
+LORA_ADAPTER_DIR = "adapter"
+
+
 def save_final_model(trainer, tokenizer, model_dir: str | Path) -> None:
-    """Safetensors + config + tokenizer + generation config: loadable by transformers and vLLM."""
+    """Safetensors + config + tokenizer + generation config: loadable by transformers and vLLM.
+
+    A LoRA policy is saved merged (base + adapters, the base checkpoint's names), with the
+    adapter alone (peft's ``adapter_config.json`` + ``adapter_model.safetensors``) beside it in
+    ``adapter/``.
+    """
+    from mtgrpo.rollout.policy_weights import is_lora, save_policy
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if is_lora(model):
+        if trainer.accelerator.is_main_process:
+            save_policy(model, model_dir)
+            model.save_pretrained(str(Path(model_dir) / LORA_ADAPTER_DIR))
+            tokenizer.save_pretrained(str(model_dir))
+        trainer.accelerator.wait_for_everyone()
+        return
     trainer.save_model(str(model_dir))
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(model_dir))

@@ -1,0 +1,101 @@
+"""The policy's weights as vLLM and transformers load them, LoRA adapters merged in.
+
+A peft ``PeftModel`` names its tensors ``base_model.model.<name>.base_layer.weight`` plus
+``lora_A``/``lora_B`` adapters; a server (or ``from_pretrained``) wants the base checkpoint's
+names with the adapted weight ``W + scaling * B @ A``. ``policy_tensors(model)`` yields exactly
+that, one tensor at a time, computed from the current weights without merging the training
+model in place (its adapters keep training). For a plain model it is ``named_parameters()``.
+
+``save_policy(model, directory)`` writes that as a ``save_pretrained``-style directory
+(``config.json``, ``model.safetensors``, ``generation_config.json``): what
+``ReloadWeightSync`` pushes and what the final LoRA model is saved as.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+PEFT_PREFIX = "base_model.model."
+
+
+def is_lora(model) -> bool:
+    """Whether ``model`` is a peft ``PeftModel`` (adapters around a base model)."""
+    # A PeftModel exists only once peft is imported; importing it here (seconds) just to say
+    # "no" would slow every full fine-tune's first push.
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
+def _tuner_layer():
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return BaseTunerLayer
+
+
+def policy_parameters(model) -> Iterator[tuple[str, object, object]]:
+    """``(checkpoint name, parameter, tuner layer or None)`` in ``named_parameters`` order, tied
+    parameters once. A tuner layer's ``weight`` entry is its base weight (merge it with
+    ``merged_weight``); its bias is the base bias; adapters themselves are not listed."""
+    if not is_lora(model):
+        for name, param in model.named_parameters():
+            yield name, param, None
+        return
+    tuner = _tuner_layer()
+    seen: set[int] = set()
+    skip: tuple[str, ...] = ()
+    for name, module in model.get_base_model().named_modules():
+        if skip and name.startswith(skip):
+            continue  # inside a tuner layer: base_layer and the adapters
+        if isinstance(module, tuner):
+            skip = (f"{name}.",)
+            base = module.get_base_layer()
+            for pname, param in base.named_parameters(recurse=False):
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield f"{name}.{pname}", param, module if pname == "weight" else None
+            continue
+        for pname, param in module.named_parameters(recurse=False):
+            if id(param) not in seen:
+                seen.add(id(param))
+                yield f"{name}.{pname}" if name else pname, param, None
+
+
+def merged_weight(layer, weight):
+    """``weight + sum of the active adapters' scaling * B @ A`` (fp32 sum, cast back), without
+    touching the layer; the base weight alone when the adapters are disabled or merged."""
+    import torch
+
+    if layer.disable_adapters or layer.merged:
+        return weight.detach()
+    with torch.no_grad():
+        out = weight.detach().float()
+        for adapter in layer.active_adapters:
+            if adapter in layer.lora_A:
+                out = out + layer.get_delta_weight(adapter).float()
+        return out.to(weight.dtype)
+
+
+def policy_tensors(model) -> Iterator[tuple[str, object]]:
+    """``(checkpoint name, tensor)`` of the policy the sampler must run, adapters merged."""
+    for name, param, layer in policy_parameters(model):
+        yield name, merged_weight(layer, param) if layer is not None else param.detach()
+
+
+def save_policy(model, directory: str | Path) -> Path:
+    """Write the (merged) policy as a directory vLLM and ``from_pretrained`` load."""
+    out = Path(directory)
+    if not is_lora(model):
+        model.save_pretrained(out, safe_serialization=True)
+        return out
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    base = model.get_base_model()
+    tensors = {name: tensor.to("cpu").contiguous() for name, tensor in policy_tensors(model)}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    base.config.save_pretrained(out)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(out)
+    return out
