@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except UserError as err:
-        for line in err.lines():
+        for line in err.report():
             print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

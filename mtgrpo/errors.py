@@ -35,16 +35,30 @@ class Problem:
 class UserError(Exception):
     """A mistake in user input. Carries one or more ``Problem``s; never shown with a traceback."""
 
-    def __init__(self, problems: Problem | Sequence[Problem] | str):
+    def __init__(self, problems: Problem | Sequence[Problem] | str, *,
+                 notes: Sequence[str] = (), counted: bool = False):
         if isinstance(problems, str):
             problems = [Problem("", "", problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
         self.problems: list[Problem] = list(problems)
+        # Lines after the problems: checks that could not run (``notes``), and with
+        # ``counted`` a last line counting the problems (a whole-project report).
+        self.notes: list[str] = list(notes)
+        self.counted = counted
         super().__init__("\n".join(str(p) for p in self.problems))
 
     def lines(self) -> list[str]:
         return [str(p) for p in self.problems]
+
+    def report(self) -> list[str]:
+        """What the CLI prints: one line per problem, the notes, then the count if asked."""
+        out = self.lines() + [" ".join(n.split()) for n in self.notes]
+        if self.counted:
+            files = len({p.file for p in self.problems})
+            out.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)} in "
+                       f"{files} file{'s' * (files != 1)}; nothing written")
+        return out
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

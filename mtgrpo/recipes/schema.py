@@ -26,6 +26,7 @@ class Key:
     default: Any = None
     required: bool = False
     choices: tuple = ()
+    keys: Mapping[str, "Key"] | None = None  # kind "section": the nested section's keys
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -348,6 +349,10 @@ def _debugger(c: Checker, v: Any, path: str, spec: Key) -> Any:
     return _BAD
 
 
+def _section(c: Checker, v: Any, path: str, spec: Key) -> Any:
+    return c.section(v, spec.keys or {}, path, f"{path} keys")
+
+
 def _ranges(c: Checker, v: Any, path: str, spec: Key) -> Any:
     if not isinstance(v, Mapping) or not v:
         c.problem(path, f"must be a non-empty mapping, got {_type_name(v)}",
@@ -363,5 +368,5 @@ _CHECKERS: dict[str, Callable[[Checker, Any, str, Key], Any]] = {
     "mapping": _mapping, "extends": _extends, "list_str": _list_str,
     "list_scalar": _list_scalar, "map_str": _map_str, "tags": _tags,
     "metric_definitions": _metric_definitions, "inputs": _inputs, "debugger": _debugger,
-    "ranges": _ranges,
+    "ranges": _ranges, "section": _section,
 }
