@@ -34,8 +34,12 @@ def default_crd_dir() -> Path:
     return Path(__file__).resolve().parent / "crds"
 
 
+_FORMATS = {"int32": (-2 ** 31, 2 ** 31 - 1), "int64": (-2 ** 63, 2 ** 63 - 1)}
+
+
 def strict(schema: Any) -> Any:
-    """A copy of an openAPIV3Schema in which unlisted fields are errors (kubectl strict mode)."""
+    """A copy of an openAPIV3Schema in which unlisted fields are errors (kubectl strict mode)
+    and integers keep to their ``format`` (int32, int64: the API server refuses the rest)."""
     schema = copy.deepcopy(schema)
     _strictify(schema)
     return schema
@@ -51,6 +55,10 @@ def _strictify(node: Any) -> None:
     if ("properties" in node and "additionalProperties" not in node
             and not node.get("x-kubernetes-preserve-unknown-fields")):
         node["additionalProperties"] = False
+    if node.get("type") == "integer" and node.get("format") in _FORMATS:
+        low, high = _FORMATS[node["format"]]
+        node.setdefault("minimum", low)
+        node.setdefault("maximum", high)
     for key, value in node.items():
         if key == "properties":
             for prop in value.values():
