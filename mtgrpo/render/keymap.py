@@ -106,8 +106,8 @@ def _template_problem(p: Problem, template: str, recipe: Recipe) -> Problem:
         where = f"line {lines[0]}: " if len(lines) == 1 else ""
     except (OSError, UnicodeDecodeError):
         pass
-    return Problem(template, p.key, f"{where}{p.message} (rendered for {recipe.source})",
-                   p.allowed)
+    # Not naming the recipe: the same template mistake in every recipe's render is one line.
+    return Problem(template, p.key, f"{where}{p.message}", p.allowed)
 
 
 def _root(recipe: Recipe) -> Path:

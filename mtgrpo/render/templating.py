@@ -26,12 +26,17 @@ PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATES = {"TrainingJob": "trainingjob.yaml.j2",
              "HyperParameterTuningJob": "hyperparametertuningjob.yaml.j2"}
 _VALUES = "_mtgrpo_values"
+_JSON_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
 _TOKEN = re.compile(r"@@mtgrpo-value-([0-9]+)@@")
 
 
 @jinja2.pass_context
 def json_filter(context: Any, value: Any) -> str:
     """Stand-in for ``value`` in the template's YAML (a quoted token), replaced after parsing."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # StrictUndefined lets filters see it: refuse here
+    if not isinstance(value, _JSON_TYPES):
+        raise TypeError(f"`| json` cannot write a {type(value).__name__}")
     values = context[_VALUES]
     values.append(value)
     return f'"@@mtgrpo-value-{len(values) - 1}@@"'
