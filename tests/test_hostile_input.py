@@ -169,6 +169,27 @@ def test_extends_stays_inside_the_repository(project, capsys, tmp_path):
     (project / "recipes/evil.yaml").symlink_to(outside)  # a recipe that is a link outside
     code, out = run(capsys, project, "validate")
     assert code == 1 and any(line.startswith("error: recipes/evil.yaml: ") for line in out)
+    (project / "recipes/evil.yaml").unlink()
+    settings = project / "recipes/_project.yaml"
+    settings.unlink()
+    settings.symlink_to(outside)  # project settings read from outside
+    code, out = run(capsys, project, "validate")
+    assert code == 1 and out[0].startswith("error: recipes/_project.yaml: resolves to a file "
+                                           "outside the repository")
+    settings.unlink()
+    settings.symlink_to(settings)
+    code, out = run(capsys, project, "validate")
+    assert code == 1 and out[0].startswith("error: recipes/_project.yaml: is a symlink loop")
+
+
+def test_templates_stay_inside_the_repository(project, capsys, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(project / "templates", elsewhere)
+    shutil.rmtree(project / "templates")
+    (project / "templates").symlink_to(elsewhere)
+    code, out = run(capsys, project, "validate")
+    assert code == 1 and any(line.startswith(f"error: {TEMPLATE}: ") and "outside" in line
+                             for line in out), out
 
 
 def _template_edits(text: str) -> list[tuple[str, bytes]]:

@@ -104,7 +104,7 @@ def read_recipe(path: Path | str, *, root: Path | str | None = None) -> Recipe:
     source = relative(path, root)
     provenance: dict[str, str] = {}
     problems: list[Problem] = []
-    merged = _load_merged(path, _root_of(root), source, provenance, (), problems)
+    merged = _load_merged(path, root_of(root), source, provenance, (), problems)
     if problems:
         return _unread(source, path, problems)
     return recipe_from_data(merged, source=source, path=path, provenance=provenance)
@@ -181,16 +181,17 @@ def _related(a: str, b: str) -> bool:
     return bool(a) and bool(b) and (a == b or a.startswith(b + ".") or b.startswith(a + "."))
 
 
-def _root_of(root: Path) -> Path:
+def root_of(root: Path) -> Path:
+    """``root`` resolved (symlinks followed), or made absolute if it cannot be."""
     try:
         return root.resolve()
     except (OSError, RuntimeError):
         return Path(os.path.abspath(root))
 
 
-def _resolve_inside(path: Path, root: Path) -> tuple[Path | None, str]:
-    """``path`` with every symlink followed, if it is a regular file inside ``root``; else
-    None and why not."""
+def resolve_inside(path: Path, root: Path) -> tuple[Path | None, str]:
+    """``path`` with every symlink followed, if it is a regular file inside ``root`` (a
+    resolved path); else None and why not ("file not found", "is a symlink loop", ...)."""
     try:
         real = path.resolve(strict=True)
     except FileNotFoundError:
@@ -211,7 +212,7 @@ def _resolve_inside(path: Path, root: Path) -> tuple[Path | None, str]:
 def _load_merged(path: Path, root: Path, source: str, provenance: dict[str, str],
                  chain: tuple[Path, ...], problems: list[Problem]) -> dict:
     """The merged mapping of ``path`` and its bases; read problems go to ``problems``."""
-    real, why = _resolve_inside(path, root)
+    real, why = resolve_inside(path, root)
     if real is None:
         problems.append(Problem(source, "", why, "a YAML file inside the repository "
                                 f"{root.as_posix()}"))
@@ -242,7 +243,7 @@ def _load_merged(path: Path, root: Path, source: str, provenance: dict[str, str]
                                     allowed + ", inside the repository"))
             continue
         base_path = path.parent / base
-        base_real, why = _resolve_inside(base_path, root)
+        base_real, why = resolve_inside(base_path, root)
         if base_real is None:
             problems.append(Problem(source, "extends", f"{base!r} {why}" if why !=
                                     "file not found" else f"file not found: {base!r}",

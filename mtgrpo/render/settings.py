@@ -10,8 +10,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtgrpo.errors import UserError
+from mtgrpo.errors import Problem, UserError
 from mtgrpo.recipes import schema
+from mtgrpo.recipes.loader import resolve_inside, root_of
 from mtgrpo.recipes.yamlfile import read_yaml
 
 SETTINGS_FILE = "recipes/_project.yaml"
@@ -58,7 +59,12 @@ def load_settings(root: Path | str) -> Settings:
     """Read ``recipes/_project.yaml`` under ``root`` (defaults when the file is absent)."""
     root = Path(root)
     path = root / SETTINGS_FILE
-    raw = read_yaml(path, source=SETTINGS_FILE) if path.is_file() else {}
+    raw: object = {}
+    if path.exists() or path.is_symlink():
+        real, why = resolve_inside(path, root_of(root))
+        if real is None:
+            raise UserError(Problem(SETTINGS_FILE, "", why, "a YAML file inside the repository"))
+        raw = read_yaml(real, source=SETTINGS_FILE)
     checker = schema.Checker(lambda key: SETTINGS_FILE)
     values = checker.section(raw if raw is not None else {}, PROJECT, "", "project settings")
     if "namespace" in values and not _DNS_LABEL.match(values["namespace"]):

@@ -43,22 +43,35 @@ def json_filter(context: Any, value: Any) -> str:
 
 
 class _InsideLoader(jinja2.FileSystemLoader):
-    """A FileSystemLoader that refuses files resolving outside its search path (symlinks)."""
+    """A FileSystemLoader that refuses a file resolving outside where it may live (a symlink
+    out of the repository): the project's templates inside the project root, the packaged
+    ones inside the package's directory."""
+
+    def __init__(self, search: list[str], anchors: list[str]):
+        super().__init__(search)
+        self.anchors = list(zip(search, (os.path.realpath(a) for a in anchors)))
 
     def get_source(self, environment: jinja2.Environment, template: str) -> Any:
         source, filename, uptodate = super().get_source(environment, template)
         real = os.path.realpath(filename)
-        if not any(real.startswith(os.path.realpath(d) + os.sep) for d in self.searchpath):
-            raise jinja2.TemplateNotFound(template, f"{template} resolves to a file outside "
-                                                    "its templates directory")
+        for folder, anchor in self.anchors:
+            if filename.startswith(folder.rstrip(os.sep) + os.sep):
+                if not real.startswith(anchor + os.sep):
+                    raise jinja2.TemplateNotFound(
+                        template, f"{template} resolves to a file outside the repository")
+                break
         return source, filename, uptodate
 
 
 @functools.lru_cache(maxsize=8)
 def environment(templates_dir: Path | None) -> jinja2.Environment:
-    search = [str(templates_dir)] if templates_dir and templates_dir.is_dir() else []
+    search, anchors = [], []
+    if templates_dir and templates_dir.is_dir():
+        search.append(str(templates_dir))
+        anchors.append(str(Path(templates_dir).parent))  # the project root
     search.append(str(PACKAGED_TEMPLATES))
-    env = jinja2.Environment(loader=_InsideLoader(search),
+    anchors.append(str(PACKAGED_TEMPLATES))
+    env = jinja2.Environment(loader=_InsideLoader(search, anchors),
                              undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True)
     env.filters["json"] = json_filter
