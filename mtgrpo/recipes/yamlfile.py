@@ -134,25 +134,30 @@ def parse_yaml(text: str, *, source: str) -> Any:
 
 def _scan(root: yaml.Node, source: str) -> list[Problem]:
     """Problems of a composed document, found without recursion and without expanding aliases
-    (an aliased node is visited once; its expanded size and depth are added where it is used)."""
+    (an aliased node is visited once; its expanded size and depth are added where it is used).
+    Paths are kept as (parent, step) links and spelled out only for a problem."""
     problems: list[Problem] = []
     done: dict[int, tuple[int, int]] = {}  # id(node) -> (values expanded, depth)
     active: set[int] = set()
-    stack: list[tuple[Any, str, bool]] = [(root, "", False)]
+    stack: list[tuple[Any, Any, Any]] = [(root, None, None)]
+    scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
     while stack:
-        node, path, leaving = stack.pop()
+        node, where, kids = stack.pop()
         ident = id(node)
-        if leaving:
-            children = _children(node)
-            size = 1 + sum(done[id(c)][0] for c, _ in children)
-            depth = 1 + max((done[id(c)][1] for c, _ in children), default=0)
-            done[ident] = (size, depth)
+        if kids is not None:  # leaving: every child is done
+            size, depth = 1, 0
+            for child in kids:
+                child_size, child_depth = done[id(child)]
+                size += child_size
+                if child_depth > depth:
+                    depth = child_depth
+            done[ident] = (size, depth + 1)
             active.discard(ident)
             if size > MAX_NODES:
-                return [Problem(source, path[:100], f"more than {MAX_NODES} values once aliases are "
-                                "expanded", f"at most {MAX_NODES} values (an alias counts "
-                                "as the values it repeats)")]
-            if depth > MAX_DEPTH:
+                return [Problem(source, _path(where)[:100], f"more than {MAX_NODES} values once "
+                                "aliases are expanded", f"at most {MAX_NODES} values (an alias "
+                                "counts as the values it repeats)")]
+            if depth + 1 > MAX_DEPTH:
                 return [Problem(source, "", f"nested more than {MAX_DEPTH} levels deep (line "
                                 f"{node.start_mark.line + 1})",
                                 f"at most {MAX_DEPTH} levels of mappings and lists")]
@@ -160,41 +165,55 @@ def _scan(root: yaml.Node, source: str) -> list[Problem]:
         if ident in done:
             continue
         if ident in active:
-            return [Problem(source, path, "an alias refers to a value that contains it",
+            return [Problem(source, _path(where), "an alias refers to a value that contains it",
                             "aliases of finished values only")]
         if node.tag not in _ALLOWED_TAGS:
-            problems.append(Problem(source, path, f"YAML tag {node.tag!r} is not allowed",
+            problems.append(Problem(source, _path(where), f"YAML tag {node.tag!r} is not allowed",
                                     "strings, numbers, booleans, null, mappings and lists"))
             done[ident] = (1, 1)
             continue
-        if isinstance(node, yaml.ScalarNode):
-            problem = _scalar_problem(node, source, path)
-            if problem:
-                problems.append(problem)
+        if type(node) is scalar:
+            if node.tag in _NUMBER_TAGS:
+                problem = _scalar_problem(node, source, where)
+                if problem:
+                    problems.append(problem)
             done[ident] = (1, 1)
             continue
         active.add(ident)
-        stack.append((node, path, True))
-        for child, sub in reversed(_children(node, path)):
-            if id(child) not in done:
-                stack.append((child, sub, False))
+        if type(node) is sequence:
+            kids = node.value
+            stack.append((node, where, kids))
+            stack.extend((item, (where, i), None) for i, item in enumerate(kids)
+                         if id(item) not in done)
+        else:
+            kids = [n for pair in node.value for n in pair]
+            stack.append((node, where, kids))
+            for key, value in node.value:
+                step = (where, key.value if type(key) is scalar else "?")
+                if id(key) not in done:
+                    stack.append((key, step, None))
+                if id(value) not in done:
+                    stack.append((value, step, None))
     return problems
 
 
-def _children(node: Any, path: str = "") -> list[tuple[Any, str]]:
-    if isinstance(node, yaml.SequenceNode):
-        return [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-    if isinstance(node, yaml.MappingNode):
-        out = []
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            sub = f"{path}.{name}" if path else str(name)
-            out += [(key, sub), (value, sub)]
-        return out
-    return []
+_NUMBER_TAGS = {_TAG + "int", _TAG + "float"}
 
 
-def _scalar_problem(node: yaml.ScalarNode, source: str, path: str) -> Problem | None:
+def _path(where: Any) -> str:
+    """``(((None, 'job'), 'inputs'), 0)`` -> ``job.inputs[0]``."""
+    steps = []
+    while where is not None:
+        where, step = where
+        steps.append(step)
+    out = ""
+    for step in reversed(steps):
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out
+
+
+def _scalar_problem(node: yaml.ScalarNode, source: str, where: Any) -> Problem | None:
+    path = _path(where)
     text = node.value
     line = f" (line {node.start_mark.line + 1})"
     if node.tag == _TAG + "int":

@@ -133,7 +133,7 @@ def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig
     text, values = render_template(kind, settings.templates_dir, ctx)
     shown = template_path(kind, settings.templates_dir)[1]
     where = f"{shown} (rendered for {recipe.source})"
-    body = fill_values(parse_yaml(text, source=where), values, source=where)
+    body = fill_values(_parse_rendered(text, where), values, source=where)
     name_field, limit = NAME_FIELDS[kind]
     if not isinstance(body, dict) or body.get("kind") != kind or \
             not isinstance(body.get("spec"), dict) or not isinstance(body.get("metadata"), dict):
@@ -150,6 +150,21 @@ def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig
               f"# Do not edit: change the recipe and run `mtgrpo render`.\n")
     return Resource(kind=kind, name=name, body=body, text=header + dump_yaml(body),
                     source=recipe.source, recipe=recipe.name, template=shown)
+
+
+def _parse_rendered(text: str, where: str) -> Any:
+    """The template output's YAML. Values are tokens in it, so recipes taking the same
+    branches of a template give the same text: it is parsed once (``fill_values`` builds a new
+    tree and never changes this one)."""
+    try:
+        return _parse_text(text)
+    except UserError:
+        return parse_yaml(text, source=where)  # the same problem, named for this recipe
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_text(text: str) -> Any:
+    return parse_yaml(text, source="")
 
 
 def hash_input(body: Mapping[str, Any]) -> dict:
