@@ -130,8 +130,8 @@ def context_for(recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> d
 def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> Resource:
     ctx = context_for(recipe, settings, trainer)
     template = TEMPLATES[kind]
-    text, values = render_template(kind, settings.templates_dir, ctx)
-    shown = template_path(kind, settings.templates_dir)[1]
+    text, values = render_template(kind, settings.templates_dir, ctx, settings.templates)
+    shown = template_path(kind, settings.templates_dir, settings.templates)[1]
     where = f"{shown} (rendered for {recipe.source})"
     body = fill_values(_parse_rendered(text, where), values, source=where)
     name_field, limit = NAME_FIELDS[kind]

@@ -41,6 +41,9 @@ class Settings:
     deletion_policy: str = "retain"
     crd_dir: Path | None = None
     require_image_digest: bool = False
+    # Template texts held in memory ((file name, text), ...): used before templates/ (the
+    # pipeline's train step renders from the bundle without writing a repository to disk).
+    templates: tuple = ()
 
     @property
     def recipes_dir(self) -> Path:
@@ -65,6 +68,12 @@ def load_settings(root: Path | str) -> Settings:
         if real is None:
             raise UserError(Problem(SETTINGS_FILE, "", why, "a YAML file inside the repository"))
         raw = read_yaml(real, source=SETTINGS_FILE)
+    return settings_from_data(raw, root)
+
+
+def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) -> Settings:
+    """Settings from a parsed ``_project.yaml`` mapping (in memory); ``UserError`` if bad."""
+    root = Path(root)
     checker = schema.Checker(lambda key: SETTINGS_FILE)
     values = checker.section(raw if raw is not None else {}, PROJECT, "", "project settings")
     if "namespace" in values and not _DNS_LABEL.match(values["namespace"]):
@@ -75,5 +84,6 @@ def load_settings(root: Path | str) -> Settings:
     crd_dir = (root / values["crd_dir"]) if values["crd_dir"] else None
     return Settings(root=root, namespace=values["namespace"],
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
-                    require_image_digest=values["require_image_digest"])
+                    require_image_digest=values["require_image_digest"],
+                    templates=tuple(templates))
 

@@ -64,14 +64,19 @@ class _InsideLoader(jinja2.FileSystemLoader):
 
 
 @functools.lru_cache(maxsize=8)
-def environment(templates_dir: Path | None) -> jinja2.Environment:
+def environment(templates_dir: Path | None, templates: tuple = ()) -> jinja2.Environment:
+    """The Jinja2 environment: ``templates`` ((name, text) pairs held in memory) first, then
+    ``templates_dir``, then the packaged copies."""
     search, anchors = [], []
     if templates_dir and templates_dir.is_dir():
         search.append(str(templates_dir))
         anchors.append(str(Path(templates_dir).parent))  # the project root
     search.append(str(PACKAGED_TEMPLATES))
     anchors.append(str(PACKAGED_TEMPLATES))
-    env = jinja2.Environment(loader=_InsideLoader(search, anchors),
+    loader: jinja2.BaseLoader = _InsideLoader(search, anchors)
+    if templates:
+        loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(templates)), loader])
+    env = jinja2.Environment(loader=loader,
                              undefined=jinja2.StrictUndefined, autoescape=False,
                              keep_trailing_newline=True)
     env.filters["json"] = json_filter
@@ -79,24 +84,28 @@ def environment(templates_dir: Path | None) -> jinja2.Environment:
     return env
 
 
-def template_path(kind: str, templates_dir: Path | None) -> tuple[Path, str]:
+def template_path(kind: str, templates_dir: Path | None,
+                  templates: tuple = ()) -> tuple[Path, str]:
     """The file a kind's template is read from, and how problems name it (``templates/x.j2``
     for the project's own, the package path for the packaged copy)."""
     name = TEMPLATES[kind]
+    if name in dict(templates):
+        return Path("templates") / name, f"templates/{name}"
     if templates_dir is not None and (Path(templates_dir) / name).is_file():
         return Path(templates_dir) / name, f"templates/{name}"
     return PACKAGED_TEMPLATES / name, f"mtgrpo/render/templates/{name}"
 
 
-def render_template(kind: str, templates_dir: Path | None, context: dict) -> tuple[str, list]:
+def render_template(kind: str, templates_dir: Path | None, context: dict,
+                    templates: tuple = ()) -> tuple[str, list]:
     """The template's text (values as tokens) and the values the tokens stand for.
 
     Raises ``UserError`` naming the template file and line for anything the template raises.
     """
     values: list = []
-    file, shown = template_path(kind, templates_dir)
+    file, shown = template_path(kind, templates_dir, templates)
     try:
-        text = environment(templates_dir).get_template(TEMPLATES[kind]).render(
+        text = environment(templates_dir, templates).get_template(TEMPLATES[kind]).render(
             **context, **{_VALUES: values})
     except jinja2.TemplateSyntaxError as err:
         raise UserError(Problem(_shown(err.filename, file, shown), f"line {err.lineno}",
