@@ -7,6 +7,14 @@ number (so the hyperparameter ``"1e-06"`` stays a string when kubectl reads the 
 The writer is our own small emitter for JSON-like data: PyYAML's pure-Python representer was
 most of the time of a render, and one fixed form per value keeps the output canonical.
 Duplicate keys are refused: PyYAML would silently keep the last one.
+
+This is the one reader of every YAML input (recipes, base files, ``_project.yaml``, the
+templates' output, ``mtgrpo train`` configs, committed manifests in ``mtgrpo diff``), so its
+bounds hold everywhere: document size, nesting depth and values after alias expansion are
+limited (measured on the composed node graph without recursion, before anything is built),
+integers beyond 64 bits and numbers only YAML 1.1 reads as numbers (``60:00``, ``0755``) are
+refused with their key and line, and only JSON-like types are built. docs/validation.md lists
+the limits.
 """
 
 from __future__ import annotations
