@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 
+MAX_LINE = 2000  # characters of one problem line
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
     """One thing wrong with one value: rendered as ``file: key: message (allowed: ...)``."""
@@ -29,7 +32,11 @@ class Problem:
         if self.allowed:
             text += f" (allowed: {self.allowed})"
         # One line, always: newlines inside messages would break the one-error-per-line promise.
-        return " ".join(text.split())
+        text = " ".join(text.split())
+        if len(text) > MAX_LINE:  # a huge value echoed back: keep the start and the allowed
+            text = f"{text[:MAX_LINE - 420]} [... {len(text) - MAX_LINE + 20} characters ...] " \
+                   f"{text[-400:]}"
+        return text
 
 
 class UserError(Exception):

@@ -45,6 +45,7 @@ def run(capsys, root: Path, *args: str) -> tuple[int, list[str]]:
         assert snapshot(root) == before
         return 1, []  # drift, shown as a diff on stdout
     assert lines and all(line.startswith("error: ") for line in lines), lines
+    assert all(len(line) <= 2100 for line in lines)  # a huge value is not echoed whole
     if args[0] in ("validate", "render", "diff") and len(lines) > 1:
         assert COUNT.match(lines[-1]), lines
     if args[0] != "render" or code:
@@ -91,6 +92,9 @@ def test_alias_bombs_and_deep_nesting(project, capsys):
     (project / G5).write_text("x: " + "y" * 1_100_000 + "\n")
     code, out = validate(capsys, project, G5)
     assert code == 1 and "characters long" in out[0]
+    rel = recipe(project, job={"instance_type": "ml." + "x" * 200_000})  # echoed, shortened
+    code, out = validate(capsys, project, rel)
+    assert code == 1 and names(out, rel, "job.instance_type") and "characters ...]" in out[0]
 
 
 INT_KEYS = [("job", "max_run"), ("job", "volume_size"), ("job", "instance_count"),
