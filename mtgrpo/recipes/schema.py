@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from mtgrpo.contract.metrics import DEFAULT_OBJECTIVE
 from mtgrpo.errors import Problem, did_you_mean
 
 
@@ -114,7 +115,7 @@ DEBUGGER: dict[str, Key] = {
 
 TUNING: dict[str, Key] = {
     "objective_metric_name": Key("str", "Metric to optimise (one of the trainer's metrics or "
-                                        "job.metric_definitions).", default="eval_reward"),
+                                        "job.metric_definitions).", default=DEFAULT_OBJECTIVE),
     "objective_type": Key("str", "Direction.", default="Maximize",
                           choices=("Maximize", "Minimize")),
     "hyperparameter_ranges": Key("ranges", "Trainer hyperparameter -> range.", required=True),

@@ -19,6 +19,7 @@ from mtgrpo.contract.channels import CHANNEL_NAME_PATTERN
 from mtgrpo.contract.config import (TrainerConfig, field_specs, field_type, format_value,
                                     parse_value)
 from mtgrpo.errors import Problem, UserError, did_you_mean
+from mtgrpo.recipes import schema
 from mtgrpo.recipes.loader import Recipe, recipe_from_data, relocate
 from mtgrpo.validate.regions import check_region
 from mtgrpo.validate.secrets import check_secrets
@@ -29,7 +30,7 @@ MAX_METRICS, MAX_METRIC_NAME, MAX_METRIC_REGEX = 40, 255, 500
 MAX_RANGES, MAX_CATEGORICAL_VALUES = 30, 30
 MAX_CHANNELS = 20
 MAX_ENV, MAX_ENV_TEXT = 100, 512
-RANGE_TYPES = ("continuous", "integer", "categorical")  # = schema.RANGE["type"].choices
+RANGE_TYPES = schema.RANGE["type"].choices
 
 ROLE_ARN = re.compile(r"^arn:aws[-a-z]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]+$")
 # s3://bucket[/key]: bucket names are 3-63 lower-case letters, digits, '.' and '-'.
