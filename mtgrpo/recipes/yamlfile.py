@@ -140,6 +140,36 @@ def parse_yaml(text: str, *, source: str) -> Any:
         loader.dispose()
 
 
+def parse_yaml_all(text: str, *, source: str) -> list[Any]:
+    """Every document of a multi-document stream (``---``), with parse_yaml's bounds on each."""
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise UserError(Problem(source, "", f"document is {len(text)} characters long",
+                                f"at most {MAX_DOCUMENT_CHARS} characters"))
+    docs = []
+    loader = Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            problems = _scan(node, source)
+            if problems:
+                raise UserError(problems)
+            docs.append(loader.construct_document(node))
+    except DuplicateKey as err:
+        raise UserError(Problem(source, err.key, f"duplicate key (line {err.line})",
+                                "each key once per mapping")) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise UserError(Problem(source, "", f"invalid YAML: {where}"
+                                f"{getattr(err, 'problem', None) or err}", "YAML")) from None
+    except RecursionError:
+        raise UserError(Problem(source, "", "nested too deeply",
+                                f"at most {MAX_DEPTH} levels of mappings and lists")) from None
+    finally:
+        loader.dispose()
+    return docs
+
+
 def _scan(root: yaml.Node, source: str) -> list[Problem]:
     """Problems of a composed document, found without recursion and without expanding aliases
     (an aliased node is visited once; its expanded size and depth are added where it is used).

@@ -99,8 +99,14 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         if not can_check:
             resources += built if not found else []
             continue
-        checked = to_recipe_keys(check_resources([r.body for r in built], source=recipe.source,
-                                                 crd_dir=crd_dir), recipe, built)
+        try:
+            checked = to_recipe_keys(check_resources([r.body for r in built],
+                                                     source=recipe.source, crd_dir=crd_dir),
+                                     recipe, built)
+        except UserError as err:  # the CRD directory itself is unreadable: say it once
+            problems += err.problems
+            can_check = False
+            continue
         # One line per mistake: a value the rules already named is not named again.
         named = {(p.file, p.key) for p in found}
         problems += [p for p in checked if (p.file, p.key) not in named]
