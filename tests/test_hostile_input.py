@@ -308,3 +308,25 @@ def test_random_byte_mutations_of_recipes_and_bases(project, capsys):
         (project / rel).write_bytes(bytes(data))
         run(capsys, project, "validate")
         (project / rel).write_bytes(originals[rel])
+
+
+def test_a_project_crd_directory_that_is_broken(project, capsys):
+    """`crd_dir` in _project.yaml may name the project's own CRDs: read them as hostile too."""
+    from mtgrpo.validate import default_crd_dir
+
+    crds = project / "crds"
+    crds.mkdir()
+    for path in default_crd_dir().glob("sagemaker.*.yaml"):
+        shutil.copy(path, crds / path.name)
+    settings = project / "recipes/_project.yaml"
+    settings.write_text(re.sub(r"(?m)^crd_dir:.*\n", "", settings.read_text()) + "crd_dir: crds\n")
+    assert run(capsys, project, "validate")[0] == 0
+    crd = crds / "sagemaker.services.k8s.aws_trainingjobs.yaml"
+    good = crd.read_bytes()
+    for bad in (b"\xff\xfe", b"a: &a [x, x]\nb: [*a, *a]\n", b"{" * 2000,
+                good.replace(b"type: object", b"type: 5", 1),
+                good.replace(b"kind: TrainingJob", b"kind: [1]", 1),
+                b"kind: CustomResourceDefinition\nspec: 3\n"):
+        crd.write_bytes(bad)
+        code, out = run(capsys, project, "validate")
+        assert code == 1 and out, bad[:30]
