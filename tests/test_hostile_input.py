@@ -330,3 +330,42 @@ def test_a_project_crd_directory_that_is_broken(project, capsys):
         crd.write_bytes(bad)
         code, out = run(capsys, project, "validate")
         assert code == 1 and out, bad[:30]
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+LAYOUTS = {  # an edit of the tree -> whether validate may still pass
+    "recipes is a file": (lambda r: (shutil.rmtree(r / "recipes"),
+                                     (r / "recipes").write_text("x")), False),
+    "templates is a file": (lambda r: (shutil.rmtree(r / "templates"),
+                                       (r / "templates").write_text("x")), True),  # packaged
+    "template is a directory": (lambda r: _directory(r / TEMPLATE), False),
+    "template is a FIFO": (lambda r: _fifo(r / TEMPLATE), False),
+    "recipe is a directory": (lambda r: (r / "recipes/zz.yaml").mkdir(), False),
+    "recipe is a FIFO": (lambda r: os.mkfifo(r / "recipes/zz.yaml"), False),
+    "settings is a FIFO": (lambda r: _fifo(r / "recipes/_project.yaml"), False),
+    "base directory loops": (lambda r: (shutil.rmtree(r / "recipes/base"),
+                                        (r / "recipes/base").symlink_to(r / "recipes/base")),
+                             False),
+    "empty recipe": (lambda r: (r / "recipes/zz.yaml").write_text(""), False),
+    "recipe is a list": (lambda r: (r / "recipes/zz.yaml").write_text("- a\n"), False),
+    "kustomization is a FIFO": (lambda r: _fifo(r / "kustomization.yaml"), True),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_tree_layouts(tmp_path, capsys, layout):
+    root = copy_project(tmp_path / "repo")
+    edit, may_pass = LAYOUTS[layout]
+    edit(root)
+    code, out = run(capsys, root, "validate")
+    assert code == 0 if may_pass else code == 1 and out
+    run(capsys, root, "diff")  # drift or problems, never a hang or a traceback

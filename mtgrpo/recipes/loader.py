@@ -67,9 +67,10 @@ def discover_recipes(recipes_dir: Path) -> list[Path]:
     recipes_dir = Path(recipes_dir)
     if not recipes_dir.is_dir():
         return []
+    # Every entry named like a recipe: one that is not a regular file (a dangling or outward
+    # link, a directory, a FIFO) is reported by read_recipe, not skipped.
     return sorted(p for p in recipes_dir.iterdir()
-                  if p.suffix in RECIPE_SUFFIXES and p.name[0] not in "_." and
-                  (p.is_file() or p.is_symlink()))  # a bad link is reported, not skipped
+                  if p.suffix in RECIPE_SUFFIXES and p.name[0] not in "_.")
 
 
 def find_root(path: Path) -> Path:

@@ -52,6 +52,12 @@ class _InsideLoader(jinja2.FileSystemLoader):
         self.anchors = list(zip(search, (os.path.realpath(a) for a in anchors)))
 
     def get_source(self, environment: jinja2.Environment, template: str) -> Any:
+        for folder in self.searchpath:  # never open a FIFO or a directory in a template's place
+            candidate = os.path.join(folder, *template.split("/"))
+            if os.path.lexists(candidate):
+                if not os.path.isfile(candidate):
+                    raise jinja2.TemplateNotFound(template, f"{template} is not a regular file")
+                break
         source, filename, uptodate = super().get_source(environment, template)
         real = os.path.realpath(filename)
         for folder, anchor in self.anchors:
@@ -91,7 +97,7 @@ def template_path(kind: str, templates_dir: Path | None,
     name = TEMPLATES[kind]
     if name in dict(templates):
         return Path("templates") / name, f"templates/{name}"
-    if templates_dir is not None and (Path(templates_dir) / name).is_file():
+    if templates_dir is not None and os.path.lexists(Path(templates_dir) / name):
         return Path(templates_dir) / name, f"templates/{name}"
     return PACKAGED_TEMPLATES / name, f"mtgrpo/render/templates/{name}"
 
