@@ -63,12 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except UserError as err:
-        for line in err.lines():
+        for line in err.report():
             print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as err:  # an optional dependency the command reached for
+        from mtgrpo.commands._extras import extra_problem, missing_extra
+
+        extra = missing_extra(err.name)
+        if extra is None:
+            traceback.print_exc()
+            print("error: internal error (a bug in mtgrpo); please report the traceback above",
+                  file=sys.stderr)
+            return 3
+        for line in extra_problem(extra, argv[0], [str(err.name).split(".")[0]]).report():
+            print(f"error: {line}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
     except Exception:  # a bug, not a user mistake: keep the traceback for the report

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 
+MAX_LINE = 2000  # characters of one problem line
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
     """One thing wrong with one value: rendered as ``file: key: message (allowed: ...)``."""
@@ -29,22 +32,40 @@ class Problem:
         if self.allowed:
             text += f" (allowed: {self.allowed})"
         # One line, always: newlines inside messages would break the one-error-per-line promise.
-        return " ".join(text.split())
+        text = " ".join(text.split())
+        if len(text) > MAX_LINE:  # a huge value echoed back: keep the start and the allowed
+            text = f"{text[:MAX_LINE - 420]} [... {len(text) - MAX_LINE + 20} characters ...] " \
+                   f"{text[-400:]}"
+        return text
 
 
 class UserError(Exception):
     """A mistake in user input. Carries one or more ``Problem``s; never shown with a traceback."""
 
-    def __init__(self, problems: Problem | Sequence[Problem] | str):
+    def __init__(self, problems: Problem | Sequence[Problem] | str, *,
+                 notes: Sequence[str] = (), counted: bool = False):
         if isinstance(problems, str):
             problems = [Problem("", "", problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
         self.problems: list[Problem] = list(problems)
+        # Lines after the problems: checks that could not run (``notes``), and with
+        # ``counted`` a last line counting the problems (a whole-project report).
+        self.notes: list[str] = list(notes)
+        self.counted = counted
         super().__init__("\n".join(str(p) for p in self.problems))
 
     def lines(self) -> list[str]:
         return [str(p) for p in self.problems]
+
+    def report(self) -> list[str]:
+        """What the CLI prints: one line per problem, the notes, then the count if asked."""
+        out = self.lines() + [" ".join(n.split()) for n in self.notes]
+        if self.counted:
+            files = len({p.file for p in self.problems})
+            out.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)} in "
+                       f"{files} file{'s' * (files != 1)}; nothing written")
+        return out
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

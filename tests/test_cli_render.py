@@ -165,9 +165,10 @@ def test_bad_input_is_refused_with_one_line_errors(project, capsys, case, edit, 
 
 def test_missing_crd_dir_is_one_error(project, capsys):
     assert main(["validate", "--root", str(project), "--crd-dir", str(project / "nope")]) == 1
-    assert capsys.readouterr().err.strip() == (
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --crd-dir: CRD directory not found: {project / 'nope'} "
-        "(allowed: a directory holding the ACK SageMaker CRDs)")
+        "(allowed: a directory holding the ACK SageMaker CRDs)",
+        "error: 1 problem in 1 file; nothing written"]
     (project / "recipes/_project.yaml").write_text("crd_dir: crds\n")
     assert main(["diff", "--root", str(project)]) == 1
     assert capsys.readouterr().err.startswith(

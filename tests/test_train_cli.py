@@ -141,3 +141,21 @@ def test_server_that_stops_answering_ends_the_run_with_one_error_line(tmp_path, 
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
     assert len(lines) == 1, lines
     assert "trainer.vllm_server_url: training stopped:" in lines[0] and url in lines[0]
+
+
+def test_config_is_read_by_the_recipes_yaml_reader(tmp_path, capsys):
+    """`1e-6` is a float as in a recipe (plain PyYAML reads a string); null = the default;
+    the reader's limits hold (a YAML 1.1-only number is refused with its key)."""
+    from mtgrpo.commands.train import load_config
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "t.jsonl").write_text("{}\n")
+    cfg = _write(tmp_path / "c.yaml", "trainer:\n  model_name_or_path: m\n  train_file: t.jsonl\n"
+                                      "  corpus_dir: corpus\n  learning_rate: 1e-6\n"
+                                      "  seed: null\n")
+    config = load_config(cfg)
+    assert config.learning_rate == 1e-6 and config.seed == 42
+    cfg.write_text(cfg.read_text().replace("seed: null", "save_steps: 0750"))
+    assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
+    (line,) = _error_lines(capsys)
+    assert line.startswith(f"error: {cfg}: trainer.save_steps: '0750' is a number in YAML 1.1")

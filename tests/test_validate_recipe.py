@@ -283,9 +283,15 @@ def test_hyperparameter_count_excludes_tuned_names(monkeypatch):
     assert check_recipe(tuned_recipe(), source=SOURCE) == []  # 3 tuned names leave the count
 
 
-def test_invalid_trainer_section_is_left_to_the_loader():
+def test_a_schema_problem_is_reported_once():
+    """A plain mapping is typed first: the schema names the bad value, no rule repeats it."""
     recipe = edit(BASE, "trainer.learning_rate", "fast")
-    assert check_recipe(recipe, source=SOURCE) == []  # the loader reports it, once
+    assert [p.key for p in check_recipe(recipe, source=SOURCE)] == ["trainer.learning_rate"]
+    from mtgrpo.recipes import recipe_from_data
+    typed = recipe_from_data(recipe, source=SOURCE)
+    assert typed.problems and check_recipe(typed) == []  # a Recipe's are the loader's to report
+    spot = edit(BASE, "job.max_wait", "two days")  # no "spot needs max_wait" on top
+    assert [p.key for p in check_recipe(spot, source=SOURCE)] == ["job.max_wait"]
 
 
 @pytest.mark.parametrize("key,secret", [

@@ -53,6 +53,9 @@ def run(args) -> int:
             raise UserError(Problem("", "RECIPE", "missing", "a tuning recipe file, or --rbac"))
         if not Path(args.recipe).is_file():
             raise UserError(Problem(args.recipe, "RECIPE", "no such file", "a tuning recipe file"))
+        from mtgrpo.commands._extras import require
+
+        require("pipelines", "pipeline")
         from mtgrpo.pipelines.pipeline import PipelineOptions, compile_pipeline
 
         options = PipelineOptions(

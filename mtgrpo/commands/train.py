@@ -36,20 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: Path):
-    """The TrainerConfig of a config file, relative paths resolved against its directory."""
-    import yaml
+    """The TrainerConfig of a config file, relative paths resolved against its directory.
 
+    Read with the recipes' own YAML reader (YAML 1.2 numbers: ``learning_rate: 1e-6`` is a
+    float; duplicate keys, ambiguous numbers and hostile documents refused).
+    """
     from mtgrpo.contract import TrainerConfig
+    from mtgrpo.recipes.yamlfile import read_yaml
 
     source = str(path)
     if not path.is_file():
         raise UserError(Problem(source, "", "config file not found", "a YAML file"))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(Problem(source, "", f"invalid YAML{where}", "a YAML mapping")) from None
+    data = read_yaml(path, source=source)
     if not isinstance(data, dict) or "trainer" not in data:
         raise UserError(Problem(source, "trainer", "missing section",
                                 "a mapping with a `trainer:` section of hyperparameters"))
@@ -57,6 +55,7 @@ def load_config(path: Path):
     if not isinstance(section, dict):
         raise UserError(Problem(source, "trainer", "must be a mapping of hyperparameters",
                                 "see docs/hyperparameters.md"))
+    section = {k: v for k, v in section.items() if v is not None}  # null = the default
     config = TrainerConfig.from_mapping(section, source=source)
     base = path.resolve().parent
     changes = {}
@@ -133,9 +132,12 @@ def _local_server(config, output: Path, allowed: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtgrpo.commands._extras import require
+
+    config = load_config(args.config)  # config mistakes first: they need no extra
+    require("trainer", "train")
     from mtgrpo.trainer.train import check_batch_shape
 
-    config = load_config(args.config)
     # Before any heavy import: a bad batch shape is a config mistake, reported at once.
     check_batch_shape(config, int(os.environ.get("WORLD_SIZE", "1")), source=str(args.config))
     paths = run_paths(config, args.output)

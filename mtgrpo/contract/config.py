@@ -27,6 +27,7 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 DEEPSPEED_STAGES = (0, 2, 3)
 MASTER_WEIGHTS = ("auto", "fp32", "bf16_kahan")
 LIGER_KERNELS = ("auto", "on", "off")
+INT32 = (-2 ** 31, 2 ** 31 - 1)  # the bounds of an int field that states none
 
 
 def _f(default: Any, help: str, *, choices: tuple = (), min: float | None = None,
@@ -384,10 +385,15 @@ def _check_value(f: dataclasses.Field, value: Any, source: str, prefix: str) -> 
     if meta["choices"] and value not in meta["choices"]:
         return [Problem(source, path, f"invalid value {value!r}", _allowed(f))]
     lo, hi = meta["min"], meta["max"]
+    if field_type(f) is int:  # SageMaker and the container's libraries: 32-bit where unsaid
+        lo = INT32[0] if lo is None else lo
+        hi = INT32[1] if hi is None else hi
     if lo is not None and (value < lo or (meta["min_exclusive"] and value == lo)):
-        return [Problem(source, path, f"{value!r} is out of range", _allowed(f))]
+        return [Problem(source, path, f"{value!r} is out of range", _allowed(f)
+                        + ("" if meta["min"] is not None else f", at least {lo} (32-bit)"))]
     if hi is not None and value > hi:
-        return [Problem(source, path, f"{value!r} is out of range", _allowed(f))]
+        return [Problem(source, path, f"{value!r} is out of range", _allowed(f)
+                        + ("" if meta["max"] is not None else f", at most {hi} (32-bit)"))]
     return []
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +70,10 @@ def make_bundle(recipe, settings, deletion_policy: str) -> dict:
     """Everything ``training_job_for`` needs at run time, as JSON-able data.
 
     The recipe as merged (``extends`` resolved), its source path, the project settings and the
-    project's templates (users may adapt them): the step rebuilds the same files in a temporary
-    root and calls the renderer, so the TrainingJob is exactly what ``mtgrpo render`` would
-    write for those hyperparameters, named by the same content hash.
+    project's templates (users may adapt them): the step types the recipe in memory
+    (``recipe_from_data``) and calls the renderer with those templates, so the TrainingJob is
+    exactly what ``mtgrpo render`` would write for those hyperparameters, named by the same
+    content hash.
     """
     from mtgrpo.render.templating import PACKAGED_TEMPLATES, TEMPLATES
 
@@ -89,20 +89,15 @@ def make_bundle(recipe, settings, deletion_policy: str) -> dict:
 
 
 def training_job_from_bundle(bundle: dict, hyperparameters: dict[str, str]) -> dict:
-    import yaml
+    """The TrainingJob body for the tuned hyperparameters, rendered in memory from the bundle
+    (the same typed recipe, settings and templates ``mtgrpo render`` uses; no files)."""
+    from mtgrpo.recipes import recipe_from_data
+    from mtgrpo.render import training_job_for
+    from mtgrpo.render.settings import settings_from_data
 
-    from mtgrpo.recipes import load_recipe
-    from mtgrpo.render import load_settings, training_job_for
-
-    with tempfile.TemporaryDirectory(prefix="mtgrpo-recipe-") as tmp:
-        root = Path(tmp)
-        recipe_path = root / bundle["source"]
-        (root / "recipes").mkdir(parents=True)
-        recipe_path.parent.mkdir(parents=True, exist_ok=True)
-        recipe_path.write_text(yaml.safe_dump(bundle["recipe"], sort_keys=True))
-        (root / "recipes" / "_project.yaml").write_text(yaml.safe_dump(bundle["project"]))
-        (root / "templates").mkdir()
-        for name, text in bundle["templates"].items():
-            (root / "templates" / name).write_text(text)
-        recipe = load_recipe(recipe_path, root=root)
-        return training_job_for(recipe, load_settings(root), hyperparameters).body
+    recipe = recipe_from_data(bundle["recipe"], source=bundle["source"])
+    if recipe.problems:
+        raise UserError(list(recipe.problems))
+    settings = settings_from_data(bundle["project"], Path("."),
+                                  templates=tuple(sorted(bundle["templates"].items())))
+    return training_job_for(recipe, settings, hyperparameters).body

@@ -79,7 +79,7 @@ def problems_of(plan: RecipePlan, recipe) -> list[Problem]:
             f"({gib(main.learner_capacity)}): the learner needs an estimated "
             f"{gib(learner.required)} at its {learner.peak_phase.name} peak "
             f"({_top_terms(learner)}), leaving less than {HEADROOM:.0%} free",
-            ("fixes that fit: " + "; ".join(fixes)) if fixes else
+            ("fixes that fit: " + "; ".join(fixes) + "; " + SKIP) if fixes else
             "no single change fits: combine them (LoRA, a smaller micro-batch), or take a "
             "multi-GPU instance with deepspeed_stage 3, " + SKIP))
     if main.vllm is not None and not main.vllm.fits:

@@ -6,6 +6,7 @@ file names that base file, not the recipe.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from dataclasses import dataclass, field
@@ -22,12 +23,17 @@ RECIPE_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class Recipe:
-    """A loaded, merged and schema-checked recipe.
+    """One recipe, read once: merged, schema-checked, typed, every default filled in.
 
     ``data`` is the merged recipe as its files spell it (``extends`` resolved and removed, null
-    values dropped): what :func:`mtgrpo.validate.check_recipe` reads. ``job`` and ``tuning`` are
-    the checked sections with every default filled in (``inputs`` as option mappings, ``tags``
-    as the SDK's ``[{Key, Value}]`` list): what the templates read. ``trainer`` is typed.
+    values dropped). ``values`` is the checked top level with defaults (``name``,
+    ``description``, and any top-level key a later schema adds); ``job`` and ``tuning`` are the
+    checked sections with every default filled in (``inputs`` as option mappings, ``tags`` as
+    the SDK's ``[{Key, Value}]`` list): what the rules and templates read. ``trainer`` is typed.
+
+    A recipe with ``problems`` is partial: values that failed the schema are left out (no
+    default stands in for them) and ``trainer`` may be None. :func:`load_recipe` never returns
+    one; :func:`read_recipe` and :func:`recipe_from_data` do, so every later check can still run.
     """
 
     name: str
@@ -38,10 +44,21 @@ class Recipe:
     job: dict
     tuning: dict | None
     provenance: dict = field(default_factory=dict, repr=False, compare=False)
+    values: dict = field(default_factory=dict, repr=False, compare=False)
+    problems: tuple = field(default=(), repr=False, compare=False)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the recipe passed the schema (and can be rendered)."""
+        return not self.problems
 
     def where(self, key: str) -> str:
         """The file (relative to the repo root) that set ``key``, e.g. ``job.role``."""
         return _where(self.provenance, key, self.source)
+
+    def invalid(self, key: str) -> bool:
+        """Whether ``key`` (or a key above or below it) failed the schema."""
+        return any(_related(p.key, key) for p in self.problems)
 
 
 def discover_recipes(recipes_dir: Path) -> list[Path]:
@@ -50,13 +67,15 @@ def discover_recipes(recipes_dir: Path) -> list[Path]:
     recipes_dir = Path(recipes_dir)
     if not recipes_dir.is_dir():
         return []
+    # Every entry named like a recipe: one that is not a regular file (a dangling or outward
+    # link, a directory, a FIFO) is reported by read_recipe, not skipped.
     return sorted(p for p in recipes_dir.iterdir()
-                  if p.is_file() and p.suffix in RECIPE_SUFFIXES and p.name[0] not in "_.")
+                  if p.suffix in RECIPE_SUFFIXES and p.name[0] not in "_.")
 
 
 def find_root(path: Path) -> Path:
     """The repository root for ``path``: the directory holding the ``recipes/`` it lives in."""
-    path = Path(path).resolve()
+    path = Path(os.path.abspath(path))
     for parent in path.parents:
         if parent.name == "recipes":
             return parent.parent
@@ -72,16 +91,43 @@ def relative(path: Path, root: Path) -> str:
 
 def load_recipe(path: Path | str, *, root: Path | str | None = None) -> Recipe:
     """Load, merge and schema-check one recipe; raise ``UserError`` listing every problem."""
+    recipe = read_recipe(path, root=root)
+    if recipe.problems:
+        raise UserError(list(recipe.problems))
+    return recipe
+
+
+def read_recipe(path: Path | str, *, root: Path | str | None = None) -> Recipe:
+    """Read and merge one recipe file and build its typed model; never raises for the
+    recipe's own mistakes, which are in ``.problems`` (sorted by file and key)."""
     path = Path(path)
     root = Path(root) if root is not None else find_root(path)
     source = relative(path, root)
     provenance: dict[str, str] = {}
-    merged = _load_merged(path, root, provenance, chain=())
+    problems: list[Problem] = []
+    merged = _load_merged(path, root_of(root), source, provenance, (), problems)
+    if problems:
+        return _unread(source, path, problems)
+    return recipe_from_data(merged, source=source, path=path, provenance=provenance)
 
+
+def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
+                     provenance: Mapping[str, str] | None = None) -> Recipe:
+    """The typed recipe for already merged data (in memory: no files are read).
+
+    Null values unset keys (the schema default applies again); ``extends`` must already be
+    resolved. Never raises for mistakes in ``data``: see ``Recipe.problems``.
+    """
+    provenance = dict(provenance or {})
+    path = Path(path) if path is not None else Path(source)
+    if not isinstance(data, Mapping):
+        return _unread(source, path, [Problem(source, "", f"must be a mapping, got "
+                                              f"{schema._type_name(data)}", _WHAT)])
+    data = _without_nulls(dict(data))
     checker = schema.Checker(lambda key: _where(provenance, key, source))
-    top = checker.section(merged, schema.TOP, "", "recipe keys")
+    top = checker.section(data, schema.TOP, "", "recipe keys")
     tuning = None
-    if top.get("tuning") is not None:
+    if isinstance(top.get("tuning"), Mapping):
         tuning = checker.section(top["tuning"], schema.TUNING, "tuning", "tuning keys")
     job = checker.section(top["job"], schema.JOB, "job", "job keys") if "job" in top else {}
     trainer = None
@@ -91,12 +137,10 @@ def load_recipe(path: Path | str, *, root: Path | str | None = None) -> Recipe:
                                                  key_prefix="trainer")
         except UserError as err:
             checker.problems += [_relocate(p, provenance, source) for p in err.problems]
-    if checker.problems:
-        raise UserError(sorted(set(checker.problems), key=_order))
-    assert trainer is not None
-    data = _without_nulls(merged)
-    return Recipe(name=top["name"], source=source, path=path, data=data, trainer=trainer,
-                  job=job, tuning=tuning, provenance=provenance)
+    values = {k: v for k, v in top.items() if k not in ("trainer", "job", "tuning", "extends")}
+    return Recipe(name=top.get("name", ""), source=source, path=path, data=data,
+                  trainer=trainer, job=job, tuning=tuning, provenance=provenance, values=values,
+                  problems=tuple(sorted(set(checker.problems), key=_order)))
 
 
 def relocate(problems: list[Problem], recipe: Recipe) -> list[Problem]:
@@ -125,32 +169,95 @@ def _where(provenance: Mapping[str, str], key: str, default: str) -> str:
     return default
 
 
-def _load_merged(path: Path, root: Path, provenance: dict[str, str],
-                 chain: tuple[Path, ...]) -> dict:
-    source = relative(path, root)
-    doc = _read(path, source)
+_WHAT = "a recipe: name, extends, trainer, job, tuning"
+
+
+def _unread(source: str, path: Path, problems: list[Problem]) -> Recipe:
+    return Recipe(name="", source=source, path=path, data={}, trainer=None,  # type: ignore
+                  job={}, tuning=None, problems=tuple(sorted(set(problems), key=_order)))
+
+
+def _related(a: str, b: str) -> bool:
+    a, b = a.split("[", 1)[0], b.split("[", 1)[0]
+    return bool(a) and bool(b) and (a == b or a.startswith(b + ".") or b.startswith(a + "."))
+
+
+def root_of(root: Path) -> Path:
+    """``root`` resolved (symlinks followed), or made absolute if it cannot be."""
+    try:
+        return root.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(root))
+
+
+def resolve_inside(path: Path, root: Path) -> tuple[Path | None, str]:
+    """``path`` with every symlink followed, if it is a regular file inside ``root`` (a
+    resolved path); else None and why not ("file not found", "is a symlink loop", ...)."""
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        return None, "file not found"
+    except RuntimeError:  # a symlink loop, before Python 3.13
+        return None, "is a symlink loop"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None, "is a symlink loop"
+        return None, f"cannot be read: {err.strerror or err}"
+    if real != root and root not in real.parents:
+        return None, "resolves to a file outside the repository"
+    if not real.is_file():
+        return None, "is not a regular file"
+    return real, ""
+
+
+def _load_merged(path: Path, root: Path, source: str, provenance: dict[str, str],
+                 chain: tuple[Path, ...], problems: list[Problem]) -> dict:
+    """The merged mapping of ``path`` and its bases; read problems go to ``problems``."""
+    real, why = resolve_inside(path, root)
+    if real is None:
+        problems.append(Problem(source, "", why, "a YAML file inside the repository "
+                                f"{root.as_posix()}"))
+        return {}
+    try:
+        doc = _read(real, source)
+    except UserError as err:
+        problems.extend(err.problems)
+        return {}
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
-        raise UserError(Problem(source, "", f"must be a mapping, got {schema._type_name(doc)}",
-                                "a recipe: name, extends, trainer, job, tuning"))
-    bases = doc.get("extends", [])
-    if isinstance(bases, str):
-        bases = [bases]
+        problems.append(Problem(source, "", f"must be a mapping, got {schema._type_name(doc)}",
+                                _WHAT))
+        return {}
+    bases = doc.get("extends")
+    bases = [] if bases is None else [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise UserError(Problem(source, "extends", "must be a path or a list of paths",
+        problems.append(Problem(source, "extends", "must be a path or a list of paths",
                                 "paths relative to this file"))
+        bases = []
+    folder = Path(source).parent.as_posix()
+    allowed = f"a path relative to {folder}/"
     merged: dict = {}
     for base in bases:
-        base_path = (path.parent / base).resolve()
-        if base_path in chain or base_path == path.resolve():
-            raise UserError(Problem(source, "extends",
+        if os.path.isabs(base) or base.startswith("~"):
+            problems.append(Problem(source, "extends", f"{base!r} is an absolute path",
+                                    allowed + ", inside the repository"))
+            continue
+        base_path = path.parent / base
+        base_real, why = resolve_inside(base_path, root)
+        if base_real is None:
+            problems.append(Problem(source, "extends", f"{base!r} {why}" if why !=
+                                    "file not found" else f"file not found: {base!r}",
+                                    allowed + ("" if why == "file not found"
+                                               else ", inside the repository")))
+            continue
+        if base_real in chain or base_real == real:
+            problems.append(Problem(source, "extends",
                                     f"{base!r} leads back to this file (a cycle)",
                                     "a chain of base files without cycles"))
-        if not base_path.is_file():
-            raise UserError(Problem(source, "extends", f"file not found: {base!r}",
-                                    f"a path relative to {Path(source).parent.as_posix()}/"))
-        base_doc = _load_merged(base_path, root, provenance, chain + (path.resolve(),))
+            continue
+        base_doc = _load_merged(base_path, root, relative(base_real, root), provenance,
+                                chain + (real,), problems)
         merged = _merge(merged, base_doc)
     own = {k: v for k, v in doc.items() if k != "extends"}
     _record(own, "", source, provenance)
@@ -180,7 +287,8 @@ def _copy(value: Any) -> Any:
 
 
 def _without_nulls(value: Any) -> Any:
-    """Drop null values from mappings: a null in a recipe unsets what a base file set."""
+    """Drop null values from mappings: a null in a recipe unsets what a base file set (so the
+    schema default applies again, or a required value is missing)."""
     if isinstance(value, dict):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None and k != "extends"}
     if isinstance(value, list):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from mtgrpo.contract.metrics import DEFAULT_OBJECTIVE
 from mtgrpo.errors import Problem, did_you_mean
 
 
@@ -26,6 +27,7 @@ class Key:
     default: Any = None
     required: bool = False
     choices: tuple = ()
+    keys: Mapping[str, "Key"] | None = None  # kind "section": the nested section's keys
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -117,7 +119,7 @@ DEBUGGER: dict[str, Key] = {
 
 TUNING: dict[str, Key] = {
     "objective_metric_name": Key("str", "Metric to optimise (one of the trainer's metrics or "
-                                        "job.metric_definitions).", default="eval_reward"),
+                                        "job.metric_definitions).", default=DEFAULT_OBJECTIVE),
     "objective_type": Key("str", "Direction.", default="Maximize",
                           choices=("Maximize", "Minimize")),
     "hyperparameter_ranges": Key("ranges", "Trainer hyperparameter -> range.", required=True),
@@ -352,6 +354,10 @@ def _debugger(c: Checker, v: Any, path: str, spec: Key) -> Any:
     return _BAD
 
 
+def _section(c: Checker, v: Any, path: str, spec: Key) -> Any:
+    return c.section(v, spec.keys or {}, path, f"{path} keys")
+
+
 def _ranges(c: Checker, v: Any, path: str, spec: Key) -> Any:
     if not isinstance(v, Mapping) or not v:
         c.problem(path, f"must be a non-empty mapping, got {_type_name(v)}",
@@ -367,5 +373,5 @@ _CHECKERS: dict[str, Callable[[Checker, Any, str, Key], Any]] = {
     "mapping": _mapping, "extends": _extends, "list_str": _list_str,
     "list_scalar": _list_scalar, "map_str": _map_str, "tags": _tags,
     "metric_definitions": _metric_definitions, "inputs": _inputs, "debugger": _debugger,
-    "ranges": _ranges,
+    "ranges": _ranges, "section": _section,
 }

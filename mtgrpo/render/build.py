@@ -11,7 +11,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import jinja2
 
 from mtgrpo.contract import TrainerConfig, metric_definitions
 from mtgrpo.contract.config import field_specs, format_value, parse_value
@@ -20,7 +19,7 @@ from mtgrpo.recipes import Recipe
 from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
 from mtgrpo.render import naming
 from mtgrpo.render.settings import Settings
-from mtgrpo.render.templating import TEMPLATES, fill_values, render_template
+from mtgrpo.render.templating import TEMPLATES, fill_values, render_template, template_path
 
 API_VERSION = "sagemaker.services.k8s.aws/v1alpha1"
 RECIPE_LABEL = "mtgrpo.io/recipe"
@@ -49,6 +48,7 @@ class Resource:
     text: str
     source: str
     recipe: str
+    template: str = ""  # the template file, as problems name it
 
     @property
     def filename(self) -> str:
@@ -130,22 +130,14 @@ def context_for(recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> d
 def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> Resource:
     ctx = context_for(recipe, settings, trainer)
     template = TEMPLATES[kind]
-    try:
-        text, values = render_template(kind, settings.templates_dir, ctx)
-    except jinja2.TemplateSyntaxError as err:
-        raise UserError(Problem(f"templates/{template}", f"line {err.lineno}",
-                                f"template syntax error: {err.message}",
-                                "Jinja2 syntax")) from None
-    except jinja2.TemplateError as err:
-        raise UserError(Problem(f"templates/{template}", "",
-                                f"template failed for {recipe.source}: {err}",
-                                "variables listed in docs/recipes.md")) from None
-    where = f"templates/{template} (rendered for {recipe.source})"
-    body = fill_values(parse_yaml(text, source=where), values, source=where)
+    text, values = render_template(kind, settings.templates_dir, ctx, settings.templates)
+    shown = template_path(kind, settings.templates_dir, settings.templates)[1]
+    where = f"{shown} (rendered for {recipe.source})"
+    body = fill_values(_parse_rendered(text, where), values, source=where)
     name_field, limit = NAME_FIELDS[kind]
     if not isinstance(body, dict) or body.get("kind") != kind or \
             not isinstance(body.get("spec"), dict) or not isinstance(body.get("metadata"), dict):
-        raise UserError(Problem(f"templates/{template}", "",
+        raise UserError(Problem(shown, "",
                                 f"must render one {kind} with metadata and spec",
                                 f"apiVersion {API_VERSION}, kind {kind}"))
     body["spec"].pop(name_field, None)
@@ -157,7 +149,22 @@ def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig
               f"(template templates/{template}).\n"
               f"# Do not edit: change the recipe and run `mtgrpo render`.\n")
     return Resource(kind=kind, name=name, body=body, text=header + dump_yaml(body),
-                    source=recipe.source, recipe=recipe.name)
+                    source=recipe.source, recipe=recipe.name, template=shown)
+
+
+def _parse_rendered(text: str, where: str) -> Any:
+    """The template output's YAML. Values are tokens in it, so recipes taking the same
+    branches of a template give the same text: it is parsed once (``fill_values`` builds a new
+    tree and never changes this one)."""
+    try:
+        return _parse_text(text)
+    except UserError:
+        return parse_yaml(text, source=where)  # the same problem, named for this recipe
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_text(text: str) -> Any:
+    return parse_yaml(text, source="")
 
 
 def hash_input(body: Mapping[str, Any]) -> dict:

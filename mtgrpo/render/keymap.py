@@ -1,13 +1,18 @@
-"""Point problems found in a rendered spec back at the recipe key that produced the value.
+"""Point problems found in a rendered spec back at what produced them: the recipe key that set
+the value, or the template that laid the field out.
 
 The resource validators report ACK spec paths (``spec.resourceConfig.instanceType``); a user
-edits recipe keys (``job.instance_type``), maybe in a base file. Paths not listed here keep
-their spec path and name the recipe file.
+edits recipe keys (``job.instance_type``), maybe in a base file. A field the CRD or the API
+does not have, or a required one missing, is the template's doing (recipe values enter only
+through ``| json`` at places the template chose), so it names the template file and line.
+Other paths not listed here keep their spec path and name the recipe file.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Iterable
 
 from mtgrpo.errors import Problem
 from mtgrpo.recipes import Recipe
@@ -36,7 +41,19 @@ _JOB_FIELDS = {
     "inputDataConfig": "job.inputs",
     "hyperParameters": "trainer",
     "staticHyperParameters": "trainer",
+    "enableNetworkIsolation": "job.enable_network_isolation",
+    "enableInterContainerTrafficEncryption": "job.encrypt_inter_container_traffic",
+    "enableManagedSpotTraining": "job.use_spot_instances",
+    "algorithmSpecification.enableSageMakerMetricsTimeSeries": "job.enable_sagemaker_metrics",
+    "debugHookConfig": "job.debugger_hook_config",
+    "profilerConfig": "job.disable_profiler",
 }
+# Hyperparameter maps: the key is the trainer field (``spec.hyperParameters.seed``).
+_HYPERPARAMETERS = re.compile(r"^spec\.(?:trainingJobDefinition\.staticHyperParameters|"
+                              r"hyperParameters)\.([A-Za-z0-9_]+)$")
+# What only a template can cause (messages of crd_schema and service_model).
+_TEMPLATE_MESSAGES = ("unknown field", "required field is missing", "not a member of",
+                      "required by the SageMaker API")
 SPEC_TO_RECIPE: dict[str, str] = {
     **{f"spec.{k}": v for k, v in _JOB_FIELDS.items()},
     **{f"spec.trainingJobDefinition.{k}": v for k, v in _JOB_FIELDS.items()},
@@ -53,11 +70,21 @@ SPEC_TO_RECIPE: dict[str, str] = {
 _INDEX = re.compile(r"\[[0-9]+\]")
 
 
-def to_recipe_keys(problems: list[Problem], recipe: Recipe) -> list[Problem]:
-    """Rewrite spec-path problems as recipe-key problems (the spec path stays in the text)."""
+def to_recipe_keys(problems: list[Problem], recipe: Recipe,
+                   resources: Iterable = ()) -> list[Problem]:
+    """Rewrite spec-path problems as recipe-key problems (the spec path stays in the text), or
+    as the template's (file and line) when only the template can have caused them."""
+    templates = {r.kind: r.template for r in resources if getattr(r, "template", "")}
     out = []
     for p in problems:
-        key = _recipe_key(p.key) if p.file == recipe.source else None
+        if p.file != recipe.source:
+            out.append(p)
+            continue
+        kind = p.message.split(":", 1)[0]
+        if kind in templates and any(m in p.message for m in _TEMPLATE_MESSAGES):
+            out.append(_template_problem(p, templates[kind], recipe))
+            continue
+        key = _recipe_key(p.key)
         if key is None:
             out.append(p)
         else:
@@ -66,7 +93,35 @@ def to_recipe_keys(problems: list[Problem], recipe: Recipe) -> list[Problem]:
     return out
 
 
+def _template_problem(p: Problem, template: str, recipe: Recipe) -> Problem:
+    """The problem named by the template file, with the line that spells the field if one
+    line does."""
+    field = re.sub(r"\[[0-9]+\]$", "", p.key).rpartition(".")[2]
+    where = ""
+    try:
+        file = Path(template) if Path(template).is_absolute() else _root(recipe) / template
+        text = file.read_text(encoding="utf-8")
+        lines = [i for i, line in enumerate(text.splitlines(), 1)
+                 if re.match(rf"\s*-?\s*{re.escape(field)}\s*:", line)]
+        where = f"line {lines[0]}: " if len(lines) == 1 else ""
+    except (OSError, UnicodeDecodeError):
+        pass
+    # Not naming the recipe: the same template mistake in every recipe's render is one line.
+    return Problem(template, p.key, f"{where}{p.message}", p.allowed)
+
+
+def _root(recipe: Recipe) -> Path:
+    """The repository root: the recipe path minus its source (``recipes/x.yaml``)."""
+    path = Path(recipe.path)
+    for _ in Path(recipe.source).parts:
+        path = path.parent
+    return path
+
+
 def _recipe_key(spec_path: str) -> str | None:
+    match = _HYPERPARAMETERS.match(spec_path)
+    if match:
+        return f"trainer.{match.group(1)}"
     path = _INDEX.sub("", spec_path)
     while path:
         if path in SPEC_TO_RECIPE:

@@ -12,7 +12,7 @@ from pathlib import Path
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.gitops.files import write_tree
 from mtgrpo.gitops.kustomization import KUSTOMIZATION, MANIFESTS, kustomization_text
-from mtgrpo.recipes import Recipe, discover_recipes, load_recipe, relocate
+from mtgrpo.recipes import Recipe, discover_recipes, read_recipe
 from mtgrpo.render.build import Resource, build_resources
 from mtgrpo.render.keymap import to_recipe_keys
 from mtgrpo.render.settings import SETTINGS_FILE, Settings, load_settings
@@ -35,64 +35,94 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
                recipe_paths: list[Path] | None = None) -> RenderResult:
     """Render (and with ``write``, write) every recipe under ``root/recipes``.
 
-    Raises ``UserError`` with every problem found (schema, validation rules, CRD and SageMaker
-    service model checks, duplicate names) before writing anything. ``recipe_paths`` limits
-    validation to some recipes (``mtgrpo validate FILE``); it cannot be combined with ``write``.
+    Every problem of every recipe in one pass: settings, reading and merging, the schema, the
+    rules between values, the templates, and the CRD and SageMaker service model checks of what
+    they render. A stage that needs an earlier one (rendering needs a recipe that passed the
+    schema and valid settings) is skipped for that recipe, and a note says so once. Raises
+    ``UserError`` (sorted by file and key, counted) before writing anything. ``recipe_paths``
+    limits validation to some recipes (``mtgrpo validate FILE``); it cannot be combined with
+    ``write``.
     """
     # Imported here: the validators load jsonschema and botocore's service model, which callers
     # of build_resources/training_job_for alone (the pipeline step) do not need.
     from mtgrpo.plan import check_plan
     from mtgrpo.validate import check_recipe, check_resources, default_crd_dir
 
+    if recipe_paths is not None and write:
+        raise ValueError("write=True renders the whole project; do not pass recipe_paths")
     root = Path(root)
-    settings = load_settings(root)
+    problems: list[Problem] = []
+    can_render = True
+    try:
+        settings = load_settings(root)
+    except UserError as err:
+        problems += err.problems
+        settings, can_render = Settings(root=root), False
     if crd_dir:
         crd_dir, given_by = Path(crd_dir), Problem("--crd-dir", "", "")
     elif settings.crd_dir:
         crd_dir, given_by = settings.crd_dir, Problem(SETTINGS_FILE, "crd_dir", "")
     else:
         crd_dir, given_by = default_crd_dir(), Problem("$MTGRPO_CRD_DIR", "", "")
-    if not Path(crd_dir).is_dir():
-        raise UserError(Problem(given_by.file, given_by.key, f"CRD directory not found: "
+    can_check = Path(crd_dir).is_dir()
+    if not can_check:
+        problems.append(Problem(given_by.file, given_by.key, f"CRD directory not found: "
                                 f"{crd_dir}", "a directory holding the ACK SageMaker CRDs"))
-    if recipe_paths is not None and write:
-        raise ValueError("write=True renders the whole project; do not pass recipe_paths")
     paths = discover_recipes(settings.recipes_dir) if recipe_paths is None else recipe_paths
     if recipe_paths is None and not paths:
-        raise UserError(Problem("recipes/", "", "no recipes found",
+        problems.append(Problem("recipes/", "", "no recipes found",
                                 "recipes/*.yaml (files starting with _ are not recipes)"))
-    problems: list[Problem] = []
     recipes: list[Recipe] = []
     resources: list[Resource] = []
     names: dict[str, str] = {}
+    skipped: list[str] = []
     for path in paths:
-        try:
-            recipe = load_recipe(path, root=root)
-        except UserError as err:
-            problems += err.problems
+        recipe = read_recipe(path, root=root)
+        found = list(recipe.problems)
+        if recipe.name in names:
+            found.append(Problem(recipe.source, "name", f"{recipe.name!r} is already the "
+                                 f"name of {names[recipe.name]}", "a unique name per recipe"))
+        elif recipe.name:
+            names[recipe.name] = recipe.source
+        if recipe.job or recipe.trainer is not None:  # read and merged: the rules can run
+            found += check_recipe(recipe)
+            found += _render_rules(recipe, settings)
+        problems += found
+        if not recipe.complete or not can_render:
+            skipped.append(recipe.source)
             continue
         recipes.append(recipe)
-        if recipe.name in names:
-            problems.append(Problem(recipe.source, "name", f"{recipe.name!r} is already the "
-                                    f"name of {names[recipe.name]}", "a unique name per recipe"))
+        try:
+            built = build_resources(recipe, settings)
+        except UserError as err:  # a template's problem, named by template file and line
+            problems += err.problems
             continue
-        names[recipe.name] = recipe.source
-        found = relocate(check_recipe(recipe.data, source=recipe.source), recipe)
-        found += _render_rules(recipe, settings)
-        if found:
-            problems += found
+        if not can_check:
+            resources += built if not found else []
             continue
-        built = build_resources(recipe, settings)
-        found = to_recipe_keys(check_resources([r.body for r in built], source=recipe.source,
-                                               crd_dir=crd_dir), recipe)
-        problems += found
-        if not found:  # the fit planner: world size, batch shape, memory (docs/plan.md)
-            found = check_plan(recipe, root=root)
-            problems += found
-        if not found:
+        try:
+            checked = to_recipe_keys(check_resources([r.body for r in built],
+                                                     source=recipe.source, crd_dir=crd_dir),
+                                     recipe, built)
+        except UserError as err:  # the CRD directory itself is unreadable: say it once
+            problems += err.problems
+            can_check = False
+            continue
+        # One line per mistake: a value the rules already named is not named again.
+        named = {(p.file, p.key) for p in found}
+        problems += [p for p in checked if (p.file, p.key) not in named]
+        if not found and not checked:  # the fit planner: world size, batch shape, memory
+            checked = check_plan(recipe, root=root)
+            problems += checked
+        if not found and not checked:
             resources += built
     if problems:
-        raise UserError(sorted(set(problems), key=lambda p: (p.file, p.key, p.message)))
+        notes = []
+        if skipped:
+            notes.append(f"not rendered, so their resources were not checked: "
+                         f"{', '.join(skipped)} (fix the problems above first)")
+        raise UserError(sorted(set(problems), key=lambda p: (p.file, p.key, p.message)),
+                        notes=notes, counted=True)
     owners: dict[str, Resource] = {}
     for resource in resources:
         other = owners.setdefault(resource.filename, resource)
@@ -100,7 +130,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
             problems.append(Problem(resource.source, "name", f"renders {resource.filename}, "
                                     f"as {other.source} does", "one file per resource"))
     if problems:
-        raise UserError(problems)
+        raise UserError(problems, counted=True)
     resources.sort(key=lambda r: r.filename)
     files = {f"{MANIFESTS}/{r.filename}": r.text for r in resources}
     files[KUSTOMIZATION] = kustomization_text(r.filename for r in resources)
@@ -114,8 +144,8 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
 def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:
     """Rules about how a recipe renders (:mod:`mtgrpo.validate` owns the SageMaker rules)."""
     problems = []
-    image = recipe.job["image_uri"]
-    if settings.require_image_digest and not DIGEST.search(image):
+    image = recipe.job.get("image_uri")
+    if settings.require_image_digest and isinstance(image, str) and not DIGEST.search(image):
         problems.append(Problem(recipe.where("job.image_uri"), "job.image_uri",
                                 f"image {image!r} is not pinned by digest "
                                 "(require_image_digest in recipes/_project.yaml)",

@@ -10,8 +10,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtgrpo.errors import UserError
+from mtgrpo.errors import Problem, UserError
 from mtgrpo.recipes import schema
+from mtgrpo.recipes.loader import resolve_inside, root_of
 from mtgrpo.recipes.yamlfile import read_yaml
 
 SETTINGS_FILE = "recipes/_project.yaml"
@@ -40,6 +41,9 @@ class Settings:
     deletion_policy: str = "retain"
     crd_dir: Path | None = None
     require_image_digest: bool = False
+    # Template texts held in memory ((file name, text), ...): used before templates/ (the
+    # pipeline's train step renders from the bundle without writing a repository to disk).
+    templates: tuple = ()
 
     @property
     def recipes_dir(self) -> Path:
@@ -58,7 +62,18 @@ def load_settings(root: Path | str) -> Settings:
     """Read ``recipes/_project.yaml`` under ``root`` (defaults when the file is absent)."""
     root = Path(root)
     path = root / SETTINGS_FILE
-    raw = read_yaml(path, source=SETTINGS_FILE) if path.is_file() else {}
+    raw: object = {}
+    if path.exists() or path.is_symlink():
+        real, why = resolve_inside(path, root_of(root))
+        if real is None:
+            raise UserError(Problem(SETTINGS_FILE, "", why, "a YAML file inside the repository"))
+        raw = read_yaml(real, source=SETTINGS_FILE)
+    return settings_from_data(raw, root)
+
+
+def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) -> Settings:
+    """Settings from a parsed ``_project.yaml`` mapping (in memory); ``UserError`` if bad."""
+    root = Path(root)
     checker = schema.Checker(lambda key: SETTINGS_FILE)
     values = checker.section(raw if raw is not None else {}, PROJECT, "", "project settings")
     if "namespace" in values and not _DNS_LABEL.match(values["namespace"]):
@@ -69,5 +84,6 @@ def load_settings(root: Path | str) -> Settings:
     crd_dir = (root / values["crd_dir"]) if values["crd_dir"] else None
     return Settings(root=root, namespace=values["namespace"],
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
-                    require_image_digest=values["require_image_digest"])
+                    require_image_digest=values["require_image_digest"],
+                    templates=tuple(templates))
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import jsonschema
-import yaml
 
-from mtgrpo.errors import Problem, did_you_mean
+from mtgrpo.errors import Problem, UserError, did_you_mean
 from mtgrpo.validate.structural import compile_structural
 
 
@@ -34,8 +33,12 @@ def default_crd_dir() -> Path:
     return Path(__file__).resolve().parent / "crds"
 
 
+_FORMATS = {"int32": (-2 ** 31, 2 ** 31 - 1), "int64": (-2 ** 63, 2 ** 63 - 1)}
+
+
 def strict(schema: Any) -> Any:
-    """A copy of an openAPIV3Schema in which unlisted fields are errors (kubectl strict mode)."""
+    """A copy of an openAPIV3Schema in which unlisted fields are errors (kubectl strict mode)
+    and integers keep to their ``format`` (int32, int64: the API server refuses the rest)."""
     schema = copy.deepcopy(schema)
     _strictify(schema)
     return schema
@@ -51,6 +54,10 @@ def _strictify(node: Any) -> None:
     if ("properties" in node and "additionalProperties" not in node
             and not node.get("x-kubernetes-preserve-unknown-fields")):
         node["additionalProperties"] = False
+    if node.get("type") == "integer" and node.get("format") in _FORMATS:
+        low, high = _FORMATS[node["format"]]
+        node.setdefault("minimum", low)
+        node.setdefault("maximum", high)
     for key, value in node.items():
         if key == "properties":
             for prop in value.values():
@@ -61,14 +68,38 @@ def _strictify(node: Any) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _crds(crd_dir: str, mtime_key: tuple) -> list[dict]:
-    """The CustomResourceDefinitions in ``crd_dir``'s YAML files (parsed once)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster
+    """The CustomResourceDefinitions in ``crd_dir``'s YAML files (parsed once), through the
+    bounded YAML reader: ``crd_dir`` may be a project's own directory."""
+    from mtgrpo.recipes.yamlfile import parse_yaml_all
+
     docs = []
     for path in sorted(Path(crd_dir).glob("*.yaml")):
-        for doc in yaml.load_all(path.read_text(), Loader=loader):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(Problem(str(path), "", f"cannot read the CRD file: {err}",
+                                    "a UTF-8 YAML file")) from None
+        for doc in parse_yaml_all(text, source=str(path)):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                if not _looks_like_crd(doc):
+                    raise UserError(Problem(str(path), "spec", "not a CustomResourceDefinition "
+                                            "with spec.group, spec.names.kind and versions with "
+                                            "an openAPIV3Schema", "an apiextensions.k8s.io/v1 "
+                                            "CustomResourceDefinition"))
                 docs.append(doc)
     return docs
+
+
+def _looks_like_crd(doc: dict) -> bool:
+    spec = doc.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("group"), str) or \
+            not isinstance(spec.get("names"), dict) or \
+            not isinstance(spec["names"].get("kind"), str) or \
+            not isinstance(spec.get("versions", []), list):
+        return False
+    return all(isinstance(v, dict) and isinstance(v.get("name"), str) and
+               isinstance(v.get("schema"), dict) and
+               isinstance(v["schema"].get("openAPIV3Schema"), dict) for v in spec["versions"])
 
 
 @dataclass(frozen=True)
@@ -84,10 +115,15 @@ def _validators(crd_dir: str, mtime_key: tuple) -> dict[tuple[str, str, str], _S
     for doc in _crds(crd_dir, mtime_key):
         spec = doc["spec"]
         for version in spec.get("versions", []):
-            schema = strict(version["schema"]["openAPIV3Schema"])
-            full = jsonschema.Draft7Validator(schema)
-            found[(spec["group"], version["name"], spec["names"]["kind"])] = _Schema(
-                compile_structural(schema) or full.is_valid, full)
+            try:
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                full = jsonschema.Draft7Validator(schema)
+                fast = compile_structural(schema) or full.is_valid
+            except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as err:
+                raise UserError(Problem(crd_dir, "", f"the {spec['names']['kind']} CRD schema "
+                                        f"cannot be used: {type(err).__name__}: {err}",
+                                        "the ACK SageMaker CRDs")) from None
+            found[(spec["group"], version["name"], spec["names"]["kind"])] = _Schema(fast, full)
     return found
 
 
@@ -134,10 +170,17 @@ def check_against_crd(resource: dict, *, source: str, crd_dir: Path) -> list[Pro
         known = ", ".join(sorted(f"{g}/{v} {k}" for g, v, k in table)) or "none found"
         return [Problem(source, "kind", f"no CRD for {api_version} {kind} in {crd_dir}",
                         known)]
-    if validator.fast(resource):
-        return []
-    # Invalid: collect every error, with its path, from the thorough validator.
-    problems = [p for err in _errors(validator.full, resource) for p in _problems(err, source)]
+    try:
+        if validator.fast(resource):
+            return []
+        # Invalid: collect every error, with its path, from the thorough validator.
+        problems = [p for err in _errors(validator.full, resource)
+                    for p in _problems(err, source)]
+    except (jsonschema.SchemaError, TypeError, ValueError, KeyError, AttributeError,
+            RecursionError) as err:  # a project's own CRD directory with a broken schema
+        raise UserError(Problem(str(crd_dir), "", f"the {api_version} {kind} CRD schema cannot "
+                                f"be used: {type(err).__name__}: {err}",
+                                "the ACK SageMaker CRDs")) from None
     return sorted(set(problems), key=lambda p: (p.key, p.message))
 
 

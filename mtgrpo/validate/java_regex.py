@@ -11,6 +11,9 @@ match. Python's ``re`` cannot read ``\\p{L}``-style classes, so patterns are com
   as it is: no pattern of the two operations we check has one.
 - A UTF-16 surrogate-pair range, Java's way to say "any supplementary character", becomes
   ``\\U00010000-\\U0010FFFF``.
+- ``.`` outside a class matches no Java line terminator (``\\n``, ``\\r``, U+0085, U+2028,
+  U+2029), where Python's excludes only ``\\n``: so a value with a carriage return or a
+  Unicode line separator fails ``.*`` as it does on SageMaker's side.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _CLASSES = {
     r"\p{Alnum}": ("a-zA-Z0-9", False), r"\p{Alpha}": ("a-zA-Z", False),
     r"\p{Digit}": ("0-9", False),
 }
+_DOT = "[^\\n\\r\\u0085\\u2028\\u2029]"  # Java's `.` without DOTALL
 _WHOLE = {r"[\S\s]": "(?s:.)", r"[\s\S]": "(?s:.)", r"[\S]": rf"[^{_SPACE}]",
           r"\uD800\uDC00-\uDBFF\uDFFF": r"\U00010000-\U0010FFFF"}
 
@@ -53,6 +57,10 @@ def translate(pattern: str) -> str:
         if char == "\\" and i + 1 < len(pattern):
             out.append(pattern[i:i + 2])
             i += 2
+            continue
+        if char == "." and not in_class:
+            out.append(_DOT)
+            i += 1
             continue
         if char == "[" and not in_class:
             in_class = True

@@ -1,8 +1,11 @@
-"""``check_recipe``: the rules SageMaker applies at create time, checked on the merged recipe.
+"""``check_recipe``: the rules SageMaker applies at create time, checked on the typed recipe.
 
-The recipe loader (``mtgrpo.recipes``) has already refused unknown keys, wrong basic types and
-missing required values; these are the rules between values. Keys are in the SageMaker Python
-SDK's vocabulary (``job.max_run``, ``tuning.hyperparameter_ranges``), as the recipe spells them.
+The rules read the one typed model (:class:`mtgrpo.recipes.Recipe`: sections checked by the
+schema, defaults filled in), so choices and defaults are written once, in
+:mod:`mtgrpo.recipes.schema`. The schema has already refused unknown keys, wrong basic types,
+values outside a fixed list and missing required values; these are the rules between values.
+Keys are in the SageMaker Python SDK's vocabulary (``job.max_run``,
+``tuning.hyperparameter_ranges``), as the recipe spells them.
 """
 
 from __future__ import annotations
@@ -11,25 +14,23 @@ import math
 import re
 from typing import Any, Mapping
 
-from mtgrpo.contract import DEFAULT_OBJECTIVE, REQUIRED_CHANNELS, metric_definitions
+from mtgrpo.contract import REQUIRED_CHANNELS, metric_definitions
 from mtgrpo.contract.channels import CHANNEL_NAME_PATTERN
 from mtgrpo.contract.config import (TrainerConfig, field_specs, field_type, format_value,
                                     parse_value)
 from mtgrpo.errors import Problem, UserError, did_you_mean
+from mtgrpo.recipes import schema
+from mtgrpo.recipes.loader import Recipe, recipe_from_data, relocate
+from mtgrpo.validate.regions import check_region
 from mtgrpo.validate.secrets import check_secrets
 
 MAX_RUN_LIMIT = 28 * 24 * 3600  # SageMaker's MaxRuntimeInSeconds ceiling: 28 days
-DEFAULT_MAX_RUN = 86400  # the SageMaker Python SDK's default max_run
 MAX_HYPERPARAMETERS, MAX_HP_KEY, MAX_HP_VALUE = 100, 256, 2500
 MAX_METRICS, MAX_METRIC_NAME, MAX_METRIC_REGEX = 40, 255, 500
 MAX_RANGES, MAX_CATEGORICAL_VALUES = 30, 30
 MAX_CHANNELS = 20
 MAX_ENV, MAX_ENV_TEXT = 100, 512
-OBJECTIVE_TYPES = ("Maximize", "Minimize")
-STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
-EARLY_STOPPING = ("Off", "Auto")
-RANGE_TYPES = ("continuous", "integer", "categorical")
-SCALING_TYPES = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
+RANGE_TYPES = schema.RANGE["type"].choices
 
 ROLE_ARN = re.compile(r"^arn:aws[-a-z]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]+$")
 # s3://bucket[/key]: bucket names are 3-63 lower-case letters, digits, '.' and '-'.
@@ -39,15 +40,30 @@ SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def check_recipe(recipe_data: dict, *, source: str) -> list[Problem]:
-    """Every rule the merged recipe breaks, one Problem each (file, key path, what, allowed)."""
-    data = recipe_data if isinstance(recipe_data, Mapping) else {}
-    job = _mapping(data.get("job"))
-    tuning = data.get("tuning") if isinstance(data.get("tuning"), Mapping) else None
-    config = _trainer_config(data.get("trainer"), source)
+def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = None
+                 ) -> list[Problem]:
+    """Every rule the recipe breaks, one Problem each (file, key path, what, allowed).
+
+    ``recipe`` is the typed recipe (``read_recipe``/``load_recipe``), possibly partial: its
+    schema problems are the loader's to report. A plain mapping (a merged recipe in memory) is
+    typed first with ``recipe_from_data``, and its schema problems are included. A rule never
+    reports a value the schema refused (no second line for one mistake). Problems name the file
+    that set the key.
+    """
+    schema_problems: list[Problem] = []
+    if not isinstance(recipe, Recipe):
+        recipe = recipe_from_data(recipe if isinstance(recipe, Mapping) else {},
+                                  source=source or "")
+        schema_problems = list(recipe.problems)
+    source = recipe.source
+    job = recipe.job
+    tuning = recipe.tuning
+    config = recipe.trainer
     problems = _stopping(job, source)
     problems += _locations(job, source)
-    problems += _channels(job, source)
+    problems += check_region(job.get("region"), source, "job.region")
+    written = _mapping(_mapping(recipe.data.get("job")).get("inputs"))
+    problems += _channels(job, source, written)
     problems += _environment(job, tuning, source)
     metric_names, metric_problems = _metrics(job, source)
     problems += metric_problems
@@ -56,8 +72,9 @@ def check_recipe(recipe_data: dict, *, source: str) -> list[Problem]:
         problems += _hyperparameters(config, tuned, source)
     if tuning is not None:
         problems += _tuning(tuning, metric_names, config, source)
-    problems += check_secrets(dict(data), source)
-    return problems
+    problems += check_secrets(dict(recipe.data), source)
+    return schema_problems + relocate([p for p in problems if not recipe.invalid(p.key)],
+                                      recipe)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -68,16 +85,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _trainer_config(values: Any, source: str) -> TrainerConfig | None:
-    """The typed trainer config, or None when the loader has already reported it as invalid."""
-    if not isinstance(values, Mapping):
-        return None
-    try:
-        return TrainerConfig.from_mapping(values, source=source, key_prefix="trainer")
-    except UserError:
-        return None
 
 
 def check_s3_uri(value: Any, source: str, key: str) -> list[Problem]:
@@ -95,7 +102,7 @@ def check_s3_uri(value: Any, source: str, key: str) -> list[Problem]:
 
 def _stopping(job: Mapping[str, Any], source: str) -> list[Problem]:
     problems = []
-    max_run = _int(job.get("max_run", DEFAULT_MAX_RUN))
+    max_run = _int(job.get("max_run"))
     if max_run is not None and not 1 <= max_run <= MAX_RUN_LIMIT:
         problems.append(Problem(source, "job.max_run", f"{max_run} seconds is out of range",
                                 f"1 to {MAX_RUN_LIMIT} seconds (28 days)"))
@@ -157,7 +164,10 @@ def _locations(job: Mapping[str, Any], source: str) -> list[Problem]:
     return problems
 
 
-def _channels(job: Mapping[str, Any], source: str) -> list[Problem]:
+def _channels(job: Mapping[str, Any], source: str,
+              written: Mapping[str, Any] | None = None) -> list[Problem]:
+    """``written``: the inputs as the recipe spells them, so a channel given as a bare URI is
+    named by its channel key (the typed model holds every channel as options)."""
     inputs = job.get("inputs")
     if not isinstance(inputs, Mapping):
         return []  # the loader reports a missing or mistyped `inputs`
@@ -178,7 +188,9 @@ def _channels(job: Mapping[str, Any], source: str) -> list[Problem]:
                                     "1-64 letters, digits, '.', '-' or '_'"))
         if isinstance(value, Mapping):
             if "s3_data" in value:  # the loader reports a missing one
-                problems += check_s3_uri(value["s3_data"], source, f"{key}.s3_data")
+                bare = isinstance((written or {}).get(name), str)
+                problems += check_s3_uri(value["s3_data"], source,
+                                         key if bare else f"{key}.s3_data")
         else:
             problems += check_s3_uri(value, source, key)
     return problems
@@ -278,16 +290,11 @@ def _range_names(tuning: Mapping[str, Any] | None) -> set[str]:
 def _tuning(tuning: Mapping[str, Any], metric_names: set[str], config: TrainerConfig | None,
             source: str) -> list[Problem]:
     problems = []
-    objective = tuning.get("objective_metric_name", DEFAULT_OBJECTIVE)
-    if not isinstance(objective, str) or objective not in metric_names:
+    objective = tuning.get("objective_metric_name")
+    if objective is not None and objective not in metric_names:
         problems.append(Problem(source, "tuning.objective_metric_name", f"{objective!r} is not "
                                 "a defined metric" + did_you_mean(str(objective), metric_names),
                                 ", ".join(sorted(metric_names))))
-    for key, choices in (("objective_type", OBJECTIVE_TYPES), ("strategy", STRATEGIES),
-                         ("early_stopping_type", EARLY_STOPPING)):
-        if key in tuning and tuning[key] not in choices:
-            problems.append(Problem(source, f"tuning.{key}", f"invalid value {tuning[key]!r}",
-                                    ", ".join(choices)))
     if tuning.get("strategy") == "Hyperband" and tuning.get("early_stopping_type") == "Auto":
         problems.append(Problem(source, "tuning.early_stopping_type", "Hyperband stops trials "
                                 "itself", "Off with strategy Hyperband"))
@@ -366,10 +373,7 @@ def _one_range(name: str, spec: Mapping[str, Any], config: TrainerConfig | None,
             problems.append(problem)
         else:
             bounds[end] = value
-    scaling = spec.get("scaling_type") or "Auto"
-    if scaling not in SCALING_TYPES:
-        problems.append(Problem(source, f"{key}.scaling_type", f"invalid value {scaling!r}",
-                                ", ".join(SCALING_TYPES)))
+    scaling = spec.get("scaling_type")
     if len(bounds) < 2:
         return problems
     low, high = bounds["min_value"], bounds["max_value"]

@@ -7,6 +7,7 @@ and ``trainer``). Messages never repeat the value.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Iterator
 
@@ -27,6 +28,7 @@ ALLOWED = ("no secrets in recipes: read them at run time from AWS Secrets Manage
            "Parameter Store through the job's IAM role")
 
 
+@functools.lru_cache(maxsize=65536)  # renders repeat values (metric regexes, S3 prefixes)
 def looks_like_secret_value(value: str) -> str:
     """What kind of secret ``value`` looks like ('' when none)."""
     if _ACCESS_KEY_ID.search(value):

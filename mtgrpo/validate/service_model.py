@@ -39,6 +39,8 @@ def check_request(operation: str, request: Mapping[str, Any]) -> list[Violation]
 
 _NUMBERS = {"integer": "an integer", "long": "an integer", "float": "a number",
             "double": "a number"}
+# Java's Integer and Long: the bounds of a member whose shape gives none.
+_JAVA_INTS = {"integer": (-2 ** 31, 2 ** 31 - 1), "long": (-2 ** 63, 2 ** 63 - 1)}
 
 
 def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation]) -> None:
@@ -86,7 +88,7 @@ def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation
             out.append(Violation(steps, f"must be {_NUMBERS[kind]}, got {type(value).__name__}",
                                  _NUMBERS[kind]))
             return
-        _bounds(shape, value, steps, "", out)
+        _bounds(shape, value, steps, "", out, _JAVA_INTS.get(kind))
     elif kind == "boolean" and not isinstance(value, bool):
         out.append(Violation(steps, f"must be true or false, got {type(value).__name__}",
                              "true or false"))
@@ -109,14 +111,19 @@ def _string(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violatio
 
 
 def _bounds(shape: Node, size: Any, steps: tuple[Step, ...], unit: str,
-            out: list[Violation]) -> None:
+            out: list[Violation], limits: tuple[int, int] | None = None) -> None:
     low, high = shape.min, shape.max
+    if limits is not None:  # a bound the model leaves out is Java's
+        low = limits[0] if low is None else low
+        high = limits[1] if high is None else high
     if low is not None and size < low:
         out.append(Violation(steps, f"{size} {unit}".strip() + " is below the minimum",
-                             _range(low, high, unit)))
+                             _range(shape.min, shape.max, unit) if shape.min is not None
+                             else _range(low, high, unit) + " (a Java int)"))
     elif high is not None and size > high:
         out.append(Violation(steps, f"{size} {unit}".strip() + " is above the maximum",
-                             _range(low, high, unit)))
+                             _range(shape.min, shape.max, unit) if shape.max is not None
+                             else _range(low, high, unit) + " (a Java int)"))
 
 
 def _range(low: Any, high: Any, unit: str) -> str:

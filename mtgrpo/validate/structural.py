@@ -14,7 +14,7 @@ from typing import Any, Callable
 Check = Callable[[Any], bool]
 
 _HANDLED = {"type", "properties", "items", "additionalProperties", "required", "format",
-            "description"}
+            "description", "minimum", "maximum"}
 
 
 class _Unsupported(Exception):
@@ -59,6 +59,16 @@ def _compile(schema: Any) -> Check:
     if isinstance(kind, list) or (kind is not None and not isinstance(kind, str)):
         raise _Unsupported(kind)
     type_ok = _is_type(kind) if kind else (lambda v: True)
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None or high is not None:  # jsonschema: bounds apply to numbers only
+        typed = type_ok
+
+        def type_ok(v: Any, typed: Check = typed) -> bool:
+            if not typed(v):
+                return False
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return True
+            return (low is None or v >= low) and (high is None or v <= high)
     properties = {name: _compile(sub) for name, sub in schema.get("properties", {}).items()}
     required = tuple(schema.get("required", ()))
     extra = schema.get("additionalProperties", True)
