@@ -38,6 +38,9 @@ class Recipe:
     job: dict
     tuning: dict | None
     provenance: dict = field(default_factory=dict, repr=False, compare=False)
+    # issue 17: ``backend: kubeflow`` recipes carry their checked ``kubeflow:`` section.
+    backend: str = "sagemaker"
+    kubeflow: dict | None = None
 
     def where(self, key: str) -> str:
         """The file (relative to the repo root) that set ``key``, e.g. ``job.role``."""
@@ -83,7 +86,17 @@ def load_recipe(path: Path | str, *, root: Path | str | None = None) -> Recipe:
     tuning = None
     if top.get("tuning") is not None:
         tuning = checker.section(top["tuning"], schema.TUNING, "tuning", "tuning keys")
-    job = checker.section(top["job"], schema.JOB, "job", "job keys") if "job" in top else {}
+    backend = top.get("backend", "sagemaker")
+    kubeflow = None
+    if backend == "kubeflow":  # issue 17: its own job keys and section
+        from mtgrpo.recipes import kubeflow_schema
+        job = kubeflow_schema.check_job(checker, top["job"]) if "job" in top else {}
+        kubeflow = kubeflow_schema.check_section(checker, top.get("kubeflow"))
+    else:
+        job = checker.section(top["job"], schema.JOB, "job", "job keys") if "job" in top else {}
+        if top.get("kubeflow") is not None:
+            checker.problem("kubeflow", "only used with backend: kubeflow",
+                            "backend: kubeflow, or remove the section")
     trainer = None
     if isinstance(top.get("trainer"), Mapping):
         try:
@@ -96,7 +109,8 @@ def load_recipe(path: Path | str, *, root: Path | str | None = None) -> Recipe:
     assert trainer is not None
     data = _without_nulls(merged)
     return Recipe(name=top["name"], source=source, path=path, data=data, trainer=trainer,
-                  job=job, tuning=tuning, provenance=provenance)
+                  job=job, tuning=tuning, provenance=provenance, backend=backend,
+                  kubeflow=kubeflow)
 
 
 def relocate(problems: list[Problem], recipe: Recipe) -> list[Problem]:

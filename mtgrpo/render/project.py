@@ -78,8 +78,20 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         names[recipe.name] = recipe.source
         found = relocate(check_recipe(recipe.data, source=recipe.source), recipe)
         found += _render_rules(recipe, settings)
+        if recipe.backend == "kubeflow":  # issue 17: its own rules, builder and validators
+            from mtgrpo.validate.kubeflow import check_kubeflow_recipe
+            found += check_kubeflow_recipe(recipe)
         if found:
             problems += found
+            continue
+        if recipe.backend == "kubeflow":
+            from mtgrpo.render.kubeflow import build_kubeflow_resources
+            from mtgrpo.validate.kubeflow import check_kubeflow_resources
+            built = build_kubeflow_resources(recipe, settings)
+            found = check_kubeflow_resources(built, recipe, crd_dir=crd_dir)
+            problems += found
+            if not found:
+                resources += built
             continue
         built = build_resources(recipe, settings)
         found = to_recipe_keys(check_resources([r.body for r in built], source=recipe.source,

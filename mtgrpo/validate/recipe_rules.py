@@ -48,7 +48,9 @@ def check_recipe(recipe_data: dict, *, source: str) -> list[Problem]:
     problems = _stopping(job, source)
     problems += _locations(job, source)
     problems += _channels(job, source)
-    problems += _environment(job, tuning, source)
+    # issue 17: Katib trials do see the environment (only the ACK controller drops it).
+    sagemaker = data.get("backend", "sagemaker") != "kubeflow"
+    problems += _environment(job, tuning if sagemaker else None, source)
     metric_names, metric_problems = _metrics(job, source)
     problems += metric_problems
     tuned = _range_names(tuning)
