@@ -187,7 +187,8 @@ def test_application_path_builds_with_kustomize():
                            timeout=120)
     assert built.returncode == 0, built.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
-    assert kinds <= {"TrainingJob", "HyperParameterTuningJob"} and kinds
+    assert kinds <= {"TrainingJob", "HyperParameterTuningJob", "ConfigMap", "TrainingRuntime",
+                     "TrainJob", "Experiment"} and kinds
 
 
 def test_patch_merges_into_a_live_argocd_cm(tmp_path):

@@ -88,7 +88,9 @@ def load_recipe(path: Path | str, *, root: Path | str | None = None) -> Recipe:
         tuning = checker.section(top["tuning"], schema.TUNING, "tuning", "tuning keys")
     backend = top.get("backend", "sagemaker")
     kubeflow = None
-    if backend == "kubeflow":  # issue 17: its own job keys and section
+    if any(p.key == "backend" for p in checker.problems):
+        job = {}  # which job keys apply is unknown: report the backend alone
+    elif backend == "kubeflow":  # issue 17: its own job keys and section
         from mtgrpo.recipes import kubeflow_schema
         job = kubeflow_schema.check_job(checker, top["job"]) if "job" in top else {}
         kubeflow = kubeflow_schema.check_section(checker, top.get("kubeflow"))

@@ -20,14 +20,18 @@ import copy
 import functools
 import json
 import re
-import sre_constants
-import sre_parse
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import jsonschema
 
 from mtgrpo.errors import Problem
+
+try:  # Python 3.11+: the regex parser moved (the old names warn)
+    from re import _constants as sre_constants, _parser as sre_parse
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants  # type: ignore[no-redef]
+    import sre_parse  # type: ignore[no-redef]
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import Recipe
 from mtgrpo.validate.crd_schema import _problems, _strictify, check_against_crd
