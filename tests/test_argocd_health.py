@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 ARGOCD = REPO / "deploy" / "argocd"
 TRAINING = "resource.customizations.health.sagemaker.services.k8s.aws_TrainingJob"
 TUNING = "resource.customizations.health.sagemaker.services.k8s.aws_HyperParameterTuningJob"
+TRAIN_JOB = "resource.customizations.health.trainer.kubeflow.org_TrainJob"
+EXPERIMENT = "resource.customizations.health.kubeflow.org_Experiment"
 
 
 def build_module():
@@ -147,7 +149,10 @@ def test_tuning_job_health(status, health, message):
 def test_config_map_holds_exactly_the_lua_files():
     data = config_map()["data"]
     assert data == {TRAINING: (ARGOCD / "health" / "trainingjob.lua").read_text(),
-                    TUNING: (ARGOCD / "health" / "hyperparametertuningjob.lua").read_text()}
+                    TUNING: (ARGOCD / "health" / "hyperparametertuningjob.lua").read_text(),
+                    # backend kubeflow (tests/test_argocd_kubeflow_health.py)
+                    TRAIN_JOB: (ARGOCD / "health" / "trainjob.lua").read_text(),
+                    EXPERIMENT: (ARGOCD / "health" / "experiment.lua").read_text()}
     assert config_map()["metadata"]["name"] == "argocd-cm"
 
 
