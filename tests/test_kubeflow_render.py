@@ -242,3 +242,17 @@ def test_kubectl_kustomize_builds_both_backends():
                      "TrainJob", "Experiment"}
     expected = {(r.kind, r.name): r.body for r in render_all(REPO, write=False).resources}
     assert {(d["kind"], d["metadata"]["name"]): d for d in docs} == expected
+
+
+def test_sagemaker_only_paths_refuse_kubeflow_recipes():
+    from mtgrpo.errors import UserError
+    from mtgrpo.operate.status import _recipe_jobs
+    from mtgrpo.render import training_job_for
+
+    path = REPO / "recipes" / "qwen3-1-7b-kubeflow.yaml"
+    recipe = load_recipe(path, root=REPO)
+    with pytest.raises(UserError, match="backend: tuned hyperparameters are applied to "
+                                        "SageMaker recipes only"):
+        training_job_for(recipe, load_settings(REPO), {})
+    with pytest.raises(UserError, match="mtgrpo status reads ACK SageMaker jobs only"):
+        _recipe_jobs(str(path))

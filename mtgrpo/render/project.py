@@ -85,9 +85,8 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
             problems += found
             continue
         if recipe.backend == "kubeflow":
-            from mtgrpo.render.kubeflow import build_kubeflow_resources
             from mtgrpo.validate.kubeflow import check_kubeflow_resources
-            built = build_kubeflow_resources(recipe, settings)
+            built = build_resources(recipe, settings)
             found = check_kubeflow_resources(built, recipe, crd_dir=crd_dir)
             problems += found
             if not found:
