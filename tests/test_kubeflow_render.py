@@ -256,3 +256,13 @@ def test_sagemaker_only_paths_refuse_kubeflow_recipes():
         training_job_for(recipe, load_settings(REPO), {})
     with pytest.raises(UserError, match="mtgrpo status reads ACK SageMaker jobs only"):
         _recipe_jobs(str(path))
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "manifests").glob("*.yaml") if p.name
+                                        .endswith(("-trainjob.yaml", "-trainingruntime.yaml",
+                                                   "-experiment.yaml"))),
+                         ids=lambda p: p.name)
+def test_committed_kubeflow_manifests_are_valid(path):
+    body = yaml.load(path.read_text(), Loader=Loader)
+    check = check_experiment if body["kind"] == "Experiment" else check_trainer_object
+    assert check(body, source=str(path), crd_dir=KF_CRDS) == []

@@ -26,7 +26,8 @@ from mtgrpo.recipes import Recipe
 from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
 from mtgrpo.render import naming
 from mtgrpo.render.settings import Settings
-from mtgrpo.render.templating import TEMPLATES, fill_values, render_template
+from mtgrpo.render import templating
+from mtgrpo.render.templating import fill_values
 
 TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 KATIB_API = "kubeflow.org/v1beta1"
@@ -48,7 +49,6 @@ TEMPLATE_FILES = {"ConfigMap": "kubeflow/configmap.yaml.j2",
                   "TrainingRuntime": "kubeflow/trainingruntime.yaml.j2",
                   "TrainJob": "kubeflow/trainjob.yaml.j2",
                   "Experiment": "kubeflow/experiment.yaml.j2"}
-TEMPLATES.update(TEMPLATE_FILES)  # the hook into the shared template table
 
 # Name limits (docs/kubeflow.md "Names"). A JobSet pod is `<jobset>-node-<job>-<pod>-<5>`, a
 # DNS-1035 label of at most 63: the TrainJob name may use 63 - 8 - digits(pod index) - 6.
@@ -227,7 +227,7 @@ def _context(recipe: Recipe, settings: Settings, place: Placement) -> dict:
 def _render(kind: str, recipe: Recipe, settings: Settings, ctx: dict) -> dict:
     template = TEMPLATE_FILES[kind]
     try:
-        text, values = render_template(kind, settings.templates_dir, ctx)
+        text, values = render_template(template, settings.templates_dir, ctx)
     except jinja2.TemplateSyntaxError as err:
         raise UserError(Problem(f"templates/{template}", f"line {err.lineno}",
                                 f"template syntax error: {err.message}",
@@ -244,6 +244,15 @@ def _render(kind: str, recipe: Recipe, settings: Settings, ctx: dict) -> dict:
                                 f"must render one {kind} with metadata",
                                 f"kind {kind} with metadata.name {{{{ name | json }}}}"))
     return body
+
+
+def render_template(template: str, templates_dir, context: dict) -> tuple[str, list]:
+    """As :func:`mtgrpo.render.templating.render_template`, for a template file by name (the
+    SageMaker kinds' table stays as it is)."""
+    values: list = []
+    text = templating.environment(templates_dir).get_template(template).render(
+        **context, **{templating._VALUES: values})
+    return text, values
 
 
 def hash_input(bodies: list[dict]) -> list[dict]:
