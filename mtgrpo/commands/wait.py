@@ -36,6 +36,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     timeout, heartbeat = duration(args.timeout), duration(args.heartbeat)
     kube = connect_from_args(args)
+    from mtgrpo.kubeflow.operate import train_job_name, wait
+    train_job = train_job_name(args.job)
+    if train_job is not None:  # issue 17: backend kubeflow
+        code, message = wait(kube, train_job, timeout_s=timeout, poll_s=min(heartbeat, 10.0),
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+        print(message, flush=True)
+        return code
     targets = _recipe_targets(args.job)
     missing = [Problem(args.job, kind, f"{name} is not in namespace {kube.namespace}",
                        "an applied recipe: kubectl apply -k . (or let Argo CD sync)")
