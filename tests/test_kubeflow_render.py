@@ -266,3 +266,16 @@ def test_committed_kubeflow_manifests_are_valid(path):
     body = yaml.load(path.read_text(), Loader=Loader)
     check = check_experiment if body["kind"] == "Experiment" else check_trainer_object
     assert check(body, source=str(path), crd_dir=KF_CRDS) == []
+
+
+def test_diff_pairs_the_replaced_kubeflow_objects(tmp_path):
+    from mtgrpo.gitops import compare
+    from tests.renderkit import copy_project
+
+    root = copy_project(tmp_path)
+    path = root / "recipes" / "qwen3-1-7b-kubeflow.yaml"
+    path.write_text(path.read_text().replace("shm_size: 32Gi", "shm_size: 48Gi"))
+    drift = compare(root, render_all(root, write=False).files)
+    replaced = sorted((old.kind, old.name != new.name) for old, new in drift.replaced)
+    assert replaced == [("ConfigMap", True), ("TrainJob", True), ("TrainingRuntime", True)]
+    assert not drift.added and not drift.removed

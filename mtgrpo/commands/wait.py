@@ -75,8 +75,8 @@ def _recipe_targets(arg: str) -> list[tuple[str, str]]:
     recipe = load_recipe(path)
     if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
         from mtgrpo.errors import Problem, UserError
-        raise UserError(Problem(recipe.source, "backend", "mtgrpo wait follows ACK SageMaker "
-                                "jobs only", "kubectl wait --for=condition=Complete trainjob/"
-                                "<name> (docs/kubeflow.md)"))
+        raise UserError(Problem(recipe.source, "backend", "mtgrpo wait RECIPE follows ACK "
+                                "SageMaker jobs only", "mtgrpo wait trainjob/<name> "
+                                "(docs/kubeflow.md)"))
     resources = build_resources(recipe, load_settings(find_root(path)))
     return [(r.kind, r.name) for r in resources]
