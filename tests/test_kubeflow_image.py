@@ -180,3 +180,11 @@ def test_a_missing_channel_is_the_termination_message(s3, tmp_path):
     assert run_kubeflow_job(env, OptML(tmp_path / "opt_ml")) == 1
     assert (tmp_path / "termination-log").read_text() == \
         f"no objects under s3://{BUCKET}/data/nothing-here"
+
+
+def test_tuned_values_override_the_config_map(tmp_path):
+    from mtgrpo.kubeflow.job import hyperparameters
+
+    config = _config_dir(tmp_path, {"learning_rate": "1e-06", "max_steps": "100"}, {})
+    values = hyperparameters(config, {"MTGRPO_HP_learning_rate": "3.2e-06", "OTHER": "x"})
+    assert values == {"learning_rate": "3.2e-06", "max_steps": "100"}
