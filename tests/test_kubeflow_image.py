@@ -188,3 +188,17 @@ def test_tuned_values_override_the_config_map(tmp_path):
     config = _config_dir(tmp_path, {"learning_rate": "1e-06", "max_steps": "100"}, {})
     values = hyperparameters(config, {"MTGRPO_HP_learning_rate": "3.2e-06", "OTHER": "x"})
     assert values == {"learning_rate": "3.2e-06", "max_steps": "100"}
+
+
+def test_node_zero_prunes_s3_to_save_total_limit(s3, tmp_path):
+    uri = f"s3://{BUCKET}/ckpt/prune"
+    uploader = s3sync.CheckpointUploader(s3, tmp_path, uri, node=0, keep=2)
+    for step in (1, 2, 3):
+        _checkpoint(tmp_path, step, 0, 1, {"w.bin": "x" * step})
+        uploader.sync()
+    steps = sorted({k.split("/")[2] for k in keys(s3, "ckpt/prune/")})
+    assert steps == ["checkpoint-2", "checkpoint-3"]
+    # a newer checkpoint still uploading (no marker) never causes a complete one to go
+    s3.put_object(Bucket=BUCKET, Key="ckpt/prune/checkpoint-9/w.bin", Body=b"partial")
+    assert s3sync.prune_checkpoints(s3, uri, 2) == []
+    assert s3sync.latest_complete_checkpoint(s3, uri) == 3

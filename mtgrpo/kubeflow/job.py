@@ -136,7 +136,8 @@ def _run(env: dict, layout: OptML, config_dir: Path) -> int:
     uploader = None
     if checkpoints:
         uploader = s3sync.CheckpointUploader(s3, layout.checkpoint_dir, checkpoints,
-                                             node=topology.node_rank, done=done).start()
+                                             node=topology.node_rank, done=done,
+                                             keep=config.save_total_limit).start()
     try:
         code = run_plan(plan)
     finally:

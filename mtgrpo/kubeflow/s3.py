@@ -7,6 +7,8 @@
   the marker last, so a half-uploaded checkpoint never counts as complete.
 - :func:`latest_complete_checkpoint` / :func:`download_checkpoint`: after a pod restart, the
   newest checkpoint whose every node marker and every listed file (with its size) is in S3.
+- :func:`prune_checkpoints`: the first node keeps ``save_total_limit`` complete checkpoints in
+  S3, as the Trainer does on disk.
 - :func:`upload_tree`: the final model and the output data.
 
 The client is boto3's: credentials from the pod's service account (IRSA or Pod Identity), the
@@ -122,27 +124,45 @@ def latest_complete_checkpoint(s3: Any, uri: str) -> int | None:
     prefix = S3Prefix.parse(uri)
     remote = _remote_checkpoints(s3, prefix)
     for step in sorted(remote, reverse=True):
-        files = remote[step]
-        markers = sorted(f for f in files if f.startswith(MARKER_DIR + "/")
-                         and f.endswith(".json"))
-        nodes, expected, ok = set(), None, bool(markers)
-        for marker in markers:
-            body = s3.get_object(Bucket=prefix.bucket,
-                                 Key=prefix.join(f"checkpoint-{step}", marker).key)["Body"]
-            try:
-                data = json.loads(body.read())
-            except json.JSONDecodeError:
-                ok = False
-                break
-            nodes.add(data.get("node"))
-            expected = data.get("num_nodes") if expected is None else expected
-            if data.get("num_nodes") != expected or any(
-                    files.get(name) != size for name, size in data.get("files", {}).items()):
-                ok = False
-                break
-        if ok and isinstance(expected, int) and nodes == set(range(expected)):
+        if _complete(s3, prefix, step, remote[step]):
             return step
     return None
+
+
+def _complete(s3: Any, prefix: S3Prefix, step: int, files: dict[str, int]) -> bool:
+    markers = sorted(f for f in files if f.startswith(MARKER_DIR + "/") and f.endswith(".json"))
+    nodes, expected = set(), None
+    for marker in markers:
+        body = s3.get_object(Bucket=prefix.bucket,
+                             Key=prefix.join(f"checkpoint-{step}", marker).key)["Body"]
+        try:
+            data = json.loads(body.read())
+        except json.JSONDecodeError:
+            return False
+        nodes.add(data.get("node"))
+        expected = data.get("num_nodes") if expected is None else expected
+        if data.get("num_nodes") != expected or any(
+                files.get(name) != size for name, size in data.get("files", {}).items()):
+            return False
+    return bool(markers) and isinstance(expected, int) and nodes == set(range(expected))
+
+
+def prune_checkpoints(s3: Any, uri: str, keep: int) -> list[int]:
+    """Delete every checkpoint older than the ``keep`` newest complete ones (an older
+    incomplete one too); newer ones, complete or still uploading, stay. The steps deleted."""
+    prefix = S3Prefix.parse(uri)
+    remote = _remote_checkpoints(s3, prefix)
+    complete = [step for step in sorted(remote) if _complete(s3, prefix, step, remote[step])]
+    if keep < 1 or len(complete) <= keep:
+        return []
+    oldest_kept = complete[-keep]
+    gone = [step for step in sorted(remote) if step < oldest_kept]
+    for step in gone:
+        keys = [{"Key": prefix.join(f"checkpoint-{step}", name).key} for name in remote[step]]
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            s3.delete_objects(Bucket=prefix.bucket, Delete={"Objects": keys[i:i + 1000],
+                                                            "Quiet": True})
+    return gone
 
 
 def download_checkpoint(s3: Any, uri: str, step: int, checkpoint_dir: Path) -> Path:
@@ -162,11 +182,12 @@ class CheckpointUploader:
     checkpoint a SIGTERM stop saved."""
 
     def __init__(self, s3: Any, checkpoint_dir: Path, uri: str, *, node: int,
-                 interval_s: float = 15.0, done: set[int] | None = None):
+                 interval_s: float = 15.0, done: set[int] | None = None, keep: int = 0):
         self.s3 = s3
         self.checkpoint_dir = Path(checkpoint_dir)
         self.prefix = S3Prefix.parse(uri)
         self.node = node
+        self.keep = keep  # node 0 prunes S3 to this many complete checkpoints (0: never)
         self.interval_s = interval_s
         self.uploaded: set[int] = set(done or ())
         self.errors: list[str] = []
@@ -202,6 +223,15 @@ class CheckpointUploader:
                 done.append(step)
                 print(f"mtgrpo: uploaded checkpoint-{step} to "
                       f"{self.prefix.join(f'checkpoint-{step}')}", flush=True)
+            if done and self.node == 0 and self.keep:
+                try:
+                    gone = prune_checkpoints(self.s3, str(self.prefix), self.keep)
+                except Exception as err:  # noqa: BLE001 - pruning again after the next upload
+                    print(f"mtgrpo: pruning old S3 checkpoints failed: {err}", flush=True)
+                else:
+                    if gone:
+                        print(f"mtgrpo: deleted S3 checkpoints {gone} (save_total_limit "
+                              f"{self.keep})", flush=True)
         return done
 
     def _upload(self, step: int, path: Path, marker: Path) -> None:
