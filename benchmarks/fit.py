@@ -75,6 +75,8 @@ def configurations(recipes: list[Path], sets: list[dict]) -> list[dict]:
     out = []
     for path in recipes or discover_recipes(REPO / "recipes"):
         recipe = load_recipe(path, root=REPO)
+        if recipe.backend != "sagemaker":  # no ml.* instance to cap the GPU to
+            continue
         inst = instance(recipe.job["instance_type"])
         if inst is None or inst.gpus != 1 or recipe.job["instance_count"] != 1:
             continue

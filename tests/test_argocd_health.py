@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 ARGOCD = REPO / "deploy" / "argocd"
 TRAINING = "resource.customizations.health.sagemaker.services.k8s.aws_TrainingJob"
 TUNING = "resource.customizations.health.sagemaker.services.k8s.aws_HyperParameterTuningJob"
+TRAIN_JOB = "resource.customizations.health.trainer.kubeflow.org_TrainJob"
+EXPERIMENT = "resource.customizations.health.kubeflow.org_Experiment"
 
 
 def build_module():
@@ -147,7 +149,10 @@ def test_tuning_job_health(status, health, message):
 def test_config_map_holds_exactly_the_lua_files():
     data = config_map()["data"]
     assert data == {TRAINING: (ARGOCD / "health" / "trainingjob.lua").read_text(),
-                    TUNING: (ARGOCD / "health" / "hyperparametertuningjob.lua").read_text()}
+                    TUNING: (ARGOCD / "health" / "hyperparametertuningjob.lua").read_text(),
+                    # backend kubeflow (tests/test_argocd_kubeflow_health.py)
+                    TRAIN_JOB: (ARGOCD / "health" / "trainjob.lua").read_text(),
+                    EXPERIMENT: (ARGOCD / "health" / "experiment.lua").read_text()}
     assert config_map()["metadata"]["name"] == "argocd-cm"
 
 
@@ -187,7 +192,8 @@ def test_application_path_builds_with_kustomize():
                            timeout=120)
     assert built.returncode == 0, built.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
-    assert kinds <= {"TrainingJob", "HyperParameterTuningJob"} and kinds
+    assert kinds <= {"TrainingJob", "HyperParameterTuningJob", "ConfigMap", "TrainingRuntime",
+                     "TrainJob", "Experiment"} and kinds
 
 
 def test_patch_merges_into_a_live_argocd_cm(tmp_path):

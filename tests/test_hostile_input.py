@@ -318,6 +318,8 @@ def test_a_project_crd_directory_that_is_broken(project, capsys):
     crds.mkdir()
     for path in default_crd_dir().glob("sagemaker.*.yaml"):
         shutil.copy(path, crds / path.name)
+    if (default_crd_dir() / "kubeflow").is_dir():  # the Kubeflow recipes' CRDs
+        shutil.copytree(default_crd_dir() / "kubeflow", crds / "kubeflow")
     settings = project / "recipes/_project.yaml"
     settings.write_text(re.sub(r"(?m)^crd_dir:.*\n", "", settings.read_text()) + "crd_dir: crds\n")
     assert run(capsys, project, "validate")[0] == 0

@@ -22,10 +22,14 @@ SCRIPTS = {
     f"resource.customizations.health.{GROUP}_TrainingJob": "health/trainingjob.lua",
     f"resource.customizations.health.{GROUP}_HyperParameterTuningJob":
         "health/hyperparametertuningjob.lua",
+    # issue 17: backend kubeflow (Kubeflow Trainer v2 and Katib)
+    "resource.customizations.health.trainer.kubeflow.org_TrainJob": "health/trainjob.lua",
+    "resource.customizations.health.kubeflow.org_Experiment": "health/experiment.lua",
 }
 HEADER = """\
 # GENERATED from deploy/argocd/health/*.lua by deploy/argocd/build_health_config.py: do not edit.
-# Argo CD health checks for ACK SageMaker jobs that read the job status (docs/argocd.md).
+# Argo CD health checks for ACK SageMaker jobs, Kubeflow TrainJobs and Katib Experiments that
+# read the job status (docs/argocd.md, docs/kubeflow.md).
 # Apply as a merge patch of the live argocd-cm:
 #   kubectl -n argocd patch configmap argocd-cm --type merge \\
 #     --patch-file deploy/argocd/argocd-cm-health.yaml

@@ -17,6 +17,8 @@ def add_arguments(parser) -> None:
                         help="for a tuning job: this trial's logs (default: the best trial)")
     parser.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
                         help="how often --follow looks for new lines (default 5)")
+    parser.add_argument("--node", type=int, default=0, metavar="RANK",
+                        help="for trainjob/NAME: the pod of this node rank (default 0)")
     add_connection_arguments(parser)
 
 
@@ -25,6 +27,16 @@ def run(args) -> int:
         raise UserError(Problem("", "--poll", f"{args.poll:g} is not a positive number of seconds",
                                 "a number > 0, e.g. 5"))
     kube = connect_from_args(args)
+    from mtgrpo.kubeflow.operate import logs as pod_logs, train_job_name
+    train_job = train_job_name(args.job)
+    if train_job is not None:  # issue 17: backend kubeflow, from the pods
+        if args.follow or args.trial:
+            raise UserError(Problem(f"trainjob/{train_job}", "--follow" if args.follow
+                                    else "--trial", "not supported for TrainJobs yet",
+                                    "kubectl logs -f -l jobset.sigs.k8s.io/jobset-name="
+                                    f"{train_job} -c node"))
+        print(pod_logs(kube, train_job, node=args.node), end="", flush=True)
+        return 0
     obj = kube.find(args.job)
     job = view(obj)
     if job.kind == TUNING:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -44,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(problems)
     results = []
     for recipe in recipes:
+        if recipe.backend != "sagemaker":  # the catalogue and prices are SageMaker's (ml.*)
+            print(f"{recipe.name}  ({recipe.source}): not planned: backend {recipe.backend} "
+                  "runs on the cluster's own nodes, which the planner's catalogue does not know",
+                  file=sys.stderr)
+            continue
         plan = plan_recipe(recipe, model_dir=args.model_dir, prices=prices, root=args.root)
         results.append((plan, problems_of(plan, recipe)))
     if args.output == "json":

@@ -22,6 +22,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     kube = connect_from_args(args)
+    # issue 17: trainjob/NAME selectors (backend kubeflow) are read on their own
+    from mtgrpo.kubeflow.operate import status_line, train_job_name
+    train_jobs = [n for n in map(train_job_name, args.selectors) if n is not None]
+    for name in train_jobs:
+        print(status_line(kube, name))
+    args.selectors = [s for s in args.selectors if train_job_name(s) is None]
+    if train_jobs and not args.selectors:
+        return 0
     jobs = status.select(kube, args.selectors)
     if not args.no_aws:
         clients = status.sagemaker_clients()

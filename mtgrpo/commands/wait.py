@@ -36,6 +36,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     timeout, heartbeat = duration(args.timeout), duration(args.heartbeat)
     kube = connect_from_args(args)
+    from mtgrpo.kubeflow.operate import train_job_name, wait
+    train_job = train_job_name(args.job)
+    if train_job is not None:  # issue 17: backend kubeflow
+        code, message = wait(kube, train_job, timeout_s=timeout, poll_s=min(heartbeat, 10.0),
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+        print(message, flush=True)
+        return code
     targets = _recipe_targets(args.job)
     missing = [Problem(args.job, kind, f"{name} is not in namespace {kube.namespace}",
                        "an applied recipe: kubectl apply -k . (or let Argo CD sync)")
@@ -65,5 +72,11 @@ def _recipe_targets(arg: str) -> list[tuple[str, str]]:
     from mtgrpo.recipes import find_root, load_recipe
     from mtgrpo.render import build_resources, load_settings
 
-    resources = build_resources(load_recipe(path), load_settings(find_root(path)))
+    recipe = load_recipe(path)
+    if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
+        from mtgrpo.errors import Problem, UserError
+        raise UserError(Problem(recipe.source, "backend", "mtgrpo wait RECIPE follows ACK "
+                                "SageMaker jobs only", "mtgrpo wait trainjob/<name> "
+                                "(docs/kubeflow.md)"))
+    resources = build_resources(recipe, load_settings(find_root(path)))
     return [(r.kind, r.name) for r in resources]

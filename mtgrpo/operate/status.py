@@ -62,6 +62,10 @@ def _recipe_jobs(selector: str) -> tuple[str, list[JobView]]:
     from mtgrpo.render import build_resources, load_settings
 
     recipe = load_recipe(path)
+    if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
+        raise UserError(Problem(recipe.source, "backend", "mtgrpo status reads ACK SageMaker "
+                                "jobs only for a recipe file", "mtgrpo status trainjob/<name> "
+                                "(docs/kubeflow.md)"))
     resources = build_resources(recipe, load_settings(find_root(path)))
     return recipe.name, [view(r.body) for r in resources]
 

@@ -46,6 +46,9 @@ class Recipe:
     provenance: dict = field(default_factory=dict, repr=False, compare=False)
     values: dict = field(default_factory=dict, repr=False, compare=False)
     problems: tuple = field(default=(), repr=False, compare=False)
+    # issue 17: ``backend: kubeflow`` recipes carry their checked ``kubeflow:`` section.
+    backend: str = "sagemaker"
+    kubeflow: dict | None = None
 
     @property
     def complete(self) -> bool:
@@ -129,7 +132,19 @@ def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
     tuning = None
     if isinstance(top.get("tuning"), Mapping):
         tuning = checker.section(top["tuning"], schema.TUNING, "tuning", "tuning keys")
-    job = checker.section(top["job"], schema.JOB, "job", "job keys") if "job" in top else {}
+    backend = top.get("backend", "sagemaker")
+    kubeflow = None
+    if any(p.key == "backend" for p in checker.problems):
+        job = {}  # which job keys apply is unknown: report the backend alone
+    elif backend == "kubeflow":  # issue 17: its own job keys and section
+        from mtgrpo.recipes import kubeflow_schema
+        job = kubeflow_schema.check_job(checker, top["job"]) if "job" in top else {}
+        kubeflow = kubeflow_schema.check_section(checker, top.get("kubeflow"))
+    else:
+        job = checker.section(top["job"], schema.JOB, "job", "job keys") if "job" in top else {}
+        if top.get("kubeflow") is not None:
+            checker.problem("kubeflow", "only used with backend: kubeflow",
+                            "backend: kubeflow, or remove the section")
     trainer = None
     if isinstance(top.get("trainer"), Mapping):
         try:
@@ -140,7 +155,8 @@ def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
     values = {k: v for k, v in top.items() if k not in ("trainer", "job", "tuning", "extends")}
     return Recipe(name=top.get("name", ""), source=source, path=path, data=data,
                   trainer=trainer, job=job, tuning=tuning, provenance=provenance, values=values,
-                  problems=tuple(sorted(set(checker.problems), key=_order)))
+                  problems=tuple(sorted(set(checker.problems), key=_order)), backend=backend,
+                  kubeflow=kubeflow)
 
 
 def relocate(problems: list[Problem], recipe: Recipe) -> list[Problem]:

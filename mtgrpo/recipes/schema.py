@@ -43,6 +43,12 @@ TOP: dict[str, Key] = {
                required=True),
     "tuning": Key("mapping", "Optional hyperparameter tuning job (SDK HyperparameterTuner).",
                   default=None),
+    # -- issue 17: a second backend (mtgrpo/recipes/kubeflow_schema.py holds the section) --
+    "backend": Key("str", "Where the recipe runs: sagemaker (ACK) or kubeflow (Trainer v2 "
+                          "TrainJob, Katib for tuning).", default="sagemaker",
+                   choices=("sagemaker", "kubeflow")),
+    "kubeflow": Key("mapping", "Kubeflow-only settings (backend: kubeflow; docs/kubeflow.md).",
+                    default=None),
 }
 
 JOB: dict[str, Key] = {

@@ -87,6 +87,9 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         if recipe.job or recipe.trainer is not None:  # read and merged: the rules can run
             found += check_recipe(recipe)
             found += _render_rules(recipe, settings)
+            if recipe.backend == "kubeflow" and recipe.complete:  # issue 17: its own rules
+                from mtgrpo.validate.kubeflow import check_kubeflow_recipe
+                found += check_kubeflow_recipe(recipe)
         problems += found
         if not recipe.complete or not can_render:
             skipped.append(recipe.source)
@@ -96,6 +99,17 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
             built = build_resources(recipe, settings)
         except UserError as err:  # a template's problem, named by template file and line
             problems += err.problems
+            continue
+        if recipe.backend == "kubeflow":  # issue 17: its own validators, no SageMaker planner
+            if found or not can_check:  # its CRD checks would repeat the rules' problems
+                resources += built if not found else []
+                continue
+            from mtgrpo.validate.kubeflow import check_kubeflow_resources
+            checked = check_kubeflow_resources(built, recipe, crd_dir=crd_dir)
+            named = {(p.file, p.key) for p in found}
+            problems += [p for p in checked if (p.file, p.key) not in named]
+            if not found and not checked:
+                resources += built
             continue
         if not can_check:
             resources += built if not found else []

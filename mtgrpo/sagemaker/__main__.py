@@ -1,4 +1,5 @@
-"""``python -m mtgrpo.sagemaker train``: what SageMaker runs (``docker run IMAGE train``)."""
+"""``python -m mtgrpo.sagemaker train``: what SageMaker runs (``docker run IMAGE train``), and
+the ``node`` container's command on Kubeflow Trainer (docs/kubeflow.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args != ["train"]:
         print(USAGE, file=sys.stderr)
         return 2
+    # issue 17: the same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
+    from mtgrpo.kubeflow.platform import KUBEFLOW, detect
+    if detect() == KUBEFLOW:
+        from mtgrpo.kubeflow.job import run_kubeflow_job
+        return run_kubeflow_job()
     from mtgrpo.sagemaker.job import run_job
 
     return run_job()

@@ -169,8 +169,8 @@ def _server_location(config: TrainerConfig, resources: ResourceConfig) -> tuple[
 def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, *,
                model: str, gpu_count: int, master_addr: str | None = None,
                visible_devices: Sequence[str] | None = None,
-               python: str = sys.executable,
-               gpu_memory_bytes: int | None = None) -> LaunchPlan:
+               python: str = sys.executable, gpu_memory_bytes: int | None = None,
+               master_port: int = MASTER_PORT) -> LaunchPlan:
     """The processes this host (``resources.current_host``) runs; nothing is started.
 
     ``model`` is the model vLLM serves at start (the `model` channel or
@@ -180,6 +180,7 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
     GPU indices are positions in it and children get the selected entries.
     ``gpu_memory_bytes``: one GPU's memory, for vllm_shared's memory share (default: asked
     from ``nvidia-smi``).
+    ``master_port``: the rendezvous port (Kubeflow's PET_MASTER_PORT; SageMaker: 29500).
     """
     def devices(indices: Sequence[int]) -> str:
         return ",".join(visible_devices[i] if visible_devices else str(i) for i in indices)
@@ -254,9 +255,9 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
         env["CUDA_VISIBLE_DEVICES"] = devices(train_gpus)
         argv = tuple(_accelerate_argv(config, python=python, num_nodes=num_nodes,
                                       node_rank=node_rank, master=master,
-                                      per_host=per_host)) + tuple(worker)
+                                      per_host=per_host, port=master_port)) + tuple(worker)
     return LaunchPlan(host=resources.current_host, node_rank=node_rank, num_nodes=num_nodes,
-                      master_addr=master, master_port=MASTER_PORT, gpus_per_host=gpu_count,
+                      master_addr=master, master_port=master_port, gpus_per_host=gpu_count,
                       vllm_gpus=vllm_gpus, train_gpus=train_gpus, processes_per_host=per_host,
                       vllm_url=vllm_url, vllm=vllm,
                       training=ProcessSpec("training", argv, env),
@@ -265,11 +266,11 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
 
 
 def _accelerate_argv(config: TrainerConfig, *, python: str, num_nodes: int, node_rank: int,
-                     master: str, per_host: int) -> list[str]:
+                     master: str, per_host: int, port: int = MASTER_PORT) -> list[str]:
     argv = [python, "-m", "accelerate.commands.launch",
             "--num_machines", str(num_nodes), "--machine_rank", str(node_rank),
             "--num_processes", str(per_host * num_nodes),
-            "--main_process_ip", master, "--main_process_port", str(MASTER_PORT),
+            "--main_process_ip", master, "--main_process_port", str(port),
             "--dynamo_backend", "no"]
     if config.deepspeed_stage:
         # `standard` = torchrun on every node; SageMaker hosts have no pdsh/ssh between them.

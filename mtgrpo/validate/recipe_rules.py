@@ -64,7 +64,9 @@ def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = Non
     problems += check_region(job.get("region"), source, "job.region")
     written = _mapping(_mapping(recipe.data.get("job")).get("inputs"))
     problems += _channels(job, source, written)
-    problems += _environment(job, tuning, source)
+    # issue 17: Katib trials do see the environment (only the ACK controller drops it).
+    sagemaker = recipe.backend != "kubeflow"
+    problems += _environment(job, tuning if sagemaker else None, source)
     metric_names, metric_problems = _metrics(job, source)
     problems += metric_problems
     tuned = _range_names(tuning)

@@ -1,0 +1,164 @@
+"""The Kubeflow mode of ``python -m mtgrpo.sagemaker train`` (one run per pod).
+
+It lays out the same ``/opt/ml`` tree SageMaker would and then runs the SageMaker path
+unchanged (launch plan, vLLM supervision, workers, complete-only checkpoints):
+
+1. ``PET_*`` -> topology (:mod:`mtgrpo.kubeflow.platform`);
+2. the ConfigMap's ``hyperparameters.json`` plus a Katib trial's ``MTGRPO_HP_<name>`` values
+   -> ``input/config/hyperparameters.json`` (checked by the trainer's schema);
+3. every channel of ``kubeflow.json`` downloaded from S3 into ``input/data/<channel>``;
+4. the newest complete checkpoint under ``<checkpoint_s3_uri>/<job>/`` downloaded, so the
+   Trainer resumes from it after a pod restart;
+5. the plan runs while committed checkpoints are uploaded; at the end the first pod uploads
+   the model to ``<output_path>/<job>/model/`` and ``output/data`` beside it;
+6. a failure's one-line reason goes to ``output/failure`` and the pod's termination message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Mapping
+
+from mtgrpo.errors import Problem, UserError
+from mtgrpo.kubeflow import contract as kc
+from mtgrpo.kubeflow.platform import Topology, read_topology
+from mtgrpo.sagemaker.checkpoints import prepare_resume
+from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
+from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed, clear_failure, report
+from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
+                                       resolve_hosts, run_plan, visible_devices)
+
+METRICS_FILE = "metrics.jsonl"
+TERMINATION_LOG_ENV = "MTGRPO_TERMINATION_LOG"  # tests point it at a temporary file
+MAX_TERMINATION_MESSAGE = 4096  # what the kubelet keeps
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(Problem(str(path), "", f"{what} is missing", "the rendered ConfigMap "
+                                f"mounted at {kc.CONFIG_DIR}")) from None
+    except json.JSONDecodeError as err:
+        raise UserError(Problem(str(path), "", f"not valid JSON ({err.msg})",
+                                "a JSON object")) from None
+    if not isinstance(data, dict):
+        raise UserError(Problem(str(path), "", "must be a JSON object", "a JSON object"))
+    return data
+
+
+def hyperparameters(config_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The ConfigMap's static hyperparameters with a Katib trial's tuned values on top."""
+    values = _read_json(config_dir / kc.HYPERPARAMETERS_KEY, kc.HYPERPARAMETERS_KEY)
+    for name, value in sorted(environ.items()):
+        if name.startswith(kc.TUNED_ENV_PREFIX):
+            values[name[len(kc.TUNED_ENV_PREFIX):]] = value
+    return values
+
+
+def write_termination_message(path: Path, reason: str) -> None:
+    """The reason Kubernetes shows for the container (the kubelet reads this file)."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:  # the kubelet's file: no rename
+            handle.write(reason.encode("utf-8")[:MAX_TERMINATION_MESSAGE].decode(
+                "utf-8", errors="ignore"))
+    except OSError as err:
+        print(f"mtgrpo: cannot write the termination message to {path}: {err}", flush=True)
+
+
+def run_kubeflow_job(environ: Mapping[str, str] | None = None,
+                     layout: OptML | None = None) -> int:
+    env = dict(os.environ if environ is None else environ)
+    layout = layout or OptML.from_env(env)
+    config_dir = Path(env.get(kc.CONFIG_DIR_ENV) or kc.CONFIG_DIR)
+    termination = Path(env.get(TERMINATION_LOG_ENV) or kc.TERMINATION_LOG)
+    clear_failure(layout.failure_file)
+    try:
+        code = _run(env, layout, config_dir)
+    except Exception as err:  # every failure, expected or not, ends as a reason
+        code = report(layout.failure_file, err)
+    if code not in (0, EXIT_INTERRUPTED) and layout.failure_file.is_file():
+        write_termination_message(termination, layout.failure_file.read_text().strip())
+    return code
+
+
+def _run(env: dict, layout: OptML, config_dir: Path) -> int:
+    from mtgrpo.kubeflow import s3 as s3sync
+    from mtgrpo.trainer.train import check_batch_shape
+
+    topology = read_topology(env)
+    job_name = env.get(kc.JOB_NAME_ENV, "")
+    if not job_name:
+        raise UserError(Problem("environment", kc.JOB_NAME_ENV, "is not set",
+                                "the TrainJob's name (the rendered runtime sets it)"))
+    platform = _read_json(config_dir / kc.PLATFORM_KEY, kc.PLATFORM_KEY)
+    for d in (layout.config_dir, layout.model_dir, layout.output_data_dir,
+              layout.checkpoint_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    layout.hyperparameters_file.write_text(json.dumps(hyperparameters(config_dir, env),
+                                                      indent=1, sort_keys=True))
+    config = read_hyperparameters(layout)  # a bad tuned value fails here, before downloads
+
+    s3 = s3sync.client()
+    started = time.monotonic()
+    for channel, uri in sorted((platform.get("channels") or {}).items()):
+        count = s3sync.download_prefix(s3, uri, layout.channel_dir(channel))
+        print(f"mtgrpo: channel {channel}: {count} files from {uri}", flush=True)
+    print(f"mtgrpo: channels downloaded in {time.monotonic() - started:.1f} s", flush=True)
+    checkpoints = None
+    done: set[int] = set()
+    if platform.get("checkpoint_s3_uri"):
+        # One prefix per TrainJob (and per Katib trial): trials never resume each other.
+        checkpoints = str(s3sync.S3Prefix.parse(platform["checkpoint_s3_uri"]).join(job_name))
+        step = s3sync.latest_complete_checkpoint(s3, checkpoints)
+        if step is not None:
+            path = s3sync.download_checkpoint(s3, checkpoints, step, layout.checkpoint_dir)
+            print(f"mtgrpo: downloaded {path.name} from {checkpoints}", flush=True)
+            done.add(step)
+    paths = resolve_paths(config, layout)
+    resources = topology.resource_config()
+    master_addr = None
+    if topology.num_nodes > 1:
+        master_addr = resolve_hosts([topology.master_addr])[topology.master_addr]
+    metrics = paths.output_dir / METRICS_FILE if resources.is_master else None
+    resumed = prepare_resume(paths.checkpoint_dir, metrics)
+    if resumed is not None:
+        print(f"mtgrpo: resuming from {resumed}", flush=True)
+    plan = build_plan(config, resources, layout, model=paths.model,
+                      gpu_count=detect_gpu_count(env), master_addr=master_addr,
+                      master_port=topology.master_port, visible_devices=visible_devices(env))
+    print(f"mtgrpo: plan {describe_plan(plan)}", flush=True)
+    check_nproc(topology, plan.processes_per_host)
+    check_batch_shape(config, plan.world_size, source=str(layout.hyperparameters_file))
+    uploader = None
+    if checkpoints:
+        uploader = s3sync.CheckpointUploader(s3, layout.checkpoint_dir, checkpoints,
+                                             node=topology.node_rank, done=done,
+                                             keep=config.save_total_limit).start()
+    try:
+        code = run_plan(plan)
+    finally:
+        if uploader is not None:
+            uploader.flush()  # also the checkpoint a SIGTERM stop saved
+    print(f"mtgrpo: exit {code}", flush=True)
+    if uploader is not None and uploader.errors:
+        raise JobFailed("checkpoint upload failed: " + "; ".join(uploader.errors[-3:]))
+    if code == 0 and resources.is_master:
+        if not (layout.model_dir / "config.json").is_file():
+            raise JobFailed(f"training finished but wrote no model to {layout.model_dir}")
+        out = s3sync.S3Prefix.parse(platform["output_path"]).join(job_name)
+        count = s3sync.upload_tree(s3, layout.model_dir, str(out.join("model")))
+        s3sync.upload_tree(s3, layout.output_data_dir, str(out.join("output", "data")))
+        print(f"mtgrpo: uploaded the model ({count} files) to {out.join('model')}", flush=True)
+    return code
+
+
+def check_nproc(topology: Topology, processes_per_host: int) -> None:
+    """The rendered numProcPerNode must be the plan's ranks per pod (vLLM GPUs excluded)."""
+    if topology.nproc_per_node is not None and topology.nproc_per_node != processes_per_host:
+        raise JobFailed(f"PET_NPROC_PER_NODE is {topology.nproc_per_node} but this pod trains "
+                        f"on {processes_per_host} processes (its GPUs minus vLLM's): render "
+                        "the recipe again or fix kubeflow.gpus_per_node / vllm_gpus")

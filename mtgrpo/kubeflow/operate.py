@@ -1,0 +1,126 @@
+"""``mtgrpo status|wait|logs trainjob/NAME``: a TrainJob's state, its end, its pods' logs.
+
+The state follows the Argo CD health check (deploy/argocd/health/trainjob.lua): a ``Failed``
+condition wins, then ``Complete``, then ``Suspended``; otherwise it is running (or not yet
+started). Exit codes of :func:`wait` are ``mtgrpo wait``'s: 0 Complete, 1 Failed or deleted,
+124 timed out. Logs come from the pods through the Kubernetes API (container ``node``): the
+pod of the given node rank, found by JobSet's and the Job controller's labels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from mtgrpo.errors import Problem, UserError
+from mtgrpo.kubeflow import contract as kc
+
+GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+PREFIXES = ("trainjob/", "trainjobs/", "trainjob.trainer.kubeflow.org/")
+RANK_LABEL = "batch.kubernetes.io/job-completion-index"
+COMPLETE, FAILED, SUSPENDED, RUNNING, PENDING = "Complete", "Failed", "Suspended", "Running", \
+    "Pending"
+COMPLETED_EXIT, FAILED_EXIT, TIMED_OUT = 0, 1, 124
+
+
+def train_job_name(arg: str) -> str | None:
+    """NAME of a ``trainjob/NAME`` argument; None for anything else (an ACK job)."""
+    lowered = arg.lower()
+    for prefix in PREFIXES:
+        if lowered.startswith(prefix):
+            return arg[len(prefix):]
+    return None
+
+
+def state(obj: dict) -> tuple[str, str]:
+    """(state, message) of a TrainJob."""
+    status = obj.get("status") or {}
+    true = {c.get("type"): c for c in status.get("conditions") or []
+            if c.get("status") == "True"}
+    for kind in (FAILED, COMPLETE, SUSPENDED):
+        if kind in true:
+            c = true[kind]
+            text = ": ".join(t for t in (c.get("reason"), c.get("message")) if t)
+            return kind, text or kind
+    jobs = status.get("jobsStatus") or []
+    if not jobs:
+        return PENDING, "waiting for the TrainJob controller to create the JobSet"
+    active = sum(j.get("active") or 0 for j in jobs)
+    ready = sum(j.get("ready") or 0 for j in jobs)
+    return RUNNING, f"{active} pods active, {ready} ready"
+
+
+def get(kube: Any, name: str) -> dict | None:
+    """The TrainJob, or None when it does not exist."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return kube.api.get_namespaced_custom_object(GROUP, VERSION, kube.namespace, PLURAL,
+                                                     name)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise UserError(Problem(f"namespace {kube.namespace}", f"trainjob/{name}",
+                                f"the API server answered {err.status} {err.reason}",
+                                "a reachable cluster and RBAC to get trainjobs")) from None
+
+
+def status_line(kube: Any, name: str) -> str:
+    obj = get(kube, name)
+    if obj is None:
+        raise UserError(Problem(f"namespace {kube.namespace}", f"trainjob/{name}",
+                                "no TrainJob of that name", "kubectl get trainjobs"))
+    kind, message = state(obj)
+    spec = obj.get("spec") or {}
+    nodes = (spec.get("trainer") or {}).get("numNodes", "?")
+    return f"TrainJob {name}: {kind} ({message}); {nodes} nodes"
+
+
+def wait(kube: Any, name: str, *, timeout_s: float, poll_s: float = 10.0,
+         progress: Callable[[str], None] = lambda line: None,
+         clock: Callable[[], float] = time.monotonic,
+         sleep: Callable[[float], None] = time.sleep) -> tuple[int, str]:
+    """Poll until the TrainJob completes or fails; (exit code, message)."""
+    deadline = clock() + timeout_s
+    last = None
+    while True:
+        obj = get(kube, name)
+        if obj is None:
+            return FAILED_EXIT, f"TrainJob {name} is gone (deleted)"
+        kind, message = state(obj)
+        if (kind, message) != last:
+            progress(f"TrainJob {name}: {kind} ({message})")
+            last = (kind, message)
+        if kind == COMPLETE:
+            return COMPLETED_EXIT, f"TrainJob {name} completed"
+        if kind == FAILED:
+            return FAILED_EXIT, f"TrainJob {name} failed: {message}"
+        if clock() >= deadline:
+            return TIMED_OUT, f"TrainJob {name} still {kind} after {timeout_s:g} s"
+        sleep(poll_s)
+
+
+def logs(kube: Any, name: str, *, node: int = 0, tail: int | None = None) -> str:
+    """The ``node`` container's log of the TrainJob's pod of rank ``node`` (newest pod)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(kube.api.api_client)
+    selector = f"{kc.JOB_NAME_LABEL}={name},{RANK_LABEL}={node}"
+    try:
+        pods = core.list_namespaced_pod(kube.namespace, label_selector=selector).items
+        if not pods:
+            raise UserError(Problem(f"namespace {kube.namespace}", f"trainjob/{name}",
+                                    f"no pod of node {node} (yet)",
+                                    "a running or finished TrainJob; --node 0.."
+                                    "numNodes-1"))
+        pod = max(pods, key=lambda p: (str(p.metadata.creation_timestamp or ""),
+                                       p.metadata.name))  # a restarted JobSet's newest pod
+        kwargs = {"container": kc.CONTAINER}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
+        return core.read_namespaced_pod_log(pod.metadata.name, kube.namespace, **kwargs)
+    except ApiException as err:
+        raise UserError(Problem(f"namespace {kube.namespace}", f"trainjob/{name}",
+                                f"the API server answered {err.status} {err.reason}",
+                                "RBAC to list pods and get pods/log")) from None
