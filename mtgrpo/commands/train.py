@@ -71,7 +71,9 @@ def load_config(path: Path):
     if not config.train_file:
         raise UserError(Problem(source, "trainer.train_file", "required for a local run",
                                 "a .jsonl or .parquet file of question/aliases records"))
-    if not config.corpus_dir:
+    from mtgrpo.contract.task_spec import uses_corpus
+
+    if not config.corpus_dir and uses_corpus(config.task_tools):
         raise UserError(Problem(source, "trainer.corpus_dir", "required for a local run",
                                 "a directory holding passages.jsonl"))
     for key in PATH_KEYS:
@@ -88,7 +90,8 @@ def run_paths(config, output: Path):
     out = output.resolve()
     return RunPaths(model=config.model_name_or_path, train_file=Path(config.train_file),
                     eval_file=Path(config.eval_file) if config.eval_file else None,
-                    corpus_dir=Path(config.corpus_dir), output_dir=out,
+                    corpus_dir=Path(config.corpus_dir) if config.corpus_dir else None,
+                    output_dir=out,
                     model_dir=out / "model", checkpoint_dir=out / "checkpoints")
 
 

@@ -59,6 +59,8 @@ class TrainerConfig:
         weight_sync, vllm_gpus, vllm_gpu_memory_utilization.
     Parameters that control evaluation, logging and checkpoints:
         eval_steps, logging_steps, save_steps, save_total_limit.
+    Parameters that control the task's plug-ins (docs/tasks.md):
+        task_tools, task_rewards, task_parser, task_records.
     """
 
     # -- model and data -------------------------------------------------------------------------
@@ -166,8 +168,24 @@ class TrainerConfig:
     save_steps: int = _f(50, "Checkpoint every this many optimizer steps.", min=1)
     save_total_limit: int = _f(2, "Checkpoints kept on disk (oldest removed first).", min=1)
 
+    # -- task plug-ins (docs/tasks.md; shapes checked by mtgrpo.contract.task_spec) -------------
+    task_tools: str = _f(
+        "wiki_search", "Tools the agent may call, comma-separated: built-in names (wiki_search) "
+                       "or package.module:object paths. Empty: no tools.")
+    task_rewards: str = _f(
+        "", "Reward functions, comma-separated NAME or NAME=WEIGHT: built-in names "
+            "(tool_execution, answer_in_result, answer_contains, exact_match, format, xml_count, "
+            "f1; weight default: its reward_* key), triviaqa (all seven), or "
+            "package.module:object paths (weight default: the object's). Empty: triviaqa.")
+    task_parser: str = _f(
+        "", "Tool-call parser: empty (tool_format's), xml, qwen, or a package.module:object path.")
+    task_records: str = _f(
+        "triviaqa", "Record loader of train/eval files: triviaqa (question + aliases, JSONL or "
+                    "parquet) or a package.module:object path.")
+
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]
+        problems += _task_problems(self)
         problems += _cross_field_problems(self, "", "")
         if problems:
             raise UserError(problems)
@@ -369,3 +387,10 @@ def _cross_field_problems(cfg: TrainerConfig, source: str, prefix: str) -> list[
                                 f"{cfg.max_tool_calls} tool calls leave no turn to answer in "
                                 f"max_turns {cfg.max_turns}", "max_tool_calls < max_turns"))
     return problems
+
+
+def _task_problems(cfg: TrainerConfig) -> list[Problem]:
+    """The ``task_*`` keys' shapes: known built-in names or well-formed paths, valid weights."""
+    from mtgrpo.contract.task_spec import KINDS, task_problems
+
+    return task_problems({k: getattr(cfg, k) for k in KINDS})

@@ -78,6 +78,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         names[recipe.name] = recipe.source
         found = relocate(check_recipe(recipe.data, source=recipe.source), recipe)
         found += _render_rules(recipe, settings)
+        found += relocate(_task_paths(recipe, root), recipe)
         if found:
             problems += found
             continue
@@ -105,6 +106,16 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
     if write:
         result.written, result.removed = write_tree(root, files)
     return result
+
+
+def _task_paths(recipe: Recipe, root: Path) -> list[Problem]:
+    """The ``task_*`` plug-in paths whose package is in this repository must exist there."""
+    from mtgrpo.contract.task_paths import check_task_paths
+
+    trainer = recipe.data.get("trainer")
+    if not isinstance(trainer, dict):
+        return []
+    return check_task_paths(trainer, root, recipe.source)
 
 
 def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:

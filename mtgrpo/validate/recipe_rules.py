@@ -12,9 +12,10 @@ import re
 from typing import Any, Mapping
 
 from mtgrpo.contract import DEFAULT_OBJECTIVE, REQUIRED_CHANNELS, metric_definitions
-from mtgrpo.contract.channels import CHANNEL_NAME_PATTERN
+from mtgrpo.contract.channels import CHANNEL_NAME_PATTERN, CORPUS
 from mtgrpo.contract.config import (TrainerConfig, field_specs, field_type, format_value,
                                     parse_value)
+from mtgrpo.contract.task_spec import uses_corpus
 from mtgrpo.errors import Problem, UserError, did_you_mean
 from mtgrpo.validate.secrets import check_secrets
 
@@ -47,7 +48,7 @@ def check_recipe(recipe_data: dict, *, source: str) -> list[Problem]:
     config = _trainer_config(data.get("trainer"), source)
     problems = _stopping(job, source)
     problems += _locations(job, source)
-    problems += _channels(job, source)
+    problems += _channels(job, source, config)
     problems += _environment(job, tuning, source)
     metric_names, metric_problems = _metrics(job, source)
     problems += metric_problems
@@ -157,7 +158,8 @@ def _locations(job: Mapping[str, Any], source: str) -> list[Problem]:
     return problems
 
 
-def _channels(job: Mapping[str, Any], source: str) -> list[Problem]:
+def _channels(job: Mapping[str, Any], source: str,
+              config: TrainerConfig | None = None) -> list[Problem]:
     inputs = job.get("inputs")
     if not isinstance(inputs, Mapping):
         return []  # the loader reports a missing or mistyped `inputs`
@@ -165,8 +167,10 @@ def _channels(job: Mapping[str, Any], source: str) -> list[Problem]:
     if not 1 <= len(inputs) <= MAX_CHANNELS:
         problems.append(Problem(source, "job.inputs", f"{len(inputs)} channels",
                                 f"1 to {MAX_CHANNELS} channels"))
+    # A task without a search tool (docs/tasks.md) reads no corpus.
+    optional = () if config is None or uses_corpus(config.task_tools) else (CORPUS,)
     for name in REQUIRED_CHANNELS:
-        if name not in inputs:
+        if name not in inputs and name not in optional:
             problems.append(Problem(source, f"job.inputs.{name}", "required channel is missing",
                                     "channels " + ", ".join(REQUIRED_CHANNELS)
                                     + " are required"))
