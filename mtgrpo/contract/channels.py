@@ -18,3 +18,6 @@ CHANNELS: dict[str, str] = {
           "(optional; put on sys.path before the task_* plug-ins load)",
 }
 REQUIRED_CHANNELS = (TRAIN, CORPUS)
+
+# SageMaker's pattern for channel names (ChannelName in the service model).
+CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9\.\-_]+$"
