@@ -79,9 +79,11 @@ def check_task_paths(trainer: Mapping[str, Any], repo: Path, source: str,
                 continue
             path = _module_file(base, ref.module)
             if path is None:
-                problems.append(Problem(source, where, f"{ref.text!r}: module {ref.module} "
-                                        f"is not in {base}", "a module of the repository's "
-                                        "package, or a package the image or code channel holds"))
+                stem = (base / ref.module.replace(".", "/")).relative_to(repo)
+                problems.append(Problem(source, where, f"{ref.text!r}: module {ref.module} not "
+                                        f"found ({stem}.py or {stem}/__init__.py)",
+                                        "a module of the repository's package, or a package "
+                                        "the image or code channel holds"))
                 continue
             if path not in parsed:
                 try:
