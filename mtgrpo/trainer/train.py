@@ -219,7 +219,8 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
 
 def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = (),
         resume: bool = True, sampler=None, parser=None, scorer=None,
-        on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        on_trainer: Callable[[Any], None] | None = None,
+        source: str = "") -> dict[str, Any]:
     """Train, save the final model to ``paths.model_dir`` and return a summary.
 
     callbacks: extra ``transformers.TrainerCallback``s, run after the built-in ones (weight
@@ -230,6 +231,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     parser / scorer: a tool-call parser and an ``episode -> RewardBreakdown`` that replace the
         task's (tests); default: the plug-ins the config's ``task_*`` keys name (docs/tasks.md).
     on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
+    source: the file the config came from, named in plug-in loading errors.
     """
     from accelerate import PartialState
     from transformers import set_seed
@@ -250,7 +252,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     tokenizer, model = _load_model(config, paths.model)
     from mtgrpo.task.loading import load_task
 
-    task = load_task(config, paths, tokenizer, parser=parser)
+    task = load_task(config, paths, tokenizer, parser=parser, source=source)
     try:
         train_records, eval_records = _records(config, paths, task.load_records)
     except BaseException:
