@@ -492,3 +492,14 @@ def test_local_arithmetic_recipe_needs_no_corpus():
     assert cfg.corpus_dir == "" and cfg.task_records.endswith(":load_problems")
     assert run_paths(cfg, Path("/tmp/out")).corpus_dir is None
     check_task(cfg)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from mtgrpo.examples import arithmetic
+    from mtgrpo.task import api
+
+    for module in (api, arithmetic):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -20,9 +20,11 @@ Parser
 RecordLoader
     ``path -> records``: reads a train or eval file into :class:`Record`\\ s.
 
-A path in a recipe names a module-level object. A tool, parser or loader object is used as it
-is; a class or another factory is called once at start-up, with the :class:`TaskContext` when
-it takes an argument, and must return the object.
+A path in a recipe names a module-level object. A tool or parser object is used as it is; a
+class, or for tools and parsers any other callable, is a factory: called once at start-up (with
+the :class:`TaskContext` when it takes an argument), it returns the object (a tool factory may
+return a list of tools). For rewards and record loaders a function is the plug-in itself; a
+record loader class is instantiated like a factory.
 """
 
 from __future__ import annotations

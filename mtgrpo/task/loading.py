@@ -89,11 +89,12 @@ class _Loader:
             obj = builtin.TOOLS[ref.text] if not ref.is_path else self.imported("task_tools", ref)
             if obj is None:
                 continue
-            made = obj if _is_tool(obj) else (
-                self.built("task_tools", ref, obj) if callable(obj) else self.fail(
-                    "task_tools", ref, f"is a {type(obj).__name__}, not a tool or a factory",
-                    "an object with name, description, parameters and __call__, or a class "
-                    "or function returning one (or a list of them)"))
+            if not _is_tool(obj) and not callable(obj):
+                self.fail("task_tools", ref, f"is a {type(obj).__name__}, not a tool or a "
+                          "factory", "an object with name, description, parameters and "
+                          "__call__, or a class or function returning one (or a list of them)")
+                continue
+            made = obj if _is_tool(obj) else self.built("task_tools", ref, obj)
             if made is None:
                 continue
             for tool in made if isinstance(made, (list, tuple)) else [made]:

@@ -1,7 +1,8 @@
 """The tool protocol and the one place tool calls are executed.
 
 A tool is anything with a ``name``, a ``description`` (what the model reads), a JSON-schema
-``parameters`` object and ``__call__(**kwargs) -> str``. :func:`execute_tool_call` runs a parsed
+``parameters`` object and ``__call__(**kwargs) -> str`` (or an awaitable of it: the public task
+API, :mod:`mtgrpo.task`, documents the contract). :func:`execute_tool_call` runs a parsed
 call and never raises: every failure (a parse error, an unknown tool, bad arguments, an exception
 inside the tool, an empty result) comes back as ``"Error: ..."`` text with ``ok=False``, so one
 bad call can never end a rollout.
