@@ -106,6 +106,10 @@ def test_reward_decorator_parser_argument_and_bad_values():
         RewardFunction("text", lambda e: "high")(episode())
     with pytest.raises(ValueError, match="level must be turn or outcome"):
         RewardFunction("x", lambda e: 0.0, "episode")
+    with pytest.raises(ValueError, match=r"reward name 'Bad-Name' must match"):
+        RewardFunction("Bad-Name", lambda e: 0.0)
+    with pytest.raises(ValueError, match="taken by the metric reward_turn"):
+        RewardFunction("turn", lambda e: 0.0)
     with pytest.raises(ValueError, match="repeated: x"):
         Rubric((RewardFunction("x", lambda e: 0.0), RewardFunction("x", lambda e: 1.0)))
 

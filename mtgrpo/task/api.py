@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (Any, Awaitable, Callable, Literal, Mapping, Protocol, Sequence,
@@ -42,6 +43,8 @@ from mtgrpo.trainer.types import Episode, ParsedTurn, QARecord, RewardBreakdown,
 Record = QARecord  # id, question, aliases (accepted answers; may be empty), info (anything else)
 Level = Literal["turn", "outcome"]
 LEVELS = ("turn", "outcome")
+_REWARD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # the metric line's names (contract/metrics.py)
+_RESERVED = ("turn", "outcome", "std")  # reward_turn, reward_outcome, reward_std are taken
 
 __all__ = ["Episode", "FunctionTool", "Level", "Parser", "ParsedTurn", "Record", "RecordLoader",
            "RewardBreakdown", "RewardFunction", "Rubric", "TaskContext", "Tool", "ToolCall",
@@ -123,8 +126,12 @@ class RewardFunction:
     wants_parser: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise ValueError("a reward function needs a non-empty name")
+        if not isinstance(self.name, str) or not _REWARD_NAME.match(self.name):
+            raise ValueError(f"reward name {self.name!r} must match {_REWARD_NAME.pattern} "
+                             "(it is logged as reward_<name>)")
+        if self.name in _RESERVED:
+            raise ValueError(f"reward name {self.name!r} is taken by the metric "
+                             f"reward_{self.name}")
         if self.level not in LEVELS:
             raise ValueError(f"reward {self.name}: level must be turn or outcome, "
                              f"got {self.level!r}")

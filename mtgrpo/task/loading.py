@@ -156,7 +156,11 @@ class _Loader:
                     self.fail("task_rewards", ref, f"is a {type(obj).__name__}, not a reward",
                               "a RewardFunction (@reward) or a function episode -> float")
                     continue
-                obj = reward(obj)  # a plain function: an outcome reward of weight 1
+                try:
+                    obj = reward(obj)  # a plain function: an outcome reward of weight 1
+                except ValueError as err:
+                    self.fail("task_rewards", ref, str(err))
+                    continue
             rewards.append(obj if ref.weight is None else obj.with_weight(ref.weight))
         try:
             return Rubric(tuple(rewards))
