@@ -468,9 +468,9 @@ def test_plan_command_table_and_json(capsys):
     assert main(["plan", "--root", str(REPO)]) == 0
     out = capsys.readouterr().out
     for name in ("qwen2-5-1-5b-g5", "qwen2-5-1-5b-tune", "qwen3-1-7b-2node",
-                 "qwen3-1-7b-p4d-spot"):
+                 "qwen3-1-7b-p4d-spot", "qwen2-5-1-5b-arithmetic"):
         assert f"{name}  (recipes/{name}.yaml)" in out
-    assert out.count("verdict         fits") == 4
+    assert out.count("verdict         fits") == 5  # every shipped SageMaker recipe
     assert main(["plan", "--root", str(REPO), "--output", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     by_name = {d["recipe"]: d for d in data}

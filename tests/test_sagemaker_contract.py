@@ -105,7 +105,7 @@ def test_missing_required_channel_is_named(tmp_path):
     (line,) = err.value.lines()
     assert "input/data/corpus: required channel 'corpus' is missing or empty (present: train)" \
         in line
-    assert "(allowed: channels train, corpus required; eval, model optional)" in line
+    assert "(allowed: channels train, corpus required; eval, model, code optional)" in line
 
 
 def test_ambiguous_records_and_explicit_train_file(layout):

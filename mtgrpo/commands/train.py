@@ -3,7 +3,8 @@
 CONFIG is a YAML file with a ``trainer:`` section, the same shape as a recipe's (other
 top-level sections, such as ``job:``, are ignored here). Relative paths in it
 (``model_name_or_path`` when it names a local directory, ``train_file``, ``eval_file``,
-``corpus_dir``) are resolved against the config file's directory. Outputs under DIR:
+``corpus_dir``) are resolved against the config file's directory; ``task_*`` plug-in paths
+import from the current directory (docs/tasks.md). Outputs under DIR:
 ``metrics.jsonl``, ``eval_summary.json``, ``model/`` (the final model) and ``checkpoints/``.
 
 With ``generation_backend: vllm`` and no server answering at ``vllm_server_url``, the command
@@ -17,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -70,7 +72,9 @@ def load_config(path: Path):
     if not config.train_file:
         raise UserError(Problem(source, "trainer.train_file", "required for a local run",
                                 "a .jsonl or .parquet file of question/aliases records"))
-    if not config.corpus_dir:
+    from mtgrpo.contract.task_spec import uses_corpus
+
+    if not config.corpus_dir and uses_corpus(config.task_tools):
         raise UserError(Problem(source, "trainer.corpus_dir", "required for a local run",
                                 "a directory holding passages.jsonl"))
     for key in PATH_KEYS:
@@ -87,7 +91,8 @@ def run_paths(config, output: Path):
     out = output.resolve()
     return RunPaths(model=config.model_name_or_path, train_file=Path(config.train_file),
                     eval_file=Path(config.eval_file) if config.eval_file else None,
-                    corpus_dir=Path(config.corpus_dir), output_dir=out,
+                    corpus_dir=Path(config.corpus_dir) if config.corpus_dir else None,
+                    output_dir=out,
                     model_dir=out / "model", checkpoint_dir=out / "checkpoints")
 
 
@@ -138,8 +143,14 @@ def run(args: argparse.Namespace) -> int:
     require("trainer", "train")
     from mtgrpo.trainer.train import check_batch_shape
 
+    # Task plug-ins (docs/tasks.md) import from the current directory, as under `python -m`.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     # Before any heavy import: a bad batch shape is a config mistake, reported at once.
     check_batch_shape(config, int(os.environ.get("WORLD_SIZE", "1")), source=str(args.config))
+    from mtgrpo.task.loading import check_task
+
+    check_task(config, source=str(args.config))  # a missing plug-in fails before vLLM starts
     paths = run_paths(config, args.output)
     paths.output_dir.mkdir(parents=True, exist_ok=True)
     server = _local_server(config, paths.output_dir, not args.no_start_server)
@@ -152,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         from mtgrpo.trainer.train import run as train
 
         try:
-            summary = train(config, paths, resume=not args.no_resume)
+            summary = train(config, paths, resume=not args.no_resume, source=str(args.config))
         except SamplerError as err:  # the server died or stopped answering: say so, one line
             raise UserError(Problem(str(args.config), "trainer.vllm_server_url",
                                     f"training stopped: {err}")) from None

@@ -67,6 +67,8 @@ class TrainerConfig:
         master_weights, liger_kernels.
     Parameters that control LoRA (peft adapters instead of full fine-tuning):
         lora_r, lora_alpha, lora_dropout, lora_target_modules.
+    Parameters that control the task's plug-ins (docs/tasks.md):
+        task_tools, task_rewards, task_parser, task_records.
     """
 
     # -- model and data -------------------------------------------------------------------------
@@ -203,9 +205,24 @@ class TrainerConfig:
         "all-linear", "Modules that get adapters: comma-separated module names (e.g. "
                       "q_proj,k_proj,v_proj,o_proj) or all-linear (every linear layer but the "
                       "LM head).")
+    # -- task plug-ins (docs/tasks.md; shapes checked by mtgrpo.contract.task_spec) -------------
+    task_tools: str = _f(
+        "wiki_search", "Tools the agent may call, comma-separated: built-in names (wiki_search) "
+                       "or package.module:object paths. Empty: no tools.")
+    task_rewards: str = _f(
+        "", "Reward functions, comma-separated NAME or NAME=WEIGHT: built-in names "
+            "(tool_execution, answer_in_result, answer_contains, exact_match, format, xml_count, "
+            "f1; weight default: its reward_* key), triviaqa (all seven), or "
+            "package.module:object paths (weight default: the object's). Empty: triviaqa.")
+    task_parser: str = _f(
+        "", "Tool-call parser: empty (tool_format's), xml, qwen, or a package.module:object path.")
+    task_records: str = _f(
+        "triviaqa", "Record loader of train/eval files: triviaqa (question + aliases, JSONL or "
+                    "parquet) or a package.module:object path.")
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]
+        problems += _task_problems(self)
         problems += _cross_field_problems(self, "", "")
         if problems:
             raise UserError(problems)
@@ -444,3 +461,10 @@ def _lora_problems(cfg: TrainerConfig, source: str, key) -> list[Problem]:
                                 f"{cfg.lora_r}) is not supported",
                                 "deepspeed_stage: 0 with lora_r > 0 (or lora_r: 0)"))
     return problems
+
+
+def _task_problems(cfg: TrainerConfig) -> list[Problem]:
+    """The ``task_*`` keys' shapes: known built-in names or well-formed paths, valid weights."""
+    from mtgrpo.contract.task_spec import KINDS, task_problems
+
+    return task_problems({k: getattr(cfg, k) for k in KINDS})

@@ -344,6 +344,8 @@ def _inputs(c: Checker, v: Any, path: str, spec: Key) -> Any:
     out = {}
     for channel, item in v.items():
         sub = f"{path}.{channel}"
+        if item is None:
+            continue  # `channel: null` unsets a base file's channel (docs/recipes.md)
         if isinstance(item, str):
             item = {"s3_data": item}
         out[str(channel)] = c.section(item, INPUT, sub, "channel options")

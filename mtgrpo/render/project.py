@@ -12,7 +12,7 @@ from pathlib import Path
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.gitops.files import write_tree
 from mtgrpo.gitops.kustomization import KUSTOMIZATION, MANIFESTS, kustomization_text
-from mtgrpo.recipes import Recipe, discover_recipes, read_recipe
+from mtgrpo.recipes import Recipe, discover_recipes, read_recipe, relocate
 from mtgrpo.render.build import Resource, build_resources
 from mtgrpo.render.keymap import to_recipe_keys
 from mtgrpo.render.settings import SETTINGS_FILE, Settings, load_settings
@@ -87,6 +87,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         if recipe.job or recipe.trainer is not None:  # read and merged: the rules can run
             found += check_recipe(recipe)
             found += _render_rules(recipe, settings)
+            found += relocate(_task_paths(recipe, root), recipe)
             if recipe.backend == "kubeflow" and recipe.complete:  # issue 17: its own rules
                 from mtgrpo.validate.kubeflow import check_kubeflow_recipe
                 found += check_kubeflow_recipe(recipe)
@@ -153,6 +154,16 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
     if write:
         result.written, result.removed = write_tree(root, files)
     return result
+
+
+def _task_paths(recipe: Recipe, root: Path) -> list[Problem]:
+    """The ``task_*`` plug-in paths whose package is in this repository must exist there."""
+    from mtgrpo.contract.task_paths import check_task_paths
+
+    trainer = recipe.data.get("trainer")
+    if not isinstance(trainer, dict):
+        return []
+    return check_task_paths(trainer, root, recipe.source)
 
 
 def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from mtgrpo.contract.channels import CHANNELS, CORPUS, EVAL, MODEL, REQUIRED_CHANNELS, TRAIN
 from mtgrpo.contract.config import TrainerConfig
+from mtgrpo.contract.task_spec import uses_corpus
 from mtgrpo.errors import Problem, UserError, did_you_mean
 from mtgrpo.trainer.paths import RunPaths
 
@@ -288,8 +289,9 @@ def resolve_paths(config: TrainerConfig, layout: OptML) -> RunPaths:
     else:
         corpus = None
     present = sorted(p.name for p in layout.data_dir.iterdir()) if layout.data_dir.is_dir() else []
+    needs_corpus = uses_corpus(config.task_tools)  # only a task with a search tool reads one
     for name, value in ((TRAIN, train), (CORPUS, corpus)):
-        if value is None:
+        if value is None and (name != CORPUS or needs_corpus):
             problems.append(Problem(str(layout.channel_dir(name)),
                                     "", f"required channel '{name}' is missing or empty "
                                     f"(present: {', '.join(present) or 'none'})",

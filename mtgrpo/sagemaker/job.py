@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 
 from mtgrpo.sagemaker.checkpoints import prepare_resume
+from mtgrpo.sagemaker.code import activate_code
 from mtgrpo.sagemaker.contract import (OptML, read_hyperparameters, read_resource_config,
                                        resolve_paths)
 from mtgrpo.sagemaker.failure import JobFailed, clear_failure, report
 from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
                                        resolve_hosts, run_plan, visible_devices)
+from mtgrpo.task.loading import check_task
 from mtgrpo.trainer.train import check_batch_shape
 
 METRICS_FILE = "metrics.jsonl"
@@ -28,6 +30,12 @@ def run_job(layout: OptML | None = None) -> int:
         config = read_hyperparameters(layout)
         resources = read_resource_config(layout)
         paths = resolve_paths(config, layout)
+        # The task's plug-ins: their code first on the path, then every path imported, so a
+        # missing or broken plug-in fails in seconds, before vLLM's start-up (docs/tasks.md).
+        code = activate_code(layout)
+        if code is not None:
+            print(f"mtgrpo: task code from {code}", flush=True)
+        check_task(config, source=str(layout.hyperparameters_file))
         master_addr = None
         if resources.num_hosts > 1:
             master_addr = resolve_hosts(resources.hosts)[resources.master_host]

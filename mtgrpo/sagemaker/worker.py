@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mtgrpo.sagemaker.checkpoints import STOPPED_FILE_ENV, StopRequest, TrainingInterrupted
+from mtgrpo.sagemaker.code import activate_code
 from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
 from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, report
 from mtgrpo.sagemaker.job import METRICS_FILE
@@ -33,11 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.vllm_server_url:
             config = config.replace(vllm_server_url=args.vllm_server_url)
         paths = resolve_paths(config, layout)
+        activate_code(layout)  # the launcher unpacked it; the plug-ins load inside run()
         from mtgrpo.sagemaker.callback import CheckpointCallback
         from mtgrpo.trainer.train import run
 
         callback = CheckpointCallback(stop, metrics_file=paths.output_dir / METRICS_FILE)
-        summary = run(config, paths, callbacks=[callback], resume=True)
+        summary = run(config, paths, callbacks=[callback], resume=True,
+                      source=str(layout.hyperparameters_file))
         print(f"mtgrpo: training finished at step {summary.get('global_step')}", flush=True)
         return 0
     except TrainingInterrupted as stopped:

@@ -2,8 +2,8 @@
 
 ``ToolEnvironment.rollout`` plays every episode of a batch in lock-step: each turn sends all
 still-active episodes to the sampler in ONE ``generate`` call (so the server batches them),
-parses each turn, runs this turn's tool calls concurrently in a thread pool, and appends the
-environment's tokens. Token ids are never re-tokenized: an episode's next prompt is its prompt
+parses each turn, runs this turn's tool calls concurrently (``async`` tools awaited together on
+the loop, plain ones in a thread pool), and appends the environment's tokens. Token ids are never re-tokenized: an episode's next prompt is its prompt
 ids followed by every earlier turn's ids, exactly as sampled or appended.
 
 The environment tokens after an assistant turn (close the assistant message, the tool-result
@@ -258,7 +258,36 @@ class ToolEnvironment:
 
         return execute_tool_call(self.tools, parsed)
 
+    def _is_async_call(self, parsed: ParsedTurn) -> bool:
+        from mtgrpo.task.api import is_async_tool
+
+        call = parsed.tool_call
+        tool = self.tools.get(call.name) if call is not None and parsed.tool_error is None \
+            else None
+        return tool is not None and is_async_tool(tool)
+
     async def _call_tools(self, loop, calls: Sequence[ParsedTurn]) -> list[tuple[str, bool]]:
+        """Every call of a turn: ``async`` tools awaited together on the loop, the others in
+        threads (:meth:`_call_sync_tools`); results in call order."""
+        if not calls or not any(self._is_async_call(c) for c in calls):
+            return await self._call_sync_tools(loop, calls)
+        from mtgrpo.trainer.tools.base import execute_tool_call_async
+
+        awaited = [i for i, c in enumerate(calls) if self._is_async_call(c)]
+        threaded = [i for i in range(len(calls)) if i not in set(awaited)]
+        # Scheduled first, so they run while the loop waits for the threaded calls.
+        pending = asyncio.gather(*(execute_tool_call_async(self.tools, calls[i])
+                                   for i in awaited))
+        threaded_results = await self._call_sync_tools(loop, [calls[i] for i in threaded])
+        results: list[tuple[str, bool]] = [("", False)] * len(calls)
+        for i, r in zip(awaited, await pending):
+            results[i] = r
+        for i, r in zip(threaded, threaded_results):
+            results[i] = r
+        return results
+
+    async def _call_sync_tools(self, loop,
+                               calls: Sequence[ParsedTurn]) -> list[tuple[str, bool]]:
         """Every call of a turn, up to ``tool_workers`` at a time, taken from one shared queue by
         the event-loop thread itself and up to ``tool_workers - 1`` helper threads.
 

@@ -119,31 +119,75 @@ class RewardWeights:
         return cls(**{f.name: float(getattr(cfg, f"reward_{f.name}")) for f in fields(cls)})
 
 
-def score_episode(episode: Episode, parser: "Parser", weights: RewardWeights) -> RewardBreakdown:
-    """The turn and outcome rewards of one episode, with every unweighted component."""
-    aliases = episode.record.aliases
+def tool_execution(episode: Episode) -> float:
+    """Turn reward: the share of the episode's tool calls that executed without error."""
     calls = episode.tool_calls
-    tool_execution = episode.tool_successes / calls if calls else 0.0
+    return float(episode.tool_successes / calls) if calls else 0.0
+
+
+def answer_in_result(episode: Episode, parser: "Parser") -> float:
+    """Turn reward: a gold alias appears in the result of a call that worked."""
     # Only results of calls that worked count: an error text may quote the model's own
     # arguments, and a guess repeated back must not earn the reward.
     results = [parser.extract_tool_result(t.text) for t in episode.turns
                if t.role == "tool" and t.tool_ok]
-    answer_in_result = any(answer_contains(r, aliases) for r in results)
-    answer = parser.final_answer(episode)
-    components = {
-        "tool_execution": float(tool_execution),
-        "answer_in_result": float(answer_in_result),
-        "answer_contains": float(answer_contains(answer, aliases)),
-        "exact_match": float(exact_match(answer, aliases)),
-        "format": float(parser.format_reward(episode)),
-        "xml_count": float(parser.xml_count_reward(episode)),
-        "f1": float(token_f1(answer, aliases)),
-    }
-    turn = (weights.tool_execution * components["tool_execution"]
-            + weights.answer_in_result * components["answer_in_result"])
-    outcome = (weights.answer_contains * components["answer_contains"]
-               + weights.exact_match * components["exact_match"]
-               + weights.format * components["format"]
-               + weights.xml_count * components["xml_count"]
-               + weights.f1 * components["f1"])
-    return RewardBreakdown(turn=turn, outcome=outcome, components=components)
+    return float(any(answer_contains(r, episode.record.aliases) for r in results))
+
+
+def answer_contains_reward(episode: Episode, parser: "Parser") -> float:
+    """Outcome reward: the final answer contains a gold alias as whole words."""
+    return float(answer_contains(parser.final_answer(episode), episode.record.aliases))
+
+
+def exact_match_reward(episode: Episode, parser: "Parser") -> float:
+    """Outcome reward: the normalised final answer equals a normalised alias."""
+    return float(exact_match(parser.final_answer(episode), episode.record.aliases))
+
+
+def format_reward(episode: Episode, parser: "Parser") -> float:
+    """Outcome reward: the parser's own format score (the tag parsers' ``format_reward``)."""
+    return float(parser.format_reward(episode))
+
+
+def xml_count_reward(episode: Episode, parser: "Parser") -> float:
+    """Outcome reward: the parser's tag-count score (the tag parsers' ``xml_count_reward``)."""
+    return float(parser.xml_count_reward(episode))
+
+
+def f1_reward(episode: Episode, parser: "Parser") -> float:
+    """Outcome reward: token F1 of the final answer against the best alias."""
+    return float(token_f1(parser.final_answer(episode), episode.record.aliases))
+
+
+# The built-in reward functions: name -> (level, function), in COMPONENTS order.
+BUILTIN_REWARDS = {
+    "tool_execution": ("turn", tool_execution),
+    "answer_in_result": ("turn", answer_in_result),
+    "answer_contains": ("outcome", answer_contains_reward),
+    "exact_match": ("outcome", exact_match_reward),
+    "format": ("outcome", format_reward),
+    "xml_count": ("outcome", xml_count_reward),
+    "f1": ("outcome", f1_reward),
+}
+# Components that call parser methods beyond the Parser protocol (the tag parsers have them).
+PARSER_METHODS = {"format": "format_reward", "xml_count": "xml_count_reward"}
+
+
+def builtin_reward(name: str, weight: float):
+    """The built-in reward ``name`` as a :class:`mtgrpo.task.api.RewardFunction`."""
+    from mtgrpo.task.api import RewardFunction
+
+    level, fn = BUILTIN_REWARDS[name]
+    return RewardFunction(name, fn, level, float(weight))
+
+
+def builtin_rubric(weights: RewardWeights):
+    """The paper's seven rewards with ``weights``: the built-in TriviaQA task's rubric."""
+    from mtgrpo.task.api import Rubric
+
+    return Rubric(tuple(builtin_reward(name, getattr(weights, name)) for name in COMPONENTS))
+
+
+def score_episode(episode: Episode, parser: "Parser", weights: RewardWeights) -> RewardBreakdown:
+    """The turn and outcome rewards of one episode, with every unweighted component."""
+    return builtin_rubric(weights).score(episode, parser)

@@ -1,7 +1,7 @@
 """The training entry point shared by ``mtgrpo train`` and the SageMaker container: ``run``.
 
-``run(config, paths)`` builds the tokenizer and model, the data, the search tool, the
-environment, the sampler and the weight sync; maps the TrainerConfig onto TRL's GRPOConfig;
+``run(config, paths)`` builds the tokenizer and model, the task's plug-ins (tools, parser,
+rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight sync; maps the TrainerConfig onto TRL's GRPOConfig;
 trains with MTGRPOTrainer (resuming from the newest complete checkpoint); saves the final model
 with its tokenizer to ``paths.model_dir``; scores the held-out split once more and writes
 ``eval_summary.json`` to ``paths.output_dir``; returns a summary dict.
@@ -156,12 +156,15 @@ def learner_settings(model, trainer) -> str:
     return f"liger kernels: {liger}; master weights: {weights.name} ({weights.how})"
 
 
-def _records(config: TrainerConfig, paths: RunPaths):
-    from mtgrpo.trainer.data import load_records, split_eval
+def _records(config: TrainerConfig, paths: RunPaths, load_records=None):
+    """Train and eval records, read by the task's record loader (default: TriviaQA's)."""
+    from mtgrpo.trainer.data import split_eval
 
-    train = load_records(paths.train_file)
+    if load_records is None:
+        from mtgrpo.trainer.data import load_records
+    train = _loaded(load_records, paths.train_file)
     if paths.eval_file is not None:
-        evals = load_records(paths.eval_file)
+        evals = _loaded(load_records, paths.eval_file)
     elif config.eval_fraction > 0:
         train, evals = split_eval(train, config.eval_fraction, config.seed)
     else:
@@ -174,22 +177,39 @@ def _records(config: TrainerConfig, paths: RunPaths):
     return list(train), list(evals)[: config.max_eval_samples]
 
 
-def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *,
-                     sampler=None, parser=None, scorer=None) -> dict[str, Any]:
-    """Tools, parser, environment, sampler, scorer and weight sync for one run."""
-    from mtgrpo.trainer.environment import ToolEnvironment
-    from mtgrpo.trainer.parsers import get_parser
-    from mtgrpo.trainer.rewards import RewardWeights, score_episode
-    from mtgrpo.trainer.tools.wiki_search import WikiSearch, tokenizer_budget
+def _loaded(load_records, path) -> list:
+    """A record loader's records, checked: a plug-in's mistake is one line naming the file."""
+    from mtgrpo.trainer.types import QARecord
 
-    count_tokens, truncate = tokenizer_budget(tokenizer)
-    search = WikiSearch(paths.corpus_dir, top_k=config.search_top_k,
-                        max_tokens=config.search_max_tokens, count_tokens=count_tokens,
-                        truncate=truncate)
-    parser = parser or get_parser(config.tool_format)
-    weights = RewardWeights.from_config(config)
-    environment = ToolEnvironment.from_config(config, tokenizer, {search.name: search},
-                                              parser=parser)
+    try:
+        records = list(load_records(Path(path)))
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a loader plug-in's failure, reported as one line
+        raise UserError(Problem(str(path), "", f"the record loader failed "
+                                f"({type(err).__name__}: {err})", "see task_records")) from None
+    bad = next((r for r in records if not isinstance(r, QARecord)), None)
+    if bad is not None:
+        raise UserError(Problem(str(path), "", f"the record loader gave a "
+                                f"{type(bad).__name__}, not a Record", "mtgrpo.task.Record "
+                                "objects (task_records)"))
+    return records
+
+
+def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *,
+                     sampler=None, parser=None, scorer=None, task=None) -> dict[str, Any]:
+    """Tools, parser, environment, sampler, scorer and weight sync for one run.
+
+    ``task``: the loaded plug-ins (:func:`mtgrpo.task.loading.load_task`); default: loaded
+    from the config's ``task_*`` keys, with ``parser`` (when given) as the task's parser.
+    """
+    from mtgrpo.task.loading import load_task
+    from mtgrpo.trainer.environment import ToolEnvironment
+
+    if task is None:
+        task = load_task(config, paths, tokenizer, parser=parser)
+    parser = task.parser
+    environment = ToolEnvironment.from_config(config, tokenizer, task.tools, parser=parser)
     weight_sync = None
     if sampler is None:
         if config.generation_backend in ("vllm", "vllm_shared"):
@@ -207,20 +227,18 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
             sampler = TransformersSampler(model, tokenizer, logprobs=False)
 
-    def paper_rewards(episode):
-        return score_episode(episode, parser, weights)
-
     def rollout(records):
         return environment.rollout_sync(records, 1, sampler)
 
     return {"environment": environment, "sampler": sampler, "parser": parser,
-            "scorer": scorer or paper_rewards, "rollout": rollout, "weight_sync": weight_sync,
-            "search": search}
+            "scorer": scorer or task.score, "rollout": rollout, "weight_sync": weight_sync,
+            "task": task}
 
 
 def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = (),
         resume: bool = True, sampler=None, parser=None, scorer=None,
-        on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        on_trainer: Callable[[Any], None] | None = None,
+        source: str = "") -> dict[str, Any]:
     """Train, save the final model to ``paths.model_dir`` and return a summary.
 
     callbacks: extra ``transformers.TrainerCallback``s, run after the built-in ones (weight
@@ -228,9 +246,10 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         training starts, e.g. to call ``trainer.request_save_and_stop()`` on SIGTERM.
     resume: continue from the newest complete checkpoint in ``paths.checkpoint_dir``.
     sampler: a ready sampler (tests, benchmarks); default: from ``generation_backend``.
-    parser / scorer: a custom task's tool-call parser and ``episode -> RewardBreakdown``;
-        default: ``tool_format``'s parser and the paper's rewards with the config's weights.
+    parser / scorer: a tool-call parser and an ``episode -> RewardBreakdown`` that replace the
+        task's (tests); default: the plug-ins the config's ``task_*`` keys name (docs/tasks.md).
     on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
+    source: the file the config came from, named in plug-in loading errors.
     """
     import torch
     from accelerate import PartialState
@@ -254,9 +273,16 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
 
     tokenizer, model = _load_model(config, paths.model)
     model = apply_lora(model, config)  # a peft model when lora_r > 0, else unchanged
-    train_records, eval_records = _records(config, paths)
-    parts = build_components(config, paths, tokenizer, model, sampler=sampler, parser=parser,
-                             scorer=scorer)
+    from mtgrpo.task.loading import load_task
+
+    task = load_task(config, paths, tokenizer, parser=parser, source=source)
+    try:
+        train_records, eval_records = _records(config, paths, task.load_records)
+    except BaseException:
+        task.close()
+        raise
+    parts = build_components(config, paths, tokenizer, model, sampler=sampler, scorer=scorer,
+                             task=task)
     try:
         trainer = MTGRPOTrainer(
             model, grpo_args(config, paths, world_size=world_size, evaluate=bool(eval_records)),
@@ -285,7 +311,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         final_eval = trainer.score_records(eval_records) if eval_records and not stopped else {}
     finally:
         for part in (parts["environment"], parts["sampler"], parts["weight_sync"],
-                     parts["search"]):
+                     parts["task"]):
             if hasattr(part, "close"):
                 part.close()
     summary = {

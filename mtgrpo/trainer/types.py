@@ -8,16 +8,21 @@ the environment appended (tool turns). Nothing downstream re-tokenizes text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 
 @dataclass(frozen=True)
 class QARecord:
-    """One TriviaQA-style question with every accepted answer alias."""
+    """One question with every accepted answer alias (a task's ``Record``).
+
+    ``info`` holds whatever else a task's record loader keeps for its tools and rewards (an
+    expected number, a database name); it takes no part in equality or hashing.
+    """
 
     id: str
     question: str
     aliases: tuple[str, ...]
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ import re
 from typing import Any, Mapping
 
 from mtgrpo.contract import REQUIRED_CHANNELS, metric_definitions
-from mtgrpo.contract.channels import CHANNEL_NAME_PATTERN
+from mtgrpo.contract.channels import CHANNEL_NAME_PATTERN, CORPUS
 from mtgrpo.contract.config import (TrainerConfig, field_specs, field_type, format_value,
                                     parse_value)
+from mtgrpo.contract.task_spec import uses_corpus
 from mtgrpo.errors import Problem, UserError, did_you_mean
 from mtgrpo.recipes import schema
 from mtgrpo.recipes.loader import Recipe, recipe_from_data, relocate
@@ -63,7 +64,7 @@ def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = Non
     problems += _locations(job, source)
     problems += check_region(job.get("region"), source, "job.region")
     written = _mapping(_mapping(recipe.data.get("job")).get("inputs"))
-    problems += _channels(job, source, written)
+    problems += _channels(job, source, written, config)
     # issue 17: Katib trials do see the environment (only the ACK controller drops it).
     sagemaker = recipe.backend != "kubeflow"
     problems += _environment(job, tuning if sagemaker else None, source)
@@ -167,9 +168,11 @@ def _locations(job: Mapping[str, Any], source: str) -> list[Problem]:
 
 
 def _channels(job: Mapping[str, Any], source: str,
-              written: Mapping[str, Any] | None = None) -> list[Problem]:
+              written: Mapping[str, Any] | None = None,
+              config: TrainerConfig | None = None) -> list[Problem]:
     """``written``: the inputs as the recipe spells them, so a channel given as a bare URI is
-    named by its channel key (the typed model holds every channel as options)."""
+    named by its channel key (the typed model holds every channel as options). ``config``: a
+    task without a search tool (docs/tasks.md) reads no corpus."""
     inputs = job.get("inputs")
     if not isinstance(inputs, Mapping):
         return []  # the loader reports a missing or mistyped `inputs`
@@ -177,8 +180,10 @@ def _channels(job: Mapping[str, Any], source: str,
     if not 1 <= len(inputs) <= MAX_CHANNELS:
         problems.append(Problem(source, "job.inputs", f"{len(inputs)} channels",
                                 f"1 to {MAX_CHANNELS} channels"))
+    # A task without a search tool (docs/tasks.md) reads no corpus.
+    optional = () if config is None or uses_corpus(config.task_tools) else (CORPUS,)
     for name in REQUIRED_CHANNELS:
-        if name not in inputs:
+        if name not in inputs and name not in optional:
             problems.append(Problem(source, f"job.inputs.{name}", "required channel is missing",
                                     "channels " + ", ".join(REQUIRED_CHANNELS)
                                     + " are required"))

@@ -1,7 +1,8 @@
 """The tool protocol and the one place tool calls are executed.
 
 A tool is anything with a ``name``, a ``description`` (what the model reads), a JSON-schema
-``parameters`` object and ``__call__(**kwargs) -> str``. :func:`execute_tool_call` runs a parsed
+``parameters`` object and ``__call__(**kwargs) -> str`` (or an awaitable of it: the public task
+API, :mod:`mtgrpo.task`, documents the contract). :func:`execute_tool_call` runs a parsed
 call and never raises: every failure (a parse error, an unknown tool, bad arguments, an exception
 inside the tool, an empty result) comes back as ``"Error: ..."`` text with ``ok=False``, so one
 bad call can never end a rollout.
@@ -9,6 +10,8 @@ bad call can never end a rollout.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import jsonschema
@@ -22,7 +25,10 @@ MAX_ERROR_CHARS = 300
 
 @runtime_checkable
 class Tool(Protocol):
-    """A callable tool the model can use. ``parameters`` is a JSON schema of type object."""
+    """A callable tool the model can use. ``parameters`` is a JSON schema of type object.
+
+    ``__call__`` returns the result text, or an awaitable of it (an ``async`` tool).
+    """
 
     name: str
     description: str
@@ -57,29 +63,71 @@ def check_arguments(tool: Tool, args: Mapping[str, Any]) -> str | None:
     return f"argument '{where}': {first.message}" if where else first.message
 
 
+def _checked_call(tools: Mapping[str, Tool], parsed: ParsedTurn) -> tuple[Tool | None, str]:
+    """The tool to run for a parsed turn, or None and the error text of why not."""
+    if parsed.tool_error is not None:
+        return None, error_text(parsed.tool_error)
+    call = parsed.tool_call
+    if call is None:
+        return None, error_text("no tool call found in the turn")
+    tool = tools.get(call.name)
+    if tool is None:
+        available = ", ".join(sorted(tools)) or "none"
+        return None, error_text(f"unknown tool '{call.name}' (available: {available})")
+    if not isinstance(call.args, Mapping):
+        return None, error_text(f"arguments of {call.name} must be a JSON object")
+    problem = check_arguments(tool, call.args)
+    if problem is not None:
+        return None, error_text(f"invalid arguments for {call.name}: {problem}")
+    return tool, ""
+
+
+def _result(name: str, result: Any) -> tuple[str, bool]:
+    if not isinstance(result, str):
+        result = str(result)
+    if not result.strip():
+        return error_text(f"{name} returned empty output"), False
+    return result, True
+
+
+def _failure(parsed: ParsedTurn, exc: BaseException) -> tuple[str, bool]:
+    name = parsed.tool_call.name if parsed.tool_call is not None else "tool"
+    return error_text(f"{name} failed: {type(exc).__name__}: {exc}"), False
+
+
 def execute_tool_call(tools: Mapping[str, Tool], parsed: ParsedTurn) -> tuple[str, bool]:
-    """Run the tool call of one parsed turn. Returns ``(result_text, ok)``; never raises."""
+    """Run the tool call of one parsed turn. Returns ``(result_text, ok)``; never raises.
+
+    A tool that returns an awaitable (an ``async`` tool called from a thread) is run to its end
+    on a private event loop; the environment awaits async tools on its own loop instead
+    (:func:`execute_tool_call_async`).
+    """
     try:
-        if parsed.tool_error is not None:
-            return error_text(parsed.tool_error), False
-        call = parsed.tool_call
-        if call is None:
-            return error_text("no tool call found in the turn"), False
-        tool = tools.get(call.name)
+        tool, error = _checked_call(tools, parsed)
         if tool is None:
-            available = ", ".join(sorted(tools)) or "none"
-            return error_text(f"unknown tool '{call.name}' (available: {available})"), False
-        if not isinstance(call.args, Mapping):
-            return error_text(f"arguments of {call.name} must be a JSON object"), False
-        problem = check_arguments(tool, call.args)
-        if problem is not None:
-            return error_text(f"invalid arguments for {call.name}: {problem}"), False
-        result = tool(**call.args)
-        if not isinstance(result, str):
-            result = str(result)
-        if not result.strip():
-            return error_text(f"{call.name} returned empty output"), False
-        return result, True
+            return error, False
+        result = tool(**parsed.tool_call.args)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_awaited(result))
+        return _result(parsed.tool_call.name, result)
     except Exception as exc:  # noqa: BLE001 - a tool failure must become text, whatever it is
-        name = parsed.tool_call.name if parsed.tool_call is not None else "tool"
-        return error_text(f"{name} failed: {type(exc).__name__}: {exc}"), False
+        return _failure(parsed, exc)
+
+
+async def execute_tool_call_async(tools: Mapping[str, Tool],
+                                  parsed: ParsedTurn) -> tuple[str, bool]:
+    """:func:`execute_tool_call` for an ``async`` tool, awaited on the running loop."""
+    try:
+        tool, error = _checked_call(tools, parsed)
+        if tool is None:
+            return error, False
+        result = tool(**parsed.tool_call.args)
+        if inspect.isawaitable(result):
+            result = await result
+        return _result(parsed.tool_call.name, result)
+    except Exception as exc:  # noqa: BLE001 - a tool failure must become text, whatever it is
+        return _failure(parsed, exc)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,1 @@
+"""Example tasks written with the public task API (docs/tasks.md); shipped in the image."""
