@@ -34,6 +34,11 @@ _JOB_FIELDS = {
     "environment": "job.environment",
     "tags": "job.tags",
     "inputDataConfig": "job.inputs",
+    "outputDataConfig.compressionType": "job.disable_output_compression",
+    "infraCheckConfig": "job.enable_infra_check",
+    "remoteDebugConfig": "job.enable_remote_debug",
+    "tensorBoardOutputConfig": "job.tensorboard_output_path",
+    "algorithmSpecification.enableSageMakerMetricsTimeSeries": "job.enable_sagemaker_metrics",
     "hyperParameters": "trainer",
     "staticHyperParameters": "trainer",
 }
@@ -49,6 +54,17 @@ SPEC_TO_RECIPE: dict[str, str] = {
     "spec.hyperParameterTuningJobConfig.parameterRanges": "tuning.hyperparameter_ranges",
     "spec.hyperParameterTuningJobConfig.trainingJobEarlyStoppingType":
         "tuning.early_stopping_type",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria":
+        "tuning.completion_criteria",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria."
+    "targetObjectiveMetricValue": "tuning.completion_criteria.target_objective_metric_value",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria.bestObjectiveNotImproving":
+        "tuning.completion_criteria.max_number_of_training_jobs_not_improving",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria.convergenceDetected":
+        "tuning.completion_criteria.complete_on_convergence",
+    "spec.warmStartConfig": "tuning.warm_start",
+    "spec.warmStartConfig.parentHyperParameterTuningJobs": "tuning.warm_start.parents",
+    "spec.warmStartConfig.warmStartType": "tuning.warm_start.warm_start_type",
 }
 _INDEX = re.compile(r"\[[0-9]+\]")
 

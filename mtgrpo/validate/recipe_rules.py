@@ -57,6 +57,8 @@ def check_recipe(recipe_data: dict, *, source: str) -> list[Problem]:
     if tuning is not None:
         problems += _tuning(tuning, metric_names, config, source)
     problems += check_secrets(dict(data), source)
+    from mtgrpo.validate.job_features import check_job_features  # imports check_s3_uri here
+    problems += check_job_features(data, source)
     return problems
 
 
