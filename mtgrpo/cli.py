@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("logs", "print a job's CloudWatch logs, interleaved across hosts"),
     "artifacts": ("artifacts", "print (and optionally download) a job's model artifact"),
     "pipeline": ("pipeline", "compile a tune-then-train Kubeflow pipeline for a tuning recipe"),
+    "metrics": ("metrics", "print the last value of each of a job's metrics (CloudWatch)"),
+    "plot": ("plot", "draw training curves of runs or jobs into a PNG (needs mtgrpo[plot])"),
 }
 
 
