@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import shlex
 from pathlib import Path
 
@@ -165,3 +166,34 @@ def test_docs_metrics_lists_every_contract_metric():
     text = (REPO / "docs" / "metrics.md").read_text()
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \|$", text, re.M))
     assert {k: v for k, v in rows.items() if k in METRICS} == METRICS
+
+
+_OFFLINE = {"validate", "render", "diff", "pipeline"}
+
+
+def _offline_commands() -> list[str]:
+    """Concrete offline `mtgrpo` command lines in the docs' code blocks (no placeholders)."""
+    found = set()
+    for doc in DOCS:
+        for block in _FENCE.findall(doc.read_text()):
+            for command in _commands("```\n" + block + "```"):
+                tokens = _tokens(command)
+                if (len(tokens) > 1 and tokens[0] == "mtgrpo" and tokens[1] in _OFFLINE
+                        and not any(re.search(r"[<>\[\]()|]|\.\.\.|^[A-Z]+$", t)
+                                    for t in tokens)):
+                    found.add(" ".join(tokens))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("command", _offline_commands())
+def test_offline_doc_commands_run(command, tmp_path, monkeypatch):
+    """Each offline command the docs show runs as shown, in a copy of this repository."""
+    from mtgrpo.cli import main
+    from tests.renderkit import copy_project
+
+    root = copy_project(tmp_path / "repo")
+    shutil.copytree(REPO / "deploy", root / "deploy")
+    monkeypatch.chdir(root)
+    assert main(_tokens(command)[1:]) == 0, command
+    for target in ("deploy/pipelines/rbac.yaml",):  # written by a doc command: unchanged
+        assert (root / target).read_bytes() == (REPO / target).read_bytes()
