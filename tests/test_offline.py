@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from conftest import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
