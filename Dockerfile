@@ -16,6 +16,20 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
+# The job runs with network isolation (the recipes' default): weights, data and corpus come
+# from channels, rollouts go to vLLM on localhost. So nothing may try the network: no hub
+# downloads or lookups, no usage reports, no telemetry (each would time out or fail).
+ENV HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    HF_DATASETS_OFFLINE=1 \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    HF_HUB_DISABLE_IMPLICIT_TOKEN=1 \
+    VLLM_NO_USAGE_STATS=1 \
+    VLLM_DO_NOT_TRACK=1 \
+    DO_NOT_TRACK=1 \
+    WANDB_MODE=disabled \
+    WANDB_DISABLED=true
+
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev \
        build-essential git ca-certificates \

@@ -9,6 +9,7 @@ with the rest, and the sdist is pinned as given.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -66,7 +67,12 @@ def resolve(requirements: list[str], workdir: Path) -> dict[str, str]:
             for item in json.loads(report.read_text())["install"]}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # Parse first: `--help` (or any argument) prints usage and never rewrites the lock.
+    argparse.ArgumentParser(
+        prog="docker/update_lock.py",
+        description="Regenerate docker/requirements-gpu.lock from docker/requirements-gpu.in "
+                    "and pyproject.toml (needs PyPI).").parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         wheels, sdists = [], {}

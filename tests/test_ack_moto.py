@@ -187,6 +187,10 @@ job:
   enable_network_isolation: true
   encrypt_inter_container_traffic: true
   enable_sagemaker_metrics: true
+  enable_infra_check: true
+  enable_remote_debug: true
+  disable_output_compression: true
+  tensorboard_output_path: s3://amzn-s3-demo-bucket/mtgrpo/tensorboard
   disable_profiler: false
   debugger_hook_config:
     s3_output_path: s3://amzn-s3-demo-bucket/mtgrpo/debug
@@ -214,6 +218,8 @@ tuning:
   max_jobs: 4
   max_parallel_jobs: 2
   render_training_job: true
+  completion_criteria: {target_objective_metric_value: 0.9}
+  warm_start: {warm_start_type: IdenticalDataAndAlgorithm, parents: [kitchen-sink-earlier]}
   hyperparameter_ranges:
     temperature: {type: continuous, min_value: 0.5, max_value: 1.0, scaling_type: Linear}
     num_generations: {type: integer, min_value: 4, max_value: 16}

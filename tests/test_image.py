@@ -65,6 +65,29 @@ def test_entrypoint_is_the_sagemaker_module():
     assert out.returncode == 2 and "python -m mtgrpo.sagemaker train" in out.stderr
 
 
+def test_image_environment_runs_offline():
+    """Network isolation is the recipes' default: the image must not try the hub, report
+    usage or send telemetry (huggingface_hub, transformers, datasets, vLLM, W&B)."""
+    import shlex
+
+    env = {}
+    for keyword, args in instructions((REPO / "Dockerfile").read_text()):
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(args) if "=" in item)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
+                 "HF_HUB_DISABLE_TELEMETRY", "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK"):
+        assert env.get(name) == "1", name
+    assert env.get("WANDB_MODE") == "disabled"
+
+
+def test_update_lock_help_leaves_the_lock_alone():
+    before = LOCK.read_bytes()
+    out = subprocess.run([sys.executable, str(REPO / "docker" / "update_lock.py"), "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "usage:" in out.stdout
+    assert LOCK.read_bytes() == before
+
+
 def test_dockerfile_copies_what_dockerignore_lets_through():
     steps = instructions((REPO / "Dockerfile").read_text())
     copied = [args.split()[:-1] for kw, args in steps if kw == "COPY"]

@@ -84,3 +84,28 @@ def test_summary_and_final_model(tiny_run):
     model = AutoModelForCausalLM.from_pretrained(tiny_run.out / "model")
     assert model.config.num_hidden_layers == 2
     assert (tiny_run.out / "model" / "tokenizer.json").is_file()
+
+
+def test_tensorboard_events_hold_the_metrics_jsonl_values(tiny_run):
+    """The run's TensorBoard events, read back with tensorboard's own event reader, hold every
+    metrics.jsonl value at its step under the grouped tag (reward/, eval/, time/, ...)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mtgrpo.trainer.tensorboard_log import tag_for
+
+    events = EventAccumulator(str(tiny_run.out / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    records = [json.loads(x) for x in (tiny_run.out / "metrics.jsonl").read_text().splitlines()]
+    for name in ("reward", "eval_reward", "exact_match", "eval_exact_match",
+                 "tool_success_rate", "loss", "kl", "grad_norm", "learning_rate",
+                 "rollout_seconds", "weight_sync_seconds", "tokens_per_second"):
+        assert tag_for(name) in tags, (name, sorted(tags))
+    assert {"reward/reward", "eval/reward", "time/rollout_seconds",
+            "rollout/tool_success_rate", "train/loss"} <= tags
+    for record in records:
+        for name, value in record.items():
+            if name == "step":
+                continue
+            by_step = {e.step: e.value for e in events.Scalars(tag_for(name))}
+            assert by_step[record["step"]] == pytest.approx(value, rel=1e-6), name

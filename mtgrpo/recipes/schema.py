@@ -73,12 +73,15 @@ JOB: dict[str, Key] = {
                           default=""),
     "subnets": Key("list_str", "VPC subnet ids (with security_group_ids).", default=[]),
     "security_group_ids": Key("list_str", "VPC security group ids.", default=[]),
-    "enable_network_isolation": Key("bool", "No network access from the container.",
-                                    default=False),
-    "encrypt_inter_container_traffic": Key("bool", "Encrypt traffic between instances.",
-                                           default=False),
-    "enable_sagemaker_metrics": Key("bool", "Publish metrics as SageMaker time series.",
-                                    default=False),
+    "enable_network_isolation": Key("bool", "No network access from the container (on by "
+                                            "default; off needs job.security_exceptions).",
+                                    default=True),
+    "encrypt_inter_container_traffic": Key("bool", "Encrypt traffic between instances (on by "
+                                                   "default; off needs "
+                                                   "job.security_exceptions).", default=True),
+    "enable_sagemaker_metrics": Key("bool", "Publish metrics as SageMaker time series "
+                                            "(unset: on, as the SDK does when metrics are "
+                                            "defined).", default=None),
     "environment": Key("map_str", "Container environment variables (no secrets).", default={}),
     "tags": Key("tags", "Tags: a mapping or the SDK's [{Key, Value}] list.", default=[]),
     "max_retry_attempts": Key("int", "Retries after an internal SageMaker error.",
@@ -148,6 +151,64 @@ RANGE: dict[str, Key] = {
                         choices=("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")),
     "values": Key("list_scalar", "Categorical values.", default=None),
 }
+
+# -- job features and security exceptions (issue 16) --------------------------------------------
+# The SDK Estimator's own argument names; rules between values live in
+# mtgrpo/validate/job_features.py, the rendering in the templates.
+
+JOB_FEATURES: dict[str, Key] = {
+    "enable_infra_check": Key("bool", "Infrastructure health checks before training "
+                                      "(infraCheckConfig).", default=False),
+    "enable_remote_debug": Key("bool", "SSM access into the running container "
+                                       "(remoteDebugConfig).", default=False),
+    "disable_output_compression": Key("bool", "Upload the model uncompressed "
+                                              "(outputDataConfig.compressionType NONE).",
+                                      default=False),
+    "tensorboard_output_path": Key("str", "S3 prefix SageMaker uploads the trainer's "
+                                          "TensorBoard events to while the job runs.",
+                                   default=None),
+    "security_exceptions": Key("map_str", "Setting -> reason, for each secure default turned "
+                                          "off (enable_network_isolation, "
+                                          "encrypt_inter_container_traffic); rendered as an "
+                                          "annotation.", default={}),
+}
+JOB.update(JOB_FEATURES)
+
+COMPLETION_CRITERIA: dict[str, Key] = {
+    "target_objective_metric_value": Key("number", "Stop once a trial reaches this objective "
+                                                   "value.", default=None),
+    "max_number_of_training_jobs_not_improving": Key(
+        "int", "Stop after this many trials without a better objective.", default=None),
+    "complete_on_convergence": Key("bool", "Stop when SageMaker detects convergence.",
+                                   default=None),
+}
+
+WARM_START: dict[str, Key] = {
+    "warm_start_type": Key("str", "How the parents' results are reused.", required=True,
+                           choices=("IdenticalDataAndAlgorithm", "TransferLearning")),
+    "parents": Key("list_str", "Names of completed or stopped parent tuning jobs (1 to 5).",
+                   required=True),
+}
+
+TUNING_FEATURES: dict[str, Key] = {
+    "completion_criteria": Key("completion_criteria", "SDK TuningJobCompletionCriteriaConfig: "
+                                                      "{target_objective_metric_value, "
+                                                      "max_number_of_training_jobs_not_"
+                                                      "improving, complete_on_convergence}.",
+                               default=None),
+    "warm_start": Key("warm_start", "SDK WarmStartConfig: {warm_start_type, parents}.",
+                      default=None),
+}
+TUNING.update(TUNING_FEATURES)
+
+
+def _completion_criteria(c: "Checker", v: Any, path: str, spec: Key) -> Any:
+    return c.section(v, COMPLETION_CRITERIA, path, "completion criteria")
+
+
+def _warm_start(c: "Checker", v: Any, path: str, spec: Key) -> Any:
+    return c.section(v, WARM_START, path, "warm start options")
+
 
 METRIC: dict[str, Key] = {
     "Name": Key("str", "Metric name.", required=True),
@@ -382,4 +443,5 @@ _CHECKERS: dict[str, Callable[[Checker, Any, str, Key], Any]] = {
     "list_scalar": _list_scalar, "map_str": _map_str, "tags": _tags,
     "metric_definitions": _metric_definitions, "inputs": _inputs, "debugger": _debugger,
     "ranges": _ranges, "section": _section,
+    "completion_criteria": _completion_criteria, "warm_start": _warm_start,
 }

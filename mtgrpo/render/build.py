@@ -18,6 +18,7 @@ from mtgrpo.errors import Problem, UserError
 from mtgrpo.recipes import Recipe
 from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
 from mtgrpo.render import naming
+from mtgrpo.render.features import feature_context, security_annotations
 from mtgrpo.render.settings import Settings
 from mtgrpo.render.templating import TEMPLATES, fill_values, render_template, template_path
 
@@ -128,6 +129,8 @@ def context_for(recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> d
         "channels": _channels(job),
         "tags": [{"key": t["Key"], "value": t["Value"]} for t in job["tags"]],
     }
+    ctx["annotations"].update(security_annotations(job))
+    ctx.update(feature_context(job, recipe.tuning, ctx["metric_definitions"]))
     if recipe.tuning is not None:
         ranges = recipe.tuning["hyperparameter_ranges"]
         ctx["parameter_ranges"] = _parameter_ranges(ranges)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from mtgrpo.errors import Problem
 from mtgrpo.recipes import Recipe
@@ -39,6 +39,11 @@ _JOB_FIELDS = {
     "environment": "job.environment",
     "tags": "job.tags",
     "inputDataConfig": "job.inputs",
+    "outputDataConfig.compressionType": "job.disable_output_compression",
+    "infraCheckConfig": "job.enable_infra_check",
+    "remoteDebugConfig": "job.enable_remote_debug",
+    "tensorBoardOutputConfig": "job.tensorboard_output_path",
+    "algorithmSpecification.enableSageMakerMetricsTimeSeries": "job.enable_sagemaker_metrics",
     "hyperParameters": "trainer",
     "staticHyperParameters": "trainer",
     "enableNetworkIsolation": "job.enable_network_isolation",
@@ -66,6 +71,17 @@ SPEC_TO_RECIPE: dict[str, str] = {
     "spec.hyperParameterTuningJobConfig.parameterRanges": "tuning.hyperparameter_ranges",
     "spec.hyperParameterTuningJobConfig.trainingJobEarlyStoppingType":
         "tuning.early_stopping_type",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria":
+        "tuning.completion_criteria",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria."
+    "targetObjectiveMetricValue": "tuning.completion_criteria.target_objective_metric_value",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria.bestObjectiveNotImproving":
+        "tuning.completion_criteria.max_number_of_training_jobs_not_improving",
+    "spec.hyperParameterTuningJobConfig.tuningJobCompletionCriteria.convergenceDetected":
+        "tuning.completion_criteria.complete_on_convergence",
+    "spec.warmStartConfig": "tuning.warm_start",
+    "spec.warmStartConfig.parentHyperParameterTuningJobs": "tuning.warm_start.parents",
+    "spec.warmStartConfig.warmStartType": "tuning.warm_start.warm_start_type",
 }
 _INDEX = re.compile(r"\[[0-9]+\]")
 
@@ -81,16 +97,29 @@ def to_recipe_keys(problems: list[Problem], recipe: Recipe,
             out.append(p)
             continue
         kind = p.message.split(":", 1)[0]
-        if kind in templates and any(m in p.message for m in _TEMPLATE_MESSAGES):
+        key = _recipe_key(p.key)
+        # A field only a value of the recipe puts there (e.g. a completion criterion the
+        # installed CRD lacks) is the recipe's; any other such field is the template's.
+        if kind in templates and any(m in p.message for m in _TEMPLATE_MESSAGES) and not (
+                "unknown field" in p.message and key is not None and _sets(recipe.data, key)):
             out.append(_template_problem(p, templates[kind], recipe))
             continue
-        key = _recipe_key(p.key)
         if key is None:
             out.append(p)
         else:
             out.append(Problem(recipe.where(key), key, f"{p.message} (rendered as {p.key})",
                                p.allowed))
     return out
+
+
+def _sets(data: Mapping, key: str) -> bool:
+    """Whether the merged recipe spells ``key`` (dotted, no indices) itself."""
+    node: object = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _template_problem(p: Problem, template: str, recipe: Recipe) -> Problem:

@@ -48,10 +48,14 @@ class MetricsLogger(TrainerCallback):
     name (see :func:`metric_name`); values that are not finite numbers are left out.
     """
 
-    def __init__(self, path: str | Path, stream: IO[str] | None = None):
+    def __init__(self, path: str | Path, stream: IO[str] | None = None,
+                 events_dir: str | Path | None = None):
         self.path = Path(path)
         self.stream = stream
         self._pending: dict[str, Any] | None = None
+        # TensorBoard events of the same records (tensorboard_log.py); None: none written.
+        self.events_dir = Path(events_dir) if events_dir is not None else None
+        self._events = None
 
     def _write(self, record: Mapping[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +63,11 @@ class MetricsLogger(TrainerCallback):
             f.write(json.dumps(record, sort_keys=True) + "\n")
         stream = self.stream or sys.stdout
         print(format_metric_line(record), file=stream, flush=True)
+        if self.events_dir is not None:
+            if self._events is None:  # opened on the first record: only the main process
+                from mtgrpo.trainer.tensorboard_log import EventLog
+                self._events = EventLog(self.events_dir)
+            self._events.add(record)
 
     def _flush(self) -> None:
         if self._pending is not None:
@@ -97,6 +106,9 @@ class MetricsLogger(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self._flush()
+            if self._events is not None:
+                self._events.close()
+                self._events = None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -259,6 +259,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer, WeightSyncCallback
     from mtgrpo.trainer.lora import apply_lora
     from mtgrpo.trainer.metrics_log import MetricsLogger
+    from mtgrpo.trainer.tensorboard_log import EVENTS_DIR
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental
     # TRL 1.16 warns about any vLLM newer than 0.31 at import; we never use its vLLM client.
@@ -293,7 +294,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             print(f"mtgrpo: {learner_settings(model, trainer)}", flush=True)
         if parts["weight_sync"] is not None:
             trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
-        trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl"))
+        trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl",
+                                           events_dir=Path(paths.output_dir) / EVENTS_DIR))
         for cb in callbacks:
             if hasattr(cb, "bind"):
                 cb.bind(trainer)

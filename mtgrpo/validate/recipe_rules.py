@@ -76,6 +76,8 @@ def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = Non
     if tuning is not None:
         problems += _tuning(tuning, metric_names, config, source)
     problems += check_secrets(dict(recipe.data), source)
+    from mtgrpo.validate.job_features import check_job_features  # imports check_s3_uri here
+    problems += check_job_features(recipe.data, source)
     return schema_problems + relocate([p for p in problems if not recipe.invalid(p.key)],
                                       recipe)
 
