@@ -323,3 +323,31 @@ def test_compiled_static_decoding_is_one_graph_and_greedy_equal(model_and_tok):
         samples = generate(compiled, prompts, 20, temperature=0.0)
         assert [s.token_ids for s in samples] == [s.token_ids for s in reference]
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("setting, cache, compiled", [
+    ("auto", "dynamic", False),  # CPU: auto is off (on where CUDA is available)
+    ("off", "dynamic", False),
+    ("on", "static", True)])
+def test_the_trainer_builds_the_sampler_sampler_compile_asks_for(tiny_model_dir, tmp_path,
+                                                                 setting, cache, compiled):
+    """`sampler_compile` reaches the transformers sampler the trainer builds (the H200
+    benchmark's fastest path, static cache + compiled forward, is `on`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.testing.synthetic import write_task
+    from mtgrpo.trainer.paths import RunPaths
+    from mtgrpo.trainer.train import build_components
+
+    task = write_task(tmp_path / "task")
+    config = TrainerConfig(model_name_or_path=str(tiny_model_dir),
+                           generation_backend="transformers", sampler_compile=setting)
+    paths = RunPaths(str(tiny_model_dir), task / "train.jsonl", None, task / "corpus",
+                     tmp_path / "o", tmp_path / "o" / "m", tmp_path / "o" / "c")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    parts = build_components(config, paths, tokenizer, model)
+    sampler = parts["sampler"]
+    assert sampler.decoder.cache == cache
+    assert bool(sampler.decoder.compile) is compiled

@@ -194,6 +194,11 @@ class TransformersSampler:
                        temperature: float, top_p: float, stop: list[str],
                        seed: int | None = None) -> list[Sample]:
         budgets = _budgets(prompts, max_tokens)
+        if self.decoder.compile:
+            # CUDA graph trees (mode="reduce-overhead") keep their state per thread: a call from
+            # a fresh executor thread fails inside inductor (seen on the H200 in train.run), so
+            # the compiled path runs on the loop's own thread, the one that compiled it.
+            return self.generate_sync(prompts, budgets, temperature, top_p, list(stop), seed)
         # The model runs in a worker thread so the event loop (tool calls) stays responsive.
         return await asyncio.to_thread(self.generate_sync, prompts, budgets, temperature, top_p,
                                        list(stop), seed)

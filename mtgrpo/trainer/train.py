@@ -203,6 +203,8 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
     ``task``: the loaded plug-ins (:func:`mtgrpo.task.loading.load_task`); default: loaded
     from the config's ``task_*`` keys, with ``parser`` (when given) as the task's parser.
     """
+    import torch
+
     from mtgrpo.task.loading import load_task
     from mtgrpo.trainer.environment import ToolEnvironment
 
@@ -225,7 +227,11 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             from mtgrpo.rollout.sampler import TransformersSampler
 
             # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
-            sampler = TransformersSampler(model, tokenizer, logprobs=False)
+            compiled = config.sampler_compile == "on" or (
+                config.sampler_compile == "auto" and torch.cuda.is_available())
+            sampler = TransformersSampler(model, tokenizer, logprobs=False,
+                                          cache="static" if compiled else "dynamic",
+                                          compile=compiled)
 
     def rollout(records):
         return environment.rollout_sync(records, 1, sampler)
