@@ -73,3 +73,18 @@ def test_a_module_missing_mid_command_is_named_too(tmp_path):
 
     assert missing_extra("torch.cuda") == "trainer" and missing_extra("kfp.dsl") == "pipelines"
     assert missing_extra("yaml") is None
+
+
+# Every module of the extras: the README's first command installs none of them.
+_EXTRAS = "torch,httpx,transformers,trl,vllm,accelerate,peft,deepspeed,datasets,bm25s,kfp"
+
+
+@pytest.mark.parametrize("command", [["validate"], ["plan", "--output", "json"]])
+def test_the_light_install_validates_and_plans_the_shipped_recipes_as_the_full_one(command):
+    """`pip install -e . && mtgrpo render` (the README's first command) must accept the shipped
+    recipes: the fit planner's rollout rule (mtgrpo.rollout.decode) imports without torch or
+    httpx, so the light install counts the same memory as a full one."""
+    light = _run(_EXTRAS, *command, "--root", str(REPO), cwd=REPO)
+    full = _run("", *command, "--root", str(REPO), cwd=REPO)
+    assert light.returncode == 0, light.stderr
+    assert light.stdout == full.stdout

@@ -132,6 +132,26 @@ def test_packaged_crds_equal_the_shared_ones(crd_dir):
         assert (PACKAGED / name).read_bytes() == (crd_dir / name).read_bytes()
 
 
+def test_packaged_kubeflow_crds_equal_the_shared_ones(crd_dir):
+    """A fresh clone or a pip install has no ../shared: the Kubeflow backend's CRDs ship too."""
+    names = sorted(p.name for p in (PACKAGED / "kubeflow").iterdir() if p.suffix != ".md")
+    assert names == ["katib_v1beta1_swagger.json", "kubeflow.org_experiments.yaml",
+                     "trainer.kubeflow.org_clustertrainingruntimes.yaml",
+                     "trainer.kubeflow.org_trainingruntimes.yaml",
+                     "trainer.kubeflow.org_trainjobs.yaml"]
+    for name in names:
+        assert (PACKAGED / "kubeflow" / name).read_bytes() == (
+            crd_dir / "kubeflow" / name).read_bytes()
+
+
+def test_the_shipped_project_validates_against_the_packaged_crds(monkeypatch):
+    from mtgrpo.render import render_all
+
+    monkeypatch.setenv("MTGRPO_CRD_DIR", str(PACKAGED))
+    result = render_all(REPO, write=False)
+    assert {r.body["kind"] for r in result.resources} >= {"TrainingJob", "TrainJob", "Experiment"}
+
+
 def test_packaged_crds_validate_the_same(crd_dir):
     bad = training_job()
     bad["spec"]["bogus"] = True

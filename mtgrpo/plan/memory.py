@@ -236,27 +236,21 @@ def train_tokens(config: Any) -> int:
 def sampler_bytes(shape: ModelShape, config: Any, episodes: int, dt: int) -> tuple[int, str]:
     """Peak bytes of one TransformersSampler call beyond the weights, and which rule gave it.
 
-    Uses the sampler's own rule (``mtgrpo.rollout.decode.generation_bytes``) where it has one;
-    else the rule of ``generate(..., output_logits=True)`` in sampler.py: the KV cache, the
-    prefill's activations and every step's full-vocabulary float32 logits, three copies.
+    The sampler's own rule (``mtgrpo.rollout.decode.generation_bytes``, torch-free, so render
+    on a light install counts the same); ``generate_bytes`` below is the previous sampler's
+    rule (``generate(..., output_logits=True)``), kept for comparison.
     """
     batch = min(SAMPLER_BATCH, max(episodes, 1))
     new = config.max_tokens_per_turn
     context = config.max_prompt_length + config.max_completion_length
     width = max(context - new, 1)  # the last turn's prompt: everything before its tokens
-    try:
-        from mtgrpo.rollout import decode  # the sampler issue's loop (no torch at import)
+    from mtgrpo.rollout import decode  # no torch, no httpx at import
 
-        rule_shape = decode.ModelShape(
-            layers=shape.layers, kv_heads=shape.kv_heads, head_dim=shape.head_dim,
-            hidden=shape.hidden, intermediate=shape.intermediate, vocab=shape.vocab,
-            itemsize=dt)
-        return (int(decode.generation_bytes(rule_shape, batch, width, new)),
-                "mtgrpo.rollout.decode.generation_bytes")
-    except (ImportError, AttributeError, TypeError):
-        pass
-    return (generate_bytes(shape, batch, width, new, dt, greedy=config.temperature <= 0),
-            "generate(output_logits=True), sampler.py")
+    rule_shape = decode.ModelShape(
+        layers=shape.layers, kv_heads=shape.kv_heads, head_dim=shape.head_dim,
+        hidden=shape.hidden, intermediate=shape.intermediate, vocab=shape.vocab, itemsize=dt)
+    return (int(decode.generation_bytes(rule_shape, batch, width, new)),
+            "mtgrpo.rollout.decode.generation_bytes")
 
 
 def generate_bytes(shape: ModelShape, batch: int, width: int, new: int, dt: int, *,
