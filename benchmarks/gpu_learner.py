@@ -437,18 +437,23 @@ def check(trl_trainer, ours_trainer, model, inputs, names, bf16: bool,
     return {"reference": reference, "reference_loss": ref["loss"], "trl": trl, "ours": ours, "ok": bool(ok)}
 
 
+def learner_step(trainer, model, optimizer, inputs) -> None:
+    """One learner step as HF's loop runs it: loss, backward, clip, optimizer step."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss = trainer.compute_loss(model, inputs)
+    loss.backward()
+    if trainer.args.max_grad_norm:  # HF's loop clips before every optimizer step
+        torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+    optimizer.step()
+
+
 def time_steps(trainer, model, optimizer, inputs, warmup, repeats, device) -> dict:
     import torch
 
-    clip = trainer.args.max_grad_norm  # HF's loop clips before every optimizer step
-
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = trainer.compute_loss(model, inputs)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+        learner_step(trainer, model, optimizer, inputs)
 
     for _ in range(warmup):
         step()

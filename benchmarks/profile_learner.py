@@ -54,15 +54,8 @@ def profile_steps(trainer, model, optimizer, inputs, device: str, steps: int = 2
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    clip = trainer.args.max_grad_norm
-
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = trainer.compute_loss(model, inputs)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+        gl.learner_step(trainer, model, optimizer, inputs)
 
     step()  # warm
     gl.sync(device)

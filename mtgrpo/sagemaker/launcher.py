@@ -118,10 +118,12 @@ class LaunchPlan:
 
 # -- plan ---------------------------------------------------------------------------------------
 
-def parse_vllm_gpus(text: str, gpu_count: int) -> tuple[int, ...]:
-    """``vllm_gpus``: comma-separated indices on the first host; empty means the last GPU."""
-    allowed = (f"comma-separated distinct GPU indices in [0, {gpu_count - 1}] leaving at least "
-               "one GPU for training, or empty for the last GPU")
+def parse_vllm_gpus(text: str, gpu_count: int, *, shared: bool = False) -> tuple[int, ...]:
+    """``vllm_gpus``: comma-separated indices on the first host; empty means the last GPU.
+    ``shared`` (vllm_shared): the server's GPUs train too, so they may be all of them."""
+    allowed = (f"comma-separated distinct GPU indices in [0, {gpu_count - 1}]"
+               + (", or empty for the last GPU" if shared else
+                  " leaving at least one GPU for training, or empty for the last GPU"))
     if not text.strip():
         return (gpu_count - 1,)
     try:
@@ -130,24 +132,7 @@ def parse_vllm_gpus(text: str, gpu_count: int) -> tuple[int, ...]:
         raise UserError(Problem("hyperparameters.json", "vllm_gpus",
                                 f"invalid value {text!r}", allowed)) from None
     if (len(set(gpus)) != len(gpus) or any(g < 0 or g >= gpu_count for g in gpus)
-            or len(gpus) >= gpu_count):
-        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
-                                f"invalid value {text!r} for {gpu_count} GPUs", allowed))
-    return gpus
-
-
-def parse_shared_vllm_gpus(text: str, gpu_count: int) -> tuple[int, ...]:
-    """``vllm_gpus`` for vllm_shared: any distinct indices (all of them train too)."""
-    allowed = (f"comma-separated distinct GPU indices in [0, {gpu_count - 1}], or empty for "
-               "the last GPU")
-    if not text.strip():
-        return (gpu_count - 1,)
-    try:
-        gpus = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
-                                f"invalid value {text!r}", allowed)) from None
-    if len(set(gpus)) != len(gpus) or any(g < 0 or g >= gpu_count for g in gpus):
+            or (not shared and len(gpus) >= gpu_count)):
         raise UserError(Problem("hyperparameters.json", "vllm_gpus",
                                 f"invalid value {text!r} for {gpu_count} GPUs", allowed))
     return gpus
@@ -195,7 +180,7 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
     managed, port, _ = _server_location(config, resources) if use_vllm else (False, 0, "")
 
     if gpu_count > 0 and shared:
-        vllm_gpus = parse_shared_vllm_gpus(config.vllm_gpus, gpu_count) if managed else ()
+        vllm_gpus = parse_vllm_gpus(config.vllm_gpus, gpu_count, shared=True) if managed else ()
         train_gpus = tuple(range(gpu_count))
     elif gpu_count > 0:
         vllm_gpus = parse_vllm_gpus(config.vllm_gpus, gpu_count) if use_vllm and managed else ()
