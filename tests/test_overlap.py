@@ -1,0 +1,68 @@
+"""Bounded-staleness overlap of rollouts and learning (``trainer.max_staleness``).
+
+- ``max_staleness: 0`` is today's synchronous loop: a seeded short run's metrics equal the ones
+  recorded from the code before the overlap existed (``fixtures/overlap/sync_metrics.json``,
+  written by this file's ``_seeded_run`` on that commit; timing keys left out).
+- With ``max_staleness: 1`` (real vLLM server): every episode is current or one version
+  behind, no request spans a weight push, and the importance weights are exactly 1 for the
+  current-version episodes and differ from 1 for the stale ones.
+- Failures in the background rollout surface in the training thread at the next step, as
+  today; a stop request joins the rollout thread, saves, and the run resumes at that step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from mtgrpo.contract import TrainerConfig
+from mtgrpo.trainer.paths import RunPaths
+
+FIXTURE = Path(__file__).parent / "fixtures" / "overlap" / "sync_metrics.json"
+# Wall-clock values differ between any two runs; everything else of a seeded run must not.
+TIMING = {"rollout_seconds", "step_seconds", "tokens_per_second", "weight_sync_seconds",
+          "step_time", "train_seconds", "eval_seconds"}
+
+
+def _config(tiny_model_dir, tmp_path, **overrides):
+    from mtgrpo.testing.synthetic import write_task
+
+    task = write_task(tmp_path / "task")
+    values = dict(model_name_or_path=str(tiny_model_dir), num_generations=2,
+                  per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=3,
+                  eval_steps=0, save_steps=100, learning_rate=1e-3, max_grad_norm=1.0,
+                  max_turns=2, max_tool_calls=1, max_tokens_per_turn=48,
+                  max_completion_length=160, search_max_tokens=32, seed=3)
+    values.update(overrides)
+    out = tmp_path / "out"
+    paths = RunPaths(str(tiny_model_dir), task / "train.jsonl", None, task / "corpus", out,
+                     out / "model", out / "checkpoints")
+    return TrainerConfig(**values), paths
+
+
+def _seeded_run(tiny_model_dir, tmp_path, sampler=None, **overrides) -> list[dict]:
+    """A 3-step run on the scripted sampler (half its searches vague: rewards vary, the
+    weights move); its per-step metrics without wall-clock values."""
+    from transformers import AutoTokenizer
+
+    from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
+    from mtgrpo.trainer.train import run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg, paths = _config(tiny_model_dir, tmp_path, **overrides)
+    run(cfg, paths, sampler=sampler or ScriptedSampler(tokenizer, query_accuracy=0.5, seed=0),
+        parser=task_parser())
+    rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def test_write_sync_fixture(tiny_model_dir, tmp_path):
+    """Writes the fixture (MTGRPO_OVERLAP_FIXTURE_WRITE=1), on the commit before the overlap."""
+    if not os.environ.get("MTGRPO_OVERLAP_FIXTURE_WRITE"):
+        pytest.skip("writes the fixture only when asked")
+    rows = _seeded_run(tiny_model_dir, tmp_path)
+    FIXTURE.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
