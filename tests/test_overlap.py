@@ -66,3 +66,45 @@ def test_write_sync_fixture(tiny_model_dir, tmp_path):
         pytest.skip("writes the fixture only when asked")
     rows = _seeded_run(tiny_model_dir, tmp_path)
     FIXTURE.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
+    return a == b
+
+
+def test_max_staleness_0_is_the_synchronous_loop(tiny_model_dir, tmp_path):
+    expected = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    rows = _seeded_run(tiny_model_dir, tmp_path, max_staleness=0)
+    assert [sorted(r) for r in rows] == [sorted(r) for r in expected]  # no new metric either
+    bad = [(r["step"], k, r[k], e[k]) for r, e in zip(rows, expected) for k in e
+           if not _close(r[k], e[k])]
+    assert not bad, bad
+    assert any(r["grad_norm"] > 0 for r in rows)  # the weights moved: a real comparison
+
+
+def test_max_staleness_1_with_the_scripted_sampler(tiny_model_dir, tmp_path):
+    """The pipeline on CPU without a server: episodes one version behind after the first step,
+    the background rollout joined before every push, staleness and TIS metrics logged."""
+    rows = _seeded_run(tiny_model_dir, tmp_path, max_staleness=1)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["staleness_max"] for r in rows] == [0.0, 1.0, 1.0]
+    assert [r["staleness_mean"] for r in rows] == [0.0, 1.0, 1.0]
+    assert rows[0]["tis_stale_share"] == 0.0 and "tis_ratio_mean" not in rows[0]
+    # The scripted sampler's logprobs are 0 (p = 1): every learner/sampler ratio is below 1.
+    assert all(0 < r["tis_ratio_mean"] < 1 and r["tis_clipped_share"] == 0.0 for r in rows[1:])
+
+
+def test_config_refuses_overlap_where_the_sampler_shares_the_learner():
+    from mtgrpo.errors import UserError
+
+    for backend in ("transformers", "vllm_shared"):
+        with pytest.raises(UserError) as err:
+            TrainerConfig.from_mapping({"model_name_or_path": "m", "generation_backend": backend,
+                                        "max_staleness": 1}, source="recipes/r.yaml")
+        (line,) = err.value.lines()
+        assert "recipes/r.yaml" in line and "trainer.max_staleness" in line
+        assert f"generation_backend {backend}" in line, line
+    with pytest.raises(UserError, match="out of range"):
+        TrainerConfig(model_name_or_path="m", max_staleness=2)
