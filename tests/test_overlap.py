@@ -108,3 +108,124 @@ def test_config_refuses_overlap_where_the_sampler_shares_the_learner():
         assert f"generation_backend {backend}" in line, line
     with pytest.raises(UserError, match="out of range"):
         TrainerConfig(model_name_or_path="m", max_staleness=2)
+
+
+class _FailingSampler:
+    """The scripted sampler whose ``fail_at``-th request (1-based) fails as a dead server's."""
+
+    def __init__(self, tokenizer, fail_at: int, hold_at: int = 0, until=None):
+        from mtgrpo.testing.synthetic import ScriptedSampler
+
+        self.inner = ScriptedSampler(tokenizer, query_accuracy=0.5, seed=0)
+        self.fail_at, self.calls = fail_at, 0
+        self.hold_at, self.until = hold_at, until  # request hold_at waits until until() is true
+
+    async def generate(self, prompts, **kwargs):
+        import asyncio
+
+        from mtgrpo.rollout.client import SamplerError
+
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise SamplerError("vLLM server at http://127.0.0.1:1 is unreachable (test)")
+        for _ in range(6000):
+            if self.calls != self.hold_at or self.until():
+                break
+            await asyncio.sleep(0.01)
+        return await self.inner.generate(prompts, **kwargs)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("fail_at", [3, 5])
+def test_a_failed_background_rollout_ends_the_run_as_the_synchronous_loop(
+        tiny_model_dir, tmp_path, fail_at):
+    """Two requests per batch (two turns): request 3 is step 2's batch, 5 step 3's. The
+    overlap samples them during the step before; the error must still end the run at the step
+    that needs the batch, after the same checkpoints as the synchronous loop."""
+    import threading
+
+    from transformers import AutoTokenizer
+
+    from mtgrpo.rollout.client import SamplerError
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import newest_complete_checkpoint, run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    outcomes = []
+    for staleness in (0, 1):
+        cfg, paths = _config(tiny_model_dir, tmp_path / str(staleness), save_steps=1,
+                             max_staleness=staleness)
+        with pytest.raises(SamplerError, match="unreachable") as err:
+            run(cfg, paths, sampler=_FailingSampler(tokenizer, fail_at), parser=task_parser())
+        newest = newest_complete_checkpoint(paths.checkpoint_dir)
+        outcomes.append((str(err.value), newest.name if newest else None))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1] == ("checkpoint-1" if fail_at == 3 else "checkpoint-2")
+    assert not [t for t in threading.enumerate() if t.name == "mtgrpo-prefetch"]
+
+
+def test_a_stop_request_joins_the_background_rollout_saves_and_resumes(tiny_model_dir,
+                                                                       tmp_path):
+    import threading
+
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import newest_complete_checkpoint, run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg, paths = _config(tiny_model_dir, tmp_path, max_staleness=1)
+
+    class StopInStepTwo(TrainerCallback):
+        trainer = None
+
+        def bind(self, trainer):
+            self.trainer = trainer
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                self.trainer.request_save_and_stop()  # as the SIGTERM handler does
+
+    stop = StopInStepTwo()
+    # Step 3's first request (the 5th) is in flight until the stop cancels the rollout.
+    slow = _FailingSampler(tokenizer, fail_at=0, hold_at=5,
+                           until=lambda: stop.trainer.policy_clock.cancelled)
+    first = run(cfg, paths, sampler=slow, parser=task_parser(), callbacks=[stop])
+    assert first["stopped_early"] and first["global_step"] == 2
+    assert slow.calls == 5  # the cancelled rollout sent no further request
+    assert not [t for t in threading.enumerate() if t.name == "mtgrpo-prefetch"]
+    assert newest_complete_checkpoint(paths.checkpoint_dir).name == "checkpoint-2"
+    second = run(cfg, paths, sampler=_FailingSampler(tokenizer, fail_at=0), parser=task_parser())
+    assert second["resumed_from"].endswith("checkpoint-2") and second["global_step"] == 3
+    rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[2]["staleness_max"] == 0.0  # the resumed step's batch: sampled on resume
+
+
+def test_a_weight_push_waits_for_the_rollout_in_flight():
+    import threading
+    import time
+
+    from mtgrpo.trainer.overlap import PolicyClock
+
+    clock = PolicyClock(4)
+    events = []
+    inside = threading.Event()
+
+    def rollout():
+        with clock.sampling() as version:
+            inside.set()
+            time.sleep(0.3)
+            events.append(("rollout end", version, clock.version))
+
+    thread = threading.Thread(target=rollout)
+    thread.start()
+    inside.wait()
+    with clock.updating(5):
+        events.append(("push", clock.version))
+    thread.join()
+    assert events == [("rollout end", 4, 4), ("push", 4)] and clock.version == 5
+    with clock.sampling() as version:
+        assert version == 5
