@@ -229,3 +229,71 @@ def test_a_weight_push_waits_for_the_rollout_in_flight():
     assert events == [("rollout end", 4, 4), ("push", 4)] and clock.version == 5
     with clock.sampling() as version:
         assert version == 5
+
+
+@pytest.mark.vllm
+def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
+    """max_staleness 1 against the real vLLM server (reload weight sync, sampler logprobs):
+    every episode is current or one version behind; no request spans a weight push; the
+    importance weights are exactly 1 on current-version episodes and differ from 1 on stale
+    ones; on current-version episodes the server's log-probs match the learner's (on-policy)
+    much closer than on stale ones."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mtgrpo.rollout.weight_sync import ReloadWeightSync
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import run
+
+    # Other tests may have pushed other weights: start from the original ones.
+    ReloadWeightSync(vllm_server.url).push(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    cfg, paths = _config(tiny_model_dir, tmp_path, generation_backend="vllm",
+                         weight_sync="reload", vllm_server_url=vllm_server.url,
+                         vllm_request_timeout_s=120, num_generations=4,
+                         per_device_train_batch_size=8, max_steps=4, learning_rate=1e-2,
+                         max_tokens_per_turn=24, max_completion_length=128, temperature=1.0,
+                         max_staleness=1)
+    seen, trainers = [], []
+
+    def spy(trainer):
+        trainers.append(trainer)
+        correct = trainer._correct_stale
+
+        def recording(output, inputs):
+            correct(output, inputs)
+            mask = (output["completion_mask"] * output["tool_mask"]).bool()
+            gap = (output["old_per_token_logps"] - output["sampling_per_token_logps"]).abs()
+            for row, x in enumerate(inputs):
+                seen.append((trainer.state.global_step, int(x["policy_version"]),
+                             output["importance_sampling_ratio"][row][mask[row]].clone(),
+                             gap[row][mask[row]].mean().item()))
+
+        trainer._correct_stale = recording
+
+    def parity(episode):
+        from mtgrpo.trainer.types import RewardBreakdown
+
+        ids = [i for t in episode.turns if t.role == "assistant" for i in t.token_ids]
+        return RewardBreakdown(turn=0.0, outcome=sum(i % 2 == 0 for i in ids) / max(len(ids), 1),
+                               components={"exact_match": 0.0})
+
+    summary = run(cfg, paths, parser=task_parser(), scorer=parity, on_trainer=spy)
+    assert summary["global_step"] == 4
+    requests = list(trainers[0].policy_clock.requests)
+    assert requests and all(start == end for start, end in requests), requests
+    assert {v for v, _ in requests} == {0, 1, 2}  # step 4's batch: sampled with step 2's weights
+    lags = [(step, step - version) for step, version, _, _ in seen]
+    assert {lag for step, lag in lags if step == 0} == {0}  # step 1: sampled on the spot
+    assert {lag for step, lag in lags if step > 0} == {1}  # later: prefetched, one behind
+    current = [r for r in seen if r[0] == r[1]]
+    stale = [r for r in seen if r[0] != r[1]]
+    assert all(torch.equal(w, torch.ones_like(w)) for _, _, w, _ in current)
+    weights = torch.cat([w for _, _, w, _ in stale])
+    assert (weights != 1).float().mean() > 0.5 and weights.max() <= cfg.tis_cap
+    on_policy = sum(g for *_, g in current) / len(current)
+    off_policy = sum(g for *_, g in stale) / len(stale)
+    print(f"mean |learner - sampler| log-prob: current {on_policy:.4f}, stale {off_policy:.4f}")
+    assert on_policy < 0.05 and off_policy > 2 * on_policy
+    rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["staleness_max"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
+    assert all(0 <= r["tis_clipped_share"] <= 1 and r["tis_ratio_max"] > 0 for r in rows[1:])
