@@ -281,7 +281,8 @@ def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
     assert summary["global_step"] == 4
     requests = list(trainers[0].policy_clock.requests)
     assert requests and all(start == end for start, end in requests), requests
-    assert {v for v, _ in requests} == {0, 1, 2}  # step 4's batch: sampled with step 2's weights
+    # Steps 1-4 sampled with versions 0, 0, 1, 2; the final evaluation with 4.
+    assert {v for v, _ in requests} == {0, 1, 2, 4}
     lags = [(step, step - version) for step, version, _, _ in seen]
     assert {lag for step, lag in lags if step == 0} == {0}  # step 1: sampled on the spot
     assert {lag for step, lag in lags if step > 0} == {1}  # later: prefetched, one behind
