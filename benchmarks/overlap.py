@@ -92,6 +92,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=48, help="sampled tokens per turn")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--learner-core", type=int, default=1)
+    parser.add_argument("--prefetch-core", type=int, default=None,
+                        help="pin the background rollout thread here (default: the learner's "
+                             "core, with the learner's other threads)")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--json", help="write the numbers here too")
     args = parser.parse_args(argv)
@@ -115,6 +118,16 @@ def main(argv=None) -> int:
         server.wait_healthy(timeout=900)
         pin_this_process(args.learner_core)
         torch.set_num_threads(1)
+        if args.prefetch_core is not None:
+            from mtgrpo.trainer import overlap
+
+            run_prefetch = overlap.Prefetch._run
+
+            def pinned(self):
+                os.sched_setaffinity(0, {args.prefetch_core})  # this thread only
+                run_prefetch(self)
+
+            overlap.Prefetch._run = pinned
         for r in range(args.repeats):
             for staleness in (0, 1):
                 steps = one_run(model_dir, server.url, work / f"run-{r}-{staleness}",
@@ -130,7 +143,8 @@ def main(argv=None) -> int:
 
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; server on core {args.server_core}, learner on core "
-          f"{args.learner_core}; tiny model, {args.batch} episodes x 2 turns x {args.tokens} "
+          f"{args.learner_core}, background rollout thread on core "
+          f"{args.learner_core if args.prefetch_core is None else args.prefetch_core}; tiny model, {args.batch} episodes x 2 turns x {args.tokens} "
           f"tokens per step, {args.steps} steps x {args.repeats} repeats (step 1 left out)")
     print(f"{'median seconds':<16}{'rollout':>9}{'learn':>9}{'wait':>9}{'push':>9}{'total':>9}")
     summary = {}
