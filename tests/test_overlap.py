@@ -2,7 +2,8 @@
 
 - ``max_staleness: 0`` is today's synchronous loop: a seeded short run's metrics equal the ones
   recorded from the code before the overlap existed (``fixtures/overlap/sync_metrics.json``,
-  written by this file's ``_seeded_run`` on that commit; timing keys left out).
+  written by this file's ``_seeded_run`` on that commit, ``python tests/test_overlap.py``;
+  timing keys left out).
 - With ``max_staleness: 1`` (real vLLM server): every episode is current or one version
   behind, no request spans a weight push, and the importance weights are exactly 1 for the
   current-version episodes and differ from 1 for the stale ones.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -58,14 +58,6 @@ def _seeded_run(tiny_model_dir, tmp_path, sampler=None, **overrides) -> list[dic
         parser=task_parser())
     rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-def test_write_sync_fixture(tiny_model_dir, tmp_path):
-    """Writes the fixture (MTGRPO_OVERLAP_FIXTURE_WRITE=1), on the commit before the overlap."""
-    if not os.environ.get("MTGRPO_OVERLAP_FIXTURE_WRITE"):
-        pytest.skip("writes the fixture only when asked")
-    rows = _seeded_run(tiny_model_dir, tmp_path)
-    FIXTURE.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _close(a, b) -> bool:
@@ -298,3 +290,14 @@ def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
     rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["staleness_max"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
     assert all(0 <= r["tis_clipped_share"] <= 1 and r["tis_ratio_max"] > 0 for r in rows[1:])
+
+
+if __name__ == "__main__":  # rewrite the fixture (on a commit whose loop is the reference)
+    import tempfile
+
+    from mtgrpo.testing.tiny import build_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="mtgrpo-overlap-fixture-"))
+    rows = _seeded_run(build_tiny_model(work / "model", seed=0), work / "run")
+    FIXTURE.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {FIXTURE}")
