@@ -37,7 +37,7 @@ GRPO_LR = 2e-4
 GOAL = 0.7
 
 
-def _config(model_dir, url, algorithm, steps=GRPO_STEPS):
+def _config(model_dir, url, algorithm, steps=GRPO_STEPS, max_staleness=0):
     return TrainerConfig(
         model_name_or_path=str(model_dir), generation_backend="vllm", vllm_server_url=url,
         weight_sync="reload", vllm_request_timeout_s=120, algorithm=algorithm,
@@ -45,7 +45,8 @@ def _config(model_dir, url, algorithm, steps=GRPO_STEPS):
         max_steps=steps, num_epochs=100, learning_rate=GRPO_LR, max_grad_norm=1.0,
         temperature=TEMPERATURE, eval_steps=0, save_steps=10_000, max_turns=2,
         max_tool_calls=1, max_tokens_per_turn=40, max_completion_length=128,
-        search_max_tokens=32, reward_format=0.0, reward_xml_count=0.0, seed=0)
+        search_max_tokens=32, reward_format=0.0, reward_xml_count=0.0, seed=0,
+        max_staleness=max_staleness)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,11 @@ def warm_model(vllm_server, tiny_model_dir, task, tmp_path_factory):
     return result.model_dir, result.skill_success, result.warm_success
 
 
-@pytest.mark.parametrize("algorithm", ["mt_grpo", "grpo_or"])
-def test_grpo_reaches_goal(vllm_server, warm_model, task, tmp_path, algorithm):
+@pytest.mark.parametrize("algorithm, max_staleness",
+                         [("mt_grpo", 0), ("grpo_or", 0), ("mt_grpo", 1)],
+                         ids=["mt_grpo", "grpo_or", "mt_grpo-overlap"])
+def test_grpo_reaches_goal(vllm_server, warm_model, task, tmp_path, algorithm, max_staleness):
+    """``mt-grpo-overlap``: the same with ``max_staleness: 1`` (one version behind, TIS)."""
     from mtgrpo.testing.synthetic import task_parser
     from mtgrpo.trainer.train import run
 
@@ -78,11 +82,12 @@ def test_grpo_reaches_goal(vllm_server, warm_model, task, tmp_path, algorithm):
     paths = RunPaths(str(model_dir), task / "train.jsonl", task / "eval.jsonl",
                      task / "corpus", out, out / "model", out / "checkpoints")
     start = time.perf_counter()
-    summary = run(_config(model_dir, vllm_server.url, algorithm), paths, parser=task_parser())
+    summary = run(_config(model_dir, vllm_server.url, algorithm, max_staleness=max_staleness),
+                  paths, parser=task_parser())
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [round(r["exact_match"], 3) for r in rows]
     found = [round(r["reward_answer_in_result"], 2) for r in rows]  # searched the right thing
-    print(f"\n{algorithm}: success per step {curve}; "
+    print(f"\n{algorithm} (max_staleness {max_staleness}): success per step {curve}; "
           f"answer in the search result {found}; held-out eval "
           f"{summary['eval']['eval_exact_match']:.3f}; {time.perf_counter() - start:.0f} s")
     if len(curve) != GRPO_STEPS or summary["global_step"] != GRPO_STEPS:  # not a goal: strict

@@ -70,6 +70,8 @@ class TrainerConfig:
         lora_r, lora_alpha, lora_dropout, lora_target_modules.
     Parameters that control the task's plug-ins (docs/tasks.md):
         task_tools, task_rewards, task_parser, task_records.
+    Parameters that control the overlap of rollouts and learning (docs/rollouts.md):
+        max_staleness, tis_cap.
     """
 
     # -- model and data -------------------------------------------------------------------------
@@ -227,6 +229,17 @@ class TrainerConfig:
                 "available. On an H200 at the g5 recipe's turn it samples 7.7x faster (4,558 "
                 "vs 591 tokens/s) after a first call of about 30 s per new shape.",
         choices=SAMPLER_COMPILE)
+
+    # -- overlap of rollouts and learning (docs/rollouts.md "Overlap") ----------------------------
+    max_staleness: int = _f(
+        0, "Policy versions a rollout may lag the learner: 0 = synchronous (sample, then learn); "
+           "1 = the next step's batch is sampled in the background while the learner trains, "
+           "with the weights of the step before (generation_backend vllm only).",
+        min=0, max=1)
+    tis_cap: float = _f(
+        2.0, "Cap of the truncated importance weight min(pi_learner / pi_sampler, tis_cap) on "
+             "each token of a stale episode (max_staleness 1; current episodes get weight 1).",
+        min=1.0)
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]
@@ -442,6 +455,12 @@ def _cross_field_problems(cfg: TrainerConfig, source: str, prefix: str) -> list[
                                 "nccl cannot pair two processes on one GPU (generation_backend "
                                 "vllm_shared)", "reload or auto"))
     problems += _lora_problems(cfg, source, key)
+    # -- overlap (max_staleness) --
+    if cfg.max_staleness and cfg.generation_backend != "vllm":
+        problems.append(Problem(source, key("max_staleness"),
+                                f"{cfg.max_staleness} needs the sampler on its own server; "
+                                f"generation_backend {cfg.generation_backend} shares the "
+                                "learner's GPU", "0, or generation_backend: vllm"))
     return problems
 
 

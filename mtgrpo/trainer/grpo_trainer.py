@@ -17,6 +17,14 @@ advantages of ``_compute_loss`` are private API):
 - Metrics: exact match, tool success rate, reward components, rollout and weight-sync seconds,
   step seconds and learner tokens per second go into TRL's metric buffers, so they appear in
   every log record (and in ``metrics.jsonl``, see ``metrics_log.py``).
+- Overlap (``max_staleness: 1``, ``overlap.py``): the next generation batch's prompts are
+  peeked from TRL's dataloader (``get_batch_samples`` reads one batch ahead) and rolled out in a
+  background thread while the learner trains; each episode keeps its policy version. Stale
+  episodes get TRL's truncated importance weight (``vllm_importance_sampling_correction`` in
+  ``token_truncate`` mode, cap ``tis_cap``: TRL multiplies it into the per-token loss, so it
+  fits per-token advantages); TRL gates that machinery on ``use_vllm``, which is set here while
+  TRL's own vLLM weight sync in ``_generate`` is kept off (``_last_loaded_step``). Private API
+  of trl 1.16.0, pinned.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from transformers import TrainerCallback, TrainingArguments
 from trl import GRPOTrainer
 
 from mtgrpo.contract import TrainerConfig
+from mtgrpo.trainer.overlap import PolicyClock, Prefetch, PrefetchCancelled
 from mtgrpo.trainer.types import Episode, QARecord, RewardBreakdown
 
 logger = logging.getLogger(__name__)
@@ -82,7 +91,7 @@ class MTGRPOTrainer(*_trainer_bases()):
     def __init__(self, model, args: TrainingArguments, *, processing_class, config: TrainerConfig,
                  train_records: Sequence[QARecord], rollout: RolloutFn, scorer: ScoreFn,
                  eval_records: Sequence[QARecord] = (), eval_rollout: RolloutFn | None = None,
-                 callbacks: Sequence[TrainerCallback] = ()):
+                 callbacks: Sequence[TrainerCallback] = (), policy_clock: PolicyClock | None = None):
         from datasets import Dataset
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we mean to use rollout_func
@@ -105,6 +114,7 @@ class MTGRPOTrainer(*_trainer_bases()):
             processing_class=processing_class, callbacks=list(callbacks),
             rollout_func=_rollout_entry)
         self.add_callback(_StopOnRequest(self))
+        self._init_overlap(policy_clock)
         # The padding-free log-prob path (fast_logprobs.py) pays off on GPUs; on CPU its
         # per-sequence attention loop is slower than TRL's padded path (measured 2x, tiny model).
         self.packed_logprobs = torch.cuda.is_available()
@@ -139,6 +149,8 @@ class MTGRPOTrainer(*_trainer_bases()):
     # -- rollouts ------------------------------------------------------------------------------
     def rollout(self, prompts: list[str]) -> dict[str, list]:
         """Run the environment for a (local) generation batch; one episode per prompt key."""
+        if self.overlap:
+            return self._overlapped_rollout(prompts)
         records = [self._records[p] for p in prompts]
         start = time.perf_counter()
         with self._live_policy_generation():
@@ -150,6 +162,157 @@ class MTGRPOTrainer(*_trainer_bases()):
         self._step_rollout += seconds
         self._metrics["train"]["rollout_seconds"].append(seconds)
         return self.episodes_to_batch(episodes)
+
+    # -- overlap (max_staleness > 0; overlap.py) -------------------------------------------------
+    def _init_overlap(self, clock: PolicyClock | None) -> None:
+        self.policy_clock = clock or PolicyClock()
+        self.overlap = self.mt_config.max_staleness > 0
+        self.sampler_follows_pushes = False  # set by WeightSyncCallback
+        self._prefetch: Prefetch | None = None
+        self._peek_iterator = None
+        self._peeked: list = []  # the dataloader item read ahead (the next generation batch)
+        self._step_wait = 0.0  # seconds this step's learner waited for rollouts
+        if not self.overlap:
+            return
+        if self.mt_config.generation_backend != "vllm":  # the config refuses it; belt and braces
+            raise ValueError("max_staleness > 0 needs generation_backend vllm")
+        # TRL's importance-sampling correction, per token, truncated at tis_cap (see module doc).
+        self.use_vllm = True
+        self.vllm_importance_sampling_correction = True
+        self.vllm_importance_sampling_mode = "token_truncate"
+        self.vllm_importance_sampling_clip_max = float(self.mt_config.tis_cap)
+        self.vllm_importance_sampling_clip_min = None
+        self._last_loaded_step = -1
+        self.add_callback(_OverlapCallback(self))
+
+    def _generate(self, prompts: list):
+        if self.overlap:  # use_vllm is only TRL's switch for the correction: no TRL weight sync
+            self._last_loaded_step = self.state.global_step
+        return super()._generate(prompts)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """HF's batches of one optimizer step; with the overlap, one more dataloader item is
+        read ahead: the first batch of the next step, i.e. TRL's next generation batch."""
+        if not self.overlap:
+            return super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self._peek_iterator is not epoch_iterator:  # a new epoch, or a resume's skip
+            self._peeked = []
+        samples = self._peeked[:num_batches]
+        self._peeked = self._peeked[num_batches:]
+        while len(samples) < num_batches:
+            try:
+                samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        if not self._peeked:
+            try:
+                self._peeked = [next(epoch_iterator)]
+            except StopIteration:
+                pass
+        self._peek_iterator = epoch_iterator
+        return samples, self._get_num_items_in_batch(samples, device)
+
+    def _next_generation_keys(self) -> list[str] | None:
+        """The prompt keys TRL will hand the next rollout, if there is a next step."""
+        if not self._peeked or self.state.global_step + 1 >= self.state.max_steps:
+            return None
+        return [x["prompt"] for x in self._peeked[0]]
+
+    def _overlapped_rollout(self, prompts: list[str]) -> dict[str, list]:
+        """This step's batch (prefetched during the last step, or sampled now), then the next
+        step's batch started in the background with the weights the sampler holds now."""
+        pending, self._prefetch = self._prefetch, None
+        waited = pending.join() if pending is not None else 0.0
+        if pending is not None and pending.error is not None:
+            raise pending.error  # the failure surfaces at the step that needed the batch
+        if pending is not None and pending.keys == list(prompts):
+            episodes, version, seconds = pending.episodes, pending.version, pending.seconds
+        else:
+            if pending is not None:  # should not happen: TRL handed other prompts than peeked
+                logger.warning("prefetched rollout is for other prompts; sampling this batch now")
+            records = [self._records[p] for p in prompts]
+            start = time.perf_counter()
+            with self.policy_clock.sampling() as version:
+                episodes = self._rollout_fn(records)
+            seconds = time.perf_counter() - start
+            waited += seconds
+        if len(episodes) != len(prompts):
+            raise RuntimeError(f"rollout returned {len(episodes)} episodes for "
+                               f"{len(prompts)} prompts")
+        lag = self.state.global_step - version
+        if not 0 <= lag <= self.mt_config.max_staleness:
+            raise RuntimeError(f"rollout of policy version {version} is {lag} versions behind "
+                               f"the learner's {self.state.global_step} (max_staleness "
+                               f"{self.mt_config.max_staleness})")
+        for ep in episodes:
+            ep.policy_version = version
+        self._step_rollout += waited  # the learner's idle time, not the background's
+        self._step_wait += waited
+        self._metrics["train"]["rollout_seconds"].append(seconds)
+        keys = self._next_generation_keys()
+        if keys is not None:
+            self._prefetch = Prefetch(keys, [self._records[k] for k in keys], self._rollout_fn,
+                                      self.policy_clock)
+        return self.episodes_to_batch(episodes)
+
+    def finish_prefetch(self) -> float:
+        """Wait for the background rollout (before a weight push); the seconds waited. Its
+        result or error stays for the next step; on a stop request it is cancelled."""
+        if self._prefetch is None:
+            return 0.0
+        if self._stop_requested:
+            self.stop_prefetch()
+            return 0.0
+        return self._prefetch.join()
+
+    def stop_prefetch(self) -> None:
+        """Cancel the background rollout at its next request and join it; drop its result."""
+        pending, self._prefetch = self._prefetch, None
+        if pending is None:
+            return
+        self.policy_clock.cancel()
+        try:
+            pending.join()
+        finally:
+            self.policy_clock.resume()
+        if pending.error is not None and not isinstance(pending.error, PrefetchCancelled):
+            logger.warning("background rollout failed while stopping: %s", pending.error)
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.stop_prefetch()  # an error or the end of training: no thread left behind
+
+    def _correct_stale(self, output: dict, inputs: list[dict]) -> None:
+        """Importance weights 1 for current-version episodes (as the synchronous loop: no
+        correction), TRL's truncated weight for stale ones; staleness and weight metrics."""
+        from accelerate.utils import gather_object
+
+        current = self.state.global_step
+        versions = [int(x["policy_version"]) for x in inputs]
+        ratio = output["importance_sampling_ratio"]
+        stale = torch.tensor([v < current for v in versions], device=ratio.device)
+        ratio[~stale] = 1.0
+        mask = output["completion_mask"] * output.get("tool_mask", 1)
+        raw = torch.exp((output["old_per_token_logps"] - output["sampling_per_token_logps"])
+                        * mask)
+        picked = raw[mask.bool() & stale[:, None]]
+        cap = float(self.mt_config.tis_cap)
+        local = (versions, [current - v for v in versions], picked.sum().item(),
+                 picked.max().item() if picked.numel() else None, int(picked.numel()),
+                 int((picked > cap).sum().item()))
+        parts = gather_object([local])
+        lags = [lag for p in parts for lag in p[1]]
+        tokens = sum(p[4] for p in parts)
+        metrics = self._metrics["train"]
+        metrics["staleness/mean"].append(sum(lags) / len(lags))
+        metrics["staleness/max"].append(float(max(lags)))
+        metrics["tis/stale_share"].append(sum(lag > 0 for lag in lags) / len(lags))
+        if tokens:
+            metrics["tis/ratio_mean"].append(sum(p[2] for p in parts) / tokens)
+            metrics["tis/ratio_max"].append(max(p[3] for p in parts if p[3] is not None))
+            metrics["tis/clipped_share"].append(sum(p[5] for p in parts) / tokens)
 
     def _live_policy_generation(self):
         """The context rollouts run in. Sampling from the live policy under DeepSpeed ZeRO-3
@@ -171,6 +334,8 @@ class MTGRPOTrainer(*_trainer_bases()):
             "prompt_ids", "completion_ids", "logprobs", "env_mask", "turn_reward",
             "outcome_reward", "first_tool_result_index", "exact_match", "tool_calls",
             "tool_successes", "reward_components")}
+        if self.overlap:
+            out["policy_version"] = [ep.policy_version for ep in episodes]
         sampled_logprobs = all(t.logprobs is not None for ep in episodes for t in ep.turns
                                if t.role == "assistant")
         if not sampled_logprobs:  # e.g. VLLMSampler(logprobs=False): TRL takes None as "none"
@@ -201,6 +366,8 @@ class MTGRPOTrainer(*_trainer_bases()):
         output = super()._generate_and_score_completions(inputs)
         # TRL merged the rollout's extra fields into `inputs` (this process's rows).
         self._replace_advantages(output, inputs)
+        if self.overlap and self.model.training:
+            self._correct_stale(output, inputs)
         return output
 
     def _replace_advantages(self, output: dict, inputs: list[dict]) -> None:
@@ -346,22 +513,53 @@ class _StopOnRequest(TrainerCallback):
         return control
 
 
+class _OverlapCallback(TrainerCallback):
+    """With the overlap: the background rollout ends before the step's weight push (so no
+    request of the old version is in flight; the push then holds the clock's writer lock), and
+    no thread outlives training. Without a weight sync (a test's scripted sampler) the clock
+    still follows the optimizer steps."""
+
+    def __init__(self, trainer: MTGRPOTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.trainer.sampler_follows_pushes:
+            with self.trainer.policy_clock.updating(state.global_step):
+                pass
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        waited = trainer.finish_prefetch() + trainer._step_wait
+        trainer._metrics["train"]["rollout_wait_seconds"].append(waited)
+        trainer._step_wait = 0.0
+        if not self.trainer.sampler_follows_pushes:
+            with self.trainer.policy_clock.updating(state.global_step):
+                pass
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.stop_prefetch()
+
+
 class WeightSyncCallback(TrainerCallback):
     """Pushes the policy's weights to the sampler at train start and after every optimizer step.
 
     ``push(model) -> seconds`` runs on the main process; under DeepSpeed ZeRO-3 every rank joins
     the parameter gather first (a collective), then the others wait for the push to finish.
+    The push holds the trainer's ``policy_clock`` writer lock: it waits for any rollout in
+    flight and sets the sampler's version to the step's.
     """
 
     def __init__(self, trainer: MTGRPOTrainer, push: Callable[[Any], float]):
         self.trainer = trainer
         self.push = push
+        trainer.sampler_follows_pushes = True
 
     def _sync(self) -> float:
         trainer = self.trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
+        trainer.finish_prefetch()  # done already by _OverlapCallback; no-op without the overlap
         start = time.perf_counter()
-        with _gathered(trainer, model):
+        with _gathered(trainer, model), trainer.policy_clock.updating(trainer.state.global_step):
             if trainer.accelerator.is_main_process:
                 self.push(model)
         trainer.accelerator.wait_for_everyone()

@@ -218,10 +218,11 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             from mtgrpo.rollout.sampler import VLLMSampler
             from mtgrpo.rollout.weight_sync import make_weight_sync
 
-            # No sampler logprobs: with TRL's use_vllm=False its loss never reads them (no
-            # vLLM importance-sampling correction), and they cost the server ~25% of its time.
+            # No sampler logprobs in the synchronous loop: its loss never reads them (no
+            # importance-sampling correction), and they cost the server ~25% of its time. The
+            # overlap (max_staleness > 0) corrects stale episodes with them.
             sampler = VLLMSampler(config.vllm_server_url, None, config.vllm_request_timeout_s,
-                                  logprobs=False)
+                                  logprobs=config.max_staleness > 0)
             weight_sync = make_weight_sync(config)
         else:
             from mtgrpo.rollout.sampler import TransformersSampler
@@ -233,12 +234,19 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
                                           cache="static" if compiled else "dynamic",
                                           compile=compiled)
 
+    clock = None
+    if config.max_staleness > 0:  # rollouts in a background thread: versions and cancel
+        from mtgrpo.trainer.overlap import PolicyClock, VersionedSampler
+
+        clock = PolicyClock()
+        sampler = VersionedSampler(sampler, clock)
+
     def rollout(records):
         return environment.rollout_sync(records, 1, sampler)
 
     return {"environment": environment, "sampler": sampler, "parser": parser,
             "scorer": scorer or task.score, "rollout": rollout, "weight_sync": weight_sync,
-            "task": task}
+            "task": task, "policy_clock": clock}
 
 
 def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = (),
@@ -295,7 +303,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             model, grpo_args(config, paths, world_size=world_size, evaluate=bool(eval_records)),
             processing_class=tokenizer,
             config=config, train_records=train_records, eval_records=eval_records,
-            rollout=parts["rollout"], scorer=parts["scorer"])
+            rollout=parts["rollout"], scorer=parts["scorer"], policy_clock=parts["policy_clock"])
         if trainer.accelerator.is_main_process:  # stdout, as the metric lines: the job log shows it
             print(f"mtgrpo: {learner_settings(model, trainer)}", flush=True)
         if parts["weight_sync"] is not None:

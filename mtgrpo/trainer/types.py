@@ -68,6 +68,7 @@ class Episode:
     answer: str | None = None  # the parsed final answer, if any
     truncated: bool = False  # stopped by a length limit rather than by answering
     group: int = 0  # index of the prompt's group within the batch
+    policy_version: int | None = None  # optimizer step of the weights it was sampled with
 
     @property
     def assistant_texts(self) -> list[str]:

@@ -1,0 +1,303 @@
+"""Bounded-staleness overlap of rollouts and learning (``trainer.max_staleness``).
+
+- ``max_staleness: 0`` is today's synchronous loop: a seeded short run's metrics equal the ones
+  recorded from the code before the overlap existed (``fixtures/overlap/sync_metrics.json``,
+  written by this file's ``_seeded_run`` on that commit, ``python tests/test_overlap.py``;
+  timing keys left out).
+- With ``max_staleness: 1`` (real vLLM server): every episode is current or one version
+  behind, no request spans a weight push, and the importance weights are exactly 1 for the
+  current-version episodes and differ from 1 for the stale ones.
+- Failures in the background rollout surface in the training thread at the next step, as
+  today; a stop request joins the rollout thread, saves, and the run resumes at that step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mtgrpo.contract import TrainerConfig
+from mtgrpo.trainer.paths import RunPaths
+
+FIXTURE = Path(__file__).parent / "fixtures" / "overlap" / "sync_metrics.json"
+# Wall-clock values differ between any two runs; everything else of a seeded run must not.
+TIMING = {"rollout_seconds", "step_seconds", "tokens_per_second", "weight_sync_seconds",
+          "step_time", "train_seconds", "eval_seconds"}
+
+
+def _config(tiny_model_dir, tmp_path, **overrides):
+    from mtgrpo.testing.synthetic import write_task
+
+    task = write_task(tmp_path / "task")
+    values = dict(model_name_or_path=str(tiny_model_dir), num_generations=2,
+                  per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=3,
+                  eval_steps=0, save_steps=100, learning_rate=1e-3, max_grad_norm=1.0,
+                  max_turns=2, max_tool_calls=1, max_tokens_per_turn=48,
+                  max_completion_length=160, search_max_tokens=32, seed=3)
+    values.update(overrides)
+    out = tmp_path / "out"
+    paths = RunPaths(str(tiny_model_dir), task / "train.jsonl", None, task / "corpus", out,
+                     out / "model", out / "checkpoints")
+    return TrainerConfig(**values), paths
+
+
+def _seeded_run(tiny_model_dir, tmp_path, sampler=None, **overrides) -> list[dict]:
+    """A 3-step run on the scripted sampler (half its searches vague: rewards vary, the
+    weights move); its per-step metrics without wall-clock values."""
+    from transformers import AutoTokenizer
+
+    from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
+    from mtgrpo.trainer.train import run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg, paths = _config(tiny_model_dir, tmp_path, **overrides)
+    run(cfg, paths, sampler=sampler or ScriptedSampler(tokenizer, query_accuracy=0.5, seed=0),
+        parser=task_parser())
+    rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
+    return a == b
+
+
+def test_max_staleness_0_is_the_synchronous_loop(tiny_model_dir, tmp_path):
+    expected = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    rows = _seeded_run(tiny_model_dir, tmp_path, max_staleness=0)
+    assert [sorted(r) for r in rows] == [sorted(r) for r in expected]  # no new metric either
+    bad = [(r["step"], k, r[k], e[k]) for r, e in zip(rows, expected) for k in e
+           if not _close(r[k], e[k])]
+    assert not bad, bad
+    assert any(r["grad_norm"] > 0 for r in rows)  # the weights moved: a real comparison
+
+
+def test_max_staleness_1_with_the_scripted_sampler(tiny_model_dir, tmp_path):
+    """The pipeline on CPU without a server: episodes one version behind after the first step,
+    the background rollout joined before every push, staleness and TIS metrics logged."""
+    rows = _seeded_run(tiny_model_dir, tmp_path, max_staleness=1)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["staleness_max"] for r in rows] == [0.0, 1.0, 1.0]
+    assert [r["staleness_mean"] for r in rows] == [0.0, 1.0, 1.0]
+    assert rows[0]["tis_stale_share"] == 0.0 and "tis_ratio_mean" not in rows[0]
+    # The scripted sampler's logprobs are 0 (p = 1): every learner/sampler ratio is below 1.
+    assert all(0 < r["tis_ratio_mean"] < 1 and r["tis_clipped_share"] == 0.0 for r in rows[1:])
+
+
+def test_config_refuses_overlap_where_the_sampler_shares_the_learner():
+    from mtgrpo.errors import UserError
+
+    for backend in ("transformers", "vllm_shared"):
+        with pytest.raises(UserError) as err:
+            TrainerConfig.from_mapping({"model_name_or_path": "m", "generation_backend": backend,
+                                        "max_staleness": 1}, source="recipes/r.yaml")
+        (line,) = err.value.lines()
+        assert "recipes/r.yaml" in line and "trainer.max_staleness" in line
+        assert f"generation_backend {backend}" in line, line
+    with pytest.raises(UserError, match="out of range"):
+        TrainerConfig(model_name_or_path="m", max_staleness=2)
+
+
+class _FailingSampler:
+    """The scripted sampler whose ``fail_at``-th request (1-based) fails as a dead server's."""
+
+    def __init__(self, tokenizer, fail_at: int, hold_at: int = 0, until=None):
+        from mtgrpo.testing.synthetic import ScriptedSampler
+
+        self.inner = ScriptedSampler(tokenizer, query_accuracy=0.5, seed=0)
+        self.fail_at, self.calls = fail_at, 0
+        self.hold_at, self.until = hold_at, until  # request hold_at waits until until() is true
+
+    async def generate(self, prompts, **kwargs):
+        import asyncio
+
+        from mtgrpo.rollout.client import SamplerError
+
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise SamplerError("vLLM server at http://127.0.0.1:1 is unreachable (test)")
+        for _ in range(6000):
+            if self.calls != self.hold_at or self.until():
+                break
+            await asyncio.sleep(0.01)
+        return await self.inner.generate(prompts, **kwargs)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("fail_at", [3, 5])
+def test_a_failed_background_rollout_ends_the_run_as_the_synchronous_loop(
+        tiny_model_dir, tmp_path, fail_at):
+    """Two requests per batch (two turns): request 3 is step 2's batch, 5 step 3's. The
+    overlap samples them during the step before; the error must still end the run at the step
+    that needs the batch, after the same checkpoints as the synchronous loop."""
+    import threading
+
+    from transformers import AutoTokenizer
+
+    from mtgrpo.rollout.client import SamplerError
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import newest_complete_checkpoint, run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    outcomes = []
+    for staleness in (0, 1):
+        cfg, paths = _config(tiny_model_dir, tmp_path / str(staleness), save_steps=1,
+                             max_staleness=staleness)
+        with pytest.raises(SamplerError, match="unreachable") as err:
+            run(cfg, paths, sampler=_FailingSampler(tokenizer, fail_at), parser=task_parser())
+        newest = newest_complete_checkpoint(paths.checkpoint_dir)
+        outcomes.append((str(err.value), newest.name if newest else None))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1] == ("checkpoint-1" if fail_at == 3 else "checkpoint-2")
+    assert not [t for t in threading.enumerate() if t.name == "mtgrpo-prefetch"]
+
+
+def test_a_stop_request_joins_the_background_rollout_saves_and_resumes(tiny_model_dir,
+                                                                       tmp_path):
+    import threading
+
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import newest_complete_checkpoint, run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg, paths = _config(tiny_model_dir, tmp_path, max_staleness=1)
+
+    class StopInStepTwo(TrainerCallback):
+        trainer = None
+
+        def bind(self, trainer):
+            self.trainer = trainer
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                self.trainer.request_save_and_stop()  # as the SIGTERM handler does
+
+    stop = StopInStepTwo()
+    # Step 3's first request (the 5th) is in flight until the stop cancels the rollout.
+    slow = _FailingSampler(tokenizer, fail_at=0, hold_at=5,
+                           until=lambda: stop.trainer.policy_clock.cancelled)
+    first = run(cfg, paths, sampler=slow, parser=task_parser(), callbacks=[stop])
+    assert first["stopped_early"] and first["global_step"] == 2
+    assert slow.calls == 5  # the cancelled rollout sent no further request
+    assert not [t for t in threading.enumerate() if t.name == "mtgrpo-prefetch"]
+    assert newest_complete_checkpoint(paths.checkpoint_dir).name == "checkpoint-2"
+    second = run(cfg, paths, sampler=_FailingSampler(tokenizer, fail_at=0), parser=task_parser())
+    assert second["resumed_from"].endswith("checkpoint-2") and second["global_step"] == 3
+    rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[2]["staleness_max"] == 0.0  # the resumed step's batch: sampled on resume
+
+
+def test_a_weight_push_waits_for_the_rollout_in_flight():
+    import threading
+    import time
+
+    from mtgrpo.trainer.overlap import PolicyClock
+
+    clock = PolicyClock(4)
+    events = []
+    inside = threading.Event()
+
+    def rollout():
+        with clock.sampling() as version:
+            inside.set()
+            time.sleep(0.3)
+            events.append(("rollout end", version, clock.version))
+
+    thread = threading.Thread(target=rollout)
+    thread.start()
+    inside.wait()
+    with clock.updating(5):
+        events.append(("push", clock.version))
+    thread.join()
+    assert events == [("rollout end", 4, 4), ("push", 4)] and clock.version == 5
+    with clock.sampling() as version:
+        assert version == 5
+
+
+@pytest.mark.vllm
+def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
+    """max_staleness 1 against the real vLLM server (reload weight sync, sampler logprobs):
+    every episode is current or one version behind; no request spans a weight push; the
+    importance weights are exactly 1 on current-version episodes and differ from 1 on stale
+    ones; on current-version episodes the server's log-probs match the learner's (on-policy)
+    much closer than on stale ones."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mtgrpo.rollout.weight_sync import ReloadWeightSync
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import run
+
+    # Other tests may have pushed other weights: start from the original ones.
+    ReloadWeightSync(vllm_server.url).push(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    cfg, paths = _config(tiny_model_dir, tmp_path, generation_backend="vllm",
+                         weight_sync="reload", vllm_server_url=vllm_server.url,
+                         vllm_request_timeout_s=120, num_generations=4,
+                         per_device_train_batch_size=8, max_steps=4, learning_rate=1e-2,
+                         max_tokens_per_turn=24, max_completion_length=128, temperature=1.0,
+                         max_staleness=1)
+    seen, trainers = [], []
+
+    def spy(trainer):
+        trainers.append(trainer)
+        correct = trainer._correct_stale
+
+        def recording(output, inputs):
+            correct(output, inputs)
+            mask = (output["completion_mask"] * output["tool_mask"]).bool()
+            gap = (output["old_per_token_logps"] - output["sampling_per_token_logps"]).abs()
+            for row, x in enumerate(inputs):
+                seen.append((trainer.state.global_step, int(x["policy_version"]),
+                             output["importance_sampling_ratio"][row][mask[row]].clone(),
+                             gap[row][mask[row]].mean().item()))
+
+        trainer._correct_stale = recording
+
+    def parity(episode):
+        from mtgrpo.trainer.types import RewardBreakdown
+
+        ids = [i for t in episode.turns if t.role == "assistant" for i in t.token_ids]
+        return RewardBreakdown(turn=0.0, outcome=sum(i % 2 == 0 for i in ids) / max(len(ids), 1),
+                               components={"exact_match": 0.0})
+
+    summary = run(cfg, paths, parser=task_parser(), scorer=parity, on_trainer=spy)
+    assert summary["global_step"] == 4
+    requests = list(trainers[0].policy_clock.requests)
+    assert requests and all(start == end for start, end in requests), requests
+    # Steps 1-4 sampled with versions 0, 0, 1, 2; the final evaluation with 4.
+    assert {v for v, _ in requests} == {0, 1, 2, 4}
+    lags = [(step, step - version) for step, version, _, _ in seen]
+    assert {lag for step, lag in lags if step == 0} == {0}  # step 1: sampled on the spot
+    assert {lag for step, lag in lags if step > 0} == {1}  # later: prefetched, one behind
+    current = [r for r in seen if r[0] == r[1]]
+    stale = [r for r in seen if r[0] != r[1]]
+    assert all(torch.equal(w, torch.ones_like(w)) for _, _, w, _ in current)
+    weights = torch.cat([w for _, _, w, _ in stale])
+    assert (weights != 1).float().mean() > 0.5 and weights.max() <= cfg.tis_cap
+    on_policy = sum(g for *_, g in current) / len(current)
+    off_policy = sum(g for *_, g in stale) / len(stale)
+    print(f"mean |learner - sampler| log-prob: current {on_policy:.4f}, stale {off_policy:.4f}")
+    assert on_policy < 0.05 and off_policy > 2 * on_policy
+    rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["staleness_max"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
+    assert all(0 <= r["tis_clipped_share"] <= 1 and r["tis_ratio_max"] > 0 for r in rows[1:])
+
+
+if __name__ == "__main__":  # rewrite the fixture (on a commit whose loop is the reference)
+    import tempfile
+
+    from mtgrpo.testing.tiny import build_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="mtgrpo-overlap-fixture-"))
+    rows = _seeded_run(build_tiny_model(work / "model", seed=0), work / "run")
+    FIXTURE.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {FIXTURE}")
