@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.operate.kube import add_connection_arguments, connect_from_args
@@ -66,17 +65,7 @@ def run(args) -> int:
 
 
 def _recipe_targets(arg: str) -> list[tuple[str, str]]:
-    path = Path(arg)
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        return []
-    from mtgrpo.recipes import find_root, load_recipe
-    from mtgrpo.render import build_resources, load_settings
+    from mtgrpo.operate.jobs import recipe_resources
 
-    recipe = load_recipe(path)
-    if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
-        from mtgrpo.errors import Problem, UserError
-        raise UserError(Problem(recipe.source, "backend", "mtgrpo wait RECIPE follows ACK "
-                                "SageMaker jobs only", "mtgrpo wait trainjob/<name> "
-                                "(docs/kubeflow.md)"))
-    resources = build_resources(recipe, load_settings(find_root(path)))
-    return [(r.kind, r.name) for r in resources]
+    found = recipe_resources(arg, "wait")
+    return [] if found is None else [(r.kind, r.name) for r in found[1]]

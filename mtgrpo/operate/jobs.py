@@ -131,3 +131,23 @@ def format_elapsed(seconds: float | None) -> str:
     minutes, secs = divmod(rest, 60)
     text = f"{hours}h{minutes:02d}m" if hours or days else f"{minutes}m{secs:02d}s"
     return f"{days}d{text}" if days else text
+
+
+def recipe_resources(selector: str, command: str) -> tuple[str, list] | None:
+    """A recipe file's name and the ACK resources it renders to now; None when ``selector`` is
+    not a recipe file (a job name). ``mtgrpo status`` and ``mtgrpo wait`` both follow them."""
+    from pathlib import Path
+
+    from mtgrpo.errors import Problem, UserError
+    from mtgrpo.recipes import find_root, load_recipe
+    from mtgrpo.render import build_resources, load_settings
+
+    path = Path(selector)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return None
+    recipe = load_recipe(path)
+    if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
+        raise UserError(Problem(recipe.source, "backend", f"mtgrpo {command} reads ACK "
+                                "SageMaker jobs only for a recipe file",
+                                f"mtgrpo {command} trainjob/<name> (docs/kubeflow.md)"))
+    return recipe.name, build_resources(recipe, load_settings(find_root(path)))

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable
 
 from mtgrpo.errors import Problem, UserError, did_you_mean
-from mtgrpo.operate.jobs import JobView, format_elapsed, view
+from mtgrpo.operate.jobs import JobView, format_elapsed, recipe_resources, view
 from mtgrpo.operate.kube import KINDS, TUNING, Kube
 
 # A recipe's current job that is not in the cluster (not yet applied, or another namespace).
@@ -55,19 +54,11 @@ def _order(job: JobView) -> tuple:
 
 def _recipe_jobs(selector: str) -> tuple[str, list[JobView]]:
     """A recipe file's name and the jobs it renders to now; ("", []) for other selectors."""
-    path = Path(selector)
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+    found = recipe_resources(selector, "status")
+    if found is None:
         return "", []
-    from mtgrpo.recipes import find_root, load_recipe
-    from mtgrpo.render import build_resources, load_settings
-
-    recipe = load_recipe(path)
-    if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
-        raise UserError(Problem(recipe.source, "backend", "mtgrpo status reads ACK SageMaker "
-                                "jobs only for a recipe file", "mtgrpo status trainjob/<name> "
-                                "(docs/kubeflow.md)"))
-    resources = build_resources(recipe, load_settings(find_root(path)))
-    return recipe.name, [view(r.body) for r in resources]
+    name, resources = found
+    return name, [view(r.body) for r in resources]
 
 
 def trial_counts(job: JobView, client_for: Callable[[str], Any]) -> dict[str, int] | str:
