@@ -19,10 +19,11 @@ the limits.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -108,22 +109,15 @@ _AMBIGUOUS_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|
 Loader.add_constructor(_TAG + "timestamp", yaml.SafeLoader.construct_yaml_str)
 
 
-def parse_yaml(text: str, *, source: str) -> Any:
-    """Parse one YAML document; every problem (syntax, duplicate keys, size, nesting, alias
-    expansion, ambiguous or out-of-range numbers, non-JSON types) becomes a one-line
-    UserError."""
+@contextlib.contextmanager
+def _reading(text: str, source: str, allowed: str) -> Iterator[Loader]:
+    """A bounded loader for ``text``; every YAML problem leaves it as a one-line UserError."""
     if len(text) > MAX_DOCUMENT_CHARS:
         raise UserError(Problem(source, "", f"document is {len(text)} characters long",
                                 f"at most {MAX_DOCUMENT_CHARS} characters"))
     loader = Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        problems = _scan(node, source)
-        if problems:
-            raise UserError(problems)
-        return loader.construct_document(node)
+        yield loader
     except DuplicateKey as err:
         raise UserError(Problem(source, err.key, f"duplicate key (line {err.line})",
                                 "each key once per mapping")) from None
@@ -131,8 +125,7 @@ def parse_yaml(text: str, *, source: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         what = getattr(err, "problem", None) or str(err)
-        raise UserError(Problem(source, "", f"invalid YAML: {where}{what}",
-                                "a YAML mapping")) from None
+        raise UserError(Problem(source, "", f"invalid YAML: {where}{what}", allowed)) from None
     except RecursionError:  # the pure-Python composer, where libyaml is missing
         raise UserError(Problem(source, "", "nested too deeply",
                                 f"at most {MAX_DEPTH} levels of mappings and lists")) from None
@@ -140,33 +133,28 @@ def parse_yaml(text: str, *, source: str) -> Any:
         loader.dispose()
 
 
+def _constructed(loader: Loader, node: yaml.Node, source: str) -> Any:
+    problems = _scan(node, source)
+    if problems:
+        raise UserError(problems)
+    return loader.construct_document(node)
+
+
+def parse_yaml(text: str, *, source: str) -> Any:
+    """Parse one YAML document; every problem (syntax, duplicate keys, size, nesting, alias
+    expansion, ambiguous or out-of-range numbers, non-JSON types) becomes a one-line
+    UserError."""
+    with _reading(text, source, "a YAML mapping") as loader:
+        node = loader.get_single_node()
+        return None if node is None else _constructed(loader, node, source)
+
+
 def parse_yaml_all(text: str, *, source: str) -> list[Any]:
     """Every document of a multi-document stream (``---``), with parse_yaml's bounds on each."""
-    if len(text) > MAX_DOCUMENT_CHARS:
-        raise UserError(Problem(source, "", f"document is {len(text)} characters long",
-                                f"at most {MAX_DOCUMENT_CHARS} characters"))
     docs = []
-    loader = Loader(text)
-    try:
+    with _reading(text, source, "YAML") as loader:
         while loader.check_node():
-            node = loader.get_node()
-            problems = _scan(node, source)
-            if problems:
-                raise UserError(problems)
-            docs.append(loader.construct_document(node))
-    except DuplicateKey as err:
-        raise UserError(Problem(source, err.key, f"duplicate key (line {err.line})",
-                                "each key once per mapping")) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise UserError(Problem(source, "", f"invalid YAML: {where}"
-                                f"{getattr(err, 'problem', None) or err}", "YAML")) from None
-    except RecursionError:
-        raise UserError(Problem(source, "", "nested too deeply",
-                                f"at most {MAX_DEPTH} levels of mappings and lists")) from None
-    finally:
-        loader.dispose()
+            docs.append(_constructed(loader, loader.get_node(), source))
     return docs
 
 
