@@ -30,12 +30,24 @@ MODELS = ["Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen3-1.7B", "Qwen/Qwen2.5-7B-Inst
 
 
 def recipe_text(i: int) -> str:
+    """A recipe the fit planner accepts (render refuses one that cannot run or fit): the 7B
+    model only on 8-GPU instances under ZeRO-3, the 1.5B one on the one-GPU type, rollouts on the training GPU of a one-GPU instance, and
+    groups of 2 or 4, which divide every generation batch (1 x 4 x the world size)."""
     spot = i % 3 == 0
+    instance = INSTANCES[i % len(INSTANCES)]
+    big = instance.startswith(("ml.p4d", "ml.p5"))
+    model = (MODELS[i % len(MODELS)] if big else MODELS[0] if instance == "ml.g5.2xlarge"
+             else MODELS[i % 2])
     lines = [f"name: bench-{i:04d}", "extends: base/account.yaml", "trainer:",
-             f"  model_name_or_path: {MODELS[i % len(MODELS)]}",
+             f"  model_name_or_path: {model}",
              f"  learning_rate: {1 + i % 9}.0e-7", f"  max_steps: {100 + i}",
-             f"  num_generations: {4 + 2 * (i % 8)}", f"  seed: {i}", "job:",
-             f"  instance_type: {INSTANCES[i % len(INSTANCES)]}",
+             f"  num_generations: {2 + 2 * (i % 2)}", f"  seed: {i}"]
+    if instance == "ml.g5.2xlarge":
+        lines += ["  generation_backend: transformers"]
+    if big:
+        lines += ["  deepspeed_stage: 3"]
+    lines += ["job:",
+             f"  instance_type: {instance}",
              f"  instance_count: {1 + i % 2}", f"  max_run: {3600 * (1 + i % 24)}"]
     if spot:
         lines += ["  use_spot_instances: true", f"  max_wait: {3600 * (2 + i % 24)}",
