@@ -191,12 +191,12 @@ def test_learner_arithmetic_qwen2_5_1_5b_single_gpu():
     backward = next(p for p in m.phases if p.name == "backward")
     assert dict((t.name, t.bytes) for t in backward.terms)["backward transient"] == (
         3072 * 1536 * 6 + 3072 * 32768 * 2 + 151936 * 1536 * 6)
-    # generate(output_logits=True): 16 rows, KV 16 x 1536 x (2 x 28 x 256 x 2), plus 3 float32
-    # copies of 16 x 256 x 151936 logits (more than the prefill's 16 x 1280 x 2 x 33024)
-    assert memory.generate_bytes(QWEN25, 16, 1280, 256, 2) == (
-        16 * 1536 * 28_672 + 3 * 4 * 16 * 256 * 151_936)
-    assert memory.generate_bytes(QWEN25, 16, 1280, 256, 2, greedy=True) == (
-        16 * 1536 * 28_672 + 2 * 4 * 16 * 256 * 151_936)
+    # the sampler's decode call: 16 rows of the last turn's 1280-token prompt + 256 new tokens;
+    # KV 2 x 28 x 256 x 2 B a token, prefill (4 x 1536 + 3 x 8960) x 2 B a prompt token, and
+    # one step's logits work of 8 float32 rows per row
+    assert memory.sampler_bytes(QWEN25, config, 16, 2) == (
+        16 * 1536 * 28_672 + 16 * 1280 * 66_048 + 16 * 151_936 * 4 * 8,
+        "mtgrpo.rollout.decode.generation_bytes")
 
 
 def test_learner_arithmetic_qwen3_1_7b_zero2_seven_gpus():

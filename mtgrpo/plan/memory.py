@@ -32,10 +32,6 @@ TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
 # TransformersSampler(batch_size=16) (mtgrpo/rollout/sampler.py).
 SAMPLER_BATCH = 16
-# generate(output_logits=True) keeps every step's logits in float32 (transformers' _sample casts
-# them), then _batch stacks them (one more copy), divides by the temperature (one more) and takes
-# log_softmax (one more) while the list is alive: 3 copies of 4 bytes at the peak, 2 when greedy.
-SAMPLER_LOGIT_COPIES = 3
 # vLLM: KV block size on GPUs; memory outside its profile (CUDA graphs, NCCL, cuBLAS workspace),
 # an allowance, not measured here.
 VLLM_BLOCK_SIZE = 16
@@ -237,8 +233,7 @@ def sampler_bytes(shape: ModelShape, config: Any, episodes: int, dt: int) -> tup
     """Peak bytes of one TransformersSampler call beyond the weights, and which rule gave it.
 
     The sampler's own rule (``mtgrpo.rollout.decode.generation_bytes``, torch-free, so render
-    on a light install counts the same); ``generate_bytes`` below is the previous sampler's
-    rule (``generate(..., output_logits=True)``), kept for comparison.
+    on a light install counts the same).
     """
     batch = min(SAMPLER_BATCH, max(episodes, 1))
     new = config.max_tokens_per_turn
@@ -251,21 +246,6 @@ def sampler_bytes(shape: ModelShape, config: Any, episodes: int, dt: int) -> tup
         hidden=shape.hidden, intermediate=shape.intermediate, vocab=shape.vocab, itemsize=dt)
     return (int(decode.generation_bytes(rule_shape, batch, width, new)),
             "mtgrpo.rollout.decode.generation_bytes")
-
-
-def generate_bytes(shape: ModelShape, batch: int, width: int, new: int, dt: int, *,
-                   greedy: bool = False) -> int:
-    """Peak bytes of ``TransformersSampler._batch`` as sampler.py has it: the KV cache of
-    ``batch`` rows of ``width + new`` tokens, plus the larger of the prefill's activations
-    (gate, up and product of the MLP, the hidden states) and the kept logits (every step's
-    full-vocabulary float32 row, three copies at the peak, two when greedy)."""
-    context = width + new
-    kv = batch * context * shape.kv_bytes_per_token(dt)
-    prefill = batch * width * dt * (3 * shape.intermediate + 4 * shape.hidden)
-    copies = SAMPLER_LOGIT_COPIES - 1 if greedy else SAMPLER_LOGIT_COPIES
-    logits = copies * 4 * batch * new * shape.vocab
-    # The prefill's activations are gone before the kept logits grow: the larger of the two.
-    return kv + max(prefill, logits)
 
 
 # -- the learner ---------------------------------------------------------------------------------
