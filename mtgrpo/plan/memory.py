@@ -30,7 +30,9 @@ GIB = 2 ** 30
 # _CHUNKED_LOGPROB_CHUNK_SIZE vocabulary entries (trl/trainer/utils.py).
 TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
-# TransformersSampler(batch_size=16) (mtgrpo/rollout/sampler.py).
+# Rows the planner counts per sampler call. The sampler itself (mtgrpo/rollout/decode.py,
+# plan_batch_size) takes as many rows as fit 90% of the free memory at the call, so a larger
+# rollout may decode more rows at once in memory the learner has not claimed yet.
 SAMPLER_BATCH = 16
 # vLLM: KV block size on GPUs; memory outside its profile (CUDA graphs, NCCL, cuBLAS workspace),
 # an allowance, not measured here.
