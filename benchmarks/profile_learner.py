@@ -89,6 +89,105 @@ def profile_steps(trainer, model, optimizer, inputs, device: str, steps: int = 2
     return out
 
 
+def _set_checkpointing(model, mode: str | None) -> None:
+    from mtgrpo.trainer.checkpointing import checkpoint_kwargs
+
+    model.gradient_checkpointing_disable()
+    if mode:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs(mode))
+
+
+def _compile_layers(model, on: bool) -> None:
+    import torch
+
+    for layer in model.model.layers:
+        if on:
+            layer.compile(dynamic=True)
+        else:
+            layer._compiled_call_impl = None
+    if not on:
+        torch._dynamo.reset()
+
+
+def _loop_copies_step(optimizer):
+    """The optimizer step before the foreach copies: one cast and one write-back per tensor."""
+    import torch
+
+    @torch.no_grad()
+    def step(closure=None):
+        for p, master in optimizer._pairs:
+            master.grad = None if p.grad is None else p.grad.to(torch.float32)
+            p.grad = None
+        torch.optim.AdamW.step(optimizer)
+        for p, master in optimizer._pairs:
+            p.copy_(master)
+            master.grad = None
+    return step
+
+
+def run_variant(name, trainer, model, optimizer, inputs, args, device):
+    """More timed rows: [(label, timing)]. Leaves the model as it found it (no ckpt)."""
+    import torch
+
+    def timed():
+        try:
+            return gl.time_steps(trainer, model, optimizer, inputs, args.warmup, args.repeats,
+                                 device)
+        except Exception as exc:  # out of memory, a compile failure: keep the other rows
+            optimizer.zero_grad(set_to_none=True)
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+
+    if name == "selective":
+        _set_checkpointing(model, "selective")
+        t = timed()
+        _set_checkpointing(model, None)
+        return [("selective ckpt", t)]
+    if name == "loop-copies":
+        _set_checkpointing(model, None)
+        if not hasattr(optimizer, "_pairs"):
+            return [("loop copies, no ckpt", {"error": "not MasterWeightsAdamW"})]
+        optimizer.step = _loop_copies_step(optimizer)
+        t = timed()
+        del optimizer.step  # back to the class's foreach step
+        return [("loop copies, no ckpt", t)]
+    if name in ("compiled", "compiled-selective"):
+        mode = "selective" if name == "compiled-selective" else None
+        _set_checkpointing(model, mode)
+        _compile_layers(model, True)
+        t0 = time.perf_counter()
+        t = timed()
+        t["wall_with_compile_s"] = time.perf_counter() - t0
+        _compile_layers(model, False)
+        _set_checkpointing(model, None)
+        return [(f"compiled layers, {'selective ckpt' if mode else 'no ckpt'}", t)]
+    if name == "kahan":
+        from optimi import AdamW as OptimiAdamW
+
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer.state, optimizer.param_groups  # free the fp32 masters and moments
+        getattr(optimizer, "_pairs", []).clear()
+        import gc
+
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        kahan = OptimiAdamW(model.parameters(), lr=lr, eps=1e-8, kahan_sum=True)
+        rows = {}
+        for mode in (None, "selective"):
+            _set_checkpointing(model, mode)
+            try:
+                rows[mode] = gl.time_steps(trainer, model, kahan, inputs, args.warmup,
+                                           args.repeats, device)
+            except Exception as exc:
+                rows[mode] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        _set_checkpointing(model, None)
+        return [("kahan, no ckpt", rows[None]), ("kahan, selective ckpt", rows["selective"])]
+    raise ValueError(name)
+
+
 def print_profile(label: str, p: dict) -> None:
     print(f"-- profile: {label}: wall {p['wall_ms']:.1f} ms/step, kernels {p['kernel_ms']:.1f} ms, "
           f"host gap {p['host_gap_ms']:.1f} ms")
@@ -109,6 +208,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--every", type=int, nargs="*", default=[1, 2, 4, 0],
                         help="checkpoint every N-th layer (0 = no checkpointing)")
+    parser.add_argument("--variants", nargs="*", default=[],
+                        choices=["selective", "loop-copies", "compiled", "compiled-selective",
+                                 "kahan"],
+                        help="more rows after --every: selective checkpointing; the optimizer's "
+                             "former per-tensor master copies; compiled decoder layers; bf16 "
+                             "Kahan AdamW (last: it replaces the fp32 optimizer)")
+    parser.add_argument("--profile-best", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
@@ -160,6 +266,18 @@ def main(argv=None) -> int:
             p = profile_steps(trainer, model, optimizer, inputs, device)
             results["profiles"][label] = p
             print_profile(label, p)
+    for name in args.variants:
+        for label, t in run_variant(name, trainer, model, optimizer, inputs, args, device):
+            results["timings"][label] = gl.report(label, t, real, flops, peak)
+        if args.json:  # after every variant: a run cut short keeps its rows
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=1, default=str)
+        if name == "kahan":  # the fp32 optimizer is gone: later variants would need it
+            break
+    if args.profile_best:
+        best = min((k for k, v in results["timings"].items() if "ms_per_step" in v),
+                   key=lambda k: results["timings"][k]["ms_per_step"])
+        print(f"-- best: {best}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1, default=str)

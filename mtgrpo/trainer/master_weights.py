@@ -139,14 +139,24 @@ def _master_weights_adamw():
             if closure is not None:  # the closure recomputes the model's gradients first
                 with torch.enable_grad():
                     loss = closure()
+            # One multi-tensor kernel per direction instead of a copy per parameter (about 300
+            # launches each way at the Qwen3-1.7B shape): _foreach_copy_ casts bf16 -> fp32 on
+            # its fast path. The bf16 gradient is dropped once copied: at step time the model
+            # holds 2 + 4 + 8 bytes and the fp32 gradient 4 (the activations are gone by then).
+            with_grad = [(p, m) for p, m in self._pairs if p.grad is not None]
             for p, master in self._pairs:
-                # The bf16 gradient is dropped once copied: at step time the model holds
-                # 2 + 4 + 8 bytes and the fp32 gradient 4 (the activations are gone by then).
-                master.grad = None if p.grad is None else p.grad.to(torch.float32)
-                p.grad = None
+                master.grad = None
+            if with_grad:
+                grads32 = [torch.empty_like(m) for _, m in with_grad]
+                torch._foreach_copy_(grads32, [p.grad for p, _ in with_grad])
+                for (p, master), g in zip(with_grad, grads32):
+                    master.grad = g
+                    p.grad = None
+                del grads32
             super().step()
-            for p, master in self._pairs:
-                p.copy_(master)
+            if self._pairs:
+                torch._foreach_copy_([p for p, _ in self._pairs], [m for _, m in self._pairs])
+            for _, master in self._pairs:
                 master.grad = None
             return loss
 
