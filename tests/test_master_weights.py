@@ -90,7 +90,12 @@ FP64, FP32 = 3, 4
 MATRICES = dict(select=lambda name, size: size < 0.1)  # init std 0.02; norm weights are 1.0
 
 
-def test_fp32_master_weights_track_an_fp32_adamw(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("chunk_bytes", [master_weights.CAST_CHUNK_BYTES, 4096],
+                         ids=["one-chunk", "many-chunks"])
+def test_fp32_master_weights_track_an_fp32_adamw(tiny_model_dir, tmp_path, monkeypatch,
+                                                 chunk_bytes):
+    # many-chunks: the gradient casts run in many multi-tensor chunks (the real-size path).
+    monkeypatch.setattr(master_weights, "CAST_CHUNK_BYTES", chunk_bytes)
     trainer = _trainer(tiny_model_dir, tmp_path, "fp32")
     assert trainer.master_weights.name == "fp32" and trainer.master_weights.optimizer == "master"
     rows, optimizer = _run(trainer)
@@ -183,3 +188,15 @@ def test_config_key_is_validated():
         TrainerConfig.from_mapping({"model_name_or_path": "m", "master_weights": "fp16"},
                                    source="r.yaml")
     assert "trainer.master_weights" in str(err.value) and "bf16_kahan" in str(err.value)
+
+
+def test_gradient_casts_run_in_bounded_chunks_covering_every_parameter(monkeypatch):
+    monkeypatch.setattr(master_weights, "CAST_CHUNK_BYTES", 1000)
+    masters = [torch.zeros(n) for n in (10, 300, 5, 200, 1, 400)]  # 4 bytes each
+    pairs = [(object(), m) for m in masters]
+    chunks = list(master_weights._chunks(pairs))
+    assert [pair for chunk in chunks for pair in chunk] == pairs  # all, once, in order
+    sizes = [sum(m.numel() * 4 for _, m in chunk) for chunk in chunks]
+    # A chunk closes once it reaches the bound, so it exceeds it by less than its last tensor.
+    assert sizes == [1240, 2424] and all(s - 4 * c[-1][1].numel() < 1000
+                                         for s, c in zip(sizes, chunks))

@@ -139,20 +139,19 @@ def _master_weights_adamw():
             if closure is not None:  # the closure recomputes the model's gradients first
                 with torch.enable_grad():
                     loss = closure()
-            # One multi-tensor kernel per direction instead of a copy per parameter (about 300
-            # launches each way at the Qwen3-1.7B shape): _foreach_copy_ casts bf16 -> fp32 on
-            # its fast path. The bf16 gradient is dropped once copied: at step time the model
-            # holds 2 + 4 + 8 bytes and the fp32 gradient 4 (the activations are gone by then).
-            with_grad = [(p, m) for p, m in self._pairs if p.grad is not None]
-            for p, master in self._pairs:
+            for _, master in self._pairs:
                 master.grad = None
-            if with_grad:
-                grads32 = [torch.empty_like(m) for _, m in with_grad]
-                torch._foreach_copy_(grads32, [p.grad for p, _ in with_grad])
-                for (p, master), g in zip(with_grad, grads32):
+            for chunk in _chunks([(p, m) for p, m in self._pairs if p.grad is not None]):
+                # A multi-tensor kernel per chunk instead of a copy per parameter (about 300
+                # launches at the Qwen3-1.7B shape); _foreach_copy_ casts on its fast path.
+                # Chunks bound the bf16 gradients alive beside their fp32 copies: at step time
+                # the model holds 2 + 4 + 8 bytes and the fp32 gradient 4 (the activations are
+                # gone by then), plus one chunk.
+                grads32 = [torch.empty_like(m) for _, m in chunk]
+                torch._foreach_copy_(grads32, [p.grad for p, _ in chunk])
+                for (p, master), g in zip(chunk, grads32):
                     master.grad = g
                     p.grad = None
-                del grads32
             super().step()
             if self._pairs:
                 torch._foreach_copy_([p for p, _ in self._pairs], [m for _, m in self._pairs])
@@ -191,6 +190,22 @@ def _master_weights_adamw():
             return {id(p): master for p, master in self._pairs}
 
     return MasterWeightsAdamW
+
+
+CAST_CHUNK_BYTES = 512 * 2**20  # fp32 gradient bytes cast per multi-tensor kernel
+
+
+def _chunks(pairs):
+    """``pairs`` (model parameter, fp32 master) in runs of about CAST_CHUNK_BYTES of masters."""
+    chunk, size = [], 0
+    for pair in pairs:
+        chunk.append(pair)
+        size += pair[1].numel() * pair[1].element_size()
+        if size >= CAST_CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def __getattr__(name: str):  # the class needs torch: built on first use, import stays cheap
