@@ -23,6 +23,7 @@ import argparse
 import collections
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -139,6 +140,27 @@ def run_variant(name, trainer, model, optimizer, inputs, args, device):
                 torch.cuda.empty_cache()
             return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
 
+    if name == "optimizer":
+        if not hasattr(optimizer, "_pairs"):
+            return [("optimizer step", {"error": "not MasterWeightsAdamW"})]
+        params = [p for p in model.parameters() if p.requires_grad]
+        loop = _loop_copies_step(optimizer)
+        times: dict[str, list[float]] = {"optimizer step (foreach casts)": [],
+                                         "optimizer step (per-tensor copies)": []}
+        for i in range(args.warmup + 2 * args.repeats):
+            for label, fn in zip(times, (optimizer.step, loop)):
+                for p in params:  # tiny updates: the weights stay what the other rows time
+                    p.grad = torch.full_like(p, 1e-6)
+                gl.sync(device)
+                t0 = time.perf_counter()
+                fn()
+                gl.sync(device)
+                if i >= args.warmup:
+                    times[label].append(time.perf_counter() - t0)
+        optimizer.zero_grad(set_to_none=True)
+        return [(label, {"ms_per_step": 1000 * statistics.median(ts),
+                         "ms_all": [round(1000 * t, 2) for t in ts]})
+                for label, ts in times.items()]
     if name == "selective":
         _set_checkpointing(model, "selective")
         t = timed()
@@ -209,9 +231,10 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, nargs="*", default=[1, 2, 4, 0],
                         help="checkpoint every N-th layer (0 = no checkpointing)")
     parser.add_argument("--variants", nargs="*", default=[],
-                        choices=["selective", "loop-copies", "compiled", "compiled-selective",
-                                 "kahan"],
-                        help="more rows after --every: selective checkpointing; the optimizer's "
+                        choices=["optimizer", "selective", "loop-copies", "compiled",
+                                 "compiled-selective", "kahan"],
+                        help="more rows after --every: the optimizer step alone, foreach "
+                             "against per-tensor copies, interleaved; selective checkpointing; the optimizer's "
                              "former per-tensor master copies; compiled decoder layers; bf16 "
                              "Kahan AdamW (last: it replaces the fp32 optimizer)")
     parser.add_argument("--profile-best", action="store_true")

@@ -121,6 +121,24 @@ def test_deepspeed_stage_choices():
     assert not args["use_deepspeed"] and args["multi_gpu"] and args["mixed_precision"] == "bf16"
 
 
+def one_host(cfg: TrainerConfig, gpus: int):
+    return build_plan(cfg, ResourceConfig("algo-1", ("algo-1",), "eth0"), OptML(Path("/tmp/x")),
+                      model="/models/m", gpu_count=gpus, python="python3")
+
+
+def test_one_process_never_gets_deepspeed():
+    """deepspeed_stage is for several GPUs (train.py and the fit planner agree): one training
+    process is plain accelerate in bf16, whatever the stage, on one host or one GPU."""
+    for stage in (2, 3):
+        plan = one_host(config(generation_backend="transformers", deepspeed_stage=stage), 1)
+        args = accelerate_args(plan)
+        assert plan.world_size == 1 and args["num_processes"] == 1
+        assert not args["use_deepspeed"] and not args["multi_gpu"]
+        assert args["mixed_precision"] == "bf16"
+    two = one_host(config(generation_backend="transformers", deepspeed_stage=2), 2)
+    assert two.world_size == 2 and accelerate_args(two)["use_deepspeed"]
+
+
 def test_external_vllm_server_is_not_started():
     plan = plan_for("algo-1", config(vllm_server_url="http://vllm.internal:9000/"))
     assert plan.vllm is None and plan.vllm_url == "http://vllm.internal:9000"

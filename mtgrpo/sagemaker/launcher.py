@@ -257,14 +257,19 @@ def _accelerate_argv(config: TrainerConfig, *, python: str, num_nodes: int, node
             "--num_processes", str(per_host * num_nodes),
             "--main_process_ip", master, "--main_process_port", str(port),
             "--dynamo_backend", "no"]
-    if config.deepspeed_stage:
+    world_size = per_host * num_nodes
+    # DeepSpeed only with more than one process, as train.py (TrainingArguments.deepspeed) and
+    # the fit planner have it: `accelerate launch --use_deepspeed` of one process would still
+    # wrap the model in a ZeRO engine (from the environment it sets) that shards nothing, keeps
+    # 20 bytes per parameter instead of 16, and needs DeepSpeed installed.
+    if config.deepspeed_stage and world_size > 1:
         # `standard` = torchrun on every node; SageMaker hosts have no pdsh/ssh between them.
         argv += ["--use_deepspeed", "--deepspeed_config_file",
                  str(DEEPSPEED_CONFIGS[config.deepspeed_stage]),
                  "--deepspeed_multinode_launcher", "standard"]
     else:
         argv += ["--mixed_precision", "bf16" if config.bf16 else "no"]
-        if per_host * num_nodes > 1:
+        if world_size > 1:
             argv += ["--multi_gpu"]
     return argv
 
