@@ -230,6 +230,11 @@ def main(argv=None) -> int:
     parser.add_argument("--bandwidth-gbs", type=float, help="default: by device name")
     parser.add_argument("--memory-gib", type=float,
                         help="cap this process's GPU memory (stand in for a smaller card)")
+    parser.add_argument("--liger", action="store_true",
+                        help="apply Liger's layer kernels first, as a GPU job's policy has them")
+    parser.add_argument("--train-mode", action="store_true",
+                        help="the policy in train mode with checkpointing on, as the trainer "
+                             "holds it between optimizer steps")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -250,6 +255,14 @@ def main(argv=None) -> int:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(args.memory_gib * 2**30 / total, device)
     model, tokenizer = build(args.tiny, device)
+    if args.liger:
+        from mtgrpo.trainer import liger
+
+        print("liger kernels:", liger.apply(model, required=True))
+    if args.train_mode:
+        model.train()
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     stop = get_parser(batch["tool_format"]).stop
     variants = [v for v in args.variants.split(",") if v]
     if device.type != "cuda":  # compiling for CPU is not what this measures

@@ -424,6 +424,10 @@ class MTGRPOTrainer(*_trainer_bases()):
             learner = max(self._step_wall - self._step_rollout, 1e-9)
             self._metrics["train"]["step_seconds"].append(self._step_wall)
             self._metrics["train"]["tokens_per_second"].append(self._step_tokens / learner)
+            if torch.cuda.is_available():  # this process's peak of the step: the planner's number
+                self._metrics["train"]["gpu_peak_gib"].append(
+                    torch.cuda.max_memory_allocated() / 2**30)
+                torch.cuda.reset_peak_memory_stats()
             self._step_wall = self._step_rollout = 0.0
             self._step_tokens = 0
         return loss
