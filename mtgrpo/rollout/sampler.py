@@ -10,6 +10,7 @@ accept a per-prompt token budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -144,6 +145,16 @@ class VLLMSampler:
         return f"VLLMSampler({self.client.base_url!r})"
 
 
+def _sampling_kernels(model):
+    """The model's own kernels while it samples (see mtgrpo.trainer.liger: the compiled decode
+    cannot trace Liger's); nothing to undo where Liger was never applied."""
+    if not hasattr(model, "mtgrpo_kernel_swap"):
+        return contextlib.nullcontext()
+    from mtgrpo.trainer.liger import sampling_kernels
+
+    return sampling_kernels(model)
+
+
 class TransformersSampler:
     """Samples with the trainer's current policy in-process (no vLLM needed).
 
@@ -237,7 +248,7 @@ class TransformersSampler:
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _sampling_kernels(model):
                 start = 0
                 while start < len(order):
                     rest = order[start:]
