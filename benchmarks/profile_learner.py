@@ -90,12 +90,36 @@ def profile_steps(trainer, model, optimizer, inputs, device: str, steps: int = 2
     return out
 
 
-def _set_checkpointing(model, mode: str | None) -> None:
-    from mtgrpo.trainer.checkpointing import checkpoint_kwargs
+# Selective activation checkpointing (measured, not adopted: see docs/performance.md): keep the
+# outputs of the matmuls and attention ops, recompute the cheap ops between them (norms, RoPE,
+# SwiGLU, adds), through torch's create_selective_checkpoint_contexts as transformers'
+# checkpointing context_fn.
+_SAVED = {"mm", "addmm", "bmm"}  # plus every attention op (names with "attn"/"attention")
 
+
+def _saves(op) -> bool:
+    """Keep this op's output? ``op`` is an OpOverload: aten.mm.default, torch_attn._varlen_attn..."""
+    base = str(getattr(op, "overloadpacket", op)).rsplit(".", 1)[-1].lstrip("_").lower()
+    return base in _SAVED or "attn" in base or "attention" in base
+
+
+def _selective_context():
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if _saves(op) else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+def _set_checkpointing(model, mode: str | None) -> None:
+    """mode None (off), "full" (every layer) or "selective" (every layer, SAC)."""
     model.gradient_checkpointing_disable()
     if mode:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs(mode))
+        kwargs = {"use_reentrant": False}
+        if mode == "selective":
+            kwargs["context_fn"] = _selective_context
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _compile_layers(model, on: bool) -> None:
