@@ -12,9 +12,10 @@ log-prob path (fast_logprobs.py) and TRL's own path score tokens with.
 
 Rollouts from the live policy (``generation_backend: transformers``) sample with the model's
 own transformers kernels, not Liger's: the compiled decoder (``sampler_compile``) cannot
-trace Liger's Triton kernels (dynamo's kernel analysis fails on them, measured on an H200:
-a GPU job's 16 x 256-token rollout took 8-16 s against 0.89 s for the same model without
-Liger), and a one-token decode step gains nothing from them. ``apply`` records what it
+trace Liger's Triton kernels (dynamo's kernel analysis fails on them and the decode falls
+apart: on an H200, ``benchmarks/sampler_gpu.py`` at the Qwen2.5-1.5B shape sampled 16 x 256
+tokens in 7.08 s with Liger's kernels against 0.89 s without, and a GPU job at the Qwen3-1.7B
+shape spent 8-16 s per such rollout), and a one-token decode step gains nothing from them. ``apply`` records what it
 replaced (``KernelSwap``: the instance ``forward`` methods, the family module's functions and
 classes, class ``forward`` methods) and ``sampling_kernels(model)`` puts the originals back for
 the duration of a rollout. The learner scores every token again with Liger's kernels, so the
