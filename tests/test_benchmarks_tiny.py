@@ -1,0 +1,47 @@
+"""The GPU benchmarks' code paths, run at their tiny CPU shape (``--tiny``), so a change that
+breaks a benchmark shows here and not on the next lent GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--tiny", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sagemaker_train_benchmark_runs_the_job_and_the_learner_at_its_shape(tmp_path):
+    out = tmp_path / "sm.json"
+    proc = _run("sagemaker_train_gpu.py", "--steps", "2", "--warmup", "1", "--repeats", "1",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    job = result["job"]
+    assert job["exit"] == 0 and "liger kernels: off" in job["start_line"]  # CPU: off
+    assert [row["step"] for row in job["steps"]] == [1, 2]
+    assert all(row["learn_s"] > 0 and row["tokens"] > 0 for row in job["steps"])
+    # The benchmark's batch carries the job's token count (prompt and completion lengths).
+    assert abs(result["bench"]["real_tokens"] - job["median_tokens"]) <= 0.05 * job["median_tokens"]
+    assert result["bench"]["liger"] == [] and result["job_over_bench"] > 0
+
+
+def test_profile_benchmark_variants_run(tmp_path):
+    out = tmp_path / "profile.json"
+    proc = _run("profile_learner.py", "--every", "0", "--warmup", "1", "--repeats", "1",
+                "--variants", "selective", "loop-copies", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    timings = json.loads(out.read_text())["timings"]
+    assert timings["no ckpt"]["ms_per_step"] > 0
+    assert timings["selective ckpt"]["ms_per_step"] > 0
+    # fp32 on CPU: there are no master copies to time, and the row says so.
+    assert timings["loop copies, no ckpt"] == {"error": "not MasterWeightsAdamW"}
