@@ -7,6 +7,9 @@
 - With ``max_staleness: 1`` (real vLLM server): every episode is current or one version
   behind, no request spans a weight push, and the importance weights are exactly 1 for the
   current-version episodes and differ from 1 for the stale ones.
+- The learner's log-probs of those weights are the loss forward's own: no forward more than the
+  synchronous loop (gradient accumulation too), and the weights, the loss and its gradient
+  equal what TRL's ``vllm_importance_sampling_correction`` gave with its separate forward.
 - Failures in the background rollout surface in the training thread at the next step, as
   today; a stop request joins the rollout thread, saves, and the run resumes at that step.
 """
@@ -44,7 +47,8 @@ def _config(tiny_model_dir, tmp_path, **overrides):
     return TrainerConfig(**values), paths
 
 
-def _seeded_run(tiny_model_dir, tmp_path, sampler=None, **overrides) -> list[dict]:
+def _seeded_run(tiny_model_dir, tmp_path, sampler=None, on_trainer=None,
+                **overrides) -> list[dict]:
     """A 3-step run on the scripted sampler (half its searches vague: rewards vary, the
     weights move); its per-step metrics without wall-clock values."""
     from transformers import AutoTokenizer
@@ -55,7 +59,7 @@ def _seeded_run(tiny_model_dir, tmp_path, sampler=None, **overrides) -> list[dic
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     cfg, paths = _config(tiny_model_dir, tmp_path, **overrides)
     run(cfg, paths, sampler=sampler or ScriptedSampler(tokenizer, query_accuracy=0.5, seed=0),
-        parser=task_parser())
+        parser=task_parser(), on_trainer=on_trainer)
     rows = [json.loads(x) for x in (paths.output_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
@@ -86,6 +90,114 @@ def test_max_staleness_1_with_the_scripted_sampler(tiny_model_dir, tmp_path):
     assert rows[0]["tis_stale_share"] == 0.0 and "tis_ratio_mean" not in rows[0]
     # The scripted sampler's logprobs are 0 (p = 1): every learner/sampler ratio is below 1.
     assert all(0 < r["tis_ratio_mean"] < 1 and r["tis_clipped_share"] == 0.0 for r in rows[1:])
+    assert all(r["tis_ratio_max"] < 1 for r in rows[1:])
+    # |learner - sampler| over every episode's tokens (current ones too), from the loss forward.
+    assert all(r["sampling_sampling_logp_difference_mean"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_overlap_runs_no_extra_forward(tiny_model_dir, tmp_path, accumulation):
+    """The learner's log-probs for the importance weights come from the loss forward: the
+    overlapped run calls the policy exactly as often as the synchronous one (one forward per
+    micro-batch), with gradient accumulation too."""
+    counts = {}
+
+    def counting(staleness):
+        def hook(trainer):
+            counts[staleness] = 0
+
+            def count(*_):
+                counts[staleness] += 1
+
+            trainer.model.register_forward_pre_hook(count)
+        return hook
+
+    for staleness in (0, 1):
+        _seeded_run(tiny_model_dir, tmp_path / str(staleness), on_trainer=counting(staleness),
+                    max_staleness=staleness, gradient_accumulation_steps=accumulation)
+    assert counts[0] == counts[1] == 3 * accumulation, counts
+
+
+@pytest.mark.parametrize("accumulation, loss_type",
+                         [(1, "grpo"), (2, "dapo"), (2, "bnpo"), (1, "dr_grpo")])
+def test_loss_forward_weights_equal_trls_separate_forward(tiny_model_dir, tmp_path,
+                                                          accumulation, loss_type):
+    """What TRL's vllm_importance_sampling_correction (token_truncate, cap tis_cap) computed
+    with its separate no-grad forward at generation time, with current-version rows set to 1,
+    is reproduced here and travels with the batch rows (TRL shuffles and splits them). The
+    weights from the loss forward must equal it; and the loss with the weights folded into the
+    advantages must equal TRL's loss with `per_token_loss * importance_sampling_ratio`, and so
+    must its gradient."""
+    import torch
+    from trl import GRPOTrainer
+
+    seen = {"weights": [], "losses": []}
+
+    def spy(trainer):
+        generate, weights_of, compute = (trainer._generate_and_score_completions,
+                                         trainer._tis_weights, trainer._compute_loss)
+
+        def generate_with_reference(inputs):
+            output = generate(inputs)
+            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+            with torch.no_grad():
+                old, _, _ = trainer._get_per_token_logps_and_entropies(
+                    trainer.model, ids, attention, output["completion_ids"].size(1),
+                    batch_size=trainer.args.per_device_train_batch_size)
+            mask = output["completion_mask"] * output["tool_mask"]
+            ratio = torch.exp(torch.nan_to_num(
+                (old - output["sampling_per_token_logps"]) * mask, nan=0.0))
+            ratio = torch.clamp(ratio, max=trainer.mt_config.tis_cap)
+            ratio[~output["tis_stale"]] = 1.0
+            output["reference_weights"] = ratio
+            return output
+
+        def checked(learner, inputs):
+            weights = weights_of(learner, inputs)
+            seen["weights"].append((weights, inputs["reference_weights"], inputs["tis_stale"],
+                                    (inputs["completion_mask"] * inputs["tool_mask"]).bool()))
+            return weights
+
+        def both_losses(model, inputs):
+            trl_inputs = {k: v for k, v in inputs.items()}  # before ours scales the advantages
+            trl_inputs["importance_sampling_ratio"] = inputs["reference_weights"]
+            ours = compute(model, inputs)
+            lengths = {k: len(v) for k, v in trainer._metrics["train"].items()}
+            trainer.use_vllm = trainer.vllm_importance_sampling_correction = True
+            try:
+                theirs = GRPOTrainer._compute_loss(trainer, model, trl_inputs)
+            finally:
+                trainer.use_vllm = trainer.vllm_importance_sampling_correction = False
+                for k, v in trainer._metrics["train"].items():  # no metric counted twice
+                    del v[lengths.get(k, 0):]
+            params = [q for q in model.parameters() if q.requires_grad]
+            grads = [torch.cat([g.flatten() for g in torch.autograd.grad(
+                loss, params, retain_graph=retain)]) for loss, retain in ((ours, True),
+                                                                         (theirs, False))]
+            seen["losses"].append((ours.item(), theirs.item(), *grads))
+            return ours
+
+        trainer._generate_and_score_completions = generate_with_reference
+        trainer._tis_weights = checked
+        trainer._compute_loss = both_losses
+
+    _seeded_run(tiny_model_dir, tmp_path, on_trainer=spy, max_staleness=1,
+                gradient_accumulation_steps=accumulation, loss_type=loss_type)
+    assert len(seen["weights"]) == 3 * accumulation
+    stale_values = []
+    for weights, reference, stale, mask in seen["weights"]:
+        assert torch.allclose(weights, reference, rtol=1e-5, atol=1e-6)
+        assert torch.equal(weights[~stale], torch.ones_like(weights[~stale]))
+        stale_values.append(weights[stale][mask[stale]])
+    stale_values = torch.cat(stale_values)
+    # The scripted sampler's log-probs are 0 (p = 1): every stale weight is p_learner < 1.
+    assert stale_values.numel() > 0 and bool((stale_values < 1).all())
+    # A gradient on the stale steps (dr_grpo's is the smallest: it divides by B x 160 tokens).
+    assert any(ours_grad.norm() > 1e-5 for *_, ours_grad, _ in seen["losses"][accumulation:])
+    for ours, theirs, ours_grad, theirs_grad in seen["losses"]:
+        assert math.isclose(ours, theirs, rel_tol=1e-5, abs_tol=1e-7)
+        assert torch.allclose(ours_grad, theirs_grad, rtol=1e-4, atol=1e-7)
 
 
 def test_config_refuses_overlap_where_the_sampler_shares_the_learner():
@@ -249,18 +361,18 @@ def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
 
     def spy(trainer):
         trainers.append(trainer)
-        correct = trainer._correct_stale
+        weights_of = trainer._tis_weights
 
-        def recording(output, inputs):
-            correct(output, inputs)
-            mask = (output["completion_mask"] * output["tool_mask"]).bool()
-            gap = (output["old_per_token_logps"] - output["sampling_per_token_logps"]).abs()
-            for row, x in enumerate(inputs):
-                seen.append((trainer.state.global_step, int(x["policy_version"]),
-                             output["importance_sampling_ratio"][row][mask[row]].clone(),
-                             gap[row][mask[row]].mean().item()))
+        def recording(learner, inputs):  # the loss forward's log-probs, per micro-batch
+            weights = weights_of(learner, inputs)
+            mask = (inputs["completion_mask"] * inputs["tool_mask"]).bool()
+            gap = (learner - inputs["sampling_per_token_logps"]).abs()
+            for row, stale in enumerate(inputs["tis_stale"].tolist()):
+                seen.append((trainer.state.global_step, int(stale),
+                             weights[row][mask[row]].clone(), gap[row][mask[row]].mean().item()))
+            return weights
 
-        trainer._correct_stale = recording
+        trainer._tis_weights = recording
 
     def parity(episode):
         from mtgrpo.trainer.types import RewardBreakdown
@@ -275,11 +387,11 @@ def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
     assert requests and all(start == end for start, end in requests), requests
     # Steps 1-4 sampled with versions 0, 0, 1, 2; the final evaluation with 4.
     assert {v for v, _ in requests} == {0, 1, 2, 4}
-    lags = [(step, step - version) for step, version, _, _ in seen]
-    assert {lag for step, lag in lags if step == 0} == {0}  # step 1: sampled on the spot
-    assert {lag for step, lag in lags if step > 0} == {1}  # later: prefetched, one behind
-    current = [r for r in seen if r[0] == r[1]]
-    stale = [r for r in seen if r[0] != r[1]]
+    assert len(seen) == 4 * 8  # every episode's weights, computed in the loss forward
+    assert {lag for step, lag, _, _ in seen if step == 0} == {0}  # step 1: sampled on the spot
+    assert {lag for step, lag, _, _ in seen if step > 0} == {1}  # later: prefetched, one behind
+    current = [r for r in seen if r[1] == 0]
+    stale = [r for r in seen if r[1] == 1]
     assert all(torch.equal(w, torch.ones_like(w)) for _, _, w, _ in current)
     weights = torch.cat([w for _, _, w, _ in stale])
     assert (weights != 1).float().mean() > 0.5 and weights.max() <= cfg.tis_cap
