@@ -70,9 +70,11 @@ def _close(a, b) -> bool:
     return a == b
 
 
-def test_max_staleness_0_is_the_synchronous_loop(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("staleness", [0, -1], ids=["0", "auto-with-a-given-sampler"])
+def test_max_staleness_0_is_the_synchronous_loop(tiny_model_dir, tmp_path, staleness):
+    """0, and auto (-1) where train.run is handed a sampler (here the scripted one)."""
     expected = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    rows = _seeded_run(tiny_model_dir, tmp_path, max_staleness=0)
+    rows = _seeded_run(tiny_model_dir, tmp_path, max_staleness=staleness)
     assert [sorted(r) for r in rows] == [sorted(r) for r in expected]  # no new metric either
     bad = [(r["step"], k, r[k], e[k]) for r, e in zip(rows, expected) for k in e
            if not _close(r[k], e[k])]
@@ -210,8 +212,31 @@ def test_config_refuses_overlap_where_the_sampler_shares_the_learner():
         (line,) = err.value.lines()
         assert "recipes/r.yaml" in line and "trainer.max_staleness" in line
         assert f"generation_backend {backend}" in line, line
-    with pytest.raises(UserError, match="out of range"):
-        TrainerConfig(model_name_or_path="m", max_staleness=2)
+    for bad in (2, -2):
+        with pytest.raises(UserError, match="out of range"):
+            TrainerConfig(model_name_or_path="m", max_staleness=bad)
+
+
+def test_auto_staleness_overlaps_only_with_a_vllm_server_of_its_own():
+    """-1 (auto, the default): 1 with generation_backend vllm and the sampler train.run builds
+    (the server returns the log-probs the weights need); 0 where the sampler shares the
+    learner's GPU (no config error for the default there) or is handed in."""
+    from mtgrpo.contract.config import resolved_staleness
+
+    auto = TrainerConfig.from_mapping({"model_name_or_path": "m"}, source="recipes/r.yaml")
+    assert auto.max_staleness == -1 and auto.generation_backend == "vllm"
+    assert resolved_staleness(auto) == 1
+    assert resolved_staleness(auto, injected_sampler=True) == 0
+    for backend in ("transformers", "vllm_shared"):
+        cfg = TrainerConfig.from_mapping({"model_name_or_path": "m",
+                                          "generation_backend": backend}, source="r.yaml")
+        assert resolved_staleness(cfg) == 0
+        assert resolved_staleness(cfg.replace(max_staleness=0)) == 0
+    for explicit in (0, 1):
+        cfg = auto.replace(max_staleness=explicit)
+        assert resolved_staleness(cfg) == resolved_staleness(cfg, injected_sampler=True) \
+            == explicit
+    assert TrainerConfig.from_hyperparameters(auto.to_hyperparameters()) == auto
 
 
 class _FailingSampler:
@@ -335,9 +360,66 @@ def test_a_weight_push_waits_for_the_rollout_in_flight():
         assert version == 5
 
 
+_TWO_PROCESSES = """
+import json, sys
+from pathlib import Path
+from accelerate import PartialState
+from transformers import AutoTokenizer
+from mtgrpo.contract import TrainerConfig
+from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
+from mtgrpo.trainer.paths import RunPaths
+from mtgrpo.trainer.train import run
+
+model, task, out = (Path(a) for a in sys.argv[1:4])
+cfg = TrainerConfig(model_name_or_path=str(model), num_generations=2,
+                    per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=3,
+                    eval_steps=0, save_steps=100, learning_rate=1e-3, max_grad_norm=1.0,
+                    max_turns=2, max_tool_calls=1, max_tokens_per_turn=48,
+                    max_completion_length=160, search_max_tokens=32, seed=3, max_staleness=1,
+                    deepspeed_stage=0)
+rank = PartialState().process_index
+run(cfg, RunPaths(str(model), task / "train.jsonl", None, task / "corpus", out, out / "model",
+                  out / "checkpoints"),
+    sampler=ScriptedSampler(AutoTokenizer.from_pretrained(model), query_accuracy=0.5,
+                            seed=rank), parser=task_parser())
+"""
+
+
+@pytest.mark.slow
+def test_overlap_with_two_learner_processes(tiny_model_dir, tmp_path):
+    """Two learner processes (accelerate on CPU, gloo), each prefetching its own shard: the
+    staleness and weight metrics are gathered over both (their collectives pair up), with
+    gradient accumulation."""
+    import os
+    import subprocess
+    import sys
+
+    from mtgrpo.testing.synthetic import write_task
+    from tests.conftest import free_port
+
+    task = write_task(tmp_path / "task")
+    script = tmp_path / "two.py"
+    script.write_text(_TWO_PROCESSES)
+    out = tmp_path / "out"
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(repo)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(free_port()), str(script), str(tiny_model_dir), str(task),
+         str(out)], capture_output=True, text=True, timeout=600, cwd=repo, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["staleness_max"] for r in rows] == [0.0, 1.0, 1.0]
+    assert [r["tis_stale_share"] for r in rows] == [0.0, 1.0, 1.0]
+    assert all(0 < r["tis_ratio_mean"] < 1 for r in rows[1:])
+
+
 @pytest.mark.vllm
-def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
-    """max_staleness 1 against the real vLLM server (reload weight sync, sampler logprobs):
+def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path, capsys):
+    """max_staleness auto (1 here) against the real vLLM server (reload weight sync, sampler logprobs):
     every episode is current or one version behind; no request spans a weight push; the
     importance weights are exactly 1 on current-version episodes and differ from 1 on stale
     ones; on current-version episodes the server's log-probs match the learner's (on-policy)
@@ -355,8 +437,8 @@ def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
                          weight_sync="reload", vllm_server_url=vllm_server.url,
                          vllm_request_timeout_s=120, num_generations=4,
                          per_device_train_batch_size=8, max_steps=4, learning_rate=1e-2,
-                         max_tokens_per_turn=24, max_completion_length=128, temperature=1.0,
-                         max_staleness=1)
+                         max_tokens_per_turn=24, max_completion_length=128, temperature=1.0)
+    assert cfg.max_staleness == -1  # auto: train.run builds the vLLM sampler, so it overlaps
     seen, trainers = [], []
 
     def spy(trainer):
@@ -383,6 +465,8 @@ def test_overlap_with_the_real_server(vllm_server, tiny_model_dir, tmp_path):
 
     summary = run(cfg, paths, parser=task_parser(), scorer=parity, on_trainer=spy)
     assert summary["global_step"] == 4
+    assert trainers[0].overlap and trainers[0].mt_config.max_staleness == 1
+    assert "mtgrpo: rollouts: overlapped with learning" in capsys.readouterr().out
     requests = list(trainers[0].policy_clock.requests)
     assert requests and all(start == end for start, end in requests), requests
     # Steps 1-4 sampled with versions 0, 0, 1, 2; the final evaluation with 4.
