@@ -166,6 +166,7 @@ class MTGRPOTrainer(*_trainer_bases()):
     # -- overlap (max_staleness > 0; overlap.py) -------------------------------------------------
     def _init_overlap(self, clock: PolicyClock | None) -> None:
         self.policy_clock = clock or PolicyClock()
+        # train.run resolves max_staleness -1 (auto) to 0 or 1; left unresolved, it is synchronous.
         self.overlap = self.mt_config.max_staleness > 0
         self.sampler_follows_pushes = False  # set by WeightSyncCallback
         self._prefetch: Prefetch | None = None
