@@ -232,10 +232,12 @@ class TrainerConfig:
 
     # -- overlap of rollouts and learning (docs/rollouts.md "Overlap") ----------------------------
     max_staleness: int = _f(
-        0, "Policy versions a rollout may lag the learner: 0 = synchronous (sample, then learn); "
-           "1 = the next step's batch is sampled in the background while the learner trains, "
-           "with the weights of the step before (generation_backend vllm only).",
-        min=0, max=1)
+        -1, "Policy versions a rollout may lag the learner: 0 = synchronous (sample, then "
+            "learn); 1 = the next step's batch is sampled in the background while the learner "
+            "trains, with the weights of the step before (generation_backend vllm only); -1 = "
+            "auto: 1 with generation_backend vllm, 0 with transformers and vllm_shared (they "
+            "sample on the learner's GPU and cannot overlap).",
+        min=-1, max=1)
     tis_cap: float = _f(
         2.0, "Cap of the truncated importance weight min(pi_learner / pi_sampler, tis_cap) on "
              "each token of a stale episode (max_staleness 1; current episodes get weight 1).",
@@ -456,12 +458,23 @@ def _cross_field_problems(cfg: TrainerConfig, source: str, prefix: str) -> list[
                                 "vllm_shared)", "reload or auto"))
     problems += _lora_problems(cfg, source, key)
     # -- overlap (max_staleness) --
-    if cfg.max_staleness and cfg.generation_backend != "vllm":
+    if cfg.max_staleness > 0 and cfg.generation_backend != "vllm":
         problems.append(Problem(source, key("max_staleness"),
                                 f"{cfg.max_staleness} needs the sampler on its own server; "
                                 f"generation_backend {cfg.generation_backend} shares the "
-                                "learner's GPU", "0, or generation_backend: vllm"))
+                                "learner's GPU", "0 or -1 (auto), or generation_backend: vllm"))
     return problems
+
+
+def resolved_staleness(cfg: TrainerConfig, *, injected_sampler: bool = False) -> int:
+    """``max_staleness`` as the run uses it: auto (-1) overlaps (1) only where the sampler is the
+    vLLM server of ``generation_backend: vllm``, which returns the token log-probs the
+    importance weights need and runs apart from the learner; otherwise (transformers,
+    vllm_shared, or a sampler handed to ``train.run`` by a test or benchmark) it is synchronous
+    (0). An explicit 0 or 1 is used as given."""
+    if cfg.max_staleness >= 0:
+        return cfg.max_staleness
+    return int(cfg.generation_backend == "vllm" and not injected_sampler)
 
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")

@@ -20,11 +20,10 @@ advantages of ``_compute_loss`` are private API):
 - Overlap (``max_staleness: 1``, ``overlap.py``): the next generation batch's prompts are
   peeked from TRL's dataloader (``get_batch_samples`` reads one batch ahead) and rolled out in a
   background thread while the learner trains; each episode keeps its policy version. Stale
-  episodes get TRL's truncated importance weight (``vllm_importance_sampling_correction`` in
-  ``token_truncate`` mode, cap ``tis_cap``: TRL multiplies it into the per-token loss, so it
-  fits per-token advantages); TRL gates that machinery on ``use_vllm``, which is set here while
-  TRL's own vLLM weight sync in ``_generate`` is kept off (``_last_loaded_step``). Private API
-  of trl 1.16.0, pinned.
+  episodes get a truncated per-token importance weight ``min(pi_learner / pi_sampler,
+  tis_cap)``, current ones exactly 1. The learner's log-probs are the loss forward's own
+  (detached), not a separate forward: see ``_tis_weights``. Private API of trl 1.16.0 (the
+  order of ``_compute_loss``: log-probs first, advantages read after), pinned.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import contextlib
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -166,29 +166,20 @@ class MTGRPOTrainer(*_trainer_bases()):
     # -- overlap (max_staleness > 0; overlap.py) -------------------------------------------------
     def _init_overlap(self, clock: PolicyClock | None) -> None:
         self.policy_clock = clock or PolicyClock()
+        # train.run resolves max_staleness -1 (auto) to 0 or 1; left unresolved, it is synchronous.
         self.overlap = self.mt_config.max_staleness > 0
         self.sampler_follows_pushes = False  # set by WeightSyncCallback
         self._prefetch: Prefetch | None = None
         self._peek_iterator = None
         self._peeked: list = []  # the dataloader item read ahead (the next generation batch)
         self._step_wait = 0.0  # seconds this step's learner waited for rollouts
+        self._tis_inputs: dict | None = None  # the micro-batch whose loss forward is running
+        self._tis_sums = _TISSums()  # this optimizer step's weight statistics
         if not self.overlap:
             return
         if self.mt_config.generation_backend != "vllm":  # the config refuses it; belt and braces
             raise ValueError("max_staleness > 0 needs generation_backend vllm")
-        # TRL's importance-sampling correction, per token, truncated at tis_cap (see module doc).
-        self.use_vllm = True
-        self.vllm_importance_sampling_correction = True
-        self.vllm_importance_sampling_mode = "token_truncate"
-        self.vllm_importance_sampling_clip_max = float(self.mt_config.tis_cap)
-        self.vllm_importance_sampling_clip_min = None
-        self._last_loaded_step = -1
         self.add_callback(_OverlapCallback(self))
-
-    def _generate(self, prompts: list):
-        if self.overlap:  # use_vllm is only TRL's switch for the correction: no TRL weight sync
-            self._last_loaded_step = self.state.global_step
-        return super()._generate(prompts)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """HF's batches of one optimizer step; with the overlap, one more dataloader item is
@@ -284,35 +275,90 @@ class MTGRPOTrainer(*_trainer_bases()):
         finally:
             self.stop_prefetch()  # an error or the end of training: no thread left behind
 
-    def _correct_stale(self, output: dict, inputs: list[dict]) -> None:
-        """Importance weights 1 for current-version episodes (as the synchronous loop: no
-        correction), TRL's truncated weight for stale ones; staleness and weight metrics."""
+    def _mark_stale(self, output: dict, inputs: list[dict]) -> None:
+        """Flag this generation batch's stale episodes (``tis_stale``, one bool per row: TRL's
+        shuffle and split of the batch keep it aligned with the rows) and log the staleness."""
         from accelerate.utils import gather_object
 
+        if output.get("sampling_per_token_logps") is None:
+            raise RuntimeError("max_staleness 1 needs the sampler's token log-probs "
+                               "(VLLMSampler(logprobs=True)); the rollout returned none")
         current = self.state.global_step
-        versions = [int(x["policy_version"]) for x in inputs]
-        ratio = output["importance_sampling_ratio"]
-        stale = torch.tensor([v < current for v in versions], device=ratio.device)
-        ratio[~stale] = 1.0
-        mask = output["completion_mask"] * output.get("tool_mask", 1)
-        raw = torch.exp((output["old_per_token_logps"] - output["sampling_per_token_logps"])
-                        * mask)
-        picked = raw[mask.bool() & stale[:, None]]
-        cap = float(self.mt_config.tis_cap)
-        local = (versions, [current - v for v in versions], picked.sum().item(),
-                 picked.max().item() if picked.numel() else None, int(picked.numel()),
-                 int((picked > cap).sum().item()))
-        parts = gather_object([local])
-        lags = [lag for p in parts for lag in p[1]]
-        tokens = sum(p[4] for p in parts)
+        lags = [current - int(x["policy_version"]) for x in inputs]
+        output["tis_stale"] = torch.tensor([lag > 0 for lag in lags],
+                                           device=output["completion_ids"].device)
+        lags = [lag for part in gather_object([lags]) for lag in part]
         metrics = self._metrics["train"]
         metrics["staleness/mean"].append(sum(lags) / len(lags))
         metrics["staleness/max"].append(float(max(lags)))
         metrics["tis/stale_share"].append(sum(lag > 0 for lag in lags) / len(lags))
-        if tokens:
-            metrics["tis/ratio_mean"].append(sum(p[2] for p in parts) / tokens)
-            metrics["tis/ratio_max"].append(max(p[3] for p in parts if p[3] is not None))
-            metrics["tis/clipped_share"].append(sum(p[5] for p in parts) / tokens)
+
+    def _compute_loss(self, model, inputs):
+        if not self.overlap or "tis_stale" not in inputs:
+            return super()._compute_loss(model, inputs)
+        self._tis_inputs = inputs  # read by the loss forward's _get_per_token_logps_and_entropies
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._tis_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask,
+                                           logits_to_keep, *args, **kwargs):
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        inputs, self._tis_inputs = self._tis_inputs, None  # only the loss's own forward
+        if inputs is not None:
+            # TRL reads the advantages after this forward. The weight w >= 0 scales the
+            # per-token loss: every loss type allowed (LOSS_TYPES: grpo, dapo, dr_grpo, bnpo) is
+            # -min(r * A, clip(r) * A), so w * loss(A) = loss(w * A), which is what TRL's
+            # `per_token_loss * importance_sampling_ratio` computes. The KL term (beta) stays
+            # unweighted in both.
+            inputs["advantages"] = inputs["advantages"] * self._tis_weights(logps.detach(),
+                                                                            inputs)
+        return logps, entropies, aux
+
+    def _tis_weights(self, learner_logps: torch.Tensor, inputs: dict) -> torch.Tensor:
+        """Per-token weights of a micro-batch: ``min(exp(learner - sampler), tis_cap)`` on stale
+        episodes, exactly 1 on current ones; their statistics join the step's metrics.
+
+        The learner's log-probs are the loss forward's. TRL's ``vllm_importance_sampling_correction``
+        computes them in a separate no-grad forward before the loss (``old_per_token_logps``);
+        that forward is needed only when a generation batch is used across optimizer steps
+        (``num_iterations`` > 1, or ``gradient_accumulation_steps`` not a multiple of
+        ``steps_per_generation``). Here neither is: TRL generates at the first micro-batch of an
+        optimizer step a batch of ``gradient_accumulation_steps`` micro-batches (its default
+        ``steps_per_generation``), each is used once, and the optimizer steps after the last, so
+        every micro-batch's loss forward runs with the weights that would have computed the old
+        log-probs. Where TRL computes them anyway (a config that breaks that), they are used."""
+        old = inputs.get("old_per_token_logps")
+        learner = learner_logps if old is None else old
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        # As TRL: tokens the sampler could not score (NaN) get log-ratio 0, weight 1.
+        diff = torch.nan_to_num((learner - inputs["sampling_per_token_logps"]) * mask, nan=0.0)
+        raw = torch.exp(diff)
+        stale = inputs["tis_stale"].bool()[:, None]
+        weights = torch.where(stale, raw.clamp(max=float(self.mt_config.tis_cap)),
+                              torch.ones_like(raw))
+        self._tis_sums.add(raw, diff, mask.bool(), stale, float(self.mt_config.tis_cap))
+        return weights
+
+    def _log_tis_sums(self) -> None:
+        """The optimizer step's weight metrics (over its micro-batches and processes)."""
+        from accelerate.utils import gather_object
+
+        sums, self._tis_sums = self._tis_sums, _TISSums()
+        parts = gather_object([sums])
+        metrics = self._metrics["train"]
+        total = _TISSums.merged(parts)
+        if total.tokens:
+            metrics["sampling/sampling_logp_difference/mean"].append(total.diff_sum / total.tokens)
+            metrics["sampling/sampling_logp_difference/max"].append(total.diff_max)
+        if total.stale_tokens:
+            metrics["tis/ratio_mean"].append(total.ratio_sum / total.stale_tokens)
+            metrics["tis/ratio_max"].append(total.ratio_max)
+            metrics["tis/clipped_share"].append(total.clipped / total.stale_tokens)
 
     def _live_policy_generation(self):
         """The context rollouts run in. Sampling from the live policy under DeepSpeed ZeRO-3
@@ -367,7 +413,7 @@ class MTGRPOTrainer(*_trainer_bases()):
         # TRL merged the rollout's extra fields into `inputs` (this process's rows).
         self._replace_advantages(output, inputs)
         if self.overlap and self.model.training:
-            self._correct_stale(output, inputs)
+            self._mark_stale(output, inputs)
         return output
 
     def _replace_advantages(self, output: dict, inputs: list[dict]) -> None:
@@ -430,6 +476,8 @@ class MTGRPOTrainer(*_trainer_bases()):
                 torch.cuda.reset_peak_memory_stats()
             self._step_wall = self._step_rollout = 0.0
             self._step_tokens = 0
+            if self.overlap:
+                self._log_tis_sums()
         return loss
 
     def record_weight_sync(self, seconds: float) -> None:
@@ -504,6 +552,45 @@ def _whole_policy(engine, accelerator):
             if hook is not None:
                 offload.fwd_pre_hook = offload.module.register_forward_pre_hook(hook,
                                                                                 prepend=True)
+
+
+@dataclass
+class _TISSums:
+    """Sums of the importance weights' statistics over one optimizer step's micro-batches:
+    the learner/sampler log-prob gap over every sampled token, the ratio before truncation over
+    the stale episodes' tokens."""
+
+    tokens: int = 0
+    diff_sum: float = 0.0
+    diff_max: float = 0.0
+    stale_tokens: int = 0
+    ratio_sum: float = 0.0
+    ratio_max: float = 0.0
+    clipped: int = 0
+
+    def add(self, raw, diff, mask, stale, cap: float) -> None:
+        gap = diff[mask].abs()
+        picked = raw[mask & stale]
+        self.tokens += int(gap.numel())
+        self.diff_sum += gap.sum().item()
+        self.diff_max = max(self.diff_max, gap.max().item() if gap.numel() else 0.0)
+        self.stale_tokens += int(picked.numel())
+        self.ratio_sum += picked.sum().item()
+        self.ratio_max = max(self.ratio_max, picked.max().item() if picked.numel() else 0.0)
+        self.clipped += int((picked > cap).sum().item())
+
+    @classmethod
+    def merged(cls, parts) -> "_TISSums":
+        total = cls()
+        for p in parts:
+            total.tokens += p.tokens
+            total.diff_sum += p.diff_sum
+            total.diff_max = max(total.diff_max, p.diff_max)
+            total.stale_tokens += p.stale_tokens
+            total.ratio_sum += p.ratio_sum
+            total.ratio_max = max(total.ratio_max, p.ratio_max)
+            total.clipped += p.clipped
+        return total
 
 
 class _StopOnRequest(TrainerCallback):

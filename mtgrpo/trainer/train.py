@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mtgrpo.contract import TrainerConfig
+from mtgrpo.contract.config import resolved_staleness
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.trainer.paths import RunPaths
 
@@ -156,6 +157,14 @@ def learner_settings(model, trainer) -> str:
     return f"liger kernels: {liger}; master weights: {weights.name} ({weights.how})"
 
 
+def rollout_mode(config: TrainerConfig) -> str:
+    """The start-up line of the rollout schedule (``max_staleness`` resolved)."""
+    if config.max_staleness:
+        return ("rollouts: overlapped with learning (max_staleness 1: sampled one policy "
+                f"version behind, truncated importance weights, tis_cap {config.tis_cap:g})")
+    return "rollouts: synchronous (max_staleness 0)"
+
+
 def _records(config: TrainerConfig, paths: RunPaths, load_records=None):
     """Train and eval records, read by the task's record loader (default: TriviaQA's)."""
     from mtgrpo.trainer.data import split_eval
@@ -281,6 +290,9 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     started = time.perf_counter()
     world_size = PartialState().num_processes
     check_batch_shape(config, world_size)
+    # max_staleness -1 (auto) becomes 1 or 0 here, before anything reads it.
+    config = config.replace(max_staleness=resolved_staleness(
+        config, injected_sampler=sampler is not None))
     liger.resolve(config.liger_kernels, cuda=torch.cuda.is_available())  # before any output
     set_seed(config.seed)
     for d in (paths.output_dir, paths.model_dir, paths.checkpoint_dir):
@@ -306,6 +318,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             rollout=parts["rollout"], scorer=parts["scorer"], policy_clock=parts["policy_clock"])
         if trainer.accelerator.is_main_process:  # stdout, as the metric lines: the job log shows it
             print(f"mtgrpo: {learner_settings(model, trainer)}", flush=True)
+            print(f"mtgrpo: {rollout_mode(config)}", flush=True)
         if parts["weight_sync"] is not None:
             trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
         trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl",
