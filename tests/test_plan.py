@@ -462,6 +462,33 @@ def test_the_fix_list_names_fixes_that_fit(project):
                          f.startswith("per_device_train_batch_size") for f in fixes), fixes
 
 
+def test_the_faster_hint_names_checkpointing_off_only_where_it_fits():
+    """p4d: one prompt group per micro-batch leaves room for the uncheckpointed activations;
+    the shipped batch (48 GiB of them) does not, nor does the g5 recipe."""
+    from mtgrpo.plan.check import faster_fits
+
+    r = recipe("qwen3-1-7b-p4d-spot")
+    shipped = plan_recipe(r)
+    assert r.trainer.gradient_checkpointing and faster_fits(shipped, shipped.main) == []
+    small = r.trainer.replace(per_device_train_batch_size=2, gradient_accumulation_steps=8)
+    main_plan = plan_config(small, shipped.instance, 1, QWEN3)
+    (hint,) = faster_fits(shipped, main_plan)
+    off = plan_config(small.replace(gradient_checkpointing=False), shipped.instance, 1, QWEN3)
+    assert off.fits and hint.startswith("gradient_checkpointing false also fits (")
+    assert f"({off.learner.required / GIB:.1f} GiB of 40.0 GiB)" in hint and "1.24x" in hint
+    import dataclasses
+
+    from mtgrpo.plan import report
+
+    shown = dataclasses.replace(shipped, main=main_plan)
+    assert f"  faster          {hint}" in report.table(shown, []).splitlines()
+    assert report.as_json(shown, [])["learner"]["faster_fits"] == [hint]
+    g5 = plan_recipe(recipe("qwen2-5-1-5b-g5"))
+    assert faster_fits(g5, g5.main) == []
+    no_ckpt = plan_config(small.replace(gradient_checkpointing=False), shipped.instance, 1, QWEN3)
+    assert faster_fits(shipped, no_ckpt) == []  # already off: nothing to offer
+
+
 # -- the command -------------------------------------------------------------------------------
 
 def test_plan_command_table_and_json(capsys):
@@ -477,6 +504,7 @@ def test_plan_command_table_and_json(capsys):
     assert by_name["qwen3-1-7b-2node"]["placement"]["processes_per_host"] == [3, 3]
     assert all(d["fits"] for d in data)
     assert by_name["qwen2-5-1-5b-tune"]["cost"]["trials"] == 10
+    assert all(d["learner"]["faster_fits"] == [] for d in data)  # none has the room
 
 
 def test_fit_benchmark_measures_the_recipes_worst_case():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mtgrpo.errors import Problem
+from mtgrpo.plan.check import faster_fits
 from mtgrpo.plan.instances import GIB
 from mtgrpo.plan.planner import HEADROOM, RecipePlan
 
@@ -99,6 +100,8 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
         row("activations", f"{_g(learner.activations_checkpointed)} GiB a micro-batch with "
                            f"gradient checkpointing, {_g(learner.activations_full)} GiB without"
                            f" (now {'on' if c.gradient_checkpointing else 'off'})")
+        for hint in faster_fits(plan, main) if not main.batch_error else []:
+            row("faster", hint)
         if learner.rollout_rule.startswith(("generate", "mtgrpo")):
             row("rollout rule", learner.rollout_rule)
     if main is not None and main.vllm is not None:
@@ -165,7 +168,8 @@ def as_json(plan: RecipePlan, problems: list[Problem]) -> dict[str, Any]:
                 "headroom": round(main.headroom, 4) if main.headroom is not None else None,
                 "activations_checkpointed_bytes": learner.activations_checkpointed,
                 "activations_full_bytes": learner.activations_full,
-                "rollout_rule": learner.rollout_rule}
+                "rollout_rule": learner.rollout_rule,
+                "faster_fits": faster_fits(plan, main) if not main.batch_error else []}
         if main.vllm is not None:
             v = main.vllm
             out["vllm"] = {"budget_bytes": v.budget, "weights_bytes": v.weights,
