@@ -22,14 +22,25 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     kube = connect_from_args(args)
-    # issue 17: trainjob/NAME selectors (backend kubeflow) are read on their own
-    from mtgrpo.kubeflow.operate import status_line, train_job_name
-    train_jobs = [n for n in map(train_job_name, args.selectors) if n is not None]
-    for name in train_jobs:
-        print(status_line(kube, name))
-    args.selectors = [s for s in args.selectors if train_job_name(s) is None]
-    if train_jobs and not args.selectors:
+    # issue 17: trainjob/NAME selectors and backend: kubeflow recipe files are read on their own
+    from mtgrpo.kubeflow import experiment
+    from mtgrpo.kubeflow.operate import in_namespace, recipe_targets, status_line, \
+        train_job_name
+    rest = []
+    for selector in args.selectors:
+        name = train_job_name(selector)
+        targets = recipe_targets(selector) if name is None else None
+        if name is not None:
+            print(status_line(kube, name))
+        elif targets is not None:  # what the recipe renders to now, where it renders it
+            for kind, name, namespace in targets:
+                line = experiment.status_line if kind == "Experiment" else status_line
+                print(line(in_namespace(kube, namespace), name, recipe=selector))
+        else:
+            rest.append(selector)
+    if rest != args.selectors and not rest:
         return 0
+    args.selectors = rest
     jobs = status.select(kube, args.selectors)
     if not args.no_aws:
         clients = status.sagemaker_clients()

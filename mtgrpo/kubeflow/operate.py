@@ -16,11 +16,13 @@ from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+TRAIN_JOB_KIND = "TrainJob"
 PREFIXES = ("trainjob/", "trainjobs/", "trainjob.trainer.kubeflow.org/")
 RANK_LABEL = "batch.kubernetes.io/job-completion-index"
 COMPLETE, FAILED, SUSPENDED, RUNNING, PENDING = "Complete", "Failed", "Suspended", "Running", \
     "Pending"
 COMPLETED_EXIT, FAILED_EXIT, TIMED_OUT = 0, 1, 124
+NOT_APPLIED = "NotApplied"  # as mtgrpo.operate.status calls it
 
 
 def train_job_name(arg: str) -> str | None:
@@ -65,8 +67,17 @@ def get(kube: Any, name: str) -> dict | None:
                                 "a reachable cluster and RBAC to get trainjobs")) from None
 
 
-def status_line(kube: Any, name: str) -> str:
+def not_applied(kind: str, name: str, recipe: str, namespace: str) -> str:
+    """The status line of a recipe's rendered resource that is not in the cluster."""
+    return (f"{kind} {name}: {NOT_APPLIED} (what {recipe} renders to now; not in namespace "
+            f"{namespace})")
+
+
+def status_line(kube: Any, name: str, recipe: str = "") -> str:
+    """The TrainJob's one-line state; for a ``recipe`` file's TrainJob, NotApplied if absent."""
     obj = get(kube, name)
+    if obj is None and recipe:
+        return not_applied(TRAIN_JOB_KIND, name, recipe, kube.namespace)
     if obj is None:
         raise UserError(Problem(f"namespace {kube.namespace}", f"trainjob/{name}",
                                 "no TrainJob of that name", "kubectl get trainjobs"))
@@ -81,22 +92,36 @@ def wait(kube: Any, name: str, *, timeout_s: float, poll_s: float = 10.0,
          clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep) -> tuple[int, str]:
     """Poll until the TrainJob completes or fails; (exit code, message)."""
+    def read() -> tuple[str, str] | None:
+        obj = get(kube, name)
+        return None if obj is None else state(obj)
+
+    return poll_until(f"TrainJob {name}", read, done=COMPLETE, failed=FAILED,
+                      timeout_s=timeout_s, poll_s=poll_s, progress=progress, clock=clock,
+                      sleep=sleep)
+
+
+def poll_until(label: str, read: Callable[[], tuple[str, str] | None], *, done: str,
+               failed: str, timeout_s: float, poll_s: float,
+               progress: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> tuple[int, str]:
+    """Poll ``read()`` ((state, message), None once deleted) until ``done`` or ``failed``."""
     deadline = clock() + timeout_s
     last = None
     while True:
-        obj = get(kube, name)
-        if obj is None:
-            return FAILED_EXIT, f"TrainJob {name} is gone (deleted)"
-        kind, message = state(obj)
+        found = read()
+        if found is None:
+            return FAILED_EXIT, f"{label} is gone (deleted)"
+        kind, message = found
         if (kind, message) != last:
-            progress(f"TrainJob {name}: {kind} ({message})")
+            progress(f"{label}: {kind} ({message})")
             last = (kind, message)
-        if kind == COMPLETE:
-            return COMPLETED_EXIT, f"TrainJob {name} completed"
-        if kind == FAILED:
-            return FAILED_EXIT, f"TrainJob {name} failed: {message}"
+        if kind == done:
+            return COMPLETED_EXIT, f"{label} completed"
+        if kind == failed:
+            return FAILED_EXIT, f"{label} failed: {message}"
         if clock() >= deadline:
-            return TIMED_OUT, f"TrainJob {name} still {kind} after {timeout_s:g} s"
+            return TIMED_OUT, f"{label} still {kind} after {timeout_s:g} s"
         sleep(poll_s)
 
 
@@ -124,3 +149,30 @@ def logs(kube: Any, name: str, *, node: int = 0, tail: int | None = None) -> str
         raise UserError(Problem(f"namespace {kube.namespace}", f"trainjob/{name}",
                                 f"the API server answered {err.status} {err.reason}",
                                 "RBAC to list pods and get pods/log")) from None
+
+
+def recipe_targets(selector: str) -> list[tuple[str, str, str]] | None:
+    """(kind, name, namespace) of the TrainJob or Katib Experiment a ``backend: kubeflow``
+    recipe file renders to now (as ``mtgrpo render`` names them: the content hash); None when
+    ``selector`` is not a Kubeflow recipe file (a job name, or a SageMaker recipe)."""
+    from pathlib import Path
+
+    from mtgrpo.recipes import find_root, load_recipe
+    from mtgrpo.render import build_resources, load_settings
+
+    path = Path(selector)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return None
+    recipe = load_recipe(path)
+    if recipe.backend != "kubeflow":
+        return None
+    return [(r.kind, r.name, r.body["metadata"].get("namespace") or "")
+            for r in build_resources(recipe, load_settings(find_root(path)))
+            if r.kind in (TRAIN_JOB_KIND, "Experiment")]
+
+
+def in_namespace(kube: Any, namespace: str) -> Any:
+    """The same connection for the namespace a recipe renders into (where it is applied)."""
+    import dataclasses
+
+    return dataclasses.replace(kube, namespace=namespace) if namespace else kube
