@@ -54,6 +54,7 @@ class Cluster:
         self.polls = 0
         self.script: list = []
         self.forbidden: set[str] = set()  # "pods": RBAC refuses listing pods
+        self.fail_next: list[int] = []  # statuses the next TrainJob GETs answer instead
 
     def write(self, pod_name: str, *lines: str, same_time: bool = False) -> None:
         now = time.time_ns()
@@ -97,7 +98,11 @@ def handler(cluster: Cluster):
                 self.send_json(403, {"kind": "Status", "code": 403, "reason": "Forbidden"})
                 return
             with cluster.lock:
-                if plural == "trainjobs" and name:
+                failing = plural == "trainjobs" and name and cluster.fail_next
+                status = cluster.fail_next.pop(0) if failing else None
+                if status:
+                    found = "fail"
+                elif plural == "trainjobs" and name:
                     cluster.polls += 1
                     if cluster.script:
                         cluster.script.pop(0)(cluster)
@@ -119,7 +124,10 @@ def handler(cluster: Cluster):
                         cluster.log_text(name, query)
                 else:
                     found = None
-            if found is None:
+            if found == "fail":
+                self.send_json(status, {"kind": "Status", "code": status,
+                                        "reason": "ServiceUnavailable"})
+            elif found is None:
                 self.send_json(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
             elif isinstance(found, str):
                 data = found.encode()
@@ -356,3 +364,37 @@ def test_tuning_recipe_file_reads_its_experiment(cluster, capsys):
         {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached"})
     assert main(["wait", str(TUNE_RECIPE), *args]) == 0
     assert capsys.readouterr().out.strip() == f"Experiment {name} completed"
+
+
+def test_follow_rides_out_an_unavailable_api_server_and_stops_on_ctrl_c(cluster, capsys,
+                                                                         monkeypatch):
+    import mtgrpo.kubeflow.follow as follow
+
+    newest = f"{JOB}-node-0-0-fghij"
+
+    def outage(c):  # the API server restarts: the next two polls get 503
+        c.fail_next.extend([503, 503])
+        c.write(newest, "after the outage")
+
+    def finish(c):
+        c.jobs[("ml", JOB)]["status"] = COMPLETE
+
+    cluster.script = [lambda c: None, outage, finish]
+    assert logs(cluster, f"trainjob/{JOB}", "--follow") == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [f"log of {newest}", "after the outage"]
+    assert out.err.count("failed (503 Service Unavailable); trying again") == 2
+
+    pauses = []
+
+    def interrupt(seconds):  # Ctrl-C while it waits for the next poll
+        pauses.append(seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(follow, "_pause", interrupt)
+    cluster.jobs[("ml", JOB)]["status"] = {}  # running again
+    assert logs(cluster, f"trainjob/{JOB}", "--follow") == 130
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [f"log of {newest}", "after the outage"]
+    assert out.err.splitlines()[-1] == "interrupted" and "Traceback" not in out.err
+    assert pauses == [0.01]

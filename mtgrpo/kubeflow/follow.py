@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 import re
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Callable
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
-from mtgrpo.kubeflow.operate import COMPLETE, FAILED, RANK_LABEL, get, state
+from mtgrpo.kubeflow.operate import COMPLETE, FAILED, RANK_LABEL, state
 
 MARGIN_S = 10  # added to each window: request latency and whole-second rounding
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ?")
@@ -87,14 +88,19 @@ class PodCursor:
 
 def follow(kube: Any, name: str, *, node: int, write: Callable[[str], None],
            note: Callable[[str], None], poll_s: float = 5.0,
-           sleep: Callable[[float], None] = time.sleep,
+           sleep: Callable[[float], None] | None = None,
            clock: Callable[[], float] = time.monotonic) -> int:
     """Print node ``node``'s log until the TrainJob has ended; 0, or 1 when it was deleted."""
     from kubernetes import client
 
     core = client.CoreV1Api(kube.api.api_client)
     where = f"namespace {kube.namespace}"
-    obj = get(kube, name)
+    sleep = sleep or _pause
+    try:
+        obj = _job(kube, name)
+    except _Transient as err:
+        raise UserError(Problem(where, f"trainjob/{name}", f"the API server could not be "
+                                f"read ({err})", "a reachable cluster")) from None
     if obj is None:
         raise UserError(Problem(where, f"trainjob/{name}", "no TrainJob of that name",
                                 "kubectl get trainjobs"))
@@ -102,77 +108,143 @@ def follow(kube: Any, name: str, *, node: int, write: Callable[[str], None],
     if isinstance(nodes, int) and not 0 <= node < nodes:
         raise UserError(Problem(where, f"trainjob/{name}", f"--node {node} is not a node "
                                 f"rank of this TrainJob", f"0..{nodes - 1}"))
-    cursor: PodCursor | None = None
-    waiting_noted = False
+    follower = _Follower(core, kube, name, node, write, note, clock)
+    failures = 0
     while True:
-        if obj is None:
-            obj = get(kube, name)  # asked before the read: one last read after the end
-        if obj is None:
-            if cursor is not None:
-                _read(core, kube, cursor, write, clock, final=True)
-            note(f"TrainJob {name} is gone (deleted)")
-            return 1
-        kind, message = state(obj)
-        ended = kind in (COMPLETE, FAILED)
-        newest = _newest_pod(core, kube, name, node)
-        if newest is not None and (cursor is None or newest != cursor.pod):
-            if cursor is not None:  # a JobSet restart: what the old pod still has, then on
-                _read(core, kube, cursor, write, clock, final=True)
-                note(f"pod {cursor.pod} was replaced by {newest}")
-            else:
-                note(f"following pod {newest} (node {node})")
-            cursor = PodCursor(newest)
-        if cursor is not None:
-            _read(core, kube, cursor, write, clock, final=ended)
-        elif not waiting_noted and not ended:
-            note(f"TrainJob {name}: {kind}; waiting for the pod of node {node}")
-            waiting_noted = True
-        if ended:
-            if cursor is None:
-                raise UserError(Problem(where, f"trainjob/{name}", f"the TrainJob is {kind} "
-                                        f"and has no pod of node {node}",
-                                        "kubectl describe trainjob " + name))
-            note(f"TrainJob {name}: {kind} ({message})")
-            return 0
+        try:
+            if obj is None:
+                obj = _job(kube, name) or {}  # asked before the read: a last read after the end
+            done = follower.step(obj)
+            failures = 0
+        except _Transient as err:
+            failures += 1
+            if failures > MAX_FAILURES:
+                raise UserError(Problem(where, f"trainjob/{name}", f"the API server could not "
+                                        f"be read {failures} times in a row ({err})",
+                                        "a reachable cluster; the job runs on: follow it "
+                                        "again")) from None
+            note(f"reading trainjob/{name} failed ({err}); trying again")
+            done = None
+        if done is not None:
+            return done
         sleep(poll_s)
         obj = None
 
 
-def _newest_pod(core: Any, kube: Any, name: str, node: int) -> str | None:
-    from kubernetes.client.rest import ApiException
-
-    selector = f"{kc.JOB_NAME_LABEL}={name},{RANK_LABEL}={node}"
-    try:
-        pods = core.list_namespaced_pod(kube.namespace, label_selector=selector).items
-    except ApiException as err:
-        raise _refused(kube, name, err) from None
-    pods = [p for p in pods if not p.metadata.deletion_timestamp] or pods
-    if not pods:
-        return None
-    return max(pods, key=lambda p: (str(p.metadata.creation_timestamp or ""),
-                                    p.metadata.name)).metadata.name
+MAX_FAILURES = 10  # polls in a row the API server may fail (an upgrade, a network cut)
+REQUEST_TIMEOUT_S = 60  # no read may hang on a half-open connection
 
 
-def _read(core: Any, kube: Any, cursor: PodCursor, write: Callable[[str], None],
-          clock: Callable[[], float], *, final: bool) -> None:
-    from kubernetes.client.rest import ApiException
+class _Transient(Exception):
+    """The API server did not answer (connection, timeout, 5xx): try again at the next poll."""
 
-    kwargs: dict[str, Any] = {"container": kc.CONTAINER, "timestamps": True}
-    sent = clock()
-    since = cursor.since_seconds(sent)
-    if since is not None:
-        kwargs["since_seconds"] = since
-    try:
-        text = core.read_namespaced_pod_log(cursor.pod, kube.namespace, **kwargs)
-    except ApiException as err:
-        # 400: the container has not started yet (ContainerCreating); 404: the pod is gone
-        # (replaced between the list and this read). Both: nothing to print now.
-        if err.status in (400, 404):
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class _Follower:
+    def __init__(self, core, kube, name, node, write, note, clock):
+        self.core, self.kube, self.name, self.node = core, kube, name, node
+        self.write, self.note, self.clock = write, note, clock
+        self.cursor: PodCursor | None = None
+        self.waiting_noted = False
+
+    def step(self, obj: dict) -> int | None:
+        """One poll: None while the TrainJob runs, else the exit code."""
+        if not obj:
+            if self.cursor is not None:
+                self._read(final=True)
+            self.note(f"TrainJob {self.name} is gone (deleted)")
+            return 1
+        kind, message = state(obj)
+        ended = kind in (COMPLETE, FAILED)
+        newest = self._newest_pod()
+        if newest is not None and (self.cursor is None or newest != self.cursor.pod):
+            if self.cursor is not None:  # a JobSet restart: what the old pod still has, then on
+                self._read(final=True)
+                self.note(f"pod {self.cursor.pod} was replaced by {newest}")
+            else:
+                self.note(f"following pod {newest} (node {self.node})")
+            self.cursor = PodCursor(newest)
+        if self.cursor is not None:
+            self._read(final=ended)
+        elif not self.waiting_noted and not ended:
+            self.note(f"TrainJob {self.name}: {kind}; waiting for the pod of node {self.node}")
+            self.waiting_noted = True
+        if not ended:
+            return None
+        if self.cursor is None:
+            raise UserError(Problem(f"namespace {self.kube.namespace}", f"trainjob/{self.name}",
+                                    f"the TrainJob is {kind} and has no pod of node "
+                                    f"{self.node}", "kubectl describe trainjob " + self.name))
+        self.note(f"TrainJob {self.name}: {kind} ({message})")
+        return 0
+
+    def _newest_pod(self) -> str | None:
+        selector = f"{kc.JOB_NAME_LABEL}={self.name},{RANK_LABEL}={self.node}"
+        with _answers(self.kube, self.name):
+            pods = self.core.list_namespaced_pod(self.kube.namespace, label_selector=selector,
+                                                 _request_timeout=REQUEST_TIMEOUT_S).items
+        pods = [p for p in pods if not p.metadata.deletion_timestamp] or pods
+        if not pods:
+            return None
+        return max(pods, key=lambda p: (str(p.metadata.creation_timestamp or ""),
+                                        p.metadata.name)).metadata.name
+
+    def _read(self, *, final: bool) -> None:
+        from kubernetes.client.rest import ApiException
+
+        cursor = self.cursor
+        kwargs: dict[str, Any] = {"container": kc.CONTAINER, "timestamps": True,
+                                  "_request_timeout": REQUEST_TIMEOUT_S}
+        sent = self.clock()
+        since = cursor.since_seconds(sent)
+        if since is not None:
+            kwargs["since_seconds"] = since
+        try:
+            with _answers(self.kube, cursor.pod, passthrough=(400, 404)):
+                text = self.core.read_namespaced_pod_log(cursor.pod, self.kube.namespace,
+                                                         **kwargs)
+        except ApiException:
+            # 400: the container has not started yet (ContainerCreating); 404: the pod is
+            # gone (replaced between the list and this read). Both: nothing to print now.
             return
-        raise _refused(kube, cursor.pod, err) from None
-    cursor.read_at = sent
-    for line in cursor.new_lines(text or "", final):
-        write(line)
+        cursor.read_at = sent
+        for line in cursor.new_lines(text or "", final):
+            self.write(line)
+
+
+def _job(kube: Any, name: str) -> dict | None:
+    from mtgrpo.kubeflow.operate import GROUP, PLURAL, VERSION
+
+    with _answers(kube, name, missing_ok=True) as found:
+        found.append(kube.api.get_namespaced_custom_object(
+            GROUP, VERSION, kube.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S))
+    return found[0] if found else None
+
+
+@contextmanager
+def _answers(kube: Any, name: str, missing_ok: bool = False, passthrough: tuple = ()):
+    """API failures: a 404 is nothing found with ``missing_ok``; ``passthrough`` statuses reach
+    the caller as ApiException; connection problems and 5xx are transient (the next poll tries
+    again); the rest (401, 403, ...) is a one-line UserError."""
+    import urllib3
+    from kubernetes.client.rest import ApiException
+
+    found: list = []
+    try:
+        yield found
+    except ApiException as err:
+        if err.status == 404 and missing_ok:
+            return
+        if err.status in passthrough:
+            raise
+        if err.status >= 500:
+            raise _Transient(f"{err.status} {err.reason}") from None
+        raise _refused(kube, name, err) from None
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise _Transient(str(err) or type(err).__name__) from None
 
 
 def _refused(kube: Any, name: str, err: Any) -> UserError:
