@@ -169,7 +169,8 @@ def test_states_follow_the_health_check():
 
 
 def test_status_of_a_train_job(cluster, capsys):
-    cluster.jobs[("ml", JOB)]["status"] = {"jobsStatus": [{"name": "node", "active": 2, "ready": 2}]}
+    cluster.jobs[("ml", JOB)]["status"] = {"jobsStatus": [{"name": "node", "active": 2,
+                                                           "ready": 2}]}
     assert main(["status", f"trainjob/{JOB}", "--kubeconfig", cluster.kubeconfig]) == 0
     assert capsys.readouterr().out.strip() == \
         f"TrainJob {JOB}: Running (2 pods active, 2 ready); 2 nodes"

@@ -5,7 +5,8 @@ nothing when JobSet replaces the pod (a restart makes a new pod of a new name), 
 silently on a half-open connection. Short reads every ``poll_s`` seconds each end on their own,
 let the loop ask the TrainJob's state between reads, and notice the node's newest pod change.
 
-Each read after the first of a pod asks for the last ``since_seconds`` (the time since the
+The Python client's ``read_namespaced_pod_log`` has no ``sinceTime``, so each read after
+the first of a pod asks for the last ``since_seconds`` (the time since the
 previous read by *our* clock, plus a margin, so the node's clock offset does not matter) with
 ``timestamps=True``; lines at or before the last printed timestamp are dropped, so the
 overlapping window prints nothing twice (lines with the very same timestamp are counted). A
