@@ -399,3 +399,24 @@ def test_follow_rides_out_an_unavailable_api_server_and_stops_on_ctrl_c(cluster,
     assert out.out.splitlines() == [f"log of {newest}", "after the outage"]
     assert out.err.splitlines()[-1] == "interrupted" and "Traceback" not in out.err
     assert pauses == [0.01]
+
+
+def test_cursor_drops_the_overlap_and_holds_back_an_unfinished_line():
+    import calendar
+
+    from mtgrpo.kubeflow.follow import PodCursor, stamp_key
+
+    nine = calendar.timegm((2026, 12, 1, 9, 0, 0))
+    assert stamp_key("2026-12-01T10:00:00+01:00 x") == ((nine, 0), "x")
+    assert stamp_key("2026-12-01T09:00:00.5Z y") == ((nine, 500000000), "y")
+    assert stamp_key("no stamp") == (None, "no stamp")
+    cursor = PodCursor("p")
+    assert cursor.new_lines("2026-12-01T09:00:00.1Z a\n2026-12-01T09:00:00.2Z b\n"
+                            "2026-12-01T09:00:00.2Z c\n2026-12-01T09:00:00.3Z hal",
+                            final=False) == ["a", "b", "c"]
+    # the next window starts inside the first: .2 had two lines, a third is new
+    assert cursor.new_lines("2026-12-01T09:00:00.2Z b\n2026-12-01T09:00:00.2Z c\n"
+                            "2026-12-01T09:00:00.2Z d\n2026-12-01T09:00:00.3Z half done\n",
+                            final=False) == ["d", "half done"]
+    assert cursor.new_lines("2026-12-01T09:00:00.3Z half done\n2026-12-01T09:00:00.4Z end",
+                            final=True) == ["end"]
