@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable
 
 from mtgrpo.errors import Problem, UserError
-from mtgrpo.kubeflow.operate import not_applied, poll_until
+from mtgrpo.kubeflow.operate import get_custom, not_applied, poll_until
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1beta1", "experiments"
 SUCCEEDED, FAILED, RUNNING, CREATED = "Succeeded", "Failed", "Running", "Created"
@@ -23,18 +23,8 @@ COUNTS = (("succeeded", "trialsSucceeded"), ("running", "trialsRunning"),
 
 def get(kube: Any, name: str) -> dict | None:
     """The Experiment, or None when it does not exist."""
-    from kubernetes.client.rest import ApiException
-
-    try:
-        return kube.api.get_namespaced_custom_object(GROUP, VERSION, kube.namespace, PLURAL,
-                                                     name)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise UserError(Problem(f"namespace {kube.namespace}", f"experiment/{name}",
-                                f"the API server answered {err.status} {err.reason}",
-                                "a reachable cluster with Katib, and RBAC to get "
-                                "experiments.kubeflow.org")) from None
+    return get_custom(kube, (GROUP, VERSION, PLURAL), f"experiment/{name}",
+                      "a reachable cluster with Katib, and RBAC to get experiments.kubeflow.org")
 
 
 def state(obj: dict) -> tuple[str, str]:

@@ -52,19 +52,28 @@ def state(obj: dict) -> tuple[str, str]:
     return RUNNING, f"{active} pods active, {ready} ready"
 
 
-def get(kube: Any, name: str) -> dict | None:
-    """The TrainJob, or None when it does not exist."""
+def get_custom(kube: Any, resource: tuple[str, str, str], selector: str,
+               allowed: str) -> dict | None:
+    """A custom object (``resource`` = group, version, plural; ``selector`` = kind/name), or
+    None when it does not exist; any other refusal is one line naming ``allowed``."""
     from kubernetes.client.rest import ApiException
 
+    group, version, plural = resource
     try:
-        return kube.api.get_namespaced_custom_object(GROUP, VERSION, kube.namespace, PLURAL,
-                                                     name)
+        return kube.api.get_namespaced_custom_object(group, version, kube.namespace, plural,
+                                                     selector.split("/", 1)[1])
     except ApiException as err:
         if err.status == 404:
             return None
-        raise UserError(Problem(f"namespace {kube.namespace}", f"trainjob/{name}",
+        raise UserError(Problem(f"namespace {kube.namespace}", selector,
                                 f"the API server answered {err.status} {err.reason}",
-                                "a reachable cluster and RBAC to get trainjobs")) from None
+                                allowed)) from None
+
+
+def get(kube: Any, name: str) -> dict | None:
+    """The TrainJob, or None when it does not exist."""
+    return get_custom(kube, (GROUP, VERSION, PLURAL), f"trainjob/{name}",
+                      "a reachable cluster and RBAC to get trainjobs")
 
 
 def not_applied(kind: str, name: str, recipe: str, namespace: str) -> str:
