@@ -86,3 +86,14 @@ def test_a_model_liger_never_touched_samples_unchanged(tiny_model_dir):
     model = _load(tiny_model_dir)
     with liger.sampling_kernels(model):  # no swap recorded: nothing to undo
         assert "forward" not in model.model.norm.__dict__
+
+
+def test_a_lora_wrapped_policy_finds_the_swap_of_its_base_model(tiny_model_dir, family_restored):
+    from peft import LoraConfig, get_peft_model
+
+    model = _load(tiny_model_dir)
+    liger.apply(model)
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
+    with liger.sampling_kernels(wrapped):
+        assert "forward" not in model.model.norm.__dict__
+    assert "forward" in model.model.norm.__dict__

@@ -10,7 +10,6 @@ accept a per-prompt token budget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -145,16 +144,6 @@ class VLLMSampler:
         return f"VLLMSampler({self.client.base_url!r})"
 
 
-def _sampling_kernels(model):
-    """The model's own kernels while it samples (see mtgrpo.trainer.liger: the compiled decode
-    cannot trace Liger's); nothing to undo where Liger was never applied."""
-    if not hasattr(model, "mtgrpo_kernel_swap"):
-        return contextlib.nullcontext()
-    from mtgrpo.trainer.liger import sampling_kernels
-
-    return sampling_kernels(model)
-
-
 class TransformersSampler:
     """Samples with the trainer's current policy in-process (no vLLM needed).
 
@@ -232,6 +221,9 @@ class TransformersSampler:
         from mtgrpo.rollout.decode import (ModelShape, free_device_bytes, left_pad,
                                            plan_batch_size)
         from mtgrpo.rollout.weight_sync import unwrap
+        # The model's own kernels while it samples: the compiled decode cannot trace Liger's
+        # (mtgrpo/trainer/liger.py); nothing to undo where Liger was never applied.
+        from mtgrpo.trainer.liger import sampling_kernels
 
         budgets = _budgets(prompts, list(budgets))
         model = unwrap(self.model)  # DDP and friends have no generate()
@@ -248,7 +240,7 @@ class TransformersSampler:
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), _sampling_kernels(model):
+            with torch.no_grad(), sampling_kernels(model):
                 start = 0
                 while start < len(order):
                     rest = order[start:]

@@ -145,8 +145,8 @@ class _Snapshot:
 
 
 def sampling_kernels(model):
-    """A context in which ``model`` (or the base model under PEFT or a wrapper) runs its own
-    transformers kernels instead of Liger's; a no-op for a model ``apply`` never touched."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    swap = base.__dict__.get("mtgrpo_kernel_swap") or getattr(base, "mtgrpo_kernel_swap", None)
+    """A context in which ``model`` runs its own transformers kernels instead of Liger's; a
+    no-op for a model ``apply`` never touched. A PeftModel finds the swap on its base model
+    through its own attribute lookup."""
+    swap = getattr(model, "mtgrpo_kernel_swap", None)
     return swap.original() if isinstance(swap, KernelSwap) else contextlib.nullcontext()
