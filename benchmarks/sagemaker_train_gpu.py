@@ -74,7 +74,7 @@ def job_config(model_dir: Path, args):
 
 
 def run_job(root: Path, config, model_dir: Path, timeout: float) -> tuple[int | None, str]:
-    from opt_ml import FIXTURES, lay_out
+    from opt_ml import FIXTURES, lay_out, start_train, wait_then_kill
 
     lay_out(root, config.to_hyperparameters(), channels={
         "train": FIXTURES / "qa" / "train.jsonl", "corpus": FIXTURES / "corpus",
@@ -82,14 +82,10 @@ def run_job(root: Path, config, model_dir: Path, timeout: float) -> tuple[int | 
     log = root / "job.log"
     env = {**os.environ, "MTGRPO_OPT_ML": str(root)}
     start = time.perf_counter()
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "mtgrpo.sagemaker", "train"], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = None
+    try:
+        code = wait_then_kill(start_train(env, log), timeout)
+    except subprocess.TimeoutExpired:
+        code = None
     print(f"job: exit {code} after {time.perf_counter() - start:.0f} s")
     return code, log.read_text(errors="replace")
 

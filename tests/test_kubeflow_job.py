@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,8 @@ from mtgrpo.render.kubeflow import build_kubeflow_resources
 from tests.conftest import free_port
 from tests.moto_s3 import BUCKET, keys, put_tree, s3_server
 from tests.renderkit import REPO
-from tests.test_sagemaker_job import TINY, metrics_steps, port_closed
+from tests.opt_ml import metrics_steps, sigterm_after_first_step, start_train, wait_then_kill
+from tests.test_sagemaker_job import TINY, port_closed
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -36,11 +33,6 @@ def rendered_hyperparameters(**overrides: str) -> dict[str, str]:
                  if r.kind == "ConfigMap"]
     values = json.loads(config.body["data"][kc.HYPERPARAMETERS_KEY])
     return {**values, **TINY, "vllm_gpus": "", **overrides}
-
-
-def start(env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mtgrpo.sagemaker", "train"], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def test_kubeflow_pod_trains_uploads_and_a_restart_resumes(tmp_path, tiny_model_dir):
@@ -77,18 +69,10 @@ def test_kubeflow_pod_trains_uploads_and_a_restart_resumes(tmp_path, tiny_model_
                     "VLLM_LOGGING_LEVEL": "WARNING"}
 
         first = tmp_path / "pod-1"
-        proc = start(pod_env("pod-1"), tmp_path / "first.log")
-        try:
-            deadline = time.monotonic() + 900
-            while not metrics_steps(first) and proc.poll() is None and \
-                    time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert metrics_steps(first), (tmp_path / "first.log").read_text()[-4000:]
-            os.kill(proc.pid, signal.SIGTERM)  # a pod deletion (preemption, node drain)
-            code = proc.wait(200)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        # SIGTERM: a pod deletion (preemption, node drain)
+        code, _ = sigterm_after_first_step(
+            start_train(pod_env("pod-1"), tmp_path / "first.log"), lambda: metrics_steps(first),
+            tmp_path / "first.log", start_timeout=900, stop_timeout=200)
         first_log = (tmp_path / "first.log").read_text(errors="replace")
         assert code == 143, first_log[-4000:]
         assert "mtgrpo: channel corpus: 1 files from s3://" in first_log
@@ -100,12 +84,7 @@ def test_kubeflow_pod_trains_uploads_and_a_restart_resumes(tmp_path, tiny_model_
         assert port_closed(port)
 
         second = tmp_path / "pod-2"  # the restarted pod: nothing local survives
-        proc = start(pod_env("pod-2"), tmp_path / "second.log")
-        try:
-            code = proc.wait(900)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        code = wait_then_kill(start_train(pod_env("pod-2"), tmp_path / "second.log"), 900)
         second_log = (tmp_path / "second.log").read_text(errors="replace")
         assert code == 0, second_log[-4000:]
         assert f"mtgrpo: downloaded checkpoint-{step} from s3://{BUCKET}/ckpt/{JOB}" in second_log

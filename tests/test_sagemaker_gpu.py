@@ -22,7 +22,8 @@ import pytest
 
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.sagemaker.checkpoints import is_complete, list_checkpoints
-from opt_ml import FIXTURES, lay_out
+from opt_ml import (FIXTURES, lay_out, metrics_steps, sigterm_after_first_step, start_train,
+                    wait_then_kill)
 
 
 def _gpus() -> int:
@@ -38,26 +39,15 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(_gpus() < 2, reason="needs 2 or more CUDA GPUs")]
 
 
-def _steps(root: Path) -> list[int]:
-    path = root / "output" / "data" / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line)["step"] for line in lines if line.strip()]
-
-
 def _start(root: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "MTGRPO_OPT_ML": str(root)}
     env.pop("MTGRPO_NUM_GPUS", None)
-    return subprocess.Popen([sys.executable, "-m", "mtgrpo.sagemaker", "train"], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return start_train(env, log)
+
 
 def _run_to_end(root: Path, log: Path, timeout: float) -> tuple[int | None, str]:
     """Start the job and wait for its exit (killed after ``timeout``); (exit code, log)."""
-    proc = _start(root, log)
-    try:
-        code = proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = wait_then_kill(_start(root, log), timeout)
     return code, log.read_text(errors="replace")
 
 
@@ -78,17 +68,9 @@ def test_deepspeed_job_stops_on_sigterm_and_resumes(tmp_path, tiny_model_dir):
     root = lay_out(tmp_path / "opt_ml", config.to_hyperparameters(), channels={
         "train": FIXTURES / "qa" / "train.jsonl", "corpus": FIXTURES / "corpus",
         "model": tiny_model_dir})
-    proc = _start(root, tmp_path / "first.log")
-    try:
-        deadline = time.monotonic() + 400
-        while not _steps(root) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _steps(root), (tmp_path / "first.log").read_text()[-6000:]
-        os.kill(proc.pid, signal.SIGTERM)
-        code = proc.wait(120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code, _ = sigterm_after_first_step(_start(root, tmp_path / "first.log"),
+                                       lambda: metrics_steps(root), tmp_path / "first.log",
+                                       start_timeout=400, stop_timeout=120, tail=6000)
     first = (tmp_path / "first.log").read_text(errors="replace")
     assert code == 143, first[-6000:]
     line = next(x for x in first.splitlines() if x.startswith("mtgrpo: plan "))
@@ -101,13 +83,13 @@ def test_deepspeed_job_stops_on_sigterm_and_resumes(tmp_path, tiny_model_dir):
     names = {p.name for p in checkpoint.rglob("*")}
     assert {f"rng_state_{rank}.pth" for rank in range(gpus)} <= names  # one file per rank
     saved = int(checkpoint.name.split("-")[1])
-    assert _steps(root) == list(range(1, saved + 1))
+    assert metrics_steps(root) == list(range(1, saved + 1))
 
     code, second = _run_to_end(root, tmp_path / "second.log", 400)
     assert code == 0, second[-6000:]
     summary = json.loads((root / "output" / "data" / "eval_summary.json").read_text())
     assert summary["global_step"] == 4 and summary["resumed_from"] == str(checkpoint)
-    assert _steps(root) == [1, 2, 3, 4]
+    assert metrics_steps(root) == [1, 2, 3, 4]
 
     from transformers import AutoModelForCausalLM
 
@@ -133,7 +115,7 @@ def test_zero3_job_saves_the_whole_model_as_safetensors(tmp_path, tiny_model_dir
     plan = json.loads(next(x for x in log.splitlines()
                            if x.startswith("mtgrpo: plan ")).removeprefix("mtgrpo: plan "))
     assert plan["world_size"] == _gpus()
-    assert _steps(root) == [1, 2]
+    assert metrics_steps(root) == [1, 2]
     files = sorted(p.name for p in (root / "model").iterdir())
     assert "model.safetensors" in files, files
     assert not any(f.startswith("pytorch_model") or f.startswith("global_step") for f in files)
@@ -190,10 +172,10 @@ def test_two_hosts_stop_together_and_resume_after_the_checkpoint_sync(tmp_path, 
     procs = start_all("first")
     try:
         deadline = time.monotonic() + 400
-        while not _steps(roots[0]) and all(p.poll() is None for p in procs) \
+        while not metrics_steps(roots[0]) and all(p.poll() is None for p in procs) \
                 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _steps(roots[0]), logs("first")
+        assert metrics_steps(roots[0]), logs("first")
         os.kill(procs[1].pid, signal.SIGTERM)
         codes = [p.wait(120) for p in procs]
     finally:
@@ -216,7 +198,7 @@ def test_two_hosts_stop_together_and_resume_after_the_checkpoint_sync(tmp_path, 
         shutil.copytree(roots[a] / "checkpoints", roots[b] / "checkpoints", dirs_exist_ok=True)
     assert is_complete(ckpts[0][0]) and is_complete(ckpts[1][0])
     saved = int(ckpts[0][0].name.split("-")[1])
-    assert _steps(roots[0]) == list(range(1, saved + 1))
+    assert metrics_steps(roots[0]) == list(range(1, saved + 1))
 
     procs = start_all("second")
     try:
@@ -228,5 +210,5 @@ def test_two_hosts_stop_together_and_resume_after_the_checkpoint_sync(tmp_path, 
     assert codes == [0, 0], logs("second")
     summary = json.loads((roots[0] / "output" / "data" / "eval_summary.json").read_text())
     assert summary["global_step"] == 4 and summary["resumed_from"] == str(ckpts[0][0])
-    assert _steps(roots[0]) == [1, 2, 3, 4]
+    assert metrics_steps(roots[0]) == [1, 2, 3, 4]
     assert (roots[0] / "model" / "model.safetensors").is_file()

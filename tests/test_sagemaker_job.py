@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mtgrpo.sagemaker.checkpoints import is_complete, list_checkpoints
-from opt_ml import FIXTURES, lay_out
+from opt_ml import (FIXTURES, lay_out, metrics_steps, sigterm_after_first_step, start_train,
+                    wait_then_kill)
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "qwen2-5-1-5b-g5.yaml"
@@ -71,26 +70,12 @@ def opt_ml(tmp_path: Path, model_dir: Path, hyperparameters: dict[str, str],
 
 
 def start(root: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "MTGRPO_OPT_ML": str(root), "MTGRPO_NUM_GPUS": "0",
-           "VLLM_LOGGING_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "mtgrpo.sagemaker", "train"], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return start_train({**os.environ, "MTGRPO_OPT_ML": str(root), "MTGRPO_NUM_GPUS": "0",
+                        "VLLM_LOGGING_LEVEL": "WARNING"}, log)
 
 
 def run_job(root: Path, log: Path, timeout: float = 900) -> int:
-    proc = start(root, log)
-    try:
-        return proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
-def metrics_steps(root: Path) -> list[int]:
-    path = root / "output" / "data" / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+    return wait_then_kill(start(root, log), timeout)
 
 
 def port_closed(port: int) -> bool:
@@ -130,19 +115,10 @@ def test_sigterm_saves_then_restart_resumes_to_the_same_step(tmp_path, tiny_mode
     hp = rendered_hyperparameters(max_steps="4", save_steps="100",
                                   vllm_server_url=f"http://127.0.0.1:{port}")
     root = opt_ml(tmp_path, tiny_model_dir, hp)
-    proc = start(root, tmp_path / "first.log")
-    try:
-        deadline = time.monotonic() + 900
-        while not metrics_steps(root) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert metrics_steps(root), (tmp_path / "first.log").read_text()[-4000:]
-        os.kill(proc.pid, signal.SIGTERM)  # what SageMaker does to the container's PID 1
-        stopped_at = time.monotonic()
-        code = proc.wait(120)
-        assert time.monotonic() - stopped_at < 110  # inside SageMaker's 120 s grace period
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code, stop_seconds = sigterm_after_first_step(
+        start(root, tmp_path / "first.log"), lambda: metrics_steps(root),
+        tmp_path / "first.log", start_timeout=900, stop_timeout=120)
+    assert stop_seconds < 110  # inside SageMaker's 120 s grace period
     first_log = (tmp_path / "first.log").read_text(errors="replace")
     assert code == 143, first_log[-4000:]
     (checkpoint,) = [p for _, p in list_checkpoints(root / "checkpoints")]
