@@ -152,7 +152,8 @@ def faster_fits(plan: RecipePlan, main: ConfigPlan) -> list[str]:
     """Changes that spend memory the recipe leaves free to buy step time and still fit: today,
     activation checkpointing off (the forward is then not recomputed in backward)."""
     config = main.config
-    if main.learner is None or not config.gradient_checkpointing or plan.instance is None:
+    if (main.learner is None or main.batch_error or not config.gradient_checkpointing
+            or plan.instance is None):
         return []
     trial = plan_config(config.replace(gradient_checkpointing=False), plan.instance,
                         plan.instance_count, plan.shape)

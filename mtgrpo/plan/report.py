@@ -100,7 +100,7 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
         row("activations", f"{_g(learner.activations_checkpointed)} GiB a micro-batch with "
                            f"gradient checkpointing, {_g(learner.activations_full)} GiB without"
                            f" (now {'on' if c.gradient_checkpointing else 'off'})")
-        for hint in faster_fits(plan, main) if not main.batch_error else []:
+        for hint in faster_fits(plan, main):
             row("faster", hint)
         if learner.rollout_rule.startswith(("generate", "mtgrpo")):
             row("rollout rule", learner.rollout_rule)
@@ -169,7 +169,7 @@ def as_json(plan: RecipePlan, problems: list[Problem]) -> dict[str, Any]:
                 "activations_checkpointed_bytes": learner.activations_checkpointed,
                 "activations_full_bytes": learner.activations_full,
                 "rollout_rule": learner.rollout_rule,
-                "faster_fits": faster_fits(plan, main) if not main.batch_error else []}
+                "faster_fits": faster_fits(plan, main)}
         if main.vllm is not None:
             v = main.vllm
             out["vllm"] = {"budget_bytes": v.budget, "weights_bytes": v.weights,

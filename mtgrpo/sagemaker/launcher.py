@@ -259,9 +259,10 @@ def _accelerate_argv(config: TrainerConfig, *, python: str, num_nodes: int, node
             "--dynamo_backend", "no"]
     world_size = per_host * num_nodes
     # DeepSpeed only with more than one process, as train.py (TrainingArguments.deepspeed) and
-    # the fit planner have it: `accelerate launch --use_deepspeed` of one process would still
-    # wrap the model in a ZeRO engine (from the environment it sets) that shards nothing, keeps
-    # 20 bytes per parameter instead of 16, and needs DeepSpeed installed.
+    # the fit planner have it: `accelerate launch --use_deepspeed` of one process still wraps
+    # the model in a ZeRO engine (from the environment it sets) that shards nothing, needs
+    # DeepSpeed installed, and cost 23% more step time and 1.9 GiB more peak on one H200
+    # (benchmarks/RESULTS.md).
     if config.deepspeed_stage and world_size > 1:
         # `standard` = torchrun on every node; SageMaker hosts have no pdsh/ssh between them.
         argv += ["--use_deepspeed", "--deepspeed_config_file",

@@ -11,16 +11,16 @@ replaces the model's ``forward``, and with it TRL's fused LM head, which both th
 log-prob path (fast_logprobs.py) and TRL's own path score tokens with.
 
 Rollouts from the live policy (``generation_backend: transformers``) sample with the model's
-own transformers kernels, not Liger's: the compiled decoder (``sampler_compile``) cannot
-trace Liger's Triton kernels (dynamo's kernel analysis fails on them and the decode falls
-apart: on an H200, ``benchmarks/sampler_gpu.py`` at the Qwen2.5-1.5B shape sampled 16 x 256
-tokens in 7.08 s with Liger's kernels against 0.89 s without, and a GPU job at the Qwen3-1.7B
-shape spent 8-16 s per such rollout), and a one-token decode step gains nothing from them. ``apply`` records what it
-replaced (``KernelSwap``: the instance ``forward`` methods, the family module's functions and
-classes, class ``forward`` methods) and ``sampling_kernels(model)`` puts the originals back for
-the duration of a rollout. The learner scores every token again with Liger's kernels, so the
-two differ only by bf16 rounding between two implementations of the same ops, as vLLM and
-the learner do.
+own transformers kernels, not Liger's. The compiled decoder (``sampler_compile``) cannot trace
+Liger's Triton kernels (dynamo's kernel analysis fails on them and the decode falls apart: on
+an H200, ``benchmarks/sampler_gpu.py`` at the Qwen2.5-1.5B shape sampled 16 x 256 tokens in
+7.08 s with Liger's kernels against 0.89 s without, and a GPU job at the Qwen3-1.7B shape spent
+8-16 s per such rollout), and a one-token decode step gains nothing from them. ``apply``
+records what it replaced (``KernelSwap``: the instance ``forward`` methods, the family
+module's functions and classes, class ``forward`` methods) and ``sampling_kernels(model)`` puts
+the originals back for the duration of a rollout. The learner scores every token again with
+Liger's kernels, so the two differ only by bf16 rounding between two implementations of the
+same ops, as vLLM and the learner do.
 
 Order with LoRA: the kernels replace the forward of the norm and MLP modules, which still call
 their (LoRA-wrapped or not) linear layers; apply them to the base model, before or after peft
