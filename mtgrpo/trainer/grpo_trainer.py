@@ -569,27 +569,31 @@ class _TISSums:
     clipped: int = 0
 
     def add(self, raw, diff, mask, stale, cap: float) -> None:
+        """One micro-batch's tokens: ``diff`` the log-prob gaps, ``raw`` their exp."""
         gap = diff[mask].abs()
         picked = raw[mask & stale]
-        self.tokens += int(gap.numel())
-        self.diff_sum += gap.sum().item()
-        self.diff_max = max(self.diff_max, gap.max().item() if gap.numel() else 0.0)
-        self.stale_tokens += int(picked.numel())
-        self.ratio_sum += picked.sum().item()
-        self.ratio_max = max(self.ratio_max, picked.max().item() if picked.numel() else 0.0)
-        self.clipped += int((picked > cap).sum().item())
+        self += _TISSums(
+            tokens=int(gap.numel()), diff_sum=gap.sum().item(),
+            diff_max=gap.max().item() if gap.numel() else 0.0,
+            stale_tokens=int(picked.numel()), ratio_sum=picked.sum().item(),
+            ratio_max=picked.max().item() if picked.numel() else 0.0,
+            clipped=int((picked > cap).sum().item()))
+
+    def __iadd__(self, other: "_TISSums") -> "_TISSums":
+        self.tokens += other.tokens
+        self.diff_sum += other.diff_sum
+        self.diff_max = max(self.diff_max, other.diff_max)
+        self.stale_tokens += other.stale_tokens
+        self.ratio_sum += other.ratio_sum
+        self.ratio_max = max(self.ratio_max, other.ratio_max)
+        self.clipped += other.clipped
+        return self
 
     @classmethod
     def merged(cls, parts) -> "_TISSums":
         total = cls()
-        for p in parts:
-            total.tokens += p.tokens
-            total.diff_sum += p.diff_sum
-            total.diff_max = max(total.diff_max, p.diff_max)
-            total.stale_tokens += p.stale_tokens
-            total.ratio_sum += p.ratio_sum
-            total.ratio_max = max(total.ratio_max, p.ratio_max)
-            total.clipped += p.clipped
+        for part in parts:
+            total += part
         return total
 
 
