@@ -6,6 +6,7 @@ top-level sections, such as ``job:``, are ignored here). Relative paths in it
 ``corpus_dir``) are resolved against the config file's directory; ``task_*`` plug-in paths
 import from the current directory (docs/tasks.md). Outputs under DIR:
 ``metrics.jsonl``, ``eval_summary.json``, ``model/`` (the final model) and ``checkpoints/``.
+A ``tracking:`` section (docs/metrics.md) also logs the run to MLflow and/or W&B.
 
 With ``generation_backend: vllm`` and no server answering at ``vllm_server_url``, the command
 starts one itself on that host and port (serving the initial model), and stops it at the end;
@@ -85,6 +86,40 @@ def load_config(path: Path):
     return config
 
 
+def load_tracking(path: Path):
+    """The config file's ``tracking:`` section (the recipes' shape, docs/metrics.md) as
+    TrackingSettings; None without one. A local run may also use a file store (``file:``)."""
+    from mtgrpo.recipes import schema
+    from mtgrpo.recipes.yamlfile import read_yaml
+    from mtgrpo.tracking.settings import TrackingSettings, check_section
+
+    source = str(path)
+    data = read_yaml(path, source=source)
+    if not isinstance(data, dict) or data.get("tracking") is None:
+        return None
+    checker = schema.Checker(lambda key: source)
+    section = checker.section(data["tracking"], schema.TRACKING, "tracking", "tracking keys")
+    problems = checker.problems or check_section(section, source, "tracking", region=None,
+                                                 local=True)
+    if problems:
+        raise UserError(problems)
+    name = data.get("name") if isinstance(data.get("name"), str) else ""
+    return TrackingSettings.from_section(section, in_job=True, recipe=name,
+                                         commit=_repo_commit(path.resolve().parent))
+
+
+def _repo_commit(directory: Path) -> str:
+    """The commit of the git checkout holding the config, when there is one."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
 def run_paths(config, output: Path):
     from mtgrpo.trainer.paths import RunPaths
 
@@ -140,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from mtgrpo.commands._extras import require
 
     config = load_config(args.config)  # config mistakes first: they need no extra
+    tracking = load_tracking(args.config)
     require("trainer", "train")
     from mtgrpo.trainer.train import check_batch_shape
 
@@ -163,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
         from mtgrpo.trainer.train import run as train
 
         try:
-            summary = train(config, paths, resume=not args.no_resume, source=str(args.config))
+            summary = train(config, paths, resume=not args.no_resume, source=str(args.config),
+                            tracking=tracking)
         except SamplerError as err:  # the server died or stopped answering: say so, one line
             raise UserError(Problem(str(args.config), "trainer.vllm_server_url",
                                     f"training stopped: {err}")) from None

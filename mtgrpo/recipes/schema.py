@@ -152,6 +152,39 @@ RANGE: dict[str, Key] = {
     "values": Key("list_scalar", "Categorical values.", default=None),
 }
 
+# -- experiment tracking (docs/metrics.md); the rules between values live in
+# mtgrpo/tracking/settings.py, the rendering (container environment) there too.
+
+TRACKING_MLFLOW: dict[str, Key] = {
+    "tracking_uri": Key("str", "MLflow tracking server URI (https://...), or a SageMaker "
+                               "managed MLflow tracking server ARN (needs sagemaker-mlflow).",
+                        required=True),
+    "experiment": Key("str", "MLflow experiment of the runs.", default="mtgrpo"),
+    "run_tags": Key("map_str", "Tags set on every run.", default={}),
+}
+
+TRACKING_WANDB: dict[str, Key] = {
+    "project": Key("str", "W&B project.", required=True),
+    "entity": Key("str", "W&B entity (team or user); unset: the key's default.", default=None),
+    "mode": Key("str", "W&B mode.", default="online", choices=("online", "offline", "disabled")),
+    "api_key_secret": Key("str", "Name of the secret holding the W&B API key (never the key): "
+                                 "a Secrets Manager secret (SageMaker) or a Kubernetes Secret "
+                                 "with key WANDB_API_KEY (Kubeflow).", default=None),
+}
+
+TRACKING: dict[str, Key] = {
+    "mlflow": Key("section", "MLflow: {tracking_uri, experiment, run_tags}.", default=None,
+                  keys=TRACKING_MLFLOW),
+    "wandb": Key("section", "Weights & Biases: {project, entity, mode, api_key_secret}.",
+                 default=None, keys=TRACKING_WANDB),
+    "in_job": Key("str", "Log from inside the job: auto (when the job can reach the network: "
+                         "isolation off, or Kubeflow), always, or never (only `mtgrpo track`).",
+                  default="auto", choices=("auto", "always", "never")),
+}
+TOP["tracking"] = Key("section", "Experiment tracking: MLflow and/or W&B (docs/metrics.md).",
+                      default=None, keys=TRACKING)
+
+
 # -- job features and security exceptions (issue 16) --------------------------------------------
 # The SDK Estimator's own argument names; rules between values live in
 # mtgrpo/validate/job_features.py, the rendering in the templates.

@@ -121,7 +121,7 @@ def context_for(recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> d
             SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS,
         },
         "recipe": recipe.data,
-        "job": job,
+        "job": _with_tracking(recipe, job),
         "tuning": recipe.tuning,
         "image": job["image_uri"],
         "hyperparameters": hyperparameters,
@@ -137,6 +137,15 @@ def context_for(recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> d
         ctx["static_hyperparameters"] = {k: v for k, v in hyperparameters.items()
                                          if k not in ranges}
     return ctx
+
+
+def _with_tracking(recipe: Recipe, job: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The job with the tracking settings' environment added (docs/metrics.md); unchanged
+    for a recipe without a ``tracking:`` section."""
+    from mtgrpo.tracking.settings import recipe_environment
+
+    extra = recipe_environment(recipe)
+    return {**job, "environment": {**job["environment"], **extra}} if extra else job
 
 
 def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> Resource:

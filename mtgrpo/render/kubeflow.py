@@ -189,6 +189,14 @@ def _env(recipe: Recipe) -> list[dict]:
     if job.get("region"):
         env += [{"name": "AWS_REGION", "value": job["region"]},
                 {"name": "AWS_DEFAULT_REGION", "value": job["region"]}]
+    from mtgrpo.tracking.settings import ENV_WANDB_KEY_FROM, recipe_environment
+
+    tracking = recipe_environment(recipe)  # docs/metrics.md; the W&B key from its Secret
+    key_secret = tracking.pop(ENV_WANDB_KEY_FROM, None)
+    env += [{"name": k, "value": tracking[k]} for k in sorted(tracking)]
+    if key_secret:
+        env.append({"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
+            "name": key_secret, "key": "WANDB_API_KEY"}}})
     env.append({"name": kc.JOB_NAME_ENV, "valueFrom": {"fieldRef": {
         "fieldPath": f"metadata.labels['{kc.JOB_NAME_LABEL}']"}}})
     return env

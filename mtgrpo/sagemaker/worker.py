@@ -39,8 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mtgrpo.trainer.train import run
 
         callback = CheckpointCallback(stop, metrics_file=paths.output_dir / METRICS_FILE)
+        from mtgrpo.tracking.settings import TrackingSettings
+
         summary = run(config, paths, callbacks=[callback], resume=True,
-                      source=str(layout.hyperparameters_file))
+                      source=str(layout.hyperparameters_file),
+                      tracking=TrackingSettings.from_environment(os.environ))
         print(f"mtgrpo: training finished at step {summary.get('global_step')}", flush=True)
         return 0
     except TrainingInterrupted as stopped:

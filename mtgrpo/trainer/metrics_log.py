@@ -56,6 +56,8 @@ class MetricsLogger(TrainerCallback):
         # TensorBoard events of the same records (tensorboard_log.py); None: none written.
         self.events_dir = Path(events_dir) if events_dir is not None else None
         self._events = None
+        # Called with every record written (experiment tracking: mtgrpo/tracking/tracker.py).
+        self.listeners: list = []
 
     def _write(self, record: Mapping[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,8 @@ class MetricsLogger(TrainerCallback):
                 from mtgrpo.trainer.tensorboard_log import EventLog
                 self._events = EventLog(self.events_dir)
             self._events.add(record)
+        for listener in self.listeners:
+            listener(record)
 
     def _flush(self) -> None:
         if self._pending is not None:

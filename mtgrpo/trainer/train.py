@@ -261,7 +261,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
 def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = (),
         resume: bool = True, sampler=None, parser=None, scorer=None,
         on_trainer: Callable[[Any], None] | None = None,
-        source: str = "") -> dict[str, Any]:
+        source: str = "", tracking=None, identity=None) -> dict[str, Any]:
     """Train, save the final model to ``paths.model_dir`` and return a summary.
 
     callbacks: extra ``transformers.TrainerCallback``s, run after the built-in ones (weight
@@ -273,6 +273,9 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         task's (tests); default: the plug-ins the config's ``task_*`` keys name (docs/tasks.md).
     on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
     source: the file the config came from, named in plug-in loading errors.
+    tracking: a :class:`mtgrpo.tracking.settings.TrackingSettings`: the main process also logs
+        the run to MLflow and/or W&B (docs/metrics.md); ``identity`` names the run (default:
+        the job's, from the environment; locally the output directory's name).
     """
     import torch
     from accelerate import PartialState
@@ -310,6 +313,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         raise
     parts = build_components(config, paths, tokenizer, model, sampler=sampler, scorer=scorer,
                              task=task)
+    tracker = None
     try:
         trainer = MTGRPOTrainer(
             model, grpo_args(config, paths, world_size=world_size, evaluate=bool(eval_records)),
@@ -321,8 +325,9 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             print(f"mtgrpo: {rollout_mode(config)}", flush=True)
         if parts["weight_sync"] is not None:
             trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
-        trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl",
-                                           events_dir=Path(paths.output_dir) / EVENTS_DIR))
+        metrics_logger = MetricsLogger(Path(paths.output_dir) / "metrics.jsonl",
+                                       events_dir=Path(paths.output_dir) / EVENTS_DIR)
+        trainer.add_callback(metrics_logger)
         for cb in callbacks:
             if hasattr(cb, "bind"):
                 cb.bind(trainer)
@@ -333,11 +338,22 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         checkpoint = newest_complete_checkpoint(paths.checkpoint_dir) if resume else None
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
+        if tracking is not None and trainer.accelerator.is_main_process:
+            from mtgrpo.tracking.job import start_tracker
+
+            tracker = start_tracker(tracking, config, paths, checkpoint, identity=identity)
+            if tracker is not None:
+                metrics_logger.listeners.append(tracker.log_step)
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         save_final_model(trainer, tokenizer, paths.model_dir)
         stopped = bool(trainer._stop_requested)
         # A stop request (SIGTERM) leaves little time: skip the final evaluation then.
         final_eval = trainer.score_records(eval_records) if eval_records and not stopped else {}
+    except BaseException as err:
+        if tracker is not None:  # a stop (SIGTERM) or a failure: the run says so, and waits
+            from mtgrpo.tracking.job import status_for
+            tracker.close(status_for(err))
+        raise
     finally:
         for part in (parts["environment"], parts["sampler"], parts["weight_sync"],
                      parts["task"]):
@@ -360,6 +376,9 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     }
     if trainer.accelerator.is_main_process:
         _write_json(Path(paths.output_dir) / "eval_summary.json", summary)
+    if tracker is not None:
+        from mtgrpo.tracking.job import finish_tracker
+        finish_tracker(tracker, summary, paths)
     return summary
 
 

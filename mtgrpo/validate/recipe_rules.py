@@ -78,6 +78,8 @@ def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = Non
     problems += check_secrets(dict(recipe.data), source)
     from mtgrpo.validate.job_features import check_job_features  # imports check_s3_uri here
     problems += check_job_features(recipe.data, source)
+    from mtgrpo.tracking.settings import check_tracking
+    problems += check_tracking(recipe)
     return schema_problems + relocate([p for p in problems if not recipe.invalid(p.key)],
                                       recipe)
 
