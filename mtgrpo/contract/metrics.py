@@ -39,6 +39,8 @@ METRICS: dict[str, str] = {
     "weight_sync_seconds": "wall time spent pushing weights to the sampler",
     "step_seconds": "wall time of the whole step",
     "tokens_per_second": "policy tokens processed per second by the learner",
+    "gpu_peak_gib": "peak GPU memory allocated by torch in this process during the step, GiB "
+                    "(GPU jobs only)",
 }
 
 DEFAULT_OBJECTIVE = "eval_reward"
