@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "will each recipe run and fit on its instance, and what may it cost"),
     "metrics": ("metrics", "print the last value of each of a job's metrics (CloudWatch)"),
     "plot": ("plot", "draw training curves of runs or jobs into a PNG (needs mtgrpo[plot])"),
+    "track": ("track", "write jobs' runs to MLflow / W&B from outside (needs mtgrpo[tracking])"),
 }
 
 

@@ -70,3 +70,13 @@ def vllm_server(tiny_model_dir, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real MLflow tracking server (SQLite store, local artifacts) for the session: its
+    URL. Tests keep apart by experiment name."""
+    from tests.mlflow_kit import mlflow_server as start
+
+    with start(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url

@@ -15,6 +15,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "trainer": ("torch", "transformers", "trl", "accelerate", "bm25s", "datasets", "pyarrow",
                 "httpx", "safetensors"),
     "pipelines": ("kfp",),
+    # `mtgrpo track` and in-job tracking; a missing one is reported when it is reached (cli.py)
+    "tracking": ("mlflow", "wandb", "sagemaker_mlflow"),
 }
 
 

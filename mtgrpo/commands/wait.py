@@ -29,6 +29,12 @@ def add_arguments(parser) -> None:
                              "longest run; 90m, 2h, 3600 ...)")
     parser.add_argument("--heartbeat", default="5m",
                         help="print a line at least this often while nothing changes")
+    parser.add_argument("--track", action="store_true",
+                        help="then write the jobs' runs to MLflow / W&B, as `mtgrpo track` "
+                             "does (a failed or stopped job's too)")
+    from mtgrpo.commands.track import add_tracking_arguments
+
+    add_tracking_arguments(parser)
     add_connection_arguments(parser)
 
 
@@ -40,6 +46,10 @@ def run(args) -> int:
     kubeflow = [("TrainJob", train_job, "")] if train_job is not None else \
         recipe_targets(args.job)
     if kubeflow is not None:  # issue 17: backend kubeflow (a TrainJob or a recipe file)
+        if args.track:
+            raise UserError(Problem(args.job, "--track", "Kubeflow jobs log their runs "
+                                    "themselves (their pods reach the network)",
+                                    "a SageMaker job or recipe"))
         if train_job is None:
             _check_applied(kube, args.job, kubeflow)
         return _wait_kubeflow(kube, kubeflow, timeout, min(heartbeat, 10.0))
@@ -56,13 +66,27 @@ def run(args) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    waited = []
+    code = 0
     for kind, name in targets:  # a recipe's tuning job, then its training job
         outcome = wait_for(kube, kind, name, timeout_s=timeout, progress=progress,
                            heartbeat_s=heartbeat)
         print(outcome.message, flush=True)
+        waited.append(name)
         if outcome.code:
-            return outcome.code
-    return 0
+            code = outcome.code
+            break
+    if args.track and code != 124:
+        _track(waited, args)
+    return code
+
+
+def _track(names: list[str], args) -> None:
+    """``--track``: the jobs' runs, written from outside (docs/metrics.md)."""
+    from mtgrpo.commands.track import track_jobs
+
+    args.region, args.host = getattr(args, "region", ""), "algo-1"
+    track_jobs(names, args)
 
 
 def _recipe_targets(arg: str) -> list[tuple[str, str]]:

@@ -126,7 +126,7 @@ class Tracker:
         closing = None
         while True:
             try:
-                item = self._queue.get(timeout=1.0)
+                item = self._queue.get(timeout=0.1 if closing else 1.0)
             except queue.Empty:
                 item = None
             if item is not None:
@@ -142,15 +142,17 @@ class Tracker:
                             state.dropped += 1
                         state.backlog.append(item)
             for state in self._states:
-                self._drain(state, final=closing is not None)
-            if closing is not None and self._queue.empty():
+                self._drain(state)
+            # Closing: keep trying (close() bounds how long it waits) until every record went.
+            if closing is not None and self._queue.empty() and \
+                    not any(s.backlog for s in self._states):
                 for state in self._states:
-                    if state.opened and not state.backlog:
+                    if state.opened:
                         self._try(state, lambda s: s.sink.close(closing), "end the run")
                 return
 
-    def _drain(self, state: _SinkState, final: bool) -> None:
-        if time.monotonic() < state.down_until and not final:
+    def _drain(self, state: _SinkState) -> None:
+        if time.monotonic() < state.down_until:
             return
         if not state.opened:
             if not self._try(state, self._open, "open the run"):
