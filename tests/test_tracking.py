@@ -737,3 +737,18 @@ def _read_wandb(directory: Path):
                 config[item.key] = value.get("value", value) if isinstance(value, dict) \
                     else value
     return history, config
+
+
+def test_plot_labels_each_run_with_its_algorithm(tmp_path):
+    """Side by side: `mtgrpo plot A B` names MT-GRPO and the GRPO baseline in the legend."""
+    from mtgrpo.commands.plot import load_run
+
+    labels = []
+    for name, algorithm in (("a", "mt_grpo"), ("b", "grpo_or")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward": 0.5}) + "\n")
+        (run / "eval_summary.json").write_text(json.dumps({"algorithm": algorithm}))
+        labels.append(load_run(str(run), "", "algo-1")[0])
+        labels.append(load_run(str(run / "metrics.jsonl"), "", "algo-1")[0])
+    assert labels == ["a (mt_grpo)", "a (mt_grpo)", "b (grpo_or)", "b (grpo_or)"]

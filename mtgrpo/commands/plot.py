@@ -53,14 +53,26 @@ def load_run(run: str, region: str, host: str) -> tuple[str, list[dict]]:
         if not path.is_file():
             raise UserError(Problem(run, "RUN", "the directory holds no metrics.jsonl",
                                     "a run directory of `mtgrpo train --output DIR`"))
-        return Path(run).resolve().name, read_jsonl(path)
+        return _with_algorithm(Path(run).resolve().name, Path(run)), read_jsonl(path)
     if path.is_file():
         label = path.parent.resolve().name if path.name == "metrics.jsonl" else path.stem
-        return label, read_jsonl(path)
+        return _with_algorithm(label, path.parent), read_jsonl(path)
     if "/" in run or run.endswith(".jsonl"):
         raise UserError(Problem(run, "RUN", "no such file or directory",
                                 "metrics.jsonl, a run directory or a training job name"))
     return run, job_records(run, region, host)
+
+
+def _with_algorithm(label: str, directory: Path) -> str:
+    """``label (algorithm)`` when the run's eval_summary.json names it, so MT-GRPO and a GRPO
+    baseline read apart in the legend without --label."""
+    try:
+        algorithm = json.loads((directory / "eval_summary.json").read_text(encoding="utf-8"))[
+            "algorithm"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return label
+    return f"{label} ({algorithm})" if isinstance(algorithm, str) and algorithm not in label \
+        else label
 
 
 def job_records(job: str, region: str, host: str) -> list[dict]:

@@ -39,9 +39,13 @@ METRICS: dict[str, str] = {
     "weight_sync_seconds": "wall time spent pushing weights to the sampler",
     "step_seconds": "wall time of the whole step",
     "tokens_per_second": "policy tokens processed per second by the learner",
-    "gpu_peak_gib": "peak GPU memory allocated by torch in this process during the step, GiB "
-                    "(GPU jobs only)",
+    "gpu_peak_gib": "peak GPU memory allocated by torch in this process during the step "
+                    "(rollouts on the training GPU included), GiB; the number `mtgrpo plan` "
+                    "estimates; GPU jobs only",
 }
+
+# Logged by GPU processes only (a CPU run's lines never hold them).
+GPU_METRICS = frozenset({"gpu_peak_gib"})
 
 DEFAULT_OBJECTIVE = "eval_reward"
 

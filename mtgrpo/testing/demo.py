@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run directory: metrics.jsonl, tensorboard/, model/, vllm.log")
     parser.add_argument("--algorithm", default="mt_grpo", choices=("mt_grpo", "grpo_or"))
     parser.add_argument("--steps", type=int, default=15, help="GRPO steps (default 15)")
+    parser.add_argument("--mlflow-uri", default="", help="also log the run to this MLflow "
+                                                         "tracking server (docs/metrics.md)")
+    parser.add_argument("--experiment", default="mtgrpo-demo",
+                        help="MLflow experiment (default mtgrpo-demo): run the demo once per "
+                             "--algorithm into one experiment to compare them side by side")
     args = parser.parse_args(argv)
     out = args.output.resolve()
     if (out / "metrics.jsonl").exists():
@@ -73,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             reward_format=0.0, reward_xml_count=0.0, seed=0)
         paths = RunPaths(str(warm.model_dir), task / "train.jsonl", task / "eval.jsonl",
                          task / "corpus", out, out / "model", out / "checkpoints")
-        summary = run(config, paths, parser=task_parser(), resume=False)
+        tracking = None
+        if args.mlflow_uri:
+            from mtgrpo.tracking.settings import MlflowSettings, TrackingSettings
+
+            tracking = TrackingSettings(mlflow=MlflowSettings(args.mlflow_uri, args.experiment),
+                                        recipe="local-demo")
+        summary = run(config, paths, parser=task_parser(), resume=False, tracking=tracking)
     finally:
         server.stop()
     summary["warm_start"] = {"skill": warm.skill, "calibration": warm.calibration,
