@@ -752,3 +752,45 @@ def test_plot_labels_each_run_with_its_algorithm(tmp_path):
         labels.append(load_run(str(run), "", "algo-1")[0])
         labels.append(load_run(str(run / "metrics.jsonl"), "", "algo-1")[0])
     assert labels == ["a (mt_grpo)", "a (mt_grpo)", "b (grpo_or)", "b (grpo_or)"]
+
+
+@pytest.mark.slow
+def test_mtgrpo_track_command_on_a_moto_job(mlflow_server, capsys):
+    """The command end to end on moto's SageMaker and S3: flags say where the run goes; a
+    second call writes nothing; without any tracking settings, one error line."""
+    import boto3
+    from moto import mock_aws
+
+    from mtgrpo.cli import main
+
+    experiment = f"cli-{uuid.uuid4().hex[:8]}"
+    name = "cli-job-0123456789"
+    records = [{"step": s, "reward": 0.2 * s, "loss": 1.0 / s} for s in (1, 2)]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-west-2")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={
+            "LocationConstraint": "us-west-2"})
+        _put_output(s3, name, records, {"eval": {"eval_reward": 0.4}, "global_step": 2})
+        boto3.client("sagemaker", region_name="us-west-2").create_training_job(
+            TrainingJobName=name, RoleArn="arn:aws:iam::111122223333:role/r",
+            AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+            OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/out"},
+            ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1,
+                            "VolumeSizeInGB": 30},
+            StoppingCondition={"MaxRuntimeInSeconds": 3600},
+            HyperParameters=_hyperparameters(algorithm="grpo_or"))
+        flags = ["--mlflow-uri", mlflow_server, "--experiment", experiment,
+                 "--region", "us-west-2"]
+        assert main(["track", name, *flags]) == 0
+        assert main(["track", name, *flags]) == 0
+        out = capsys.readouterr().out
+        assert f"{name}: 4 new point(s) over 2 step(s) from output metrics.jsonl" in out
+        assert f"{name}: 0 new point(s) over 0 step(s)" in out
+        assert main(["track", name, "--region", "us-west-2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no tracking settings" in err[0] and "--mlflow-uri" in err[0]
+    (run,) = _runs(mlflow_server, experiment)
+    table = metric_table(_client(mlflow_server), run.info.run_id)
+    assert _steps_of(table) == {1: pytest.approx({"reward": 0.2, "loss": 1.0}),
+                                2: pytest.approx({"reward": 0.4, "loss": 0.5})}
+    assert run.data.tags["mtgrpo.algorithm"] == "grpo_or"
