@@ -86,6 +86,9 @@ def _track(names: list[str], args) -> None:
     from mtgrpo.commands.track import track_jobs
 
     args.region, args.host = getattr(args, "region", ""), "algo-1"
+    if args.recipe is None and _recipe_targets(args.job):  # `wait RECIPE --track`
+        from pathlib import Path
+        args.recipe = Path(args.job)
     track_jobs(names, args)
 
 
