@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 
 
 def free_port() -> int:
@@ -37,7 +36,10 @@ def _no_real_aws(monkeypatch):
 
 @pytest.fixture(scope="session")
 def crd_dir() -> Path:
-    path = Path(os.environ.get("MTGRPO_CRD_DIR", SHARED / "crds"))
+    """The CRDs shipped in the package (or ``$MTGRPO_CRD_DIR``): nothing outside the repository."""
+    from mtgrpo.validate import default_crd_dir
+
+    path = default_crd_dir()
     assert (path / "sagemaker.services.k8s.aws_trainingjobs.yaml").is_file(), path
     return path
 

@@ -13,4 +13,4 @@ def add_project_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crd-dir", type=Path, default=None,
                         help="directory with the ACK SageMaker CRDs to validate against "
                              "(default: crd_dir in recipes/_project.yaml, $MTGRPO_CRD_DIR, "
-                             "../shared/crds, or the copy shipped with mtgrpo)")
+                             "or the copy shipped with mtgrpo)")

@@ -1,8 +1,8 @@
 """What a TrainingJob or HyperParameterTuningJob resource says about its job, in one view.
 
-The ACK controller writes SageMaker's state into ``status`` (FACTS §1): the job status, the
-secondary status, the failure reason, the model artifact, the best trial of a tuning job, and
-the ``ACK.*`` conditions. A Failed or Stopped job is Synced and Ready, not Terminal; Terminal
+The ACK controller writes SageMaker's state into ``status`` (docs/ack-controller.md): the job
+status, the secondary status, the failure reason, the model artifact, the best trial of a tuning
+job, and the ``ACK.*`` conditions. A Failed or Stopped job is Synced and Ready, not Terminal; Terminal
 means the controller itself gave up (for example an invalid spec SageMaker refused).
 """
 
@@ -146,7 +146,7 @@ def recipe_resources(selector: str, command: str) -> tuple[str, list] | None:
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         return None
     recipe = load_recipe(path)
-    if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
+    if recipe.backend == "kubeflow":  # its recipes are read by mtgrpo.kubeflow.operate
         raise UserError(Problem(recipe.source, "backend", f"mtgrpo {command} reads ACK "
                                 "SageMaker jobs only for a recipe file",
                                 f"mtgrpo {command} trainjob/<name> (docs/kubeflow.md)"))

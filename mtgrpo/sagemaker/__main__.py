@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args != ["train"]:
         print(USAGE, file=sys.stderr)
         return 2
-    # issue 17: the same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
+    # The same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
     from mtgrpo.kubeflow.platform import KUBEFLOW, detect
     if detect() == KUBEFLOW:
         from mtgrpo.kubeflow.job import run_kubeflow_job

@@ -1,7 +1,7 @@
 """The SageMaker container contract: the ``/opt/ml`` layout and the files SageMaker writes there.
 
 SageMaker runs the image as ``docker run IMAGE train`` with the job's configuration under
-``/opt/ml`` (FACTS.md section 3). The root can be moved with ``MTGRPO_OPT_ML`` so the whole
+``/opt/ml`` (docs/image.md). The root can be moved with ``MTGRPO_OPT_ML`` so the whole
 contract runs in a temporary directory (tests, local dry runs). Everything here is standard
 library only: the launcher reads the contract before anything heavy is imported.
 """

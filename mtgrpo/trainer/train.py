@@ -98,7 +98,7 @@ def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
         top_p=config.top_p,
         max_completion_length=config.max_completion_length,
         mask_truncated_completions=False,
-        use_vllm=False,  # FACTS 4: the rollout_func talks to vLLM over HTTP; we sync weights
+        use_vllm=False,  # the rollout_func talks to vLLM over HTTP; we sync weights
         # evaluation, logging, checkpoints
         eval_strategy="steps" if config.eval_steps and evaluate else "no",
         eval_steps=(config.eval_steps or None) if evaluate else None,

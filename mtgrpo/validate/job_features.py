@@ -1,4 +1,4 @@
-"""Rules for the SDK's job features and the secure defaults (issue 16), on the merged recipe.
+"""Rules for the SDK's job features and the secure defaults, on the merged recipe.
 
 The loader has checked types and choices; the service model and the CRDs check the rendered
 fields (name patterns, list lengths, fields the installed CRD lacks). These are the rules
