@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtgrpo", description="Multi-turn GRPO on SageMaker, driven from Kubernetes.")
     parser.add_argument("--version", action="version", version=f"mtgrpo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 

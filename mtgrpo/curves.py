@@ -73,7 +73,7 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], output: P
             ax.set_xlabel("step")
             ax.grid(True, alpha=0.3)
             drawn = []
-            for i, (label, records) in enumerate(prepared):
+            for i, (_label, records) in enumerate(prepared):
                 color = _COLORS[i % len(_COLORS)]
                 for j, (metric, style) in enumerate(metrics):
                     points = [(r["step"], r[metric]) for r in records

@@ -208,7 +208,7 @@ def connect(kubeconfig: str | None = None, namespace: str | None = None,
                 "--kubeconfig FILE, $KUBECONFIG, ~/.kube/config or an in-cluster service account"))
     except ConfigException as err:
         where = os.pathsep.join(str(p) for p in paths) or "in-cluster config"
-        raise UserError(Problem(where, context or "", f"unusable Kubernetes configuration: {err}"))
+        raise UserError(Problem(where, context or "", f"unusable Kubernetes configuration: {err}")) from None
     # Fail fast on a dead endpoint instead of urllib3's default retries.
     configuration.retries = 1
     api = client.CustomObjectsApi(client.ApiClient(configuration))

@@ -1,10 +1,11 @@
 """The training entry point shared by ``mtgrpo train`` and the SageMaker container: ``run``.
 
 ``run(config, paths)`` builds the tokenizer and model, the task's plug-ins (tools, parser,
-rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight sync; maps the TrainerConfig onto TRL's GRPOConfig;
-trains with MTGRPOTrainer (resuming from the newest complete checkpoint); saves the final model
-with its tokenizer to ``paths.model_dir``; scores the held-out split once more and writes
-``eval_summary.json`` to ``paths.output_dir``; returns a summary dict.
+rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight
+sync; maps the TrainerConfig onto TRL's GRPOConfig; trains with MTGRPOTrainer (resuming from
+the newest complete checkpoint); saves the final model with its tokenizer to
+``paths.model_dir``; scores the held-out split once more and writes ``eval_summary.json`` to
+``paths.output_dir``; returns a summary dict.
 """
 
 from __future__ import annotations
