@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 import traceback
-from typing import Sequence
+from typing import Any, Sequence
 
 from mtgrpo import __version__
 from mtgrpo.errors import UserError
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+def _command_parser(name: str) -> tuple[argparse.ArgumentParser, Any]:
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(f"mtgrpo.commands.{module_name}")
     parser = argparse.ArgumentParser(prog=f"mtgrpo {name}", description=help_text)

@@ -3,6 +3,10 @@
 The server takes about a minute to start on a 2-core machine, so every test that needs one
 shares this session-scoped server. A test that changes the server's weights (a weight sync)
 must not assume other tests' weights: reload what it needs first.
+
+pytest puts this folder on ``sys.path`` (its default import mode, for a conftest.py outside a
+package), so tests in subfolders (``tests/gpu/``: GPU-only, skipped without CUDA) import the
+helper modules here (``opt_ml``, ``stand_in``) as the top-level tests do.
 """
 
 from __future__ import annotations

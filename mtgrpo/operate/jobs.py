@@ -105,8 +105,8 @@ def _ready_time(status: dict) -> datetime | None:
     """When a finished tuning job last changed (its status has no end time)."""
     if status.get("hyperParameterTuningJobStatus") not in FINISHED:
         return None
-    times = [_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
-    times = [t for t in times if t]
+    times = [t for c in status.get("conditions") or []
+             if (t := _time(c.get("lastTransitionTime"))) is not None]
     return max(times) if times else None
 
 
