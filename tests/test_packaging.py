@@ -54,6 +54,7 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # builds a wheel
 def test_the_wheel_holds_the_templates_and_the_crds(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -65,6 +66,7 @@ def test_the_wheel_holds_the_templates_and_the_crds(wheel):
     assert templates == _templates() and len(templates) >= 6
 
 
+@pytest.mark.slow  # builds a wheel, renders in a child interpreter
 def test_an_installed_wheel_renders_from_its_own_templates(wheel, tmp_path):
     """A project without templates/ renders through the wheel's copies, outside the source tree,
     and gets the committed manifests byte for byte."""

@@ -37,6 +37,7 @@ def test_golden_project(root):
                          f"{root}` (golden: MTGRPO_GOLDEN_WRITE=1 pytest tests/test_render.py)")
 
 
+@pytest.mark.slow  # two fresh interpreters render every recipe
 def test_same_input_same_bytes_across_processes(tmp_path):
     """Two fresh interpreters with different hash seeds render identical bytes."""
     outputs = []

@@ -187,6 +187,7 @@ def test_input_resources_are_not_modified(crd_dir):
     assert job == before
 
 
+@pytest.mark.slow  # jsonschema over thousands of generated objects
 def test_structural_fast_check_agrees_with_jsonschema(crd_dir):
     """The quick yes/no must say 'valid' exactly when jsonschema does, or errors would hide."""
     from mtgrpo.validate.crd_schema import validators
