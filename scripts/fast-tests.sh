@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fast loop: the manifest side (recipes, templates, render, validate, plan, gitops, docs,
 # operate commands against fakes) and the unit tests that need neither torch nor a vLLM server.
-# About 2 minutes on 2 loaded cores (docs/development.md); the full run (README, .ci/run) takes
-# 17+. Extra arguments go to pytest (e.g. -x, -k NAME, a file).
+# 43 s of CPU time (docs/development.md); the full run (README, .ci/run) takes 17+ minutes.
+# Extra arguments go to pytest (e.g. -x, -k NAME, a file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

@@ -83,6 +83,7 @@ def test_shape_from_local_dir_and_channel_name(tmp_path):
     assert resolve_shape("somebody/unknown-model") is None
 
 
+@pytest.mark.slow  # torch autograd on small models
 @pytest.mark.parametrize("family", ["Qwen2Config", "Qwen3Config"])
 def test_layer_activations_are_what_autograd_saves(family):
     """One bf16 decoder layer's forward on CPU: the bytes autograd saves for backward (distinct
