@@ -159,3 +159,23 @@ def test_config_is_read_by_the_recipes_yaml_reader(tmp_path, capsys):
     assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
     (line,) = _error_lines(capsys)
     assert line.startswith(f"error: {cfg}: trainer.save_steps: '0750' is a number in YAML 1.1")
+
+
+@pytest.mark.slow
+def test_a_finished_run_run_again_trains_no_step_past_max_steps(tmp_path, tiny_model_dir, capsys,
+                                                                task):
+    """Re-running a finished run resumes from its last checkpoint, which is at max_steps: nothing
+    more is trained and the record is not extended."""
+    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, max_steps=2, save_steps=1,
+                                              eval_steps=0))
+    out = tmp_path / "out"
+    assert main(["train", str(cfg), "--output", str(out)]) == 0
+    first = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--output", str(out)]) == 0
+    assert "checkpoint-2 already reached max_steps 2: nothing to train" in capsys.readouterr().out
+    assert (out / "metrics.jsonl").read_text() == first
+    summary = json.loads((out / "eval_summary.json").read_text())
+    assert summary["global_step"] == 2
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert (out / "model" / "model.safetensors").is_file()
