@@ -94,6 +94,28 @@ def test_no_server_and_no_start_is_a_clear_error(tmp_path, tiny_model_dir, capsy
     assert "no vLLM server answers at http://127.0.0.1:8299" in line
 
 
+def test_vllm_port_flag_replaces_the_configs_port(tmp_path, tiny_model_dir, capsys, task):
+    cfg = _write(tmp_path / "c.yaml", _config(
+        tiny_model_dir, generation_backend="vllm", vllm_server_url="http://127.0.0.1:8299"))
+    out = str(tmp_path / "out")
+    assert main(["train", str(cfg), "-o", out, "--no-start-server", "--vllm-port", "8297"]) == 1
+    (line,) = _error_lines(capsys)
+    assert "no vLLM server answers at http://127.0.0.1:8297" in line
+    assert main(["train", str(cfg), "-o", out, "--vllm-port", "70000"]) == 1
+    (line,) = _error_lines(capsys)
+    assert line == "error: --vllm-port: 70000 is not a TCP port (allowed: 1-65535)"
+
+
+def test_tiny_model_help_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mtgrpo.testing.tiny", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "OUT_DIR" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_run_writes_metrics_model_and_summary(tmp_path, tiny_model_dir, capsys, task):
     """The transformers backend (no vLLM): one step, one evaluation, final model saved."""

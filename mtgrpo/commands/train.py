@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start fresh even if DIR/checkpoints holds a checkpoint")
     parser.add_argument("--no-start-server", action="store_true",
                         help="never start a vLLM server; fail if none answers")
+    parser.add_argument("--vllm-port", type=int, metavar="PORT",
+                        help="use (or start) the local vLLM server on this port instead of the "
+                             "port in trainer.vllm_server_url")
 
 
 def load_config(path: Path):
@@ -83,6 +86,15 @@ def load_config(path: Path):
             raise UserError(Problem(source, f"trainer.{key}", f"{value} does not exist",
                                     "a path relative to the config file, or absolute"))
     return config
+
+
+def with_port(config, port: int):
+    """The config with ``vllm_server_url``'s port replaced (``--vllm-port``)."""
+    if not 1 <= port <= 65535:
+        raise UserError(Problem("--vllm-port", "", f"{port} is not a TCP port", "1-65535"))
+    url = urlparse(config.vllm_server_url)
+    netloc = f"{url.hostname}:{port}" if url.hostname else f"127.0.0.1:{port}"
+    return dataclasses.replace(config, vllm_server_url=url._replace(netloc=netloc).geturl())
 
 
 def run_paths(config, output: Path):
@@ -140,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     from mtgrpo.commands._extras import require
 
     config = load_config(args.config)  # config mistakes first: they need no extra
+    if args.vllm_port is not None:
+        config = with_port(config, args.vllm_port)
     require("trainer", "train")
     from mtgrpo.trainer.train import check_batch_shape
 
