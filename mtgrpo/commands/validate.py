@@ -15,9 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtgrpo.commands._project import guard_placeholders
     from mtgrpo.render import render_all
 
-    result = render_all(args.root, write=False, crd_dir=args.crd_dir,
-                        recipe_paths=list(args.recipes) or None)
+    paths = list(args.recipes) or None
+    result = guard_placeholders(args.root, paths, args.placeholders, lambda dry: render_all(
+        args.root, write=False, crd_dir=args.crd_dir, recipe_paths=paths))
     print(f"ok: {len(result.recipes)} recipes, {len(result.resources)} resources valid")
     return 0
