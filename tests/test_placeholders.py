@@ -43,7 +43,7 @@ def test_shipped_recipes_warn_once_per_file_and_key(project, capsys):
         "job.output_path", "job.role"]
     assert "the all-zero image digest" in account[0] and "example account id" in account[0]
     assert len(warnings) == len(set(warnings))
-    assert all("(allowed: your own value; docs/first-job.md, step 3)" in w for w in warnings)
+    assert all("(allowed: your own value; docs/first-job.md, step 4)" in w for w in warnings)
 
 
 @pytest.mark.parametrize("command", ["validate", "render", "diff", "plan"])

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 from mtgrpo.errors import Problem
 
 MODES = ("warn", "error")
-FIX = "your own value; docs/first-job.md, step 3"
+FIX = "your own value; docs/first-job.md, step 4"
 
 # (pattern, what it is): AWS's documentation placeholders and the shipped all-zero digest.
 PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
