@@ -88,6 +88,49 @@ def load_config(path: Path):
     return config
 
 
+def plugin_path(config_file: Path) -> None:
+    """Make task plug-ins importable the way data paths resolve: from the config file's
+    directory first, then the current directory (as under ``python -m``). docs/tasks.md."""
+    for folder in (os.getcwd(), str(Path(config_file).resolve().parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+
+
+def validate_local(path: Path) -> str:
+    """Every check ``mtgrpo train`` runs on a local config before it starts anything: the
+    values, the paths, the batch shape and each plug-in (imported as ``train`` imports it).
+    Returns a summary line; raises ``UserError`` with every problem."""
+    config = load_config(path)
+    plugin_path(path)
+    problems = []
+    from mtgrpo.trainer.train import check_batch_shape
+    from mtgrpo.task.loading import check_task
+
+    for check in (lambda: check_batch_shape(config, int(os.environ.get("WORLD_SIZE", "1")),
+                                            source=str(path)),
+                  lambda: check_task(config, source=str(path))):
+        try:
+            check()
+        except UserError as err:
+            problems += err.problems
+    if problems:
+        raise UserError(problems)
+    return (f"ok: {path}: local trainer config valid ({config.generation_backend} rollouts, "
+            f"{config.max_steps} steps, task tools {config.task_tools or 'built-in'})")
+
+
+def is_local_config(path: Path) -> bool:
+    """A ``mtgrpo train`` config (only a ``trainer:`` section, no job), not a recipe."""
+    from mtgrpo.recipes.yamlfile import read_yaml
+
+    try:
+        data = read_yaml(path, source=str(path))
+    except UserError:  # reported by whichever reader the file's place says it is for
+        return "recipes" not in Path(os.path.abspath(path)).parent.parts
+    return isinstance(data, dict) and "trainer" in data and not (
+        {"job", "extends", "name", "backend", "tuning"} & set(data))
+
+
 def with_port(config, port: int):
     """The config with ``vllm_server_url``'s port replaced (``--vllm-port``)."""
     if not 1 <= port <= 65535:
@@ -157,9 +200,7 @@ def run(args: argparse.Namespace) -> int:
     require("trainer", "train")
     from mtgrpo.trainer.train import check_batch_shape
 
-    # Task plug-ins (docs/tasks.md) import from the current directory, as under `python -m`.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    plugin_path(args.config)
     # Before any heavy import: a bad batch shape is a config mistake, reported at once.
     check_batch_shape(config, int(os.environ.get("WORLD_SIZE", "1")), source=str(args.config))
     from mtgrpo.task.loading import check_task
