@@ -228,3 +228,13 @@ def test_tasks_doc_shows_the_exact_episode_layout():
     text = (REPO / "docs" / "tasks.md").read_text()
     shown = re.search(r"## What the model sees\n.*?```text\n(.*?)\n```", text, re.S).group(1)
     assert shown == prompt + call + result + answer
+
+
+def test_recipes_doc_lists_every_shipped_recipe():
+    """docs/recipes.md's tree of recipes/ names every recipe the project ships."""
+    from mtgrpo.recipes import discover_recipes
+
+    text = (REPO / "docs" / "recipes.md").read_text()
+    tree = text.split("```", 2)[1]
+    missing = [p.name for p in discover_recipes(REPO / "recipes") if f"  {p.name} " not in tree]
+    assert not missing, f"add to the recipes/ tree in docs/recipes.md: {missing}"

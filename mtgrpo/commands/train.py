@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start fresh even if DIR/checkpoints holds a checkpoint")
     parser.add_argument("--no-start-server", action="store_true",
                         help="never start a vLLM server; fail if none answers")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="first teach the model the task's tool-call format from scripted "
+                             "episodes (a small model that never calls a new task's tool; "
+                             "docs/tasks.md), saved in DIR/warm-start and trained from there")
     parser.add_argument("--vllm-port", type=int, metavar="PORT",
                         help="use (or start) the local vLLM server on this port instead of the "
                              "port in trainer.vllm_server_url")
@@ -131,6 +135,20 @@ def is_local_config(path: Path) -> bool:
         {"job", "extends", "name", "backend", "tuning"} & set(data))
 
 
+def _warm_started(config, paths, source: str):
+    """The config and paths with the model replaced by its format warm start (made once per
+    output directory: a re-run, which resumes, reuses it)."""
+    warm_dir = paths.output_dir / "warm-start"
+    if not (warm_dir / "config.json").is_file():
+        from mtgrpo.testing.task_warm_start import warm_start_task
+
+        warm = warm_start_task(config, paths, warm_dir, source=source,
+                               progress=lambda line: print(line, flush=True))
+        print(warm.summary(), flush=True)
+    config = dataclasses.replace(config, model_name_or_path=str(warm_dir))
+    return config, dataclasses.replace(paths, model=str(warm_dir))
+
+
 def with_port(config, port: int):
     """The config with ``vllm_server_url``'s port replaced (``--vllm-port``)."""
     if not 1 <= port <= 65535:
@@ -208,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
     check_task(config, source=str(args.config))  # a missing plug-in fails before vLLM starts
     paths = run_paths(config, args.output)
     paths.output_dir.mkdir(parents=True, exist_ok=True)
+    if args.warm_start:
+        config, paths = _warm_started(config, paths, str(args.config))
     server = _local_server(config, paths.output_dir, not args.no_start_server)
     try:
         if server is not None:
