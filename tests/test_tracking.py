@@ -284,7 +284,7 @@ def test_a_local_run_writes_one_run_equal_to_metrics_jsonl(tiny_model_dir, tmp_p
                "max_tool_calls": 1, "max_tokens_per_turn": 16, "max_completion_length": 128,
                "search_max_tokens": 32, "learning_rate": 1e-3, "algorithm": "grpo_or"}
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"name": "local-demo", "trainer": trainer, "tracking": {
+    config.write_text(yaml.safe_dump({"trainer": trainer, "tracking": {
         "mlflow": {"tracking_uri": mlflow_server, "experiment": experiment,
                    "run_tags": {"team": "a"}}}}))
     out = tmp_path / "out"
@@ -298,9 +298,9 @@ def test_a_local_run_writes_one_run_equal_to_metrics_jsonl(tiny_model_dir, tmp_p
     assert _steps_of(table) == {s: pytest.approx(r) for s, r in records.items()}
     assert run.data.tags["mtgrpo.job_name"] == "out" and run.data.tags["team"] == "a"
     assert run.data.tags["mtgrpo.algorithm"] == "grpo_or"
-    assert run.data.tags["mtgrpo.recipe"] == "local-demo"
+    assert run.data.tags["mtgrpo.recipe"] == "c"  # a local config: its file name
     assert run.data.params["algorithm"] == "grpo_or" and run.data.params["recipe"] == \
-        "local-demo" and run.data.params["max_steps"] == "3"
+        "c" and run.data.params["max_steps"] == "3"
     assert run.data.params["max_staleness"] == "0"  # resolved, not -1
     summary = json.loads((out / "eval_summary.json").read_text())
     assert table[3]["final_eval_reward"] == pytest.approx(summary["eval"]["eval_reward"])

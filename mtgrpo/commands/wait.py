@@ -45,7 +45,7 @@ def run(args) -> int:
     train_job = train_job_name(args.job)
     kubeflow = [("TrainJob", train_job, "")] if train_job is not None else \
         recipe_targets(args.job)
-    if kubeflow is not None:  # issue 17: backend kubeflow (a TrainJob or a recipe file)
+    if kubeflow is not None:  # backend kubeflow (a TrainJob or a recipe file)
         if args.track:
             raise UserError(Problem(args.job, "--track", "Kubeflow jobs log their runs "
                                     "themselves (their pods reach the network)",
