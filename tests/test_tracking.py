@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtgrpo.errors import UserError
 from mtgrpo.recipes import read_recipe
 from mtgrpo.tracking.identity import RunIdentity, job_identity
 from mtgrpo.tracking.settings import (MlflowSettings, TrackingSettings, WandbSettings,

@@ -105,7 +105,6 @@ def start_tracker(settings: TrackingSettings, config, paths, checkpoint, *,
     if sinks is None:
         sinks = make_sinks(settings, Path(paths.output_dir) / "wandb")
     tracker = Tracker(sinks, identity, params=params, tags=run_tags(settings, config.algorithm))
-    tracker.output_dir = Path(paths.output_dir)
     return tracker.start(resume_step=checkpoint_step(checkpoint))
 
 

@@ -89,8 +89,9 @@ def _read_output(s3, described: Mapping[str, Any]) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         for member in tar.getmembers():
             name = Path(member.name).name
-            if member.isfile() and name in ("metrics.jsonl", SUMMARY_FILE):
-                found[name] = tar.extractfile(member).read()
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None and name in ("metrics.jsonl", SUMMARY_FILE):
+                found[name] = extracted.read()
     return found
 
 

@@ -21,7 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, cast
 
 from mtgrpo.tracking.identity import TUNING, RunIdentity, wandb_run_id
 from mtgrpo.tracking.settings import MlflowSettings, WandbSettings
@@ -176,7 +176,7 @@ class WandbSink:
     def __init__(self, settings: WandbSettings, directory: Path | None = None):
         self.settings = settings
         self.directory = directory
-        self.run = None
+        self.run: Any = None  # a wandb Run once open
         self.last_step = 0
 
     @property
@@ -192,7 +192,8 @@ class WandbSink:
             self.directory.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=self.settings.project, entity=self.settings.entity,
-            mode=self.settings.mode, id=wandb_run_id(identity.name), name=identity.name,
+            mode=cast(Any, self.settings.mode), id=wandb_run_id(identity.name),
+            name=identity.name,
             resume="allow", group=identity.parent or identity.name,
             job_type="trial" if identity.parent else identity.kind,
             config=dict(params), tags=[f"{k}={v}" for k, v in sorted(tags.items())][:64],

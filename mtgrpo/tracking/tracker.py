@@ -15,6 +15,7 @@ restarts from, so steps a crash made the job repeat are not logged twice.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import queue
 import sys
@@ -35,6 +36,10 @@ CLOSE_TIMEOUT_S = 60.0  # MTGRPO_TRACKING_CLOSE_TIMEOUT_S overrides it
 
 def _warn(line: str) -> None:
     print(f"mtgrpo: tracking: {line}", file=sys.stderr, flush=True)
+
+
+def _close(state: "_SinkState", status: str) -> None:
+    state.sink.close(status)
 
 
 class _SinkState:
@@ -148,7 +153,8 @@ class Tracker:
                     not any(s.backlog for s in self._states):
                 for state in self._states:
                     if state.opened:
-                        self._try(state, lambda s: s.sink.close(closing), "end the run")
+                        self._try(state, functools.partial(_close, status=closing),
+                                  "end the run")
                 return
 
     def _drain(self, state: _SinkState) -> None:
@@ -159,7 +165,8 @@ class Tracker:
                 return
         while state.backlog:
             item = state.backlog[0]
-            if not self._try(state, lambda s: self._apply(s, item), f"write {item[0]}"):
+            if not self._try(state, functools.partial(self._apply, item=item),
+                             f"write {item[0]}"):
                 return
             state.backlog.popleft()
 
