@@ -45,3 +45,21 @@ def test_profile_benchmark_variants_run(tmp_path):
     assert timings["selective ckpt"]["ms_per_step"] > 0
     # fp32 on CPU: there are no master copies to time, and the row says so.
     assert timings["loop copies, no ckpt"] == {"error": "not MasterWeightsAdamW"}
+
+
+def test_step_shape_benchmark_forces_three_turns_and_reports_each_step(tmp_path):
+    out = tmp_path / "step.json"
+    proc = _run("step_shape.py", "--variants", "full,lora", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    for variant in ("full", "lora"):
+        steps = results[variant]["steps"]
+        assert [s["step"] for s in steps] == [1, 2]
+        for s in steps:
+            # call turn, result, call turn, result, answer turn: three sampler calls a step
+            assert s["sampler_calls"] == 3 and s["turn_rows"] == [4, 4, 4]
+            assert s["rollout_s"] > 0 and s["learner_s"] > 0 and s["sampled_tokens"] > 0
+            assert s["prefill_tokens"] > 3 * 4 * 8  # later turns carry the earlier ones
+    # LoRA samples from merged weights: the merge is timed as the step's weight sync.
+    assert results["lora"]["merge_lora"] and results["lora"]["steps"][0]["weight_sync_s"] > 0
+    assert results["full"]["steps"][0]["weight_sync_s"] == 0

@@ -165,11 +165,16 @@ class TransformersSampler:
     reuse the compiled graph. Sampling settings come from the call only: the model's
     ``generation_config`` (e.g. a shipped ``repetition_penalty`` or ``top_k``) is ignored, so
     samples follow the policy's own temperature-scaled distribution.
+
+    A LoRA policy (peft) samples from merged weights (``merge_lora=True``, the default:
+    ``policy_weights.MergedPolicy``, refreshed when the adapters changed; its seconds are
+    ``last_sync_seconds``): the same decode as a full-weight policy, instead of two extra
+    matmuls per adapted layer and token. ``merge_lora=False`` runs the adapters as they are.
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int | None = None,
                  memory_fraction: float = 0.9, logprobs: bool = True, cache: str = "dynamic",
-                 compile: bool = False):
+                 compile: bool = False, merge_lora: bool = True):
         from mtgrpo.rollout.decode import Decoder
         from mtgrpo.rollout.weight_sync import unwrap
 
@@ -189,6 +194,9 @@ class TransformersSampler:
         self._vocab: list[bytes] | None = None
         self._stops: dict[tuple, object] = {}
         self.last_batches: list[int] = []  # rows per decode call of the last generate (metrics)
+        self.merge_lora = merge_lora
+        self._merged = None  # policy_weights.MergedPolicy of a LoRA policy, built on first use
+        self.last_sync_seconds = 0.0  # merging the adapters in the last generate
 
     async def generate(self, prompts: list[list[int]], *, max_tokens: int | list[int],
                        temperature: float, top_p: float, stop: list[str],
@@ -216,17 +224,22 @@ class TransformersSampler:
     def generate_sync(self, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
                       temperature: float, top_p: float, stop: Sequence[str],
                       seed: int | None = None) -> list[Sample]:
-        import torch
-
-        from mtgrpo.rollout.decode import (ModelShape, free_device_bytes, left_pad,
-                                           plan_batch_size)
         from mtgrpo.rollout.weight_sync import unwrap
         # The model's own kernels while it samples: the compiled decode cannot trace Liger's
         # (mtgrpo/trainer/liger.py); nothing to undo where Liger was never applied.
         from mtgrpo.trainer.liger import sampling_kernels
 
         budgets = _budgets(prompts, list(budgets))
-        model = unwrap(self.model)  # DDP and friends have no generate()
+        live = unwrap(self.model)  # DDP and friends have no generate()
+        with sampling_kernels(live):  # (a LoRA policy's merged copy is built inside it too)
+            return self._generate(self._policy(live), prompts, budgets, temperature, top_p,
+                                  stop, seed)
+
+    def _generate(self, model, prompts, budgets, temperature, top_p, stop, seed):
+        import torch
+
+        from mtgrpo.rollout.decode import ModelShape, free_device_bytes, plan_batch_size
+
         device = next(model.parameters()).device
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed) if seed is not None else
@@ -240,7 +253,7 @@ class TransformersSampler:
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), sampling_kernels(model):
+            with torch.no_grad():
                 start = 0
                 while start < len(order):
                     rest = order[start:]
@@ -260,6 +273,26 @@ class TransformersSampler:
         finally:
             model.train(was_training)
         return out  # type: ignore[return-value]
+
+    def _policy(self, model):
+        """The model to sample: a LoRA policy's merged weights (see the class doc), else
+        ``model`` itself."""
+        import time
+
+        from mtgrpo.rollout.policy_weights import MergedPolicy, is_lora
+
+        self.last_sync_seconds = 0.0
+        if not (self.merge_lora and is_lora(model)):
+            return model
+        started = time.perf_counter()
+        if self._merged is None or self._merged.peft_model is not model:
+            self._merged = MergedPolicy(model)
+        if self._merged.refresh() and next(model.parameters()).is_cuda:
+            import torch
+
+            torch.cuda.synchronize()  # so the time below is the merge's, not the next step's
+        self.last_sync_seconds = time.perf_counter() - started
+        return self._merged.model
 
     def _batch(self, model, device, prompts, budgets, temperature, top_p, stop, stops,
                generator, rows: int) -> list[Sample]:
