@@ -298,10 +298,31 @@ def run_child(spec: dict) -> dict:
     if all("share_of_bound" in r for r in later):
         result["steady"]["share_of_bound"] = round(statistics.median(
             r["share_of_bound"] for r in later), 4)
+    result["planner"] = planner_prediction(shape, config, result.get("card"), probe.rows,
+                                           spec["call_tokens"])
     result["first_step_s"] = steps[0]["step_s"] if steps else None
     result["compilations"] = sum(r["compilations"] for r in steps)
     result["peak_gib"] = max((r["peak_gib"] or 0 for r in steps), default=None)
     return result
+
+
+def planner_prediction(shape, config, card: str | None, rows: list[dict],
+                       call_tokens: int) -> dict | None:
+    """``mtgrpo plan``'s step for this card (mtgrpo/plan/timing.py) at the measured first-turn
+    prompt length; comparable when every turn used its whole budget (``--call-tokens`` =
+    ``max_tokens_per_turn``)."""
+    from mtgrpo.plan.timing import load_throughput, step_time
+
+    table = load_throughput()
+    row = next((table.gpus[k] for k in table.gpus if card and k in card), None)
+    first = [x for r in rows for c in r["calls"] if c["turn"] == 0 for x in c["prompt_lengths"]]
+    if row is None or not first:
+        return None
+    step = step_time(shape, config, row, table.defaults, world_size=1, hosts=1, vllm_gpus=0,
+                     lora=bool(config.lora_r), prompt_tokens=round(statistics.mean(first)))
+    return {"row": row.gpu, "source": row.source, "step_s": round(step.step_s, 3),
+            "rollout_s": round(step.rollout_s, 3), "learner_s": round(step.learner_s, 3),
+            "same_shape": call_tokens >= config.max_tokens_per_turn}
 
 
 def _Callback(probe):
@@ -340,6 +361,13 @@ def report(results: list[dict]) -> str:
                          f"{s['sampled_tokens_per_s'] or 0:>8.0f} {share:>6} "
                          f"{s['compilations']:>5} {s['peak_gib'] or 0:>6.2f}  {s['turn_rows']}")
         lines.append(f"steady (median of steps 2+): {json.dumps(r['steady'])}")
+        if r.get("planner"):
+            p = r["planner"]
+            ratio = r["steady"].get("step_s", 0) / p["step_s"] if p["step_s"] else 0
+            lines.append(f"planner ({p['row']} row): step {p['step_s']} s (rollouts "
+                         f"{p['rollout_s']}, learner {p['learner_s']}); measured / predicted "
+                         f"{ratio:.2f}" + ("" if p["same_shape"] else
+                                           " (not the planner's full-budget shape)"))
     return "\n".join(lines)
 
 
