@@ -238,6 +238,17 @@ def test_master_weights_and_lora_terms():
     adapters = 28 * 16 * (3072 + 1792 + 1792 + 3072 + 10496 + 10496 + 10496)
     assert lora.lora and lora.trainable_params == adapters
     assert lora.term("gradients") == 4 * adapters and lora.term("optimizer") == 8 * adapters
+    # the sampler's merged copy of every adapted weight (bf16), held beside the frozen base
+    assert lora.term("merged policy") == 2 * 28 * (1536 * 1536 * 2 + 1536 * 256 * 2
+                                                    + 3 * 1536 * 8960)
+    assert memory.learner_memory(QWEN25, With(base, lora_r=16), world_size=1,
+                                 gpu_bytes=23028 * 2**20,
+                                 rollouts_on_gpu=False).term("merged policy") == 0
+    # a copy above 15% of the GPU is not kept (the sampler runs the adapters): 7B on an A10G
+    seven = KNOWN_SHAPES["Qwen/Qwen2.5-7B-Instruct"]
+    assert memory.learner_memory(seven, With(base, lora_r=16), world_size=1,
+                                 gpu_bytes=23028 * 2**20,
+                                 rollouts_on_gpu=True).term("merged policy") == 0
     qv = memory.adapter_params(With(base, lora_r=8, lora_target_modules="q_proj,v_proj"), QWEN25)
     assert qv == 28 * 8 * (3072 + 1792)
     # without checkpointing: the frozen norms save their fp32 input and rsqrt only, the MLP

@@ -351,3 +351,45 @@ def test_the_trainer_builds_the_sampler_sampler_compile_asks_for(tiny_model_dir,
     sampler = parts["sampler"]
     assert sampler.decoder.cache == cache
     assert bool(sampler.decoder.compile) is compiled
+
+
+def test_a_job_decodes_every_turn_in_one_static_shape(model_and_tok):
+    """min_rows + cache_length (what the trainer passes): three turns with fewer rows each
+    and longer prompts use one (rows, length) shape, and sample what the per-turn buckets
+    sample (greedy)."""
+    model, tok = model_and_tok
+    pinned = TransformersSampler(model, tok, cache="static", min_rows=4, cache_length=256)
+    bucketed = TransformersSampler(model, tok, cache="static")
+    first = prompts_of(tok, "a", "b question", "c", "d longer question here")
+    # later turns: the episodes that go on, each with its earlier turns (200-230 tokens)
+    turns = [first, [p + list(range(20, 220 + 7 * k)) for k, p in enumerate(first[:3])],
+             [first[3] + list(range(30, 240))]]
+    for prompts in turns:
+        ours = generate(pinned, prompts, 10, temperature=0.0)
+        theirs = generate(bucketed, prompts, 10, temperature=0.0)
+        assert [s.token_ids for s in ours] == [s.token_ids for s in theirs]
+    assert pinned.decoder.shapes == {(4, 256)}
+    assert len(bucketed.decoder.shapes) == 3  # rows 4, 4, 1 and two lengths
+    # A call longer than the job's cache still runs, in a bucket of its own.
+    generate(pinned, prompts_of(tok, "x " * 150), 120, temperature=0.0)
+    assert len(pinned.decoder.shapes) == 2
+
+
+def test_the_trainer_pins_the_decode_shape_to_the_job(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.testing.synthetic import write_task
+    from mtgrpo.trainer.paths import RunPaths
+    from mtgrpo.trainer.train import build_components
+
+    task = write_task(tmp_path / "task")
+    config = TrainerConfig(model_name_or_path=str(tiny_model_dir),
+                           generation_backend="transformers", sampler_compile="on",
+                           per_device_train_batch_size=2, gradient_accumulation_steps=8,
+                           max_prompt_length=768, max_completion_length=768)
+    paths = RunPaths(str(tiny_model_dir), task / "train.jsonl", None, task / "corpus",
+                     tmp_path / "o", tmp_path / "o" / "m", tmp_path / "o" / "c")
+    sampler = build_components(config, paths, AutoTokenizer.from_pretrained(tiny_model_dir),
+                               AutoModelForCausalLM.from_pretrained(tiny_model_dir))["sampler"]
+    assert (sampler.min_rows, sampler.cache_length) == (16, 1536)

@@ -147,6 +147,7 @@ class Decoder:
         self.compile = compile
         self._static: OrderedDict[tuple, object] = OrderedDict()
         self._compiled = {}
+        self.shapes: set[tuple[int, int]] = set()  # (rows, cache length) of every static call
 
     def _cache_for(self, model, batch: int, length: int):
         from transformers import DynamicCache, StaticCache
@@ -181,8 +182,13 @@ class Decoder:
 
     def decode(self, model, ids, mask, budgets, *, eos_ids: Sequence[int], pad_id: int,
                temperature: float, top_p: float, stops=None, logprobs: bool = False,
-               generator=None, length_multiple: int = 1) -> Decoded:
-        """Sample up to ``max(budgets)`` tokens for every row of ``ids`` (see the module doc)."""
+               generator=None, length_multiple: int = 1,
+               cache_length: int | None = None) -> Decoded:
+        """Sample up to ``max(budgets)`` tokens for every row of ``ids`` (see the module doc).
+
+        ``cache_length``: the static cache's length whenever the call fits in it (one shape,
+        one compiled graph, for every turn of a job); longer calls round up to
+        ``length_multiple``."""
         import torch
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
@@ -190,7 +196,9 @@ class Decoder:
         batch, width = ids.shape
         steps = int(max(budgets))
         total = width + steps
-        if length_multiple > 1:  # static shapes: fewer distinct cache lengths, fewer compiles
+        if cache_length and cache_length >= total:
+            total = cache_length
+        elif length_multiple > 1:  # static shapes: fewer distinct cache lengths, fewer compiles
             total = -(-total // length_multiple) * length_multiple
         greedy = temperature <= 0
         warpers = LogitsProcessorList()
@@ -214,6 +222,8 @@ class Decoder:
         state = stops.initial_state(batch, device) if stops is not None and len(stops) else None
         cache = self._cache_for(model, batch, total)
         dynamic = self.cache == "dynamic"
+        if not dynamic:
+            self.shapes.add((batch, total))
         pinned = device.type == "cuda"
         flags = [torch.zeros((), dtype=torch.bool, pin_memory=pinned) for _ in range(2)]
         events = [None, None]

@@ -18,6 +18,16 @@ from pathlib import Path
 from typing import Iterator
 
 PEFT_PREFIX = "base_model.model."
+# The sampler keeps a merged copy of a LoRA policy's adapted weights (MergedPolicy) only when
+# it takes at most this share of the GPU; otherwise it samples through the adapters. The
+# planner (mtgrpo/plan/memory.py) applies the same rule.
+MERGED_POLICY_SHARE = 0.15
+
+
+def merge_fits(merged_bytes: int, gpu_bytes: int | None) -> bool:
+    """Whether a merged copy of ``merged_bytes`` is kept on a GPU of ``gpu_bytes`` (None: CPU,
+    always)."""
+    return gpu_bytes is None or merged_bytes <= MERGED_POLICY_SHARE * gpu_bytes
 
 
 def is_lora(model) -> bool:
@@ -141,6 +151,12 @@ class MergedPolicy:
         plain.eval()
         self.model = plain
         self._version: tuple[int, ...] | None = None
+
+    @staticmethod
+    def merged_bytes(peft_model) -> int:
+        """Bytes of the copy: every adapted weight once."""
+        return sum(p.numel() * p.element_size()
+                   for _, p, layer in policy_parameters(peft_model) if layer is not None)
 
     def _adapter_version(self) -> tuple[int, ...]:
         # Every in-place update (the optimizer step) bumps a tensor's version counter.

@@ -174,7 +174,8 @@ class TransformersSampler:
 
     def __init__(self, model, tokenizer, *, batch_size: int | None = None,
                  memory_fraction: float = 0.9, logprobs: bool = True, cache: str = "dynamic",
-                 compile: bool = False, merge_lora: bool = True):
+                 compile: bool = False, merge_lora: bool = True, min_rows: int = 1,
+                 cache_length: int | None = None):
         from mtgrpo.rollout.decode import Decoder
         from mtgrpo.rollout.weight_sync import unwrap
 
@@ -195,6 +196,8 @@ class TransformersSampler:
         self._stops: dict[tuple, object] = {}
         self.last_batches: list[int] = []  # rows per decode call of the last generate (metrics)
         self.merge_lora = merge_lora
+        self.min_rows = max(1, int(min_rows))
+        self.cache_length = cache_length
         self._merged = None  # policy_weights.MergedPolicy of a LoRA policy, built on first use
         self.last_sync_seconds = 0.0  # merging the adapters in the last generate
 
@@ -258,17 +261,26 @@ class TransformersSampler:
                 while start < len(order):
                     rest = order[start:]
                     width = len(prompts[rest[0]])  # the longest left (sorted)
+                    new = max(budgets[i] for i in rest)
+                    # The job's one cache length, where this call fits it (see the class doc).
+                    fixed = self.cache_length if static and self.cache_length and \
+                        width + new <= self.cache_length else None
+                    shape = ModelShape.of(model)
+                    free = free_device_bytes(device, self.memory_fraction)
                     rows = self.batch_size or plan_batch_size(
-                        ModelShape.of(model), len(rest), width, max(budgets[i] for i in rest),
-                        free_device_bytes(device, self.memory_fraction))
+                        shape, len(rest), width, fixed - width if fixed else new, free)
                     chunk = rest[:rows]
                     start += len(chunk)
                     padded = rows if self.batch_size else 1 << (rows - 1).bit_length()
+                    if static and not self.batch_size and padded < self.min_rows:
+                        # the job's batch, where memory allows it: one rows shape per job
+                        padded = max(padded, plan_batch_size(
+                            shape, self.min_rows, width, fixed - width if fixed else new, free))
                     self.last_batches.append(len(chunk))
                     for i, sample in zip(chunk, self._batch(
                             model, device, [prompts[i] for i in chunk],
                             [budgets[i] for i in chunk], temperature, top_p, stop, stops,
-                            generator, padded if static else len(chunk))):
+                            generator, padded if static else len(chunk), fixed)):
                         out[i] = sample
         finally:
             model.train(was_training)
@@ -279,11 +291,21 @@ class TransformersSampler:
         ``model`` itself."""
         import time
 
-        from mtgrpo.rollout.policy_weights import MergedPolicy, is_lora
+        from mtgrpo.rollout.policy_weights import MergedPolicy, is_lora, merge_fits
 
         self.last_sync_seconds = 0.0
         if not (self.merge_lora and is_lora(model)):
             return model
+        if self._merged is None:
+            param = next(model.parameters())
+            total = None
+            if param.is_cuda:
+                import torch
+
+                total = torch.cuda.get_device_properties(param.device).total_memory
+            if not merge_fits(MergedPolicy.merged_bytes(model), total):
+                self.merge_lora = False  # too large a copy for this GPU: the adapters it is
+                return model
         started = time.perf_counter()
         if self._merged is None or self._merged.peft_model is not model:
             self._merged = MergedPolicy(model)
@@ -295,14 +317,15 @@ class TransformersSampler:
         return self._merged.model
 
     def _batch(self, model, device, prompts, budgets, temperature, top_p, stop, stops,
-               generator, rows: int) -> list[Sample]:
+               generator, rows: int, cache_length: int | None = None) -> list[Sample]:
         from mtgrpo.rollout.decode import left_pad
 
         n = len(prompts)
         static = self.decoder.cache == "static"
         width = max(len(p) for p in prompts)
-        if static:  # fixed shapes between calls: pad the batch and round the width up
-            width = -(-width // 64) * 64
+        if static:  # fixed shapes between calls: pad the batch (and round the width up)
+            if cache_length is None:
+                width = -(-width // 64) * 64
             prompts = list(prompts) + [prompts[0]] * (rows - n)
             budgets = list(budgets) + [1] * (rows - n)  # filler rows end after one token
         ids, mask = left_pad(prompts, self.pad_id, width)
@@ -310,7 +333,7 @@ class TransformersSampler:
             model, ids.to(device), mask.to(device), budgets, eos_ids=self.eos_ids,
             pad_id=self.pad_id, temperature=temperature, top_p=top_p, stops=stops,
             logprobs=self.logprobs, generator=generator,
-            length_multiple=256 if static else 1)
+            length_multiple=256 if static else 1, cache_length=cache_length)
         tokens = result.tokens[:n].tolist()  # the one host transfer of the batch
         lengths = result.lengths[:n].tolist()
         reasons = result.reasons[:n].tolist()
