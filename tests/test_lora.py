@@ -207,6 +207,27 @@ def test_sampler_runs_a_lora_policy_from_merged_weights_refreshed_after_each_upd
                if "lora_" not in n)
 
 
+def test_a_merged_copy_too_large_for_the_gpu_falls_back_to_the_adapters(tiny_model_dir,
+                                                                        monkeypatch):
+    from transformers import AutoTokenizer
+
+    from mtgrpo.rollout import TransformersSampler
+    from mtgrpo.rollout import policy_weights
+
+    assert policy_weights.merge_fits(15, 100) and not policy_weights.merge_fits(16, 100)
+    assert policy_weights.merge_fits(10 ** 12, None)  # CPU: always
+    monkeypatch.setattr(policy_weights, "merge_fits", lambda merged, gpu: False)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = _lora_model(tiny_model_dir)
+    sampler = TransformersSampler(model, tok)
+    prompt = tok.encode("<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n",
+                        add_special_tokens=False)
+    asyncio.run(sampler.generate([prompt], max_tokens=4, temperature=1.0, top_p=1.0, stop=[],
+                                 seed=1))
+    assert sampler._merged is None and not sampler.merge_lora
+    assert sampler.last_sync_seconds == 0
+
+
 # -- a training run -------------------------------------------------------------------------------
 
 def _parity_reward(episode) -> RewardBreakdown:

@@ -636,7 +636,7 @@ def test_plan_predicts_duration_and_cost_for_every_recipe_within_max_run(capsys)
     by_name = {d["recipe"]: d["time"] for d in data}
     assert by_name["qwen3-1-7b-2node"]["overlapped"]  # vLLM of its own: max_staleness 1
     assert not by_name["qwen2-5-1-5b-g5"]["overlapped"]
-    assert by_name["qwen2-5-1-5b-g5"]["decode_buckets"] == 2
+    assert by_name["qwen2-5-1-5b-g5"]["decode_graphs"] == 2  # training + evaluation
     assert main(["plan", "--root", str(REPO), str(REPO / "recipes" / "qwen2-5-1-5b-g5.yaml")]) == 0
     out = capsys.readouterr().out
     assert "ceiling 12.0 h (max_run)" in out and "predicted: $" in out

@@ -172,7 +172,7 @@ def time_json(plan: RecipePlan) -> dict[str, Any] | None:
             "overlapped": s.overlapped, "episodes": s.episodes,
             "sampled_tokens": s.sampled_tokens, "turns": [
                 {"prompt_tokens": x.prompt, "sampled_tokens": x.sampled} for x in s.turns],
-            "decode_buckets": s.decode_buckets, "steps": t.steps,
+            "decode_graphs": s.decode_graphs, "steps": t.steps,
             "startup_seconds": t.startup_s, "compile_seconds": t.compile_s,
             "eval_seconds": round(t.eval_s, 1), "checkpoint_seconds": round(t.save_s, 1),
             "job_hours": None if t.hours is None else round(t.hours, 3),

@@ -20,7 +20,7 @@ MFU, each row naming its source (measured, reported or datasheet-scaled). The mo
   token, causal attention; LoRA: 4 instead of 6 for the frozen matmuls) at the row's MFU
   (with or without checkpointing), plus ``micro_batch_s`` for every micro-batch after the
   first, plus a data-parallel gradient all-reduce;
-- **job**: ``startup_s`` + one compile per decode shape bucket + ``max_steps`` steps + the
+- **job**: ``startup_s`` + one compile per decode graph + ``max_steps`` steps + the
   evaluations (``max_eval_samples`` episodes each) + checkpoint writes.
 """
 
@@ -38,7 +38,6 @@ from mtgrpo.plan.shapes import ModelShape
 THROUGHPUT_FILE = Path(__file__).with_name("throughput.json")
 NOMINAL_PROMPT_TOKENS = 256  # system prompt with the tool schema + a question (~180-260)
 RESULT_FRAME_TOKENS = 12  # the chat template's close/open tokens around a tool result
-STATIC_LENGTH_BUCKET = 256  # the sampler's static cache lengths are multiples of this
 INTER_NODE_GBS = 50.0  # datasheet: 400 Gbit/s EFA of ml.p4d (ml.p5: 3200 Gbit/s, more)
 INTRA_NODE_GBS = 300.0  # datasheet-level NVLink all-reduce bus bandwidth
 
@@ -123,7 +122,7 @@ class StepTime:
     learner_tokens: int  # per training GPU
     turns: tuple[Turn, ...]
     gpu: GPUThroughput
-    decode_buckets: int  # static-cache shapes the sampler compiles (transformers only)
+    decode_graphs: int  # decode graphs the compiled sampler captures (transformers only)
 
 
 @dataclass(frozen=True)
@@ -183,11 +182,19 @@ def rollout_seconds(shape: ModelShape, turns: list[Turn], rows: int, gpu: GPUThr
     return seconds
 
 
-def decode_buckets(config: Any, turns: list[Turn]) -> int:
-    """Static-cache lengths the compiled sampler meets over a job at this shape: one per
-    distinct rounded (prompt + turn) length; other prompts land in the same few buckets."""
-    lengths = {math.ceil((t.prompt + t.sampled) / STATIC_LENGTH_BUCKET) for t in turns}
-    return max(1, len(lengths))
+def decode_graphs(config: Any, world_size: int) -> int:
+    """Decode graphs the compiled sampler captures over a job: one for the training rollouts
+    (every turn decodes the generation batch's rows into one cache of max_prompt_length +
+    max_completion_length: TransformersSampler's min_rows and cache_length), one more when
+    evaluations decode another number of rows."""
+    rows = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    eval_rows = math.ceil(config.max_eval_samples / max(world_size, 1))
+    evaluates = bool(config.eval_steps) and 0 < config.eval_steps <= max(config.max_steps, 0)
+    return 1 + (evaluates and _pow2(eval_rows) != _pow2(rows) and eval_rows > rows)
+
+
+def _pow2(n: int) -> int:
+    return 1 << (max(n, 1) - 1).bit_length()
 
 
 def step_time(shape: ModelShape, config: Any, gpu: GPUThroughput,
@@ -222,7 +229,7 @@ def step_time(shape: ModelShape, config: Any, gpu: GPUThroughput,
                     overlapped=overlapped, episodes=episodes,
                     sampled_tokens=episodes * sum(t.sampled for t in turns),
                     learner_tokens=learner_tokens, turns=tuple(turns), gpu=gpu,
-                    decode_buckets=0 if vllm else decode_buckets(config, turns))
+                    decode_graphs=0 if vllm else decode_graphs(config, world_size))
 
 
 def _staleness(config: Any) -> int:
@@ -252,10 +259,10 @@ def job_time(shape: ModelShape, config: Any, gpu_name: str, *, world_size: int, 
     if evals:
         rows = max(1, math.ceil(eval_episodes / max(world_size, 1)))
         eval_s = evals * rollout_seconds(shape, list(step.turns), rows, gpu, d,
-                                         vllm=step.decode_buckets == 0)
+                                         vllm=step.decode_graphs == 0)
     saves = known // config.save_steps if config.save_steps else 0
     state_bytes = (shape.params * 2 + (0 if lora else shape.params * 16 // max(world_size, 1)))
     save_s = saves * state_bytes / (d["checkpoint_write_gbs"] * 1e9)
-    compile_s = step.decode_buckets * d["first_compile_s"]
+    compile_s = step.decode_graphs * d["first_compile_s"]
     return JobTime(step=step, steps=steps, startup_s=d["startup_s"], compile_s=compile_s,
                    eval_s=eval_s, save_s=save_s)
