@@ -23,7 +23,9 @@ are about ``--prompt-words`` long, 8 words apart between groups (left padding, a
 Per optimizer step it reports the rollout, learner and weight-sync seconds (the trainer's own
 metrics), sampled tokens per second of the sampler, the share of the rollouts' memory-bandwidth
 bound (every decode step reads the weights once plus the KV cache of its rows; prefills at the
-card's dense bf16 peak), prefill tokens (what the sampler re-reads each turn), the peak GPU
+card's dense bf16 peak), prompt tokens (the episodes' contexts) and prefill tokens (what the
+sampler computed of them: only the new ones where it continued the rows in its cache), the
+peak GPU
 memory of the step, and the compilations (dynamo graphs) made during the step. Each variant
 (``--variants``: ``full``, ``lora``: ``lora_r`` 16, ``lora-unmerged``: LoRA sampled through
 its adapters instead of merged weights) runs in a child process of its own (fresh compile
@@ -105,6 +107,8 @@ def patch(shape: Shape, max_turns: int) -> None:
                                 "sampled": sum(len(s.token_ids) for s in samples),
                                 "seconds": seconds,
                                 "sync_seconds": getattr(self, "last_sync_seconds", 0.0),
+                                "prefilled": getattr(self, "last_prefill_tokens",
+                                                     sum(len(p) for p in prompts)),
                                 "batches": list(self.last_batches)})
             if not calling:
                 return samples
@@ -148,7 +152,9 @@ def rollout_bound(calls: list[dict], model_shape, weight_bytes: int, card) -> fl
         steps = max(c["budgets"])
         kv = sum(kvb * (p * steps + steps * (steps - 1) / 2) for p in c["prompt_lengths"])
         seconds += (steps * weight_bytes + kv) / (gbs * 1e9)
-        seconds += 2 * weight_bytes / 2 * sum(c["prompt_lengths"]) / (tflops * 1e12)
+        # the prefill: the tokens the sampler had to compute (the new ones where it continued
+        # the rows in its cache), at the dense peak
+        seconds += 2 * weight_bytes / 2 * c["prefilled"] / (tflops * 1e12)
     return seconds
 
 
@@ -279,7 +285,8 @@ def run_child(spec: dict) -> dict:
                "weight_sync_s": round(m.get("weight_sync_seconds", 0.0)
                                       + sum(c["sync_seconds"] for c in calls), 4),
                "sampler_calls": len(calls), "sampled_tokens": sampled,
-               "prefill_tokens": sum(sum(c["prompt_lengths"]) for c in calls),
+               "prompt_tokens": sum(sum(c["prompt_lengths"]) for c in calls),
+               "prefill_tokens": sum(c["prefilled"] for c in calls),
                "sampled_tokens_per_s": round(sampled / sampler_s, 1) if sampler_s else None,
                "learner_tokens_per_s": round(m.get("tokens_per_second", 0.0), 1),
                "compilations": p["compilations"], "peak_gib": p.get("peak_gib"),

@@ -59,7 +59,9 @@ def test_step_shape_benchmark_forces_three_turns_and_reports_each_step(tmp_path)
             # call turn, result, call turn, result, answer turn: three sampler calls a step
             assert s["sampler_calls"] == 3 and s["turn_rows"] == [4, 4, 4]
             assert s["rollout_s"] > 0 and s["learner_s"] > 0 and s["sampled_tokens"] > 0
-            assert s["prefill_tokens"] > 3 * 4 * 8  # later turns carry the earlier ones
+            assert s["prompt_tokens"] > 3 * 4 * 8  # later turns carry the earlier ones
+            # CPU: no compiled decode, no static cache: every turn is prefilled whole
+            assert s["prefill_tokens"] == s["prompt_tokens"]
     # LoRA samples from merged weights: the merge is timed as the step's weight sync.
     assert results["lora"]["merge_lora"] and results["lora"]["steps"][0]["weight_sync_s"] > 0
     assert results["full"]["steps"][0]["weight_sync_s"] == 0
@@ -78,7 +80,7 @@ def test_step_shape_bound_and_planner_prediction_arithmetic():
     step_shape = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(step_shape)
     shape = KNOWN_SHAPES["Qwen/Qwen2.5-1.5B-Instruct"]
-    calls = [{"budgets": [4, 2], "prompt_lengths": [10, 6], "turn": 0}]
+    calls = [{"budgets": [4, 2], "prompt_lengths": [10, 6], "prefilled": 16, "turn": 0}]
     weights, kvb = 1000, shape.kv_bytes_per_token()
     expected = (4 * weights + kvb * (10 * 4 + 6 + 6 * 4 + 6)) / 3350e9 \
         + weights * 16 / 989.4e12

@@ -393,3 +393,36 @@ def test_the_trainer_pins_the_decode_shape_to_the_job(tiny_model_dir, tmp_path):
     sampler = build_components(config, paths, AutoTokenizer.from_pretrained(tiny_model_dir),
                                AutoModelForCausalLM.from_pretrained(tiny_model_dir))["sampler"]
     assert (sampler.min_rows, sampler.cache_length) == (16, 1536)
+
+
+def test_later_turns_continue_the_rows_in_the_cache_instead_of_prefilling_again(model_and_tok):
+    """reuse_cache (the default with a job's one decode shape): a turn whose prompts extend the
+    last call's rows (prompt + sampled turn + tool result) prefills only the new tokens, in
+    any order, with rows gone and rows that stopped early, and samples what a full prefill
+    samples (greedy)."""
+    model, tok = model_and_tok
+    kwargs = dict(cache="static", min_rows=4, cache_length=256)
+    reuse = TransformersSampler(model, tok, **kwargs)
+    again = TransformersSampler(model, tok, reuse_cache=False, **kwargs)
+    first = prompts_of(tok, "a", "b question", "c", "d longer question here")
+    result = tok.encode("<|im_end|>\n<|im_start|>user\n<result> seven </result><|im_end|>\n"
+                        "<|im_start|>assistant\n", add_special_tokens=False)
+    prompts, budgets = first, [12, 5, 12, 9]  # rows stop at different steps
+    for turn in range(3):
+        ours = generate(reuse, prompts, budgets, temperature=0.0)
+        theirs = generate(again, prompts, budgets, temperature=0.0)
+        assert [s.token_ids for s in ours] == [s.token_ids for s in theirs], turn
+        for a, b in zip(ours, theirs):
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+        if turn:  # only each row's new tokens were prefilled: the result, and the last
+            # sampled token where the turn ended at the last decode step (never fed back)
+            assert 4 * len(result) <= reuse.last_prefill_tokens <= 4 * (len(result) + 1)
+            assert again.last_prefill_tokens > 2 * reuse.last_prefill_tokens
+        # the next turn: every other episode goes on, longest first (a new order)
+        prompts = [p + s.token_ids + result for p, s in zip(prompts, ours)][::-2]
+        budgets = [10] * len(prompts)
+    assert reuse.decoder.shapes == again.decoder.shapes == {(4, 256)}
+    # a prompt that continues no row (a new rollout) starts afresh
+    fresh = generate(reuse, first[:2], 6, temperature=0.0)
+    assert [s.token_ids for s in fresh] == [
+        s.token_ids for s in generate(again, first[:2], 6, temperature=0.0)]

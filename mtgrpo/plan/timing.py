@@ -12,8 +12,9 @@ MFU, each row naming its source (measured, reported or datasheet-scaled). The mo
   bound for episodes that answer earlier;
 - **rollouts** (lock-step turns over every episode of the step): per turn, every decode step
   moves the weights once plus the KV cache of every row at the card's bandwidth
-  (x ``bandwidth_efficiency``) and pays the sampler's host cost per step; the prompt (all
-  earlier turns: the sampler prefills them again) at ``prefill_mfu`` of the peak; plus a fixed
+  (x ``bandwidth_efficiency``) and pays the sampler's host cost per step; the new prompt
+  tokens (the first turn's prompt, later the tool result: earlier turns stay in the cache) at
+  ``prefill_mfu`` of the peak; plus a fixed
   cost per sampler call. vLLM rollouts on their own GPUs pay ``vllm_step_ms`` per step instead
   and overlap the learner when ``max_staleness`` resolves to 1;
 - **learner**: model FLOPs (6 x matmul parameters per token, 6 x hidden x vocab per completion
@@ -171,11 +172,16 @@ def rollout_seconds(shape: ModelShape, turns: list[Turn], rows: int, gpu: GPUThr
     bandwidth = gpu.bandwidth_gbs * 1e9 * defaults["bandwidth_efficiency"]
     host = (defaults["vllm_step_ms"] if vllm else gpu.decode_step_ms) / 1000
     seconds = 0.0
+    done = 0  # tokens of the episode already in the cache
     for t in turns:
         steps = t.sampled
         kv = rows * kvb * (t.prompt * steps + steps * (steps - 1) / 2)
         seconds += (steps * weights + kv) / bandwidth + steps * host
-        prefill = 2 * shape.params * rows * t.prompt / tensor_parallel
+        # Later turns prefill only what is new (the tool result, and the last sampled token,
+        # never fed back): the sampler continues the rows in its cache, vLLM caches prefixes.
+        new = t.prompt - done
+        done = t.prompt + t.sampled - 1
+        prefill = 2 * shape.params * rows * new / tensor_parallel
         seconds += prefill / (gpu.bf16_tflops * 1e12 * defaults["prefill_mfu"])
         if not vllm:
             seconds += defaults["sampler_call_s"]

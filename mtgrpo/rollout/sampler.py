@@ -144,6 +144,12 @@ class VLLMSampler:
         return f"VLLMSampler({self.client.base_url!r})"
 
 
+def torch_tensor(values, device):
+    import torch
+
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
 class TransformersSampler:
     """Samples with the trainer's current policy in-process (no vLLM needed).
 
@@ -170,12 +176,27 @@ class TransformersSampler:
     ``policy_weights.MergedPolicy``, refreshed when the adapters changed; its seconds are
     ``last_sync_seconds``): the same decode as a full-weight policy, instead of two extra
     matmuls per adapted layer and token. ``merge_lora=False`` runs the adapters as they are.
+
+    Shapes a job compiles (``cache="static"``): ``min_rows`` pads every batch to at least that
+    many rows (the job's generation batch: later turns, with the episodes that answered gone,
+    reuse the first turn's graph), and ``cache_length`` (the job's ``max_prompt_length +
+    max_completion_length``) is the one cache length of every call that fits it, prompts left
+    unrounded. A job then compiles one decode graph for its rollouts (and one per other batch
+    size, e.g. evaluation's) instead of one per rows bucket and 256-token length bucket of each
+    turn. The price: every step's attention reads the whole cache. ``decoder.shapes`` lists
+    the (rows, length) shapes used.
+
+    With that one shape, ``reuse_cache=True`` (the default) continues the rows of the last call
+    when every prompt of the next one extends a row's tokens (the environment's next turn:
+    prompt + sampled turn + tool result): the cache rows are reordered in place and only the
+    new tokens are prefilled (``Decoder.decode``'s ``resume``); anything else prefills afresh.
+    ``last_prefill_tokens`` counts the prompt tokens a generate computed.
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int | None = None,
                  memory_fraction: float = 0.9, logprobs: bool = True, cache: str = "dynamic",
                  compile: bool = False, merge_lora: bool = True, min_rows: int = 1,
-                 cache_length: int | None = None):
+                 cache_length: int | None = None, reuse_cache: bool = True):
         from mtgrpo.rollout.decode import Decoder
         from mtgrpo.rollout.weight_sync import unwrap
 
@@ -198,6 +219,10 @@ class TransformersSampler:
         self.merge_lora = merge_lora
         self.min_rows = max(1, int(min_rows))
         self.cache_length = cache_length
+        self.reuse_cache = reuse_cache
+        self._kept = None  # (cache key, each cache row's tokens, columns used) after a call
+        self._kept_mask = None
+        self.last_prefill_tokens = 0  # prompt tokens the last generate computed (metrics)
         self._merged = None  # policy_weights.MergedPolicy of a LoRA policy, built on first use
         self.last_sync_seconds = 0.0  # merging the adapters in the last generate
 
@@ -253,6 +278,7 @@ class TransformersSampler:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[Sample | None] = [None] * len(prompts)
         self.last_batches = []
+        self.last_prefill_tokens = 0
         was_training = model.training
         model.eval()
         try:
@@ -328,15 +354,33 @@ class TransformersSampler:
                 width = -(-width // 64) * 64
             prompts = list(prompts) + [prompts[0]] * (rows - n)
             budgets = list(budgets) + [1] * (rows - n)  # filler rows end after one token
-        ids, mask = left_pad(prompts, self.pad_id, width)
+        key = (id(model), rows, cache_length)
+        plan = self._resume_plan(key, prompts, budgets, cache_length) \
+            if static and cache_length and self.reuse_cache else None
+        self._kept = None  # replaced below when this call leaves rows to continue
+        resume = None
+        if plan is not None:
+            perm, new = plan
+            ids, mask = left_pad(new, self.pad_id)
+            perm_t = torch_tensor(perm, device)
+            resume = (perm_t, self._kept_mask.index_select(0, perm_t))
+        else:
+            ids, mask = left_pad(prompts, self.pad_id, width)
+        self.last_prefill_tokens += int(mask.sum())
         result = self.decoder.decode(
             model, ids.to(device), mask.to(device), budgets, eos_ids=self.eos_ids,
             pad_id=self.pad_id, temperature=temperature, top_p=top_p, stops=stops,
             logprobs=self.logprobs, generator=generator,
-            length_multiple=256 if static else 1, cache_length=cache_length)
-        tokens = result.tokens[:n].tolist()  # the one host transfer of the batch
-        lengths = result.lengths[:n].tolist()
-        reasons = result.reasons[:n].tolist()
+            length_multiple=256 if static else 1, cache_length=cache_length, resume=resume)
+        every = rows if static else n
+        tokens = result.tokens[:every].tolist()  # the one host transfer of the batch
+        lengths = result.lengths[:every].tolist()
+        reasons = result.reasons[:every].tolist()
+        if static and cache_length and result.mask is not None and result.end:
+            # What each cache row now holds, for the next turn (see the class doc).
+            self._kept = (key, [tuple(p) + tuple(t[:min(k, result.fed)])
+                                for p, t, k in zip(prompts, tokens, lengths)], result.end)
+            self._kept_mask = result.mask
         logprobs = result.logprobs[:n].tolist() if result.logprobs is not None else None
         samples = []
         for row in range(n):
@@ -349,6 +393,32 @@ class TransformersSampler:
             samples.append(Sample(ids_row, logprobs[row][:keep] if logprobs else None, text,
                                   "length" if reasons[row] == 3 else "stop"))
         return samples
+
+    def _resume_plan(self, key, prompts, budgets, cache_length):
+        """``(perm, new tokens)`` when every prompt continues a row the cache holds (that row's
+        tokens are a proper prefix of it) and the rest fits the cache; else None."""
+        if self._kept is None or self._kept[0] != key:
+            return None
+        _, contents, end = self._kept
+        rows_of: dict[tuple, list[int]] = {}
+        for r, c in enumerate(contents):
+            rows_of.setdefault(c, []).append(r)
+        lengths = sorted({len(c) for c in contents}, reverse=True)
+        perm, new = [], []
+        for p in prompts:
+            for size in lengths:
+                if size < len(p) and rows_of.get(tuple(p[:size])):
+                    perm.append(rows_of[tuple(p[:size])].pop())
+                    new.append(list(p[size:]))
+                    break
+            else:
+                if not perm or list(p) != list(prompts[0]):
+                    return None
+                perm.append(perm[0])  # a filler row: a copy of the first prompt's
+                new.append(new[0])
+        if end + max(len(x) for x in new) + max(budgets) > cache_length:
+            return None
+        return perm, new
 
     def close(self) -> None:
         """Nothing to release."""
