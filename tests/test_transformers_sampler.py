@@ -426,3 +426,27 @@ def test_later_turns_continue_the_rows_in_the_cache_instead_of_prefilling_again(
     fresh = generate(reuse, first[:2], 6, temperature=0.0)
     assert [s.token_ids for s in fresh] == [
         s.token_ids for s in generate(again, first[:2], 6, temperature=0.0)]
+
+
+@pytest.mark.slow
+def test_compiled_job_shape_continues_turns_in_one_graph(model_and_tok):
+    """The trainer's GPU configuration (static cache, compiled, one shape, rows continued) on
+    CPU inductor: two turns, the second continuing the first's rows, compile one graph (the
+    second turn passes a mask: padding and earlier columns) and sample what the uncompiled
+    full prefill samples."""
+    from torch._dynamo.utils import counters
+
+    model, tok = model_and_tok
+    kwargs = dict(cache="static", min_rows=2, cache_length=128)
+    compiled = TransformersSampler(model, tok, logprobs=False, compile=True, **kwargs)
+    plain = TransformersSampler(model, tok, logprobs=False, reuse_cache=False, **kwargs)
+    result = tok.encode("<result> seven </result>", add_special_tokens=False)
+    counters.clear()
+    prompts = prompts_of(tok, "hello there", "q")
+    for _ in range(2):
+        ours = generate(compiled, prompts, 8, temperature=0.0)
+        theirs = generate(plain, prompts, 8, temperature=0.0)
+        assert [s.token_ids for s in ours] == [s.token_ids for s in theirs]
+        prompts = [p + s.token_ids + result for p, s in zip(prompts, ours)]
+    assert compiled.last_prefill_tokens < plain.last_prefill_tokens
+    assert counters["stats"]["unique_graphs"] <= 2  # with and without an attention mask
