@@ -23,6 +23,7 @@ from mtgrpo.tracking.identity import RunIdentity, job_identity
 from mtgrpo.tracking.settings import (MlflowSettings, TrackingSettings, WandbSettings,
                                       check_tracking)
 from mtgrpo.tracking.tracker import Tracker
+from fakekube import fake  # noqa: F401 - the fake Kubernetes API server fixture
 from tests.mlflow_kit import metric_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -793,3 +794,39 @@ def test_mtgrpo_track_command_on_a_moto_job(mlflow_server, capsys):
     assert _steps_of(table) == {1: pytest.approx({"reward": 0.2, "loss": 1.0}),
                                 2: pytest.approx({"reward": 0.4, "loss": 0.5})}
     assert run.data.tags["mtgrpo.algorithm"] == "grpo_or"
+
+
+@pytest.mark.slow
+def test_wait_track_writes_the_run_of_the_job_it_waited_for(fake, mlflow_server, capsys):
+    """`mtgrpo wait JOB --track` against the fake Kubernetes API server (the job Completed)
+    and moto: the SageMaker job's run, written once the wait is over."""
+    import boto3
+    from fakekube import training_job
+    from moto import mock_aws
+
+    from mtgrpo.cli import main
+
+    experiment = f"wait-{uuid.uuid4().hex[:8]}"
+    name = "Wait-Track-0123456789"
+    with mock_aws():
+        fake.put(training_job(name, status={"trainingJobStatus": "Completed",
+                                            "secondaryStatus": "Completed"}))
+        s3 = boto3.client("s3", region_name="us-west-2")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={
+            "LocationConstraint": "us-west-2"})
+        _put_output(s3, name, [{"step": 1, "reward": 0.5}], {"eval": {}})
+        boto3.client("sagemaker", region_name="us-west-2").create_training_job(
+            TrainingJobName=name, RoleArn="arn:aws:iam::111122223333:role/r",
+            AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+            OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/out"},
+            ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1,
+                            "VolumeSizeInGB": 30},
+            StoppingCondition={"MaxRuntimeInSeconds": 3600}, HyperParameters=_hyperparameters())
+        assert main(["wait", name.lower(), "--kubeconfig", str(fake.kubeconfig), "--timeout",
+                     "30", "--track", "--mlflow-uri", mlflow_server,
+                     "--experiment", experiment]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}: 1 new point(s) over 1 step(s) from output metrics.jsonl" in out
+    (run,) = _runs(mlflow_server, experiment)
+    assert run.data.tags["mtgrpo.job_name"] == name
+    assert metric_table(_client(mlflow_server), run.info.run_id) == {1: {"reward": 0.5}}

@@ -72,7 +72,7 @@ def run(args) -> int:
         outcome = wait_for(kube, kind, name, timeout_s=timeout, progress=progress,
                            heartbeat_s=heartbeat)
         print(outcome.message, flush=True)
-        waited.append(name)
+        waited.append(outcome.job.job_name if outcome.job and outcome.job.job_name else name)
         if outcome.code:
             code = outcome.code
             break
