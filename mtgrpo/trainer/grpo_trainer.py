@@ -379,7 +379,7 @@ class MTGRPOTrainer(*_trainer_bases()):
         out: dict[str, list] = {k: [] for k in (
             "prompt_ids", "completion_ids", "logprobs", "env_mask", "turn_reward",
             "outcome_reward", "first_tool_result_index", "exact_match", "tool_calls",
-            "tool_successes", "reward_components")}
+            "tool_successes", "reward_components", "tool_counts")}
         if self.overlap:
             out["policy_version"] = [ep.policy_version for ep in episodes]
         sampled_logprobs = all(t.logprobs is not None for ep in episodes for t in ep.turns
@@ -405,6 +405,7 @@ class MTGRPOTrainer(*_trainer_bases()):
             out["tool_calls"].append(ep.tool_calls)
             out["tool_successes"].append(ep.tool_successes)
             out["reward_components"].append(dict(breakdown.components))
+            out["tool_counts"].append(ep.tool_counts())
         return out
 
     # -- advantages ----------------------------------------------------------------------------
@@ -447,7 +448,8 @@ class MTGRPOTrainer(*_trainer_bases()):
         from accelerate.utils import gather_object
 
         stats = gather_object([(x["exact_match"], x["tool_calls"], x["tool_successes"],
-                                x["reward_components"]) for x in inputs])
+                                x["reward_components"], x.get("tool_counts") or {})
+                               for x in inputs])
         calls = sum(s[1] for s in stats)
         self._metrics[mode]["exact_match"].append(sum(s[0] for s in stats) / len(stats))
         self._metrics[mode]["tool_calls_per_episode"].append(calls / len(stats))
@@ -458,6 +460,10 @@ class MTGRPOTrainer(*_trainer_bases()):
         for name in names:
             self._metrics[mode][f"rewards/components/{name}"].append(
                 sum(s[3].get(name, 0.0) for s in stats) / len(stats))
+        # Calls that failed, ran out of time or were cut, in the whole batch: totals always,
+        # per tool (tool_failures/<name>) when a call of that tool failed.
+        for key in sorted({k for s in stats for k in s[4]}):
+            self._metrics[mode][key].append(sum(s[4].get(key, 0.0) for s in stats))
         tokens = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1).sum()
         self._step_tokens += int(self.accelerator.gather(tokens.reshape(1)).sum().item())
 
