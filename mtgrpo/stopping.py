@@ -38,6 +38,11 @@ EXIT_SIGINT = 128 + signal.SIGINT  # 130
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _PR_SET_PDEATHSIG = 1
+try:  # resolved here, in the parent: between fork and exec the child only calls it
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") \
+        else None
+except (OSError, AttributeError):  # pragma: no cover - no libc prctl: atexit still stops it
+    _prctl = None
 _owned: list[Any] = []  # every process an active RunStop owns (atexit stops them)
 _owned_lock = threading.Lock()
 _last_signal: int | None = None  # the stop signal this process received, if any
@@ -68,12 +73,8 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask the kernel to send ``sig`` to this process when its parent ends (Linux; no-op
     elsewhere). Called in a child between fork and exec (``preexec_fn``); it follows the
     thread that started the child, so start children from the main thread."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - no libc prctl: atexit still stops it
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 def stop_owned(proc: Any) -> None:
@@ -128,6 +129,7 @@ class RunStop:
         self._on_stop: Callable[[], None] | None = None
         self._previous: dict[int, Any] = {}
         self._mine: list[Any] = []
+        self._exiting = False
 
     # -- signals ---------------------------------------------------------------------------
     def __enter__(self) -> "RunStop":
@@ -142,6 +144,8 @@ class RunStop:
         first = self.signum is None
         if first:
             self.signum = signum
+        if self._exiting:  # already stopping the owned processes: let that finish
+            return
         if first and self._on_stop is not None:
             print(f"{self.name}: {signal.Signals(signum).name}: finishing the step, saving a "
                   "checkpoint, then stopping", file=sys.stderr, flush=True)
@@ -177,6 +181,7 @@ class RunStop:
     def __exit__(self, exc_type, exc, tb) -> bool:
         """Stops the owned processes, restores the handlers; swallows :class:`Interrupted`
         (the caller reads :attr:`stopped` and returns :attr:`exit_code`)."""
+        self._exiting = True
         try:
             for proc in reversed(self._mine):
                 stop_owned(proc)

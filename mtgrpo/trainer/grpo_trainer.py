@@ -526,6 +526,16 @@ class MTGRPOTrainer(*_trainer_bases()):
                 f"{prefix}_samples": float(len(rows)),
                 f"{prefix}_seconds": time.perf_counter() - start}
 
+    # -- checkpoints: a full disk is one line, the previous checkpoint kept (disk.py) ----------
+    def _save_checkpoint(self, model, trial):
+        from pathlib import Path
+
+        from mtgrpo.trainer.disk import checkpoint_guard
+
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        with checkpoint_guard(folder, lambda: checkpoint_bytes(self, folder.parent)):
+            super()._save_checkpoint(model, trial)
+
     # -- stop and save on request (SIGTERM, spot interruption) ------------------------------------
     def request_save_and_stop(self) -> None:
         """Ask for a checkpoint and a clean stop at the end of the current optimizer step.
@@ -533,6 +543,21 @@ class MTGRPOTrainer(*_trainer_bases()):
         Safe to call from a signal handler: it only sets a flag.
         """
         self._stop_requested = True
+
+
+def checkpoint_bytes(trainer, checkpoint_dir) -> int:
+    """About what one checkpoint takes: the newest earlier one's size, else the weights plus
+    two optimizer moments per trainable parameter."""
+    from mtgrpo.trainer.disk import tree_bytes
+    from mtgrpo.trainer.train import newest_complete_checkpoint
+
+    previous = newest_complete_checkpoint(checkpoint_dir)
+    if previous is not None:
+        return tree_bytes(previous)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = sum(p.numel() * 4 * 2 for p in model.parameters() if p.requires_grad)
+    return weights + moments
 
 
 @contextlib.contextmanager

@@ -396,7 +396,10 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = bool(trainer._stop_requested)
         if not stopped:  # a stop keeps its time for the checkpoint; the run resumes from it
-            save_final_model(trainer, tokenizer, paths.model_dir)
+            from mtgrpo.trainer.disk import disk_full_guard
+
+            with disk_full_guard(paths.model_dir, lambda: _weights_bytes(model), "the model"):
+                save_final_model(trainer, tokenizer, paths.model_dir)
         # A stop request (SIGTERM) leaves little time: skip the final evaluation then.
         final_eval = trainer.score_records(eval_records) if eval_records and not stopped else {}
     finally:
@@ -452,6 +455,10 @@ def save_final_model(trainer, tokenizer, model_dir: str | Path) -> None:
             model.generation_config.save_pretrained(str(model_dir))
 
 
+def _weights_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -460,6 +467,14 @@ def _finite(value: Any) -> Any:
 
 def _write_json(path: Path, data: dict) -> None:
     """Write atomically: a reader never sees half a file."""
+    from mtgrpo.trainer.disk import disk_full_guard
+
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with disk_full_guard(path, len(text.encode("utf-8"))):
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, path)
