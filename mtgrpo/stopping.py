@@ -123,8 +123,9 @@ class RunStop:
     thread only; elsewhere signals are left alone) and the previous ones restored on exit.
     """
 
-    def __init__(self, name: str = "mtgrpo"):
+    def __init__(self, name: str = "mtgrpo", *, announce: bool = True):
         self.name = name
+        self.announce = announce  # print a line when the first signal asks for a stop
         self.signum: int | None = None
         self._on_stop: Callable[[], None] | None = None
         self._previous: dict[int, Any] = {}
@@ -147,8 +148,9 @@ class RunStop:
         if self._exiting:  # already stopping the owned processes: let that finish
             return
         if first and self._on_stop is not None:
-            print(f"{self.name}: {signal.Signals(signum).name}: finishing the step, saving a "
-                  "checkpoint, then stopping", file=sys.stderr, flush=True)
+            if self.announce:
+                print(f"{self.name}: {signal.Signals(signum).name}: finishing the step, saving a "
+                      "checkpoint, then stopping", file=sys.stderr, flush=True)
             self._on_stop()
             return
         raise Interrupted(signum)

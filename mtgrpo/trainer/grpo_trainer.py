@@ -248,22 +248,31 @@ class MTGRPOTrainer(*_trainer_bases()):
 
     def finish_prefetch(self) -> float:
         """Wait for the background rollout (before a weight push); the seconds waited. Its
-        result or error stays for the next step; on a stop request it is cancelled."""
+        result stays for the next step; on a stop request it is cancelled. A failed one
+        (a server that died or stopped answering) is raised now: pushing weights to that
+        server would wait a second ``vllm_request_timeout_s`` before failing the same way."""
         if self._prefetch is None:
             return 0.0
         if self._stop_requested:
             self.stop_prefetch()
             return 0.0
-        return self._prefetch.join()
+        waited = self._prefetch.join()
+        error = self._prefetch.error
+        if error is not None and not isinstance(error, PrefetchCancelled):
+            self._prefetch = None
+            raise error
+        return waited
 
-    def stop_prefetch(self) -> None:
-        """Cancel the background rollout at its next request and join it; drop its result."""
+    def stop_prefetch(self, wait: float | None = None) -> None:
+        """Cancel the background rollout at its next request and join it (at most ``wait``
+        seconds: a run ending on an error does not wait for a stuck request, which the
+        daemon thread abandons); drop its result."""
         pending, self._prefetch = self._prefetch, None
         if pending is None:
             return
         self.policy_clock.cancel()
         try:
-            pending.join()
+            pending.join(wait)
         finally:
             self.policy_clock.resume()
         if pending.error is not None and not isinstance(pending.error, PrefetchCancelled):
@@ -271,9 +280,12 @@ class MTGRPOTrainer(*_trainer_bases()):
 
     def train(self, *args, **kwargs):
         try:
-            return super().train(*args, **kwargs)
-        finally:
-            self.stop_prefetch()  # an error or the end of training: no thread left behind
+            result = super().train(*args, **kwargs)
+        except BaseException:
+            self.stop_prefetch(wait=5.0)  # failing already: not one more request time-out
+            raise
+        self.stop_prefetch()  # the end of training: no thread left behind
+        return result
 
     def _mark_stale(self, output: dict, inputs: list[dict]) -> None:
         """Flag this generation batch's stale episodes (``tis_stale``, one bool per row: TRL's
