@@ -52,9 +52,11 @@ def _unique(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _lines(handle, limit: int = MAX_RECORD_BYTES):
+def _lines(handle, limit: int | None = None):
     """``(line number, bytes or None, size)`` of every line of a binary file; a line over
-    ``limit`` bytes comes as None with its size, skipped in chunks (never held whole)."""
+    ``limit`` bytes (default ``MAX_RECORD_BYTES``) comes as None with its size, skipped in
+    chunks (never held whole)."""
+    limit = MAX_RECORD_BYTES if limit is None else limit
     lineno = 0
     while True:
         raw = handle.readline(limit + 1)
@@ -144,7 +146,7 @@ def load_records(path: str | Path) -> list[QARecord]:
                 where = f"{path}:{lineno}"
                 if raw is None:
                     raise UserError(Problem(where, "", f"the record is {size} bytes, over the "
-                                            f"{MAX_RECORD_BYTES} a record may have",
+                                            f"{MAX_RECORD_BYTES} bytes a record may have",
                                             "records of at most that size (a question must "
                                             "fit max_prompt_length tokens)"))
                 try:

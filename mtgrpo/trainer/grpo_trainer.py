@@ -248,20 +248,19 @@ class MTGRPOTrainer(*_trainer_bases()):
 
     def finish_prefetch(self) -> float:
         """Wait for the background rollout (before a weight push); the seconds waited. Its
-        result stays for the next step; on a stop request it is cancelled. A failed one
-        (a server that died or stopped answering) is raised now: pushing weights to that
-        server would wait a second ``vllm_request_timeout_s`` before failing the same way."""
+        result or error stays for the next step; on a stop request it is cancelled."""
         if self._prefetch is None:
             return 0.0
         if self._stop_requested:
             self.stop_prefetch()
             return 0.0
-        waited = self._prefetch.join()
-        error = self._prefetch.error
-        if error is not None and not isinstance(error, PrefetchCancelled):
-            self._prefetch = None
-            raise error
-        return waited
+        return self._prefetch.join()
+
+    def prefetch_failed(self) -> bool:
+        """The background rollout ended with an error (raised at the next step's rollout)."""
+        pending = self._prefetch
+        return (pending is not None and pending.done() and pending.error is not None
+                and not isinstance(pending.error, PrefetchCancelled))
 
     def stop_prefetch(self, wait: float | None = None) -> None:
         """Cancel the background rollout at its next request and join it (at most ``wait``
@@ -708,6 +707,11 @@ class WeightSyncCallback(TrainerCallback):
         self._sync()
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.finish_prefetch()  # done already by _OverlapCallback; no-op without it
+        if self.trainer.prefetch_failed():
+            # The server died or stopped answering: the next step raises that error. A push
+            # now would wait one more vllm_request_timeout_s to fail the same way.
+            return
         self.trainer.record_weight_sync(self._sync())
 
 

@@ -75,7 +75,7 @@ class MetricsLogger(TrainerCallback):
 
         self._purge_step = step + 1
         if self.path.exists():
-            with disk_full_guard(self.path, self.path.stat().st_size):
+            with disk_full_guard(self.path, self.path.stat().st_size, "metrics.jsonl"):
                 truncate_metrics(self.path, step)
         for hook in self.truncate_hooks:
             hook(step)
@@ -85,13 +85,13 @@ class MetricsLogger(TrainerCallback):
 
         line = json.dumps(record, sort_keys=True) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with disk_full_guard(self.path, len(line.encode("utf-8"))):
+        with disk_full_guard(self.path, len(line.encode("utf-8")), "a metrics record"):
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(line)
         stream = self.stream or sys.stdout
         print(format_metric_line(record), file=stream, flush=True)
         if self.events_dir is not None:
-            with disk_full_guard(self.events_dir, 4096):
+            with disk_full_guard(self.events_dir, 4096, "TensorBoard events"):
                 if self._events is None:  # opened on the first record: only the main process
                     from mtgrpo.trainer.tensorboard_log import EventLog
                     self._events = EventLog(self.events_dir, purge_step=self._purge_step)
