@@ -107,7 +107,7 @@ def test_sigterm_saves_stops_in_one_line_and_resume_records_each_step_once(
         tmp_path, tiny_model_dir, task):
     from mtgrpo.trainer.train import newest_complete_checkpoint
 
-    cfg = _config(tmp_path, tiny_model_dir, max_steps=8, save_steps=5)
+    cfg = _config(tmp_path, tiny_model_dir, max_steps=6, save_steps=5)
     out = tmp_path / "out"
     log = tmp_path / "train.log"
     proc = _start_cli(["train", str(cfg), "--output", str(out)], tmp_path, log)
@@ -127,14 +127,14 @@ def test_sigterm_saves_stops_in_one_line_and_resume_records_each_step_once(
     saved = newest_complete_checkpoint(out / "checkpoints")
     # The step in flight finished and was saved, though save_steps (5) was not reached.
     assert saved is not None and saved.name == f"checkpoint-{steps[-1]}", (saved, steps)
-    assert steps[-1] < 8
+    assert steps[-1] < 6
     stopped = [line for line in text.splitlines() if "stopped by" in line]
     assert stopped == [f"mtgrpo train: stopped by SIGTERM after saving {saved} (exit 143)"]
     assert "Traceback" not in text and not (out / "model" / "config.json").exists()
 
     # The resumed run continues the record: every step once.
     assert main(["train", str(cfg), "--output", str(out)]) == 0
-    assert _steps(out) == list(range(1, 9))
+    assert _steps(out) == list(range(1, 7))
 
 
 def test_resume_cuts_metrics_and_tensorboard_back_to_the_checkpoint(tmp_path, tiny_model_dir,
@@ -446,7 +446,10 @@ def test_tools_that_hang_flood_or_exit_are_failed_calls_with_metrics(
     (tmp_path / "faulty_tools.py").write_text(_FAULTY_TOOLS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # Four episodes a step: their first turns call the four tools in turn (a second turn's
+    # call is over max_tool_calls and not run).
     cfg = _config(tmp_path, tiny_model_dir, max_steps=2, task_tools="faulty_tools:tools",
+                  num_generations=4, per_device_train_batch_size=4,
                   task_parser="faulty_tools:EveryTurnCalls", corpus_dir=None,
                   tool_timeout_s=1.0, tool_result_max_chars=2000, max_completion_length=1024)
     started = time.monotonic()

@@ -88,7 +88,7 @@ def run_kubeflow_job(environ: Mapping[str, str] | None = None,
 
 def _run(env: dict, layout: OptML, config_dir: Path) -> int:
     from mtgrpo.kubeflow import s3 as s3sync
-    from mtgrpo.trainer.train import check_batch_shape
+    from mtgrpo.trainer.train import check_batch_shape, check_record_files
 
     topology = read_topology(env)
     job_name = env.get(kc.JOB_NAME_ENV, "")
@@ -120,6 +120,7 @@ def _run(env: dict, layout: OptML, config_dir: Path) -> int:
             print(f"mtgrpo: downloaded {path.name} from {checkpoints}", flush=True)
             done.add(step)
     paths = resolve_paths(config, layout)
+    check_record_files(config, paths)  # a malformed record file fails before vLLM starts
     resources = topology.resource_config()
     master_addr = None
     if topology.num_nodes > 1:

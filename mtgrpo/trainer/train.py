@@ -261,6 +261,21 @@ def prepare(config: TrainerConfig, paths: RunPaths, *, parser=None,
     return Prepared(tokenizer, task, train_records, eval_records, environment)
 
 
+def check_record_files(config: TrainerConfig, paths: RunPaths) -> None:
+    """Parse the record files with the built-in loader (no tokenizer, no plug-in factory):
+    what a launcher can check in seconds before it starts a vLLM server. A task with its own
+    record loader (``task_records`` a path) is checked when the run loads it."""
+    from mtgrpo.contract.task_spec import parse_refs
+    from mtgrpo.trainer.data import load_records
+
+    refs, _ = parse_refs("task_records", config.task_records)
+    if refs and refs[0].is_path:
+        return
+    for path in (paths.train_file, paths.eval_file):
+        if path is not None:
+            load_records(path)
+
+
 def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *,
                      sampler=None, parser=None, scorer=None, task=None,
                      environment=None) -> dict[str, Any]:
