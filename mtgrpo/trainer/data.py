@@ -53,29 +53,30 @@ def _unique(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def _lines(handle, limit: int | None = None):
-    """``(line number, bytes or None, size)`` of every line of a binary file; a line over
-    ``limit`` bytes (default ``MAX_RECORD_BYTES``) comes as None with its size, skipped in
-    chunks (never held whole)."""
+    """``(line number, bytes or None, size)`` of every line of a binary file, read in 1 MiB
+    pieces; a line over ``limit`` bytes (default ``MAX_RECORD_BYTES``) comes as None with its
+    size: counted and skipped, never held whole."""
     limit = MAX_RECORD_BYTES if limit is None else limit
     lineno = 0
     while True:
-        raw = handle.readline(limit + 1)
-        if not raw:
-            return
-        lineno += 1
-        if len(raw) <= limit or raw.endswith(b"\n"):
-            item = (lineno, raw, len(raw))
-            del raw  # the caller's reference is the only one: it can drop the bytes
-            yield item
-            continue
-        size = len(raw)
-        del raw
+        buf = bytearray()
+        size = 0
         while True:
             chunk = handle.readline(_CHUNK)
             size += len(chunk)
+            if buf is not None:
+                if size > limit:
+                    buf = None  # too long: count the rest without keeping it
+                else:
+                    buf += chunk
             if not chunk or chunk.endswith(b"\n"):
                 break
-        yield lineno, None, size
+        if size == 0:
+            return
+        lineno += 1
+        item = (lineno, buf, size)
+        del buf  # the caller's reference is the only one: it can drop the bytes
+        yield item
 
 
 def parse_record(value: Any, where: str, default_id: str) -> QARecord:
