@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     if stop.stopped and (summary is None or summary.get("stopped_early")):
         step = (summary or {}).get("global_step")
         saved = paths.checkpoint_dir / f"checkpoint-{step}"
-        what = (f"after saving {saved}" if summary is not None and saved.is_dir()
-                else "before training started; nothing saved")
+        what = ("before training started; nothing saved" if summary is None
+                else f"after saving {saved}" if saved.is_dir() else "with nothing saved")
         print(stop.line(what), file=sys.stderr, flush=True)
         return stop.exit_code
     print(json.dumps(summary, indent=2, sort_keys=True))

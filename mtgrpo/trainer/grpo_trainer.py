@@ -644,7 +644,12 @@ class _StopOnRequest(TrainerCallback):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.trainer._stop_requested:
+        from mtgrpo.sagemaker.callback import _agree
+
+        # Every rank saves the same step: stop if any rank was asked to (a signal reaches the
+        # ranks at different moments).
+        if _agree(self.trainer._stop_requested):
+            self.trainer._stop_requested = True
             control.should_save = True
             control.should_training_stop = True
         return control
