@@ -124,7 +124,9 @@ class TrainerConfig:
     temperature: float = _f(0.9, "Sampling temperature of rollouts (paper: 0.9).", min=0.0,
                             min_exclusive=True)
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0, min_exclusive=True)
-    max_prompt_length: int = _f(1024, "Prompt tokens kept (left-truncated).", min=1)
+    max_prompt_length: int = _f(
+        1024, "Prompt tokens at most; a record whose prompt is longer is refused at load.",
+        min=1)
     max_completion_length: int = _f(
         1024, "Tokens of the whole multi-turn completion, tool results included.", min=1)
 

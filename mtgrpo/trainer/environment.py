@@ -162,7 +162,8 @@ class ToolEnvironment:
                                                   add_generation_prompt=True)
 
     def prompt_ids(self, record: QARecord) -> list[int]:
-        """The record's prompt, tokenized once; left-truncated to ``max_prompt_length``."""
+        """The record's prompt, tokenized once. Records over ``max_prompt_length`` are refused
+        at load (:meth:`check_prompts`); one that was not checked is left-truncated."""
         key = (record.id, record.question)
         if key not in self._prompt_cache:
             ids = self.encode(self.prompt_text(record.question))
