@@ -308,8 +308,11 @@ def small_disk(tmp_path):
         mount = tmp_path / f"disk{len(made)}"
         mount.mkdir()
         kb = max(64, size_bytes // 1024 + 1)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(mount)],
-                              capture_output=True)
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs",
+                                   str(mount)], capture_output=True)
+        except OSError:  # no mount command
+            return None
         if done.returncode != 0:
             return None
         made.append(mount)
@@ -317,7 +320,7 @@ def small_disk(tmp_path):
 
     yield make
     for mount in made:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
 
 
 @pytest.mark.slow
