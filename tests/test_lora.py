@@ -186,6 +186,7 @@ def _adapters(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 
+@pytest.mark.slow
 def test_run_trains_adapters_saves_merged_model_and_resumes(tiny_model_dir, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -268,6 +269,7 @@ def test_run_trains_adapters_saves_merged_model_and_resumes(tiny_model_dir, tmp_
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), IDS), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_trains_the_adapters(tiny_model_dir, tmp_path):
     """On CPU the run turns checkpointing off (grpo_args); here it is forced on (reentrant), for
     one optimizer step through TRL's peft path (``enable_input_require_grads``)."""
@@ -353,6 +355,7 @@ def test_both_logprob_paths_agree_on_the_lora_policy(tiny_model_dir, tmp_path):
     assert torch.allclose(out[True][0, :n], expected, atol=1e-4)  # the adapted policy's
 
 
+@pytest.mark.slow
 def test_with_beta_the_reference_adapter_stays_frozen_and_unpushed(tiny_model_dir, tmp_path):
     """beta > 0: TRL adds a frozen copy of the initial adapter ("ref") as the reference; only
     "default" trains, and the merged weights carry "default" alone."""

@@ -48,6 +48,7 @@ class With:
 
 # -- shapes -----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # imports transformers and builds the models on the meta device
 @pytest.mark.parametrize("name", ["Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen3-1.7B",
                                   "Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B"])
 def test_parameter_count_matches_transformers(name):
@@ -82,6 +83,7 @@ def test_shape_from_local_dir_and_channel_name(tmp_path):
     assert resolve_shape("somebody/unknown-model") is None
 
 
+@pytest.mark.slow  # torch autograd on small models
 @pytest.mark.parametrize("family", ["Qwen2Config", "Qwen3Config"])
 def test_layer_activations_are_what_autograd_saves(family):
     """One bf16 decoder layer's forward on CPU: the bytes autograd saves for backward (distinct
@@ -117,6 +119,7 @@ def test_layer_activations_are_what_autograd_saves(family):
     assert sum(saved.values()) == n * memory.layer_activation_bytes(shape, 2)
 
 
+@pytest.mark.slow  # torch autograd on small models
 @pytest.mark.parametrize("family, targets", [("Qwen2Config", "all-linear"),
                                              ("Qwen3Config", "all-linear"),
                                              ("Qwen2Config", "q_proj,v_proj")])
@@ -252,6 +255,7 @@ def test_master_weights_and_lora_terms():
 
 # -- DeepSpeed's own estimators -----------------------------------------------------------------
 
+@pytest.mark.slow  # imports DeepSpeed
 @pytest.mark.parametrize("shape", [QWEN25, QWEN3, KNOWN_SHAPES["Qwen/Qwen3-8B"]],
                          ids=lambda s: s.name)
 @pytest.mark.parametrize("world_size", [2, 4, 7, 8, 16])

@@ -211,6 +211,7 @@ def test_stop_boundaries_give_what_the_old_path_gave(model_and_tok):
     assert checked >= 20
 
 
+@pytest.mark.slow
 def test_greedy_ids_equal_plain_generate(model_and_tok):
     model, tok = model_and_tok
     prompts = prompts_of(tok, "a", "a longer question here", "mid size q")
@@ -247,6 +248,7 @@ def chi_square_p(a: list[int], b: list[int]) -> float:
     return float(torch.special.gammaincc(torch.tensor(df / 2), torch.tensor(stat / 2)))
 
 
+@pytest.mark.slow
 def test_token_frequencies_match_plain_generate(model_and_tok):
     """512 samples of 6 tokens from one prompt, our path and plain ``generate`` at different
     seeds (temperature 0.7, top-p 0.9): the first and the sixth token's frequencies pass a

@@ -161,7 +161,7 @@ def resolve_master_weights(config: Any, *, zero_stage: int, trainable_bf16: int,
     try:
         from mtgrpo.trainer.master_weights import resolve
     except ImportError:
-        resolve = None
+        resolve = None  # type: ignore[assignment]  # the light install: no trainer package
     if resolve is not None:
         return resolve(value, weights_bf16=True, deepspeed_stage=0,
                        trainable_params=trainable_bf16, device_bytes=gpu_bytes).name

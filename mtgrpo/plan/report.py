@@ -73,7 +73,7 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
         row("model", f"{plan.model}: {s.params / 1e9:.2f} B params (hidden {s.hidden}, "
                      f"{s.layers} layers, {s.heads}/{s.kv_heads} heads, vocab {s.vocab})")
     learner = main.learner if main is not None else None
-    if learner is not None:
+    if main is not None and learner is not None:
         c = main.config
         row("learner", f"{learner.trainable_params / 1e9:.3f} B trainable, optimizer keeps "
                        f"{learner.precision}"

@@ -271,7 +271,7 @@ class Decoder:
             elif bool(flags[slot]):
                 break
             pos = cache_positions[width + t:width + t + 1]
-            out = forward(input_ids=nxt[:, None], position_ids=positions + t + 1,
+            out = forward(input_ids=nxt[:, None], position_ids=positions + t + 1,  # noqa: F841
                           attention_mask=attention(width + t + 1),
                           past_key_values=cache, cache_position=pos, use_cache=True)
         lengths = torch.where(lengths == 0, steps, lengths)  # (only if the loop ended early)

@@ -218,8 +218,7 @@ class TransformersSampler:
                       seed: int | None = None) -> list[Sample]:
         import torch
 
-        from mtgrpo.rollout.decode import (ModelShape, free_device_bytes, left_pad,
-                                           plan_batch_size)
+        from mtgrpo.rollout.decode import ModelShape, free_device_bytes, plan_batch_size
         from mtgrpo.rollout.weight_sync import unwrap
         # The model's own kernels while it samples: the compiled decode cannot trace Liger's
         # (mtgrpo/trainer/liger.py); nothing to undo where Liger was never applied.

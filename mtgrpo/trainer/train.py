@@ -1,10 +1,11 @@
 """The training entry point shared by ``mtgrpo train`` and the SageMaker container: ``run``.
 
 ``run(config, paths)`` builds the tokenizer and model, the task's plug-ins (tools, parser,
-rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight sync; maps the TrainerConfig onto TRL's GRPOConfig;
-trains with MTGRPOTrainer (resuming from the newest complete checkpoint); saves the final model
-with its tokenizer to ``paths.model_dir``; scores the held-out split once more and writes
-``eval_summary.json`` to ``paths.output_dir``; returns a summary dict.
+rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight
+sync; maps the TrainerConfig onto TRL's GRPOConfig; trains with MTGRPOTrainer (resuming from
+the newest complete checkpoint); saves the final model with its tokenizer to
+``paths.model_dir``; scores the held-out split once more and writes ``eval_summary.json`` to
+``paths.output_dir``; returns a summary dict.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
         top_p=config.top_p,
         max_completion_length=config.max_completion_length,
         mask_truncated_completions=False,
-        use_vllm=False,  # FACTS 4: the rollout_func talks to vLLM over HTTP; we sync weights
+        use_vllm=False,  # the rollout_func talks to vLLM over HTTP; we sync weights
         # evaluation, logging, checkpoints
         eval_strategy="steps" if config.eval_steps and evaluate else "no",
         eval_steps=(config.eval_steps or None) if evaluate else None,
