@@ -319,9 +319,13 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
             compiled = config.sampler_compile == "on" or (
                 config.sampler_compile == "auto" and torch.cuda.is_available())
-            sampler = TransformersSampler(model, tokenizer, logprobs=False,
-                                          cache="static" if compiled else "dynamic",
-                                          compile=compiled)
+            # One decode shape for the job's rollouts (TransformersSampler: min_rows,
+            # cache_length): the generation batch of this process, the longest episode.
+            sampler = TransformersSampler(
+                model, tokenizer, logprobs=False, cache="static" if compiled else "dynamic",
+                compile=compiled,
+                min_rows=config.per_device_train_batch_size * config.gradient_accumulation_steps,
+                cache_length=config.max_prompt_length + config.max_completion_length)
 
     clock = None
     if config.max_staleness > 0:  # rollouts in a background thread: versions and cancel
