@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mtgrpo.contract.channels import CODE
 from mtgrpo.errors import Problem, UserError
+from mtgrpo.safepath import extract_tar
 from mtgrpo.sagemaker.contract import OptML
 
 
@@ -42,8 +43,10 @@ def code_dir(layout: OptML) -> Path | None:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         try:
-            with tarfile.open(archives[0]) as tar:
-                tar.extractall(partial, filter="data")
+            extract_tar(archives[0], partial)
+        except UserError:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         except (tarfile.TarError, OSError) as err:
             shutil.rmtree(partial, ignore_errors=True)
             raise UserError(Problem(str(archives[0]), "", f"cannot unpack the code archive "
