@@ -106,7 +106,12 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
                 resources += built if not found else []
                 continue
             from mtgrpo.validate.kubeflow import check_kubeflow_resources
+            from mtgrpo.validate.pod_security import check_cluster_resources
             checked = check_kubeflow_resources(built, recipe, crd_dir=crd_dir)
+            checked += check_cluster_resources(  # every cluster backend: locked-down pods
+                [r.body for r in built], source=recipe.source, section="kubeflow",
+                namespace=settings.namespace,
+                reasons=(recipe.kubeflow or {}).get("security_exceptions"))
             named = {(p.file, p.key) for p in found}
             problems += [p for p in checked if (p.file, p.key) not in named]
             if not found and not checked:
