@@ -49,7 +49,7 @@ def ckv_k8s(pod: dict) -> list[str]:
             "CKV_K8S_28": "NET_RAW" in caps.get("drop", []) or "ALL" in caps.get("drop", []),
             "CKV_K8S_37": "ALL" in caps.get("drop", []),
             "CKV_K8S_39": "SYS_ADMIN" not in caps.get("add", []),
-            "CKV_K8S_40": (csc.get("runAsUser", sc.get("runAsUser")) or 0) >= 1000,
+            "CKV_K8S_40": (csc.get("runAsUser", sc.get("runAsUser")) or 0) >= 10000,
             "CKV_K8S_10": "cpu" in (c.get("resources") or {}).get("requests", {}),
             "CKV_K8S_12": "memory" in (c.get("resources") or {}).get("requests", {}),
         }

@@ -1,6 +1,6 @@
 """The locked-down pod every cluster backend renders, and the check of any rendered pod.
 
-Secure by default: the image's processes run as its non-root user (uid 1000), cannot gain
+Secure by default: the image's processes run as its non-root user (uid 10001), cannot gain
 privileges, hold no Linux capabilities, use the runtime's default seccomp profile and see a
 read-only root filesystem; what the trainer writes goes to emptyDirs (:data:`SCRATCH`: /opt/ml,
 /tmp and the home directory with its Hugging Face, Triton and torch-extension caches, plus
@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 
 from mtgrpo.errors import Problem
 
-USER_ID = 1000  # the image's non-root user (Dockerfile: USER 1000)
+USER_ID = 10001  # the image's non-root user (Dockerfile: USER 10001); checkov wants >= 10000
 HOME_DIR = "/home/mtgrpo"
 POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": USER_ID, "runAsGroup": USER_ID,
                         "seccompProfile": {"type": "RuntimeDefault"}}
