@@ -180,4 +180,10 @@ def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:
                                 f"image {image!r} is not pinned by digest "
                                 "(require_image_digest in recipes/_project.yaml)",
                                 "<registry>/<repository>@sha256:<64 hex digits>"))
+    if settings.require_kms_key and recipe.backend == "sagemaker":
+        for key in ("output_kms_key", "volume_kms_key"):
+            if not recipe.job.get(key):
+                problems.append(Problem(recipe.where(f"job.{key}"), f"job.{key}",
+                                        "no KMS key (require_kms_key in recipes/_project.yaml)",
+                                        "a KMS key ARN, id or alias of a customer-managed key"))
     return problems
