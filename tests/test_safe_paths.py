@@ -181,3 +181,57 @@ def test_safe_join_names_the_key_without_echoing_a_huge_one(tmp_path):
     with pytest.raises(UserError) as err:
         safe_join(tmp_path, "../" * 5000 + "x", source="s3://b/p")
     assert len(err.value.lines()[0]) < 600
+
+
+# -- the image's user ----------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs root")
+def test_root_gives_the_job_dirs_to_the_image_user_and_drops_for_good():
+    """As SageMaker starts it: root, /opt/ml owned by root. The entry point's first step
+    leaves a process that cannot become root again and can write the model and checkpoints."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="mtgrpo-drop-", dir="/tmp"))  # traversable by 10001
+    try:
+        _drop_root_in_a_child(top)
+    finally:
+        shutil.rmtree(top)
+
+
+def _drop_root_in_a_child(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "opt_ml"
+    (root / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (root / "checkpoints" / "checkpoint-5" / "w.bin").write_bytes(b"x")
+    (root / "input" / "data" / "train").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    code = ("import os; from mtgrpo.sagemaker.contract import OptML; "
+            "from mtgrpo.sagemaker.privileges import drop_root; "
+            f"from pathlib import Path; print(drop_root(OptML(Path({str(root)!r})))); "
+            f"open({str(root / 'model' / 'config.json')!r}, 'w').write('{{}}'); "
+            f"open({str(root / 'checkpoints' / 'checkpoint-5' / 'w.bin')!r}, 'ab').write(b'y'); "
+            "print(os.getuid(), os.geteuid(), os.getgid(), os.getgroups())\n"
+            "try:\n    os.setuid(0)\nexcept PermissionError:\n    print('no way back')\n"
+            "try:\n    open('/etc/mtgrpo-test-root-only', 'w')\n"
+            "except PermissionError:\n    print('root files closed')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "MTGRPO_RUN_AS": "10001:10001"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["(10001, 10001)", "10001 10001 10001 []",
+                                        "no way back", "root files closed"]
+    assert (root / "model" / "config.json").stat().st_uid == 10001
+    assert not Path("/etc/mtgrpo-test-root-only").exists()
+
+
+def test_no_user_named_or_not_root_changes_nothing(tmp_path):
+    from mtgrpo.sagemaker.contract import OptML
+    from mtgrpo.sagemaker.privileges import drop_root
+
+    assert drop_root(OptML(tmp_path), environ={}) is None
+    assert not (tmp_path / "model").exists()
+    if os.geteuid() == 0:
+        with pytest.raises(UserError, match="is not a non-root user"):
+            drop_root(OptML(tmp_path), environ={"MTGRPO_RUN_AS": "0:0"})

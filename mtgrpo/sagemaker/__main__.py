@@ -14,6 +14,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args != ["train"]:
         print(USAGE, file=sys.stderr)
         return 2
+    # Root (SageMaker) becomes the image's user before anything reads the job's input.
+    from mtgrpo.sagemaker.contract import OptML
+    from mtgrpo.sagemaker.privileges import drop_root
+    drop_root(OptML.from_env())
     # issue 17: the same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
     from mtgrpo.kubeflow.platform import KUBEFLOW, detect
     if detect() == KUBEFLOW:
