@@ -29,8 +29,8 @@ KUBEFLOW: dict[str, Key] = {
     "trainer_version": Key("str", "Kubeflow Trainer minor version targeted (its v1alpha1 "
                                   "fields moved between minors).", default="2.3",
                            choices=TRAINER_VERSIONS),
-    "namespace": Key("str", "Namespace of the TrainJob, its runtime and ConfigMap (empty: "
-                            "recipes/_project.yaml's namespace).", default=None),
+    "namespace": Key("str", "Namespace of the TrainJob, its runtime and ConfigMap: "
+                            "recipes/_project.yaml's (the only one allowed).", default=None),
     "num_nodes": Key("int", "Pods (nodes) of the TrainJob; vLLM runs on the first.",
                      default=1),
     "gpus_per_node": Key("int", "nvidia.com/gpu per pod (0: CPU only).", default=1),
