@@ -94,6 +94,7 @@ def validate(project: Path, capsys, rel: str = KF) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+FAKE_HF = "hf_" + "Xk9pQ2mZr7Lw4Tb8Vn3Hc6Jd1Fg5Sy0AeUq"  # assembled: no whole token in the file
 HOSTILE_TEMPLATE_EDITS = {
     "hostNetwork": ("                  restartPolicy: \"Never\"\n",
                     "                  restartPolicy: \"Never\"\n                  hostNetwork: true\n",
@@ -108,6 +109,10 @@ HOSTILE_TEMPLATE_EDITS = {
     "hostPath": ("                  volumes:\n",
                  "                  volumes:\n                    - name: root\n"
                  "                      hostPath: {path: /}\n", "hostPath volume 'root'"),
+    "secret": ("                      securityContext: {{ security_context | json }}\n",
+               "                      securityContext: {{ security_context | json }}\n"
+               "                      args: [\"--token=" + FAKE_HF + "\"]\n",
+               "the value looks like a Hugging Face token (not shown)"),
     "capabilities": ("                      securityContext: {{ security_context | json }}\n",
                      "                      securityContext: {allowPrivilegeEscalation: false, "
                      "readOnlyRootFilesystem: true, capabilities: {drop: [ALL], "

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping
 
 from mtgrpo.errors import Problem
+from mtgrpo.validate.secrets import looks_like_secret_value, value_problem, walk
 
 USER_ID = 10001  # the image's non-root user (Dockerfile: USER 10001); checkov wants >= 10000
 HOME_DIR = "/home/mtgrpo"
@@ -234,6 +235,11 @@ def check_cluster_resources(bodies: list[Mapping[str, Any]], *, source: str, sec
                                 f"{', '.join(wrong)} is not the project's",
                                 f"{namespace} (recipes/_project.yaml), or unset"))
     for body in bodies:
+        found = check_rendered(body, source=source, reasons=reasons)
+        # A credential a template wrote (the recipe's own strings were checked already).
+        # Values only: the API's own field names (automountServiceAccountToken) are no secret.
+        found += [value_problem(source, path, kind) for signal, path, text in walk(body, "")
+                  if signal == "value" and (kind := looks_like_secret_value(text))]
         problems += [Problem(p.file, p.key, f"{body.get('kind')}: {p.message}", p.allowed)
-                     for p in check_rendered(body, source=source, reasons=reasons)]
+                     for p in found]
     return problems
