@@ -208,9 +208,8 @@ def _drop_root_in_a_child(tmp_path: Path) -> None:
     (root / "checkpoints" / "checkpoint-5" / "w.bin").write_bytes(b"x")
     (root / "input" / "data" / "train").mkdir(parents=True)
     os.chmod(tmp_path, 0o755)
-    code = ("import os; from mtgrpo.sagemaker.contract import OptML; "
-            "from mtgrpo.sagemaker.privileges import drop_root; "
-            f"from pathlib import Path; print(drop_root(OptML(Path({str(root)!r})))); "
+    code = ("import os; from mtgrpo.sagemaker.privileges import drop_root; "
+            f"from pathlib import Path; print(drop_root(Path({str(root)!r}))); "
             f"open({str(root / 'model' / 'config.json')!r}, 'w').write('{{}}'); "
             f"open({str(root / 'checkpoints' / 'checkpoint-5' / 'w.bin')!r}, 'ab').write(b'y'); "
             "print(os.getuid(), os.geteuid(), os.getgid(), os.getgroups())\n"
@@ -228,10 +227,16 @@ def _drop_root_in_a_child(tmp_path: Path) -> None:
 
 def test_no_user_named_or_not_root_changes_nothing(tmp_path):
     from mtgrpo.sagemaker.contract import OptML
-    from mtgrpo.sagemaker.privileges import drop_root
+    from mtgrpo.sagemaker.privileges import BadUser, drop_root, writable_dirs
 
-    assert drop_root(OptML(tmp_path), environ={}) is None
+    assert drop_root(tmp_path, environ={}) is None
     assert not (tmp_path / "model").exists()
     if os.geteuid() == 0:
-        with pytest.raises(UserError, match="is not a non-root user"):
-            drop_root(OptML(tmp_path), environ={"MTGRPO_RUN_AS": "0:0"})
+        with pytest.raises(BadUser, match="is not a non-root user"):
+            drop_root(tmp_path, environ={"MTGRPO_RUN_AS": "0:0"})
+    # the same checkpoint directory the job uses, with or without SageMaker's LocalPath
+    layout = OptML(tmp_path)
+    assert writable_dirs(tmp_path)[2] == layout.checkpoint_dir
+    layout.config_dir.mkdir(parents=True)
+    layout.checkpoint_config_file.write_text('{"LocalPath": "/opt/ml/ckpt"}')
+    assert writable_dirs(tmp_path)[2] == layout.checkpoint_dir == tmp_path / "ckpt"

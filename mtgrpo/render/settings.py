@@ -33,6 +33,11 @@ PROJECT: dict[str, schema.Key] = {
         "bool", "Refuse SageMaker recipes without job.output_kms_key and job.volume_kms_key "
                 "(customer-managed KMS keys for the output and the instance volumes).",
         default=False),
+    "placeholders": schema.Key(
+        "str", "What the example values left in recipes (account 111122223333, the "
+               "amzn-s3-demo-bucket bucket, the all-zero image digest) are: warn prints a line "
+               "for each; error refuses them (a project past its first day).", default="warn",
+        choices=("warn", "error")),
 }
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -46,6 +51,7 @@ class Settings:
     crd_dir: Path | None = None
     require_image_digest: bool = False
     require_kms_key: bool = False
+    placeholders: str = "warn"
     # Template texts held in memory ((file name, text), ...): used before templates/ (the
     # pipeline's train step renders from the bundle without writing a repository to disk).
     templates: tuple = ()
@@ -91,5 +97,5 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
                     require_image_digest=values["require_image_digest"],
                     require_kms_key=values["require_kms_key"],
-                    templates=tuple(templates))
+                    placeholders=values["placeholders"], templates=tuple(templates))
 
