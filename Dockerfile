@@ -48,6 +48,8 @@ RUN if [ -n "$FLASH_ATTN" ]; then \
 
 WORKDIR /opt/mtgrpo
 COPY pyproject.toml README.md ./
+# mtgrpo/render/templates links to ../../templates: the wheel build copies them in.
+COPY templates ./templates
 COPY mtgrpo ./mtgrpo
 RUN pip install --no-deps --no-build-isolation . \
     && pip check \
@@ -80,6 +82,7 @@ RUN apt-get update \
 
 COPY docker/requirements-pipelines.lock /tmp/requirements-pipelines.lock
 COPY pyproject.toml README.md /tmp/mtgrpo-src/
+COPY templates /tmp/mtgrpo-src/templates
 COPY mtgrpo /tmp/mtgrpo-src/mtgrpo
 RUN grep -v '^kfp-server-api==' /tmp/requirements-pipelines.lock > /tmp/wheels.lock \
     && grep '^kfp-server-api==' /tmp/requirements-pipelines.lock > /tmp/sdists.lock \

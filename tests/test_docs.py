@@ -133,6 +133,14 @@ def test_code_cites_only_docs_that_exist():
     assert not missing, missing
 
 
+def test_nothing_cites_issue_numbers():
+    """Comments and docs say why, not which ticket: issue numbers mean nothing in a clone."""
+    files = [*CODE, *DOCS, *(REPO / "benchmarks").glob("*.md")]
+    cited = sorted(f"{_name(p)}: {m}" for p in files if "validate/crds" not in _name(p)
+                   for m in re.findall(r"\bissues? #?[0-9]+\b", p.read_text(errors="replace")))
+    assert not cited, cited
+
+
 def test_concrete_job_names_of_shipped_recipes_are_rendered():
     """Examples use `<recipe>-<hash>`; a concrete hash must be a job `mtgrpo render` writes."""
     recipes = [p.stem for p in (REPO / "recipes").glob("*.yaml") if not p.name.startswith("_")]

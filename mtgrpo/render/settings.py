@@ -24,8 +24,8 @@ PROJECT: dict[str, schema.Key] = {
                "resource is deleted; delete stops a running job.", default="retain",
         choices=("retain", "delete")),
     "crd_dir": schema.Key("str", "CRD directory for validation, relative to the repo root "
-                                 "(empty: $MTGRPO_CRD_DIR, ../shared/crds, or the packaged "
-                                 "copy).", default=""),
+                                 "(empty: $MTGRPO_CRD_DIR, or the copy shipped with "
+                                 "mtgrpo).", default=""),
     "require_image_digest": schema.Key(
         "bool", "Refuse job.image_uri values not pinned as <repo>@sha256:<digest>.",
         default=False),

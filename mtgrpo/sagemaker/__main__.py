@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if detect() == KUBEFLOW:
             from mtgrpo.kubeflow.job import run_kubeflow_job as run
         else:
-            from mtgrpo.sagemaker.job import run_job as run
+            from mtgrpo.sagemaker.job import run_job as run  # type: ignore[assignment]  # both: run()
     except Exception as err:  # an image without a trainer package: say which, in the failure file
         return _import_failed(err)
     return run()
