@@ -100,6 +100,6 @@ def redact(text: str) -> str:
         return text
     for shape in SHAPES:
         text = shape.pattern.sub(
-            lambda m: m.group(0)[:4] + "...[redacted]" if shape.keep(m.group(0))
+            lambda m, keep=shape.keep: m.group(0)[:4] + "...[redacted]" if keep(m.group(0))
             else m.group(0), text)
     return text
