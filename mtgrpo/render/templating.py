@@ -6,8 +6,9 @@ template's YAML is parsed, each token is replaced by its value. So no string (qu
 newlines, ``{{``, ``1e-06``) can change the document's structure or be re-typed by a YAML
 parser, and only the template's own few lines are parsed, which keeps a render fast.
 Templates render in Jinja's immutable sandbox. Undefined variables are errors. Any error a
-template raises (syntax, an undefined variable, a failing expression, a byte that is not UTF-8) is a one-line problem naming the template file
-and line; a template resolving outside its directory (a symlink) is not read.
+template raises (syntax, an undefined variable, a failing expression, a byte that is not
+UTF-8) is a one-line problem naming the template file and line; a template resolving outside
+its directory (a symlink) is not read.
 """
 
 from __future__ import annotations
