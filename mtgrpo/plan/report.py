@@ -124,7 +124,7 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
                 f"{_money(cost.on_demand)} on demand, {_money(cost.spot_estimate)} spot "
                 f"estimate (-{cost.spot_savings:.0%}); this recipe{spot}: "
                 f"{_money(cost.per_job)} a job")
-    if plan.predicted_cost is not None:
+    if plan.predicted_cost is not None and plan.time is not None:
         row("", f"predicted: {_money(plan.predicted_cost)} a job at {plan.time.hours:.2f} h"
             + (f", {_money(plan.predicted_cost * cost.trials)} for {cost.trials} trials"
                if cost.trials > 1 else ""))
