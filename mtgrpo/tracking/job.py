@@ -109,7 +109,8 @@ def start_tracker(settings: TrackingSettings, config, paths, checkpoint, *,
 
 
 def finish_tracker(tracker, summary: Mapping[str, Any], paths) -> bool:
-    """Log the eval summary, the curves PNG and the model's location; end the run."""
+    """Log the eval summary, the curves PNG and the model's location; end the run (KILLED
+    after a stop request: the resumed job continues it)."""
     from mtgrpo.trainer.metrics_log import read_metrics
 
     out = Path(paths.output_dir)
@@ -125,6 +126,8 @@ def finish_tracker(tracker, summary: Mapping[str, Any], paths) -> bool:
         curves = None
     if curves is not None:
         tracker.log_artifact(curves)
+    if summary.get("stopped_early"):  # a stop (SIGTERM): no final model; the job resumes
+        return tracker.close("KILLED")
     location = model_location(os.environ, tracker.identity.name, str(paths.model_dir))
     tracker.set_model_location(location)
     model_file = out / MODEL_FILE
