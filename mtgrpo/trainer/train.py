@@ -222,6 +222,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
     parser = task.parser
     environment = ToolEnvironment.from_config(config, tokenizer, task.tools, parser=parser)
     weight_sync = None
+    agent = bool(config.agent or config.agent_command)  # sampler log-probs are recorded
     if sampler is None:
         if config.generation_backend in ("vllm", "vllm_shared"):
             from mtgrpo.rollout.sampler import VLLMSampler
@@ -231,7 +232,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # importance-sampling correction), and they cost the server ~25% of its time. The
             # overlap (max_staleness > 0) corrects stale episodes with them.
             sampler = VLLMSampler(config.vllm_server_url, None, config.vllm_request_timeout_s,
-                                  logprobs=config.max_staleness > 0)
+                                  logprobs=config.max_staleness > 0 or agent)
             weight_sync = make_weight_sync(config)
         else:
             from mtgrpo.rollout.sampler import TransformersSampler
@@ -239,10 +240,15 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
             compiled = config.sampler_compile == "on" or (
                 config.sampler_compile == "auto" and torch.cuda.is_available())
-            sampler = TransformersSampler(model, tokenizer, logprobs=False,
+            sampler = TransformersSampler(model, tokenizer, logprobs=agent,
                                           cache="static" if compiled else "dynamic",
                                           compile=compiled)
 
+    if agent:  # the agent plays the episodes through its endpoint (docs/agents.md)
+        from mtgrpo.agents.build import agent_components
+
+        return agent_components(config, paths, tokenizer, task, sampler, weight_sync,
+                                scorer=scorer)
     clock = None
     if config.max_staleness > 0:  # rollouts in a background thread: versions and cancel
         from mtgrpo.trainer.overlap import PolicyClock, VersionedSampler

@@ -1,0 +1,302 @@
+"""The agent endpoint through the real ``openai`` client, on a scripted backend (no vLLM).
+
+The backend is ``ScriptedSampler`` (the synthetic task's ideal policy: search, then answer from
+the result), wrapped to keep every sample it returned, so an episode's recorded ids can be
+compared with what the backend produced. The vLLM server and an agent framework drive the same
+endpoint in tests/test_agents_vllm.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import textwrap
+
+import pytest
+
+from mtgrpo.agents.chat import ChatRenderer
+from mtgrpo.agents.endpoint import AgentEndpoint
+from mtgrpo.agents.loading import AgentSpec
+from mtgrpo.agents.recorder import EpisodeRecorder
+from mtgrpo.agents.runner import AgentRunner
+from mtgrpo.agents.scoring import AgentScorer
+from mtgrpo.trainer.types import QARecord
+
+SEARCH = {"type": "function", "function": {
+    "name": "wiki_search", "description": "Searches the corpus.",
+    "parameters": {"type": "object", "required": ["query"],
+                   "properties": {"query": {"type": "string"}}}}}
+RECORD = QARecord(id="code-bravo", question="What is the code of bravo?", aliases=("seven",))
+
+
+class KeepingSampler:
+    """A sampler that keeps every prompt it was sent and every sample it returned."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.prompts: list[list[int]] = []
+        self.samples: list = []
+        self.calls = 0
+
+    async def generate(self, prompts, **kwargs):
+        self.calls += 1
+        samples = await self.inner.generate(prompts, **kwargs)
+        for prompt, sample in zip(prompts, samples):
+            sample.logprobs = [-0.25] * len(sample.token_ids)
+            self.prompts.append(list(prompt))
+            self.samples.append(sample)
+        return samples
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from mtgrpo.testing.tiny import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture
+def endpoint(tokenizer):
+    from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
+
+    sampler = KeepingSampler(ScriptedSampler(tokenizer))
+    with AgentEndpoint(sampler, ChatRenderer(tokenizer, task_parser()), temperature=1.0,
+                       top_p=1.0, max_tokens_per_turn=40, max_completion_length=128,
+                       max_prompt_length=512) as ep:
+        yield ep
+
+
+def search(query: str) -> str:
+    return "The code of bravo is seven." if "bravo" in query else "The code of zulu is one."
+
+
+async def openai_agent(base_url, record, make_client):
+    """A plain openai-client tool loop: the agent runs the tool and sends the result back."""
+    client = make_client()
+    messages = [{"role": "user", "content": record.question}]
+    for _ in range(3):
+        reply = await client.chat.completions.create(model="policy", messages=messages,
+                                                     tools=[SEARCH])
+        message = reply.choices[0].message
+        messages.append(message.model_dump(exclude_none=True))
+        if not message.tool_calls:
+            return message.content
+        for call in message.tool_calls:
+            args = json.loads(call.function.arguments)
+            messages.append({"role": "tool", "tool_call_id": call.id,
+                             "content": search(args["query"])})
+    return None
+
+
+def play(endpoint, agent, records=(RECORD,), generations=1, **kwargs):
+    runner = AgentRunner(endpoint, AgentSpec("test", call=agent), **kwargs)
+    return runner, runner.rollout_sync(list(records), generations)
+
+
+def test_openai_client_episode_is_token_exact(endpoint, tokenizer):
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.rewards import builtin_rubric, RewardWeights
+
+    _, [episode] = play(endpoint, openai_agent)
+    kept = endpoint.sampler
+    assert not episode.failed and episode.breaks == 0 and episode.calls == 2
+    assert [t.role for t in episode.turns] == ["assistant", "tool", "assistant"]
+    # The recorded ids and log-probs are the backend's, call for call.
+    sampled = [t for t in episode.turns if t.role == "assistant"]
+    assert [t.token_ids for t in sampled] == [s.token_ids for s in kept.samples]
+    assert [t.logprobs for t in sampled] == [s.logprobs for s in kept.samples]
+    # The second prompt extends the first prompt + its sample: the context is the tool result.
+    first, second = kept.prompts
+    assert episode.prompt_ids == first
+    assert second == first + sampled[0].token_ids + episode.turns[1].token_ids
+    assert "<result>\nThe code of bravo is seven.\n</result>" in episode.turns[1].text
+    assert episode.env_mask == [1] * len(sampled[0].token_ids) + [0] * len(
+        episode.turns[1].token_ids) + [1] * len(sampled[1].token_ids)
+    # The prompt is the environment's: the parser's system prompt, the question.
+    assert tokenizer.decode(first).startswith("<|im_start|>system\nFind the code")
+    assert episode.answer == "seven"
+    scored = AgentScorer(builtin_rubric(RewardWeights()), task_parser())(episode)
+    assert scored.calls[0] == pytest.approx(0.2 + 0.5)  # the search ran and found the answer
+    assert scored.calls[1] is None  # the answer: no context after it, no turn reward
+    assert scored.components["exact_match"] == 1.0
+
+
+def test_tool_calls_follow_the_openai_schema(endpoint):
+    import openai
+
+    async def main():
+        client = openai.AsyncOpenAI(base_url=endpoint.base_url("e1"), api_key="x",
+                                    max_retries=0)
+        first = await client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": RECORD.question}],
+            tools=[SEARCH], extra_body={"return_token_ids": True})
+        models = await client.models.list()
+        with pytest.raises(openai.BadRequestError, match="streaming is not supported"):
+            await client.chat.completions.create(model="any", stream=True, messages=[
+                {"role": "user", "content": "hi"}])
+        return first, models
+
+    endpoint.open_episode(EpisodeRecorder("e1", RECORD, 0, str))
+    first, models = asyncio.run(main())
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "wiki_search"
+    assert json.loads(call.function.arguments) == {"query": "code of bravo"}
+    assert choice.model_extra["token_ids"] == endpoint.sampler.samples[0].token_ids
+    assert first.model_extra["prompt_token_ids"] == endpoint.sampler.prompts[0]
+    assert [m.id for m in models.data] == ["mtgrpo-policy"]
+
+
+def test_unknown_episode_and_bad_requests_are_one_line_errors(endpoint):
+    import httpx
+
+    url = endpoint.url
+    r = httpx.post(f"{url}/episodes/nope/v1/chat/completions", json={"messages": []})
+    assert r.status_code == 404 and "episode nope is not open" in r.json()["error"]["message"]
+    endpoint.open_episode(EpisodeRecorder("e2", RECORD, 0, str))
+    r = httpx.post(f"{url}/episodes/e2/v1/chat/completions",
+                   json={"messages": [{"role": "user", "content": "x"}], "n": 2})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("n must be 1")
+    r = httpx.post(f"{url}/episodes/e2/v1/chat/completions", content=b"{")
+    assert r.status_code == 400 and "not JSON" in r.json()["error"]["message"]
+
+
+def test_completions_with_token_ids_and_text(endpoint, tokenizer):
+    import openai
+
+    prompt = tokenizer.encode("<|im_start|>user\nWhat is the code of bravo?<|im_end|>\n"
+                              "<|im_start|>assistant\n")
+    recorder = EpisodeRecorder("e3", RECORD, 0, tokenizer.decode)
+    endpoint.open_episode(recorder)
+
+    async def main():
+        client = openai.AsyncOpenAI(base_url=endpoint.base_url("e3"), api_key="x",
+                                    max_retries=0)
+        a = await client.completions.create(model="m", prompt=prompt, max_tokens=30)
+        # The agent extends the ids it was given with a tool result of its own.
+        result = tokenizer.encode("\n<result>The code of bravo is seven.</result>\n")
+        ids = prompt + endpoint.sampler.samples[-1].token_ids + result
+        b = await client.completions.create(model="m", prompt=ids, max_tokens=30)
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert "<tool>" in a.choices[0].text and "<answer> seven </answer>" in b.choices[0].text
+    assert recorder.breaks == 0 and len(recorder.sequences) == 1
+    assert [t.role for t in recorder.sequences[0].turns] == ["assistant", "tool", "assistant"]
+
+
+def test_rewritten_history_is_split_and_counted(endpoint):
+    async def forgetful(base_url, record, make_client):
+        """Keeps only the last tool result, rewritten as a user message: the second prompt
+        does not extend the first."""
+        client = make_client()
+        first = await client.chat.completions.create(
+            model="m", tools=[SEARCH], messages=[{"role": "user", "content": record.question}])
+        args = json.loads(first.choices[0].message.tool_calls[0].function.arguments)
+        second = await client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": record.question},
+            {"role": "user", "content": "<result>\n" + search(args["query"]) + "\n</result>"}])
+        return second.choices[0].message.content
+
+    runner, [episode] = play(endpoint, forgetful)
+    assert episode.breaks == 1 and runner.last_stats.breaks == 1
+    assert len(episode.earlier) == 1 and episode.dropped_tokens == len(
+        endpoint.sampler.samples[0].token_ids)
+    # The trained sequence is the last one: its prompt is the second call's, exactly.
+    assert episode.prompt_ids == endpoint.sampler.prompts[1]
+    assert [t.role for t in episode.turns] == ["assistant"]
+    assert episode.answer == "seven" and not episode.failed
+
+
+def test_raising_and_hanging_agents_cost_one_episode_each(endpoint):
+    async def flaky(base_url, record, make_client):
+        if record.id == "raises":
+            await make_client().chat.completions.create(
+                model="m", messages=[{"role": "user", "content": record.question}])
+            raise RuntimeError("the agent broke")
+        if record.id == "hangs":
+            await asyncio.sleep(60)
+        return await openai_agent(base_url, record, make_client)
+
+    records = [RECORD, QARecord("raises", RECORD.question, ("seven",)),
+               QARecord("hangs", RECORD.question, ("seven",))]
+    runner, episodes = play(endpoint, flaky, records, timeout_s=2.0)
+    ok, raised, hung = episodes
+    assert not ok.failed and ok.answer == "seven"
+    assert raised.error == "raised RuntimeError: the agent broke" and raised.calls == 1
+    assert hung.error.startswith("timed out after 2s") and hung.calls == 0 and not hung.turns
+    assert hung.prompt_ids  # a row with the question and nothing to train
+    assert runner.last_stats.failed == 2 and runner.last_stats.timed_out == 1
+
+
+def test_sync_agents_and_bad_results(endpoint):
+    def sync_agent(base_url, record, make_client):
+        return 0.75
+
+    def wrong(base_url, record, make_client):
+        return {"reward": 1}
+
+    _, [a] = play(endpoint, sync_agent)
+    _, [b] = play(endpoint, wrong)
+    assert a.agent_reward == 0.75 and not a.failed
+    assert b.failed and "returned a dict" in b.error
+
+
+def test_command_agent_reads_the_environment_and_prints_the_reward(endpoint, tmp_path):
+    script = tmp_path / "agent.py"
+    script.write_text(textwrap.dedent("""
+        import json, os, openai
+        record = json.loads(os.environ["MTGRPO_RECORD"])
+        client = openai.OpenAI(max_retries=0)  # OPENAI_BASE_URL, OPENAI_API_KEY from the env
+        reply = client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": record["question"]}])
+        print("some log line")
+        print(1.0 if reply.choices[0].message.tool_calls else 0.0)
+    """))
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys; sys.stderr.write('no luck\\n'); sys.exit(3)\n")
+    runner = AgentRunner(endpoint, AgentSpec("cmd", command=(sys.executable, str(script))))
+    [episode] = runner.rollout_sync([RECORD])
+    assert episode.agent_reward == 1.0 and episode.calls == 1 and not episode.failed
+    runner = AgentRunner(endpoint, AgentSpec("cmd", command=(sys.executable, str(crash))))
+    [episode] = runner.rollout_sync([RECORD])
+    assert episode.error == "exited with status 3: no luck"
+
+
+def test_concurrent_episodes_are_batched(endpoint):
+    records = [QARecord(f"r{i}", RECORD.question, ("seven",)) for i in range(8)]
+    runner, episodes = play(endpoint, openai_agent, records, generations=2)
+    assert [e.group for e in episodes] == [i // 2 for i in range(16)]
+    assert all(e.answer == "seven" and e.breaks == 0 for e in episodes)
+    # 32 calls went to the backend in far fewer generate calls (requests arriving together).
+    assert len(endpoint.sampler.samples) == 32 and endpoint.sampler.calls < 32
+
+
+def test_budget_refusal_marks_the_episode_truncated(tokenizer):
+    from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
+
+    sampler = KeepingSampler(ScriptedSampler(tokenizer))
+    with AgentEndpoint(sampler, ChatRenderer(tokenizer, task_parser()), temperature=1.0,
+                       top_p=1.0, max_tokens_per_turn=16, max_completion_length=16,
+                       max_prompt_length=512) as ep:
+        _, [episode] = play(ep, openai_agent)
+    assert episode.truncated and episode.failed and "max_completion_length" in episode.error
+
+
+def test_recorder_stitches_and_splits():
+    rec = EpisodeRecorder("e", RECORD, 3, lambda ids: " ".join(map(str, ids)))
+    assert rec.add([1, 2], [3, 4], [-1.0, -2.0], "a", "stop") is False
+    assert rec.add([1, 2, 3, 4, 9, 9], [5], [-0.5], "b", "stop", tool_results=["ok"]) is True
+    assert rec.add([1, 2, 3, 7], [8], None, "c", "length") is False  # history rewritten
+    ep = rec.episode(answer="x")
+    assert (ep.breaks, ep.calls, ep.truncated, ep.group) == (1, 3, True, 3)
+    assert ep.prompt_ids == [1, 2, 3, 7] and [t.token_ids for t in ep.turns] == [[8]]
+    [earlier] = ep.earlier
+    assert [(t.role, t.token_ids, t.tool_ok) for t in earlier.turns] == [
+        ("assistant", [3, 4], None), ("tool", [9, 9], True), ("assistant", [5], None)]
+    assert ep.dropped_tokens == 3
