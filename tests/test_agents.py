@@ -300,3 +300,37 @@ def test_recorder_stitches_and_splits():
     assert [(t.role, t.token_ids, t.tool_ok) for t in earlier.turns] == [
         ("assistant", [3, 4], None), ("tool", [9, 9], True), ("assistant", [5], None)]
     assert ep.dropped_tokens == 3
+
+
+def test_retrieval_agent_plays_the_built_in_loops_episode(tokenizer, tmp_path):
+    """The shipped retrieval agent, on the scripted ideal policy, records the very tokens the
+    built-in loop's episode has: same prompt, same turns, same environment tokens."""
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.examples.retrieval_agent import RetrievalAgent
+    from mtgrpo.task.api import TaskContext
+    from mtgrpo.testing.synthetic import ScriptedSampler, task_parser, write_task
+    from mtgrpo.trainer.data import load_records
+    from mtgrpo.trainer.environment import ToolEnvironment
+    from mtgrpo.trainer.paths import RunPaths
+
+    task = write_task(tmp_path / "task")
+    cfg = TrainerConfig(model_name_or_path="m", max_turns=2, max_tool_calls=1,
+                        max_tokens_per_turn=40, max_completion_length=128,
+                        search_max_tokens=32, search_top_k=1)
+    paths = RunPaths("m", task / "train.jsonl", None, task / "corpus", tmp_path, tmp_path,
+                     tmp_path)
+    agent = RetrievalAgent(TaskContext(cfg, paths, tokenizer))
+    records = load_records(task / "train.jsonl")[:4]
+    env = ToolEnvironment.from_config(cfg, tokenizer, {"wiki_search": agent.search},
+                                      parser=task_parser())
+    expected = env.rollout_sync(records, 1, ScriptedSampler(tokenizer))
+    sampler = KeepingSampler(ScriptedSampler(tokenizer))
+    with AgentEndpoint(sampler, ChatRenderer(tokenizer, task_parser()), temperature=1.0,
+                       top_p=1.0, max_tokens_per_turn=40, max_completion_length=128,
+                       max_prompt_length=512) as ep:
+        episodes = AgentRunner(ep, AgentSpec("retrieval", call=agent)).rollout_sync(records)
+    for got, want in zip(episodes, expected):
+        assert got.prompt_ids == want.prompt_ids
+        assert [(t.role, t.token_ids) for t in got.turns] == [
+            (t.role, t.token_ids) for t in want.turns]
+        assert got.answer == want.answer and got.env_mask == want.env_mask
