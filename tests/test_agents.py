@@ -334,3 +334,33 @@ def test_retrieval_agent_plays_the_built_in_loops_episode(tokenizer, tmp_path):
         assert [(t.role, t.token_ids) for t in got.turns] == [
             (t.role, t.token_ids) for t in want.turns]
         assert got.answer == want.answer and got.env_mask == want.env_mask
+
+
+async def agents_sdk_agent(base_url, record, make_client):
+    """An OpenAI Agents SDK agent, unchanged but for its client: a function tool, the SDK's
+    own run loop (it executes the tool and sends the result back)."""
+    from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool
+    from agents import set_tracing_disabled
+
+    set_tracing_disabled(True)  # offline: no trace export
+
+    @function_tool
+    def wiki_search(query: str) -> str:
+        """Searches the corpus."""
+        return search(query)
+
+    agent = Agent(name="retrieval", instructions="Answer with the code.", tools=[wiki_search],
+                  model=OpenAIChatCompletionsModel(model="policy", openai_client=make_client()))
+    result = await Runner.run(agent, record.question, max_turns=4)
+    return result.final_output
+
+
+def test_openai_agents_sdk_runs_unchanged(endpoint):
+    _, [episode] = play(endpoint, agents_sdk_agent)
+    assert not episode.failed, episode.error
+    assert episode.calls == 2 and episode.breaks == 0
+    assert [t.role for t in episode.turns] == ["assistant", "tool", "assistant"]
+    assert "The code of bravo is seven." in episode.turns[1].text
+    assert episode.turns[1].tool_ok is True and episode.answer == "seven"
+    sampled = [t.token_ids for t in episode.turns if t.role == "assistant"]
+    assert sampled == [s.token_ids for s in endpoint.sampler.samples]
