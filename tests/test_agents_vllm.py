@@ -79,7 +79,9 @@ def test_openai_client_episodes_hold_the_servers_samples(endpoint, vllm_server):
     episodes = runner.rollout_sync(RECORDS, 2)
     kept = endpoint.sampler
     assert len(kept.returned) == 12 and all(not e.failed for e in episodes)
-    by_prompt = {tuple(p): r for p, r in zip(kept.sent, kept.returned)}
+    by_prompt: dict[tuple, list] = {}  # a group's first prompts are identical: several samples
+    for p, r in zip(kept.sent, kept.returned):
+        by_prompt.setdefault(tuple(p), []).append(r)
     for ep in episodes:
         assert ep.breaks == 0 and ep.calls == 3
         assert [t.role for t in ep.turns] == ["assistant", "tool"] * 2 + ["assistant"]
@@ -87,7 +89,7 @@ def test_openai_client_episodes_hold_the_servers_samples(endpoint, vllm_server):
         history = list(ep.prompt_ids)
         for turn in ep.turns:
             if turn.role == "assistant":
-                assert (turn.token_ids, turn.logprobs) == by_prompt[tuple(history)]
+                assert (turn.token_ids, turn.logprobs) in by_prompt[tuple(history)]
             history += turn.token_ids
     # The server's own scoring of a whole episode agrees with the recorded log-probs
     # (temperature 1: the sampled distribution is the model's).
