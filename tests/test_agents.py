@@ -364,3 +364,27 @@ def test_openai_agents_sdk_runs_unchanged(endpoint):
     assert episode.turns[1].tool_ok is True and episode.answer == "seven"
     sampled = [t.token_ids for t in episode.turns if t.role == "assistant"]
     assert sampled == [s.token_ids for s in endpoint.sampler.samples]
+
+
+def test_agent_keys_are_checked_before_anything_starts():
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.errors import UserError
+    from mtgrpo.task.loading import check_task
+
+    with pytest.raises(UserError) as err:
+        TrainerConfig(model_name_or_path="m", agent="not a path", agent_command="node a.js",
+                      max_staleness=1)
+    assert [p.key for p in err.value.problems] == ["agent_command", "agent", "max_staleness"]
+    for agent, message in [("nosuchmodule_xyz:agent", "cannot be imported"),
+                           ("json:nothing", "has no attribute 'nothing'"),
+                           ("json:__doc__", "not callable")]:
+        cfg = TrainerConfig(model_name_or_path="m", agent=agent, task_tools="")
+        with pytest.raises(UserError, match=message) as err:
+            check_task(cfg, source="recipe.yaml")
+        assert str(err.value).startswith("recipe.yaml: agent: ")
+    check_task(TrainerConfig(model_name_or_path="m", task_tools="",
+                             agent="mtgrpo.examples.retrieval_agent:RetrievalAgent"))
+    from mtgrpo.contract.config import resolved_staleness
+
+    assert resolved_staleness(TrainerConfig(model_name_or_path="m")) == 1  # vllm: overlapped
+    assert resolved_staleness(TrainerConfig(model_name_or_path="m", agent="a:b")) == 0

@@ -47,3 +47,65 @@ def test_agent_trains_with_the_transformers_sampler(tiny_model_dir, tmp_path, ag
         assert r["agent_calls_per_episode"] >= 1.0 and r["agent_sequence_breaks"] == 0
         assert r["agent_failed_share"] == (1.0 if agent.endswith("broken_agent") else 0.0)
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_per_call_advantages_reach_each_calls_tokens(tiny_model_dir, tmp_path):
+    """MTGRPOTrainer with agent episodes (a scorer giving per-call turn rewards): each call's
+    sampled tokens get that call's advantage, the context between calls 0 (and the loss mask),
+    and the agent metrics are logged."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mtgrpo.agents.recorder import AgentEpisode
+    from mtgrpo.agents.scoring import CallRewards
+    from mtgrpo.trainer.advantages import call_advantages
+    from mtgrpo.trainer.grpo_trainer import MTGRPOTrainer
+    from mtgrpo.trainer.train import grpo_args
+    from mtgrpo.trainer.types import QARecord, Turn
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = [QARecord("q0", "What is the code of bravo?", ("seven",))]
+    # Per generation: the turn rewards of its calls (None: the answer) and the outcome.
+    script = [([1.0, 0.0, None], 1.0), ([0.0, None], 0.0)]
+
+    def episode(j):
+        calls, _ = script[j]
+        turns = []
+        for k, reward in enumerate(calls):
+            ids = tokenizer.encode(f"<tool> call {k} </tool>")
+            turns.append(Turn("assistant", str(j), ids, [-0.5] * len(ids)))
+            if reward is not None:
+                turns.append(Turn("tool", "", tokenizer.encode("<result> x </result>"),
+                                  tool_ok=True))
+        return AgentEpisode(record=records[0], prompt_ids=tokenizer.encode("q"), turns=turns,
+                            calls=len(calls), breaks=j, error="boom" if j else None)
+
+    def scorer(ep):
+        calls, outcome = script[int(ep.turns[0].text)]
+        return CallRewards(turn=0.0, outcome=outcome, components={}, calls=tuple(calls))
+
+    cfg = TrainerConfig(model_name_or_path=str(tiny_model_dir), num_generations=2,
+                        per_device_train_batch_size=2, max_steps=1, eval_steps=0,
+                        algorithm="mt_grpo", turn_advantage_coef=0.5)
+    paths = RunPaths(str(tiny_model_dir), tmp_path / "t.jsonl", None, tmp_path, tmp_path / "o",
+                     tmp_path / "m", tmp_path / "c")
+    trainer = MTGRPOTrainer(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                            grpo_args(cfg, paths), processing_class=tokenizer, config=cfg,
+                            train_records=records, scorer=scorer,
+                            rollout=lambda recs: [episode(j) for j in range(len(recs))])
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([{"prompt": "0"}, {"prompt": "0"}])
+    expected = call_advantages([1.0, 0.0], [c for c, _ in script], [0, 0],
+                               algorithm="mt_grpo", turn_coef=0.5)
+    assert expected[0][0] != expected[0][1] != expected[0][2]  # three different credits
+    for row in range(2):
+        ep = episode(row)
+        got, offset, k = batch["advantages"][row].tolist(), 0, 0
+        for turn in ep.turns:
+            n = len(turn.token_ids)
+            want = expected[row][k] if turn.role == "assistant" else 0.0
+            assert got[offset:offset + n] == pytest.approx([want] * n, abs=1e-6)
+            k += turn.role == "assistant"
+            offset += n
+    metrics = trainer._metrics["train"]
+    assert metrics["agent_calls_per_episode"] == [2.5]
+    assert metrics["agent_failed_share"] == [0.5] and metrics["agent_sequence_breaks"] == [1.0]
