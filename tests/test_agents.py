@@ -388,3 +388,22 @@ def test_agent_keys_are_checked_before_anything_starts():
 
     assert resolved_staleness(TrainerConfig(model_name_or_path="m")) == 1  # vllm: overlapped
     assert resolved_staleness(TrainerConfig(model_name_or_path="m", agent="a:b")) == 0
+
+
+def test_a_failing_backend_stops_the_rollout(tokenizer):
+    from mtgrpo.rollout.client import SamplerError
+    from mtgrpo.testing.synthetic import task_parser
+
+    class DeadServer:
+        base_url = "http://127.0.0.1:9"
+
+        async def generate(self, prompts, **kwargs):
+            raise SamplerError("vLLM server at http://127.0.0.1:9 is unreachable")
+
+    with AgentEndpoint(DeadServer(), ChatRenderer(tokenizer, task_parser()), temperature=1.0,
+                       top_p=1.0, max_tokens_per_turn=16, max_completion_length=64,
+                       max_prompt_length=512) as ep:
+        runner = AgentRunner(ep, AgentSpec("a", call=openai_agent))
+        with pytest.raises(SamplerError, match="unreachable"):
+            runner.rollout_sync([RECORD])
+        assert ep.backend_error is None  # reported once

@@ -151,6 +151,9 @@ class AgentEndpoint:
         self.batcher = Batcher(sampler, temperature=temperature, top_p=top_p,
                                window_s=batch_window_s, serial=serial)
         self._episodes: dict[str, _EpisodeState] = {}
+        # The first backend failure (the vLLM server died, timed out): the agent sees HTTP 500,
+        # the runner re-raises it after the rollout, so the run stops as the built-in loop does.
+        self.backend_error: BaseException | None = None
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, int(port)))
@@ -275,6 +278,8 @@ class AgentEndpoint:
         except RequestError as err:
             return self._error(400, str(err))
         except Exception as err:  # noqa: BLE001 - the backend failed: the agent sees a 500
+            if self.backend_error is None:
+                self.backend_error = err
             log.warning("agent endpoint: episode %s: %s: %s", state.recorder.episode_id,
                         type(err).__name__, err)
             return self._error(500, f"the rollout backend failed: {type(err).__name__}: {err}",

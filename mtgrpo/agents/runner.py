@@ -6,7 +6,9 @@
 order (episode ``i * num_generations + j`` is generation ``j`` of record ``i``). An agent that
 raises, times out, exits non-zero or returns something unusable costs its episode only: the
 episode keeps the calls it made, is marked failed (``error``) and scored like the others, and
-one warning line is logged; the run goes on.
+one warning line is logged; the run goes on. A failure of the rollout backend itself (the vLLM
+server died or stopped answering) is not the agent's: it is raised after the rollout, and the
+run stops with its one-line reason as it does without an agent.
 
 A Python agent is called as ``agent(base_url, record, make_client)``; ``make_client()`` gives
 an ``openai.AsyncOpenAI`` on the episode's base URL (no retries: a refused call is an answer).
@@ -100,6 +102,9 @@ class AgentRunner:
                 return await self.play(record, group)
 
         episodes = list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
+        failure, self.endpoint.backend_error = self.endpoint.backend_error, None
+        if failure is not None:  # not the agents' fault: the run stops, as without an agent
+            raise failure
         stats = RunnerStats(seconds=time.perf_counter() - started, episodes=len(episodes))
         for ep in episodes:
             stats.calls += ep.calls
