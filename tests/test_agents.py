@@ -407,3 +407,20 @@ def test_a_failing_backend_stops_the_rollout(tokenizer):
         with pytest.raises(SamplerError, match="unreachable"):
             runner.rollout_sync([RECORD])
         assert ep.backend_error is None  # reported once
+
+
+def test_local_agent_recipe_and_job_hyperparameters():
+    from pathlib import Path
+
+    from mtgrpo.commands.train import load_config
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.task.loading import check_task
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "recipes" / "local"
+                      / "agent-cpu.yaml")
+    assert cfg.agent == "mtgrpo.examples.retrieval_agent:RetrievalAgent"
+    check_task(cfg)
+    # A job gets the agent keys as SageMaker hyperparameters (strings) and reads them back.
+    back = TrainerConfig.from_hyperparameters(cfg.to_hyperparameters())
+    assert (back.agent, back.agent_concurrency, back.agent_timeout_s) == (
+        cfg.agent, 64, 120.0)
