@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -20,12 +21,14 @@ def agent_components(config, paths, tokenizer, task, sampler, weight_sync, *, sc
     from mtgrpo.task.api import TaskContext
 
     spec = agent or load_agent(config, TaskContext(config, paths, tokenizer), source=source)
+    # Every training process serves its own episodes: a fixed port is offset by the local rank.
+    port = config.agent_port + int(os.environ.get("LOCAL_RANK", "0")) if config.agent_port else 0
     renderer = ChatRenderer(tokenizer, task.parser)
     endpoint = AgentEndpoint(
         sampler, renderer, temperature=config.temperature, top_p=config.top_p,
         max_tokens_per_turn=config.max_tokens_per_turn,
         max_completion_length=config.max_completion_length,
-        max_prompt_length=config.max_prompt_length, port=config.agent_port).start()
+        max_prompt_length=config.max_prompt_length, port=port).start()
     runner = AgentRunner(endpoint, spec, concurrency=config.agent_concurrency,
                          timeout_s=config.agent_timeout_s, parser=task.parser)
 

@@ -259,7 +259,8 @@ class TrainerConfig:
     agent_timeout_s: float = _f(
         300.0, "An agent episode running longer is stopped and scored as failed.", min=1.0)
     agent_port: int = _f(
-        0, "Port of the agent endpoint on 127.0.0.1 (0 = any free port).", min=0, max=65535)
+        0, "Port of the agent endpoint on 127.0.0.1 (0 = any free port; with several "
+              "training processes, process k of a host uses agent_port + k).", min=0, max=65535)
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]
