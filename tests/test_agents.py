@@ -424,3 +424,26 @@ def test_local_agent_recipe_and_job_hyperparameters():
     back = TrainerConfig.from_hyperparameters(cfg.to_hyperparameters())
     assert (back.agent, back.agent_concurrency, back.agent_timeout_s) == (
         cfg.agent, 64, 120.0)
+
+
+def test_a_template_that_refuses_is_a_bad_request_not_a_backend_failure():
+    import copy
+
+    import httpx
+
+    from mtgrpo.testing.synthetic import ScriptedSampler, task_parser
+    from mtgrpo.testing.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    strict = copy.copy(tok)
+    strict.chat_template = "{{ raise_exception('system messages are not supported') }}"
+    sampler = KeepingSampler(ScriptedSampler(tok))
+    with AgentEndpoint(sampler, ChatRenderer(strict, task_parser()), temperature=1.0, top_p=1.0,
+                       max_tokens_per_turn=16, max_completion_length=64,
+                       max_prompt_length=512) as ep:
+        ep.open_episode(EpisodeRecorder("t", RECORD, 0, str))
+        r = httpx.post(ep.base_url("t") + "/chat/completions",
+                       json={"messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400 and r.json()["error"]["message"] == (
+            "the chat template cannot render these messages: system messages are not supported")
+        assert ep.backend_error is None and not sampler.samples

@@ -193,9 +193,15 @@ class ChatRenderer:
         if messages[-1].role == "assistant":
             raise RequestError("the last message is an assistant message; continuing one is "
                                "not supported (use /v1/completions)")
-        text = self.tokenizer.apply_chat_template(self.template_messages(messages, tools),
-                                                  tokenize=False, add_generation_prompt=True)
-        return self.encode(text)
+        return self.encode(self._template(self.template_messages(messages, tools)))
+
+    def _template(self, messages: list[dict]) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        except Exception as err:  # noqa: BLE001 - templates raise anything (jinja, exceptions)
+            raise RequestError(" ".join(f"the chat template cannot render these messages: "
+                                        f"{err}".split())) from None
 
     def tail(self, new: Sequence[Message], sampled: Sequence[int]) -> list[int]:
         """The ids of ``new`` messages after an assistant turn that sampled ``sampled``: from
@@ -204,8 +210,7 @@ class ChatRenderer:
             raise RequestError("cannot extend")  # the caller falls back to a full render
         head = [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": _USER},
                 {"role": "assistant", "content": _ASSISTANT}]
-        text = self.tokenizer.apply_chat_template(head + self.template_messages(new, ()),
-                                                  tokenize=False, add_generation_prompt=True)
+        text = self._template(head + self.template_messages(new, ()))
         if _ASSISTANT not in text:
             raise RequestError("the chat template drops the assistant message")
         after = text[text.index(_ASSISTANT) + len(_ASSISTANT):]

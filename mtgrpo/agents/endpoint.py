@@ -74,6 +74,12 @@ class _Pending:
     future: asyncio.Future = field(repr=False)
 
 
+class _BackendFailure(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
 class Batcher:
     """Sends the requests that arrive within ``window_s`` of each other to the sampler in one
     ``generate`` call per stop-string set. ``serial``: one call at a time (a sampler running on
@@ -277,13 +283,24 @@ class AgentEndpoint:
                 return JSONResponse(await call(state, body))
         except RequestError as err:
             return self._error(400, str(err))
-        except Exception as err:  # noqa: BLE001 - the backend failed: the agent sees a 500
+        except _BackendFailure as failure:  # the agent sees a 500; the runner stops the run
+            err = failure.error
             if self.backend_error is None:
                 self.backend_error = err
-            log.warning("agent endpoint: episode %s: %s: %s", state.recorder.episode_id,
-                        type(err).__name__, err)
+            log.warning("agent endpoint: episode %s: the rollout backend failed: %s: %s",
+                        state.recorder.episode_id, type(err).__name__, err)
             return self._error(500, f"the rollout backend failed: {type(err).__name__}: {err}",
                                "server_error")
+        except Exception as err:  # noqa: BLE001 - one request's fault costs that request
+            log.warning("agent endpoint: episode %s: %s: %s", state.recorder.episode_id,
+                        type(err).__name__, err)
+            return self._error(500, f"{type(err).__name__}: {err}", "server_error")
+
+    async def _sample(self, prompt: list[int], budget: int, stop: list[str]):
+        try:
+            return await self.batcher.sample(prompt, budget, stop)
+        except Exception as err:  # noqa: BLE001 - whatever the sampler raised
+            raise _BackendFailure(err) from err
 
     # -- one call ---------------------------------------------------------------------------------
     def _budget(self, state: _EpisodeState, prompt: list[int], body: dict) -> int:
@@ -337,7 +354,7 @@ class AgentEndpoint:
         tools = schema_tools(body.get("tools"))
         prompt, results = self._chat_prompt(state, messages, tools)
         budget = self._budget(state, prompt, body)
-        sample = await self.batcher.sample(prompt, budget, self._stop(body))
+        sample = await self._sample(prompt, budget, self._stop(body))
         state.recorder.add(prompt, sample.token_ids, sample.logprobs, sample.text,
                            sample.finish_reason, tool_results=results)
         state.calls += 1
@@ -372,7 +389,7 @@ class AgentEndpoint:
         else:
             raise RequestError("prompt must be one non-empty string or one list of token ids")
         budget = self._budget(state, prompt, body)
-        sample = await self.batcher.sample(prompt, budget, self._stop(body))
+        sample = await self._sample(prompt, budget, self._stop(body))
         state.recorder.add(prompt, sample.token_ids, sample.logprobs, sample.text,
                            sample.finish_reason)
         state.calls += 1
