@@ -80,16 +80,27 @@ class AgentRunner:
         self._ids = itertools.count()
         self.last_stats = RunnerStats()
 
-    def make_client_factory(self, base_url: str):
+    def make_client_factory(self, base_url: str, http=None):
+        """``make_client(**options)``: an ``openai.AsyncOpenAI`` on ``base_url``. ``http``: the
+        rollout's shared connection pool (a client of its own per episode would build a TLS
+        context and a pool each: tens of ms of CPU per episode, docs/rollouts.md)."""
         def make_client(**kwargs: Any):
             import openai
 
             options = dict(base_url=base_url, api_key=API_KEY, max_retries=0,
                            timeout=self.timeout_s)
+            if http is not None:
+                options["http_client"] = http
             options.update(kwargs)
             return openai.AsyncOpenAI(**options)
 
         return make_client
+
+    def _http(self):
+        import openai
+
+        # openai's own HTTP client class (openai 3 runs on httpx2, not httpx).
+        return openai.DefaultAsyncHttpxClient(timeout=self.timeout_s)
 
     async def rollout(self, records: Sequence[QARecord],
                       num_generations: int = 1) -> list[AgentEpisode]:
@@ -97,11 +108,16 @@ class AgentRunner:
         gate = asyncio.Semaphore(self.concurrency)
         jobs = [(g, r) for g, r in enumerate(records) for _ in range(num_generations)]
 
-        async def one(group: int, record: QARecord) -> AgentEpisode:
+        async def one(group: int, record: QARecord, http) -> AgentEpisode:
             async with gate:
-                return await self.play(record, group)
+                return await self.play(record, group, http=http)
 
-        episodes = list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
+        http = None if self.agent.command else self._http()
+        try:
+            episodes = list(await asyncio.gather(*(one(g, r, http) for g, r in jobs)))
+        finally:
+            if http is not None:
+                await http.aclose()
         failure, self.endpoint.backend_error = self.endpoint.backend_error, None
         if failure is not None:  # not the agents' fault: the run stops, as without an agent
             raise failure
@@ -121,7 +137,7 @@ class AgentRunner:
                      num_generations: int = 1) -> list[AgentEpisode]:
         return run_sync(self.rollout(records, num_generations))
 
-    async def play(self, record: QARecord, group: int = 0) -> AgentEpisode:
+    async def play(self, record: QARecord, group: int = 0, *, http=None) -> AgentEpisode:
         """One episode: open it, run the agent within the timeout, close it, never raise."""
         episode_id = f"ep{next(self._ids)}"
         renderer = self.endpoint.renderer
@@ -130,7 +146,7 @@ class AgentRunner:
         start = time.perf_counter()
         answer = reward = error = None
         try:
-            result = await asyncio.wait_for(self._run(base_url, record, episode_id),
+            result = await asyncio.wait_for(self._run(base_url, record, episode_id, http),
                                             self.timeout_s)
             answer, reward = self._result(result)
         except asyncio.TimeoutError:
@@ -169,11 +185,11 @@ class AgentRunner:
         raise AgentFailure(f"returned a {type(result).__name__}; return a number (the reward), "
                            "a string (the answer) or None")
 
-    async def _run(self, base_url: str, record: QARecord, episode_id: str) -> Any:
+    async def _run(self, base_url: str, record: QARecord, episode_id: str, http=None) -> Any:
         if self.agent.command:
             return await self._run_command(base_url, record, episode_id)
         call = self.agent.call
-        make_client = self.make_client_factory(base_url)
+        make_client = self.make_client_factory(base_url, http)
         if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
                 getattr(call, "__call__", None)):
             return await call(base_url, record, make_client)
