@@ -447,3 +447,29 @@ def test_a_template_that_refuses_is_a_bad_request_not_a_backend_failure():
         assert r.status_code == 400 and r.json()["error"]["message"] == (
             "the chat template cannot render these messages: system messages are not supported")
         assert ep.backend_error is None and not sampler.samples
+
+
+def test_messages_are_reduced_and_rendered_in_the_models_format(tokenizer):
+    from mtgrpo.agents.chat import Message, RequestError, messages_of
+    from mtgrpo.testing.synthetic import task_parser
+
+    msgs = messages_of([
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "Q?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+         "function": {"name": "wiki_search", "arguments": '{"query": "x"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "R."}])
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "tool"]
+    assert msgs[2].tool_calls == (("wiki_search", '{"query": "x"}'),)
+    assert msgs[2].same_reply(Message("assistant", "other text", msgs[2].tool_calls))
+    renderer = ChatRenderer(tokenizer, task_parser())
+    text = tokenizer.decode(renderer.render(msgs, []))
+    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n"
+                    '<|im_start|>assistant\n<tool>\n{"name": "wiki_search", "args": {"query": '
+                    '"x"}}\n</tool><|im_end|>\n<|im_start|>user\n<result>\nR.\n</result>'
+                    "<|im_end|>\n<|im_start|>assistant\n")
+    for bad, message in [([{"role": "function", "content": "x"}], "role 'function'"),
+                         ([{"role": "user", "content": [{"type": "image_url"}]}], "only text"),
+                         ([], "non-empty list")]:
+        with pytest.raises(RequestError, match=message):
+            messages_of(bad)
