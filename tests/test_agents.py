@@ -236,14 +236,16 @@ def test_raising_and_hanging_agents_cost_one_episode_each(endpoint):
 
 def test_sync_agents_and_bad_results(endpoint):
     def sync_agent(base_url, record, make_client):
-        return 0.75
+        reply = make_client(sync=True).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": record.question}])
+        return 0.75 if reply.choices[0].message.tool_calls else 0.25
 
     def wrong(base_url, record, make_client):
         return {"reward": 1}
 
     _, [a] = play(endpoint, sync_agent)
     _, [b] = play(endpoint, wrong)
-    assert a.agent_reward == 0.75 and not a.failed
+    assert a.agent_reward == 0.75 and not a.failed and a.calls == 1
     assert b.failed and "returned a dict" in b.error
 
 

@@ -11,7 +11,8 @@ server died or stopped answering) is not the agent's: it is raised after the rol
 run stops with its one-line reason as it does without an agent.
 
 A Python agent is called as ``agent(base_url, record, make_client)``; ``make_client()`` gives
-an ``openai.AsyncOpenAI`` on the episode's base URL (no retries: a refused call is an answer).
+an ``openai.AsyncOpenAI`` on the episode's base URL (no retries: a refused call is an answer;
+``make_client(sync=True)``: an ``openai.OpenAI``, for a plain-function agent).
 It returns a number (the reward), a string (the answer, for the task's rubric) or None (the
 rubric reads the answer from the last assistant turn). A command agent gets
 ``OPENAI_BASE_URL``/``MTGRPO_BASE_URL`` (the episode's base URL), ``OPENAI_API_KEY``,
@@ -84,11 +85,14 @@ class AgentRunner:
         """``make_client(**options)``: an ``openai.AsyncOpenAI`` on ``base_url``. ``http``: the
         rollout's shared connection pool (a client of its own per episode would build a TLS
         context and a pool each: tens of ms of CPU per episode, docs/rollouts.md)."""
-        def make_client(**kwargs: Any):
+        def make_client(*, sync: bool = False, **kwargs: Any):
             import openai
 
             options = dict(base_url=base_url, api_key=API_KEY, max_retries=0,
                            timeout=self.timeout_s)
+            if sync:  # a plain-function agent (run in a thread): a blocking client of its own
+                options.update(kwargs)
+                return openai.OpenAI(**options)
             if http is not None:
                 options["http_client"] = http
             options.update(kwargs)
