@@ -99,7 +99,7 @@ def play(endpoint, agent, records=(RECORD,), generations=1, **kwargs):
 
 def test_openai_client_episode_is_token_exact(endpoint, tokenizer):
     from mtgrpo.testing.synthetic import task_parser
-    from mtgrpo.trainer.rewards import builtin_rubric, RewardWeights
+    from mtgrpo.trainer.rewards import RewardWeights, builtin_rubric
 
     _, [episode] = play(endpoint, openai_agent)
     kept = endpoint.sampler
@@ -272,7 +272,7 @@ def test_command_agent_reads_the_environment_and_prints_the_reward(endpoint, tmp
 
 def test_concurrent_episodes_are_batched(endpoint):
     records = [QARecord(f"r{i}", RECORD.question, ("seven",)) for i in range(8)]
-    runner, episodes = play(endpoint, openai_agent, records, generations=2)
+    _, episodes = play(endpoint, openai_agent, records, generations=2)
     assert [e.group for e in episodes] == [i // 2 for i in range(16)]
     assert all(e.answer == "seven" and e.breaks == 0 for e in episodes)
     # 32 calls went to the backend in far fewer generate calls (requests arriving together).
@@ -341,8 +341,8 @@ def test_retrieval_agent_plays_the_built_in_loops_episode(tokenizer, tmp_path):
 async def agents_sdk_agent(base_url, record, make_client):
     """An OpenAI Agents SDK agent, unchanged but for its client: a function tool, the SDK's
     own run loop (it executes the tool and sends the result back)."""
-    from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool
-    from agents import set_tracing_disabled
+    from agents import (Agent, OpenAIChatCompletionsModel, Runner, function_tool,
+                        set_tracing_disabled)
 
     set_tracing_disabled(True)  # offline: no trace export
 
