@@ -54,6 +54,8 @@ RUN if [ -n "$FLASH_ATTN" ]; then \
 
 WORKDIR /opt/mtgrpo
 COPY pyproject.toml README.md ./
+# mtgrpo/render/templates links to ../../templates: the wheel build copies them in.
+COPY templates ./templates
 COPY mtgrpo ./mtgrpo
 RUN pip install --no-deps . \
     && pip check \

@@ -92,7 +92,8 @@ def test_dockerfile_copies_what_dockerignore_lets_through():
     steps = instructions((REPO / "Dockerfile").read_text())
     copied = [args.split()[:-1] for kw, args in steps if kw == "COPY"]
     sources = [s for group in copied for s in group]
-    assert sources == ["docker/requirements-gpu.lock", "pyproject.toml", "README.md", "mtgrpo"]
+    assert sources == ["docker/requirements-gpu.lock", "pyproject.toml", "README.md", "templates",
+                       "mtgrpo"]
     allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.startswith("!")]
     assert sorted(sources) == sorted(allowed)

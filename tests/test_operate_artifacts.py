@@ -100,6 +100,7 @@ def test_missing_object(fake, s3, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+@pytest.mark.slow
 def test_corrupt_archive_leaves_nothing(fake, s3, tmp_path, capsys):
     s3.put_object(Bucket=BUCKET, Key="bad/model.tar.gz", Body=b"not a tarball")
     fake.put(training_job("demo-bad", status=completed(f"s3://{BUCKET}/bad/model.tar.gz")))

@@ -116,6 +116,7 @@ def controller(fake, model_uri_box):
     fake.on_create["trainingjobs"] = on_training
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Task:UserWarning", "ignore:You may be:RuntimeWarning")
 def test_pipeline_runs_locally_against_the_fake_cluster(fake, tmp_path, monkeypatch):
     # The docker SDK is not installed; the repo's docker/ folder (the trainer image) must not

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from opt_ml import FIXTURES, lay_out
+from opt_ml import lay_out
 from test_sagemaker_job import rendered_hyperparameters, run_job
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ SCRIPTS = {
     f"resource.customizations.health.{GROUP}_TrainingJob": "health/trainingjob.lua",
     f"resource.customizations.health.{GROUP}_HyperParameterTuningJob":
         "health/hyperparametertuningjob.lua",
-    # issue 17: backend kubeflow (Kubeflow Trainer v2 and Katib)
+    # backend kubeflow (Kubeflow Trainer v2 and Katib)
     "resource.customizations.health.trainer.kubeflow.org_TrainJob": "health/trainjob.lua",
     "resource.customizations.health.kubeflow.org_Experiment": "health/experiment.lua",
 }

@@ -40,7 +40,7 @@ def run(args) -> int:
         raise UserError(Problem(f"trainjob/{train_job}", "--trial", "only a tuning recipe "
                                 "(a Katib Experiment) has trials", "a trial's own "
                                 "trainjob/NAME, or a backend: kubeflow tuning recipe file"))
-    if train_job is not None:  # issue 17: backend kubeflow, from the pods
+    if train_job is not None:  # backend kubeflow, from the pods
         return _train_job_logs(kube, train_job, args)
     obj = kube.find(args.job)
     job = view(obj)

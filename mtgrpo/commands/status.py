@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     kube = connect_from_args(args)
-    # issue 17: trainjob/NAME selectors and backend: kubeflow recipe files are read on their own
+    # trainjob/NAME selectors and backend: kubeflow recipe files are read on their own
     from mtgrpo.kubeflow import experiment
     from mtgrpo.kubeflow.operate import in_namespace, recipe_targets, status_line, \
         train_job_name

@@ -39,7 +39,7 @@ def run(args) -> int:
     train_job = train_job_name(args.job)
     kubeflow = [("TrainJob", train_job, "")] if train_job is not None else \
         recipe_targets(args.job)
-    if kubeflow is not None:  # issue 17: backend kubeflow (a TrainJob or a recipe file)
+    if kubeflow is not None:  # backend kubeflow (a TrainJob or a recipe file)
         if train_job is None:
             _check_applied(kube, args.job, kubeflow)
         return _wait_kubeflow(kube, kubeflow, timeout, min(heartbeat, 10.0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.errors import UserError
@@ -49,7 +50,7 @@ def placement(config: TrainerConfig, *, instance_count: int, gpus_per_host: int,
     from mtgrpo.sagemaker.contract import OptML, ResourceConfig
     from mtgrpo.sagemaker.launcher import build_plan
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if gpu_memory_bytes and "gpu_memory_bytes" in inspect.signature(build_plan).parameters:
         extra["gpu_memory_bytes"] = gpu_memory_bytes
     hosts = tuple(f"algo-{i + 1}" for i in range(max(instance_count, 1)))

@@ -46,7 +46,7 @@ class Recipe:
     provenance: dict = field(default_factory=dict, repr=False, compare=False)
     values: dict = field(default_factory=dict, repr=False, compare=False)
     problems: tuple = field(default=(), repr=False, compare=False)
-    # issue 17: ``backend: kubeflow`` recipes carry their checked ``kubeflow:`` section.
+    # ``backend: kubeflow`` recipes carry their checked ``kubeflow:`` section.
     backend: str = "sagemaker"
     kubeflow: dict | None = None
 
@@ -136,7 +136,7 @@ def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
     kubeflow = None
     if any(p.key == "backend" for p in checker.problems):
         job = {}  # which job keys apply is unknown: report the backend alone
-    elif backend == "kubeflow":  # issue 17: its own job keys and section
+    elif backend == "kubeflow":  # its own job keys and section
         from mtgrpo.recipes import kubeflow_schema
         job = kubeflow_schema.check_job(checker, top["job"]) if "job" in top else {}
         kubeflow = kubeflow_schema.check_section(checker, top.get("kubeflow"))
@@ -154,7 +154,8 @@ def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
             checker.problems += [_relocate(p, provenance, source) for p in err.problems]
     values = {k: v for k, v in top.items() if k not in ("trainer", "job", "tuning", "extends")}
     return Recipe(name=top.get("name", ""), source=source, path=path, data=data,
-                  trainer=trainer, job=job, tuning=tuning, provenance=provenance, values=values,
+                  trainer=trainer,  # type: ignore[arg-type]  # None only with problems
+                  job=job, tuning=tuning, provenance=provenance, values=values,
                   problems=tuple(sorted(set(checker.problems), key=_order)), backend=backend,
                   kubeflow=kubeflow)
 

@@ -43,7 +43,7 @@ TOP: dict[str, Key] = {
                required=True),
     "tuning": Key("mapping", "Optional hyperparameter tuning job (SDK HyperparameterTuner).",
                   default=None),
-    # -- issue 17: a second backend (mtgrpo/recipes/kubeflow_schema.py holds the section) --
+    # -- a second backend (mtgrpo/recipes/kubeflow_schema.py holds the section) ----------
     "backend": Key("str", "Where the recipe runs: sagemaker (ACK) or kubeflow (Trainer v2 "
                           "TrainJob, Katib for tuning).", default="sagemaker",
                    choices=("sagemaker", "kubeflow")),
@@ -152,7 +152,7 @@ RANGE: dict[str, Key] = {
     "values": Key("list_scalar", "Categorical values.", default=None),
 }
 
-# -- job features and security exceptions (issue 16) --------------------------------------------
+# -- job features and security exceptions ---------------------------------------------------------
 # The SDK Estimator's own argument names; rules between values live in
 # mtgrpo/validate/job_features.py, the rendering in the templates.
 

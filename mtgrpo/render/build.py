@@ -60,7 +60,7 @@ def build_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
     """The resources a recipe renders to: a TrainingJob, or for a recipe with ``tuning:`` a
     HyperParameterTuningJob (plus the TrainingJob when ``tuning.render_training_job``).
     A ``backend: kubeflow`` recipe renders Kubeflow objects (:mod:`mtgrpo.render.kubeflow`)."""
-    if recipe.backend == "kubeflow":  # issue 17
+    if recipe.backend == "kubeflow":
         from mtgrpo.render.kubeflow import build_kubeflow_resources
         return build_kubeflow_resources(recipe, settings)
     if recipe.tuning is None:
@@ -76,7 +76,7 @@ def training_job_for(recipe: Recipe, settings: Settings,
     """The recipe's TrainingJob with some trainer hyperparameters replaced by strings (e.g. a
     tuning job's best ``TunedHyperParameters``), named by content hash like any other job.
     Keys SageMaker adds itself (``_tuning_objective_metric``, ``sagemaker_*``) are ignored."""
-    if recipe.backend == "kubeflow":  # issue 17: Katib's best trial is not applied yet
+    if recipe.backend == "kubeflow":  # Katib's best trial is not applied yet
         raise UserError(Problem(recipe.where("backend"), "backend", "tuned hyperparameters "
                                 "are applied to SageMaker recipes only",
                                 "backend: sagemaker, or copy the best trial's values into "

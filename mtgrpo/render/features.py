@@ -1,4 +1,4 @@
-"""Template values for the SDK's job features and the secure defaults (issue 16).
+"""Template values for the SDK's job features and the secure defaults.
 
 The recipe spells them as the SageMaker Python SDK does (``disable_output_compression``,
 ``tensorboard_output_path``, ``completion_criteria``, ``warm_start``); this module turns them

@@ -88,7 +88,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
             found += check_recipe(recipe)
             found += _render_rules(recipe, settings)
             found += relocate(_task_paths(recipe, root), recipe)
-            if recipe.backend == "kubeflow" and recipe.complete:  # issue 17: its own rules
+            if recipe.backend == "kubeflow" and recipe.complete:  # its own rules
                 from mtgrpo.validate.kubeflow import check_kubeflow_recipe
                 found += check_kubeflow_recipe(recipe)
         problems += found
@@ -101,7 +101,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         except UserError as err:  # a template's problem, named by template file and line
             problems += err.problems
             continue
-        if recipe.backend == "kubeflow":  # issue 17: its own validators, no SageMaker planner
+        if recipe.backend == "kubeflow":  # its own validators, no SageMaker planner
             if found or not can_check:  # its CRD checks would repeat the rules' problems
                 resources += built if not found else []
                 continue

@@ -24,11 +24,16 @@ PROJECT: dict[str, schema.Key] = {
                "resource is deleted; delete stops a running job.", default="retain",
         choices=("retain", "delete")),
     "crd_dir": schema.Key("str", "CRD directory for validation, relative to the repo root "
-                                 "(empty: $MTGRPO_CRD_DIR, ../shared/crds, or the packaged "
-                                 "copy).", default=""),
+                                 "(empty: $MTGRPO_CRD_DIR, or the copy shipped with "
+                                 "mtgrpo).", default=""),
     "require_image_digest": schema.Key(
         "bool", "Refuse job.image_uri values not pinned as <repo>@sha256:<digest>.",
         default=False),
+    "placeholders": schema.Key(
+        "str", "What the example values left in recipes (account 111122223333, the "
+               "amzn-s3-demo-bucket bucket, the all-zero image digest) are: warn prints a line "
+               "for each; error refuses them (a project past its first day).", default="warn",
+        choices=("warn", "error")),
 }
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -41,6 +46,7 @@ class Settings:
     deletion_policy: str = "retain"
     crd_dir: Path | None = None
     require_image_digest: bool = False
+    placeholders: str = "warn"
     # Template texts held in memory ((file name, text), ...): used before templates/ (the
     # pipeline's train step renders from the bundle without writing a repository to disk).
     templates: tuple = ()
@@ -85,5 +91,5 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
     return Settings(root=root, namespace=values["namespace"],
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
                     require_image_digest=values["require_image_digest"],
-                    templates=tuple(templates))
+                    placeholders=values["placeholders"], templates=tuple(templates))
 

@@ -1,12 +1,26 @@
 """``python -m mtgrpo.sagemaker train``: what SageMaker runs (``docker run IMAGE train``), and
-the ``node`` container's command on Kubeflow Trainer (docs/kubeflow.md)."""
+the ``node`` container's command on Kubeflow Trainer (docs/kubeflow.md).
+
+Only the standard library and ``mtgrpo.sagemaker.failure``'s light helpers are imported before
+the job starts: an image missing one of the trainer's packages still writes its reason to
+``/opt/ml/output/failure`` (SageMaker's FailureReason) instead of dying with a bare traceback.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 USAGE = "usage: python -m mtgrpo.sagemaker train   (the container's only command)"
+# The /opt/ml root's override (mtgrpo.sagemaker.contract.ROOT_ENV), read here without importing
+# the contract: the contract itself may be what fails to import.
+ROOT_ENV = "MTGRPO_OPT_ML"
+
+
+def _failure_file() -> Path:
+    return Path(os.environ.get(ROOT_ENV) or "/opt/ml") / "output" / "failure"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -14,14 +28,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args != ["train"]:
         print(USAGE, file=sys.stderr)
         return 2
-    # issue 17: the same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
-    from mtgrpo.kubeflow.platform import KUBEFLOW, detect
-    if detect() == KUBEFLOW:
-        from mtgrpo.kubeflow.job import run_kubeflow_job
-        return run_kubeflow_job()
-    from mtgrpo.sagemaker.job import run_job
+    try:
+        # The same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
+        from mtgrpo.kubeflow.platform import KUBEFLOW, detect
+        if detect() == KUBEFLOW:
+            from mtgrpo.kubeflow.job import run_kubeflow_job as run
+        else:
+            from mtgrpo.sagemaker.job import run_job as run  # type: ignore[assignment]  # both: run()
+    except Exception as err:  # an image without a trainer package: say which, in the failure file
+        return _import_failed(err)
+    return run()
 
-    return run_job()
+
+def _import_failed(err: Exception) -> int:
+    from mtgrpo.sagemaker.failure import EXIT_INTERNAL_ERROR, write_failure
+
+    missing = getattr(err, "name", None) if isinstance(err, ImportError) else None
+    what = f"the image lacks the Python package {missing!r}" if missing else \
+        f"{type(err).__name__}: {err}"
+    reason = (f"mtgrpo could not start: {what} (build the image from the project's Dockerfile, "
+              f"or install mtgrpo[trainer] in it)")
+    print(f"error: {reason}", file=sys.stderr, flush=True)
+    try:
+        write_failure(_failure_file(), reason)
+    except OSError as write_err:
+        print(f"error: could not write {_failure_file()}: {write_err}", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

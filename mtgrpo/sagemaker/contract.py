@@ -1,7 +1,7 @@
 """The SageMaker container contract: the ``/opt/ml`` layout and the files SageMaker writes there.
 
 SageMaker runs the image as ``docker run IMAGE train`` with the job's configuration under
-``/opt/ml`` (FACTS.md section 3). The root can be moved with ``MTGRPO_OPT_ML`` so the whole
+``/opt/ml`` (docs/image.md). The root can be moved with ``MTGRPO_OPT_ML`` so the whole
 contract runs in a temporary directory (tests, local dry runs). Everything here is standard
 library only: the launcher reads the contract before anything heavy is imported.
 """
@@ -179,7 +179,7 @@ def read_resource_config(layout: OptML) -> ResourceConfig:
     if nic is not None and (not isinstance(nic, str) or not nic):
         raise UserError(Problem(src, "network_interface_name", f"invalid value {nic!r}",
                                 "an interface name such as eth0"))
-    return ResourceConfig(current, tuple(hosts), nic)
+    return ResourceConfig(str(current), tuple(hosts), nic)
 
 
 def read_input_data_config(layout: OptML) -> dict[str, dict]:
@@ -300,6 +300,7 @@ def resolve_paths(config: TrainerConfig, layout: OptML) -> RunPaths:
                                     + " optional"))
     if problems:
         raise UserError(problems)
+    assert train is not None  # a missing train channel is one of the problems
     model = _model_from_channel(layout) or config.model_name_or_path
     return RunPaths(model=model, train_file=train, eval_file=eval_file, corpus_dir=corpus,
                     output_dir=layout.output_data_dir, model_dir=layout.model_dir,

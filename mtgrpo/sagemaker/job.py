@@ -50,10 +50,11 @@ def run_job(layout: OptML | None = None) -> int:
         # Fail before vLLM's minutes-long start-up on a batch the world size cannot split.
         check_batch_shape(config, plan.world_size, source=str(layout.hyperparameters_file))
         started = time.monotonic()
-        code = run_plan(plan)
-        print(f"mtgrpo: exit {code} after {time.monotonic() - started:.1f} s", flush=True)
-        if code == 0 and resources.is_master and not (layout.model_dir / "config.json").is_file():
+        exit_code = run_plan(plan)
+        print(f"mtgrpo: exit {exit_code} after {time.monotonic() - started:.1f} s", flush=True)
+        if exit_code == 0 and resources.is_master and \
+                not (layout.model_dir / "config.json").is_file():
             raise JobFailed(f"training finished but wrote no model to {layout.model_dir}")
-        return code
+        return exit_code
     except Exception as err:  # every failure, expected or not, ends as output/failure
         return report(layout.failure_file, err)

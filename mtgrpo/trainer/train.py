@@ -1,10 +1,11 @@
 """The training entry point shared by ``mtgrpo train`` and the SageMaker container: ``run``.
 
 ``run(config, paths)`` builds the tokenizer and model, the task's plug-ins (tools, parser,
-rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight sync; maps the TrainerConfig onto TRL's GRPOConfig;
-trains with MTGRPOTrainer (resuming from the newest complete checkpoint); saves the final model
-with its tokenizer to ``paths.model_dir``; scores the held-out split once more and writes
-``eval_summary.json`` to ``paths.output_dir``; returns a summary dict.
+rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight
+sync; maps the TrainerConfig onto TRL's GRPOConfig; trains with MTGRPOTrainer (resuming from
+the newest complete checkpoint); saves the final model with its tokenizer to
+``paths.model_dir``; scores the held-out split once more and writes ``eval_summary.json`` to
+``paths.output_dir``; returns a summary dict.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def newest_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
              if p.is_dir() and (m := _CHECKPOINT.match(p.name))
              and (p / "trainer_state.json").is_file()]
     return max(found)[1] if found else None
+
+
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The global step a complete checkpoint was saved at (its ``trainer_state.json``)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("global_step") or 0)
 
 
 def check_batch_shape(config: TrainerConfig, world_size: int, *, source: str = "") -> None:
@@ -98,7 +105,7 @@ def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
         top_p=config.top_p,
         max_completion_length=config.max_completion_length,
         mask_truncated_completions=False,
-        use_vllm=False,  # FACTS 4: the rollout_func talks to vLLM over HTTP; we sync weights
+        use_vllm=False,  # the rollout_func talks to vLLM over HTTP; we sync weights
         # evaluation, logging, checkpoints
         eval_strategy="steps" if config.eval_steps and evaluate else "no",
         eval_steps=(config.eval_steps or None) if evaluate else None,
@@ -240,9 +247,13 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
             compiled = config.sampler_compile == "on" or (
                 config.sampler_compile == "auto" and torch.cuda.is_available())
-            sampler = TransformersSampler(model, tokenizer, logprobs=agent,
-                                          cache="static" if compiled else "dynamic",
-                                          compile=compiled)
+            # One decode shape for the job's rollouts (TransformersSampler: min_rows,
+            # cache_length): the generation batch of this process, the longest episode.
+            sampler = TransformersSampler(
+                model, tokenizer, logprobs=agent, cache="static" if compiled else "dynamic",
+                compile=compiled,
+                min_rows=config.per_device_train_batch_size * config.gradient_accumulation_steps,
+                cache_length=config.max_prompt_length + config.max_completion_length)
 
     if agent:  # the agent plays the episodes through its endpoint (docs/agents.md)
         from mtgrpo.agents.build import agent_components
@@ -339,7 +350,20 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         checkpoint = newest_complete_checkpoint(paths.checkpoint_dir) if resume else None
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        done = checkpoint_step(checkpoint) if checkpoint is not None else 0
+        if config.max_steps > 0 and done >= config.max_steps:
+            # HF Trainer resumed at max_steps still runs one more step when max_steps is not a
+            # whole number of epochs: a finished run re-run must train nothing.
+            if trainer.accelerator.is_main_process:
+                print(f"mtgrpo: {checkpoint.name} already reached max_steps "
+                      f"{config.max_steps}: nothing to train", flush=True)
+            trainer._load_from_checkpoint(str(checkpoint))  # the checkpoint's weights
+            trainer.state.global_step = done
+            training_loss = None
+        else:
+            result = trainer.train(
+                resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            training_loss = result.training_loss
         save_final_model(trainer, tokenizer, paths.model_dir)
         stopped = bool(trainer._stop_requested)
         # A stop request (SIGTERM) leaves little time: skip the final evaluation then.
@@ -351,7 +375,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
                 part.close()
     summary = {
         "global_step": int(trainer.state.global_step),
-        "train_loss": _finite(result.training_loss),
+        "train_loss": _finite(training_loss),
         "train_seconds": round(time.perf_counter() - started, 3),
         "resumed_from": str(checkpoint) if checkpoint else None,
         "stopped_early": stopped,

@@ -1,4 +1,4 @@
-"""Rules for the SDK's job features and the secure defaults (issue 16), on the merged recipe.
+"""Rules for the SDK's job features and the secure defaults, on the merged recipe.
 
 The loader has checked types and choices; the service model and the CRDs check the rendered
 fields (name patterns, list lengths, fields the installed CRD lacks). These are the rules
@@ -20,7 +20,7 @@ def check_job_features(recipe_data: Mapping[str, Any], source: str) -> list[Prob
     """Every broken rule of the security exceptions, the TensorBoard path and tuning's
     completion criteria and warm start, one Problem each."""
     data = recipe_data if isinstance(recipe_data, Mapping) else {}
-    job = data.get("job") if isinstance(data.get("job"), Mapping) else {}
+    job = data["job"] if isinstance(data.get("job"), Mapping) else {}
     tuning = data.get("tuning") if isinstance(data.get("tuning"), Mapping) else None
     problems = _security(job, source)
     if job.get("tensorboard_output_path") is not None:

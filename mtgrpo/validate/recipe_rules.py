@@ -65,7 +65,7 @@ def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = Non
     problems += check_region(job.get("region"), source, "job.region")
     written = _mapping(_mapping(recipe.data.get("job")).get("inputs"))
     problems += _channels(job, source, written, config)
-    # issue 17: Katib trials do see the environment (only the ACK controller drops it).
+    # Katib trials do see the environment (only the ACK controller drops it).
     sagemaker = recipe.backend != "kubeflow"
     problems += _environment(job, tuning if sagemaker else None, source)
     metric_names, metric_problems = _metrics(job, source)
@@ -223,7 +223,7 @@ def _environment(job: Mapping[str, Any], tuning: Mapping[str, Any] | None,
             problems.append(Problem(source, key, f"value is {len(value)} characters long",
                                     f"at most {MAX_ENV_TEXT} characters"))
     if tuning is not None:
-        # FACTS §1: the ACK controller drops Environment from tuning jobs' trial definitions.
+        # The ACK controller drops Environment from tuning jobs' trial definitions.
         problems.append(Problem(source, "job.environment", "tuning trials never see "
                                 "environment variables (the ACK controller drops them)",
                                 "trainer hyperparameters, which reach every trial"))
@@ -356,7 +356,7 @@ def _one_range(name: str, spec: Mapping[str, Any], config: TrainerConfig | None,
     field_kind = field_type(field_specs()[name]).__name__
     fits = {"continuous": ("float",), "integer": ("int",),
             "categorical": ("float", "int", "str", "bool")}
-    if kind not in RANGE_TYPES:
+    if not isinstance(kind, str) or kind not in RANGE_TYPES:
         return [Problem(source, f"{key}.type", f"invalid range type {kind!r}",
                         ", ".join(RANGE_TYPES))]
     if field_kind not in fits[kind]:

@@ -72,7 +72,7 @@ def check_secrets(recipe: dict, source: str) -> list[Problem]:
         if kind:
             problems.append(Problem(source, path, f"the value looks like {kind} (not shown)",
                                     ALLOWED))
-    job = recipe.get("job") if isinstance(recipe.get("job"), dict) else {}
+    job = recipe["job"] if isinstance(recipe.get("job"), dict) else {}
     for section, mapping in (("job.environment", job.get("environment")),
                              ("trainer", recipe.get("trainer"))):
         if not isinstance(mapping, dict):
