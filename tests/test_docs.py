@@ -17,6 +17,7 @@ import pytest
 from mtgrpo.cli import COMMANDS, _command_parser
 from mtgrpo.contract.config import field_specs
 from mtgrpo.recipes import schema
+from mtgrpo.render.features import EXCEPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = sorted([REPO / "README.md", REPO / "recipes" / "local" / "README.md",
@@ -32,8 +33,7 @@ _KEY = re.compile(r"(job|tuning|trainer)\.([a-z_]+)(?:\.([a-z_]+))?")
 _SUBSECTIONS = {("job", "debugger_hook_config"): schema.DEBUGGER,
                 ("tuning", "completion_criteria"): schema.COMPLETION_CRITERIA,
                 ("tuning", "warm_start"): schema.WARM_START,
-                ("job", "security_exceptions"): {"enable_network_isolation": 1,
-                                                 "encrypt_inter_container_traffic": 1}}
+                ("job", "security_exceptions"): dict.fromkeys(EXCEPTIONS)}
 
 
 def _name(path: Path) -> str:

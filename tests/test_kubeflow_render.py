@@ -57,7 +57,9 @@ def test_training_objects(tmp_path):
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "32Gi"}
     mounts = {m["mountPath"]: m["name"] for m in node["volumeMounts"]}
-    assert mounts == {"/dev/shm": "dshm", kc.CONFIG_DIR: "mtgrpo-config"}
+    # /dev/shm, the ConfigMap, and writable emptyDirs under the read-only root
+    assert mounts == {"/dev/shm": "dshm", kc.CONFIG_DIR: "mtgrpo-config", "/opt/ml": "opt-ml",
+                      "/tmp": "tmp", "/home/mtgrpo": "home"}
     assert next(v for v in pod["volumes"] if v["name"] == "mtgrpo-config")["configMap"] == {
         "name": job.name}
     assert node["terminationMessagePath"] == kc.TERMINATION_LOG

@@ -204,8 +204,10 @@ def test_committed_rbac_is_current_and_builds_with_kustomize(tmp_path):
     built = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / "pipelines")],
                            capture_output=True, text=True, check=True).stdout
     kinds = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(built)]
-    assert kinds == [("Role", "mtgrpo-pipeline-sagemaker-jobs"),
-                     ("RoleBinding", "mtgrpo-pipeline-sagemaker-jobs-pipeline-runner")]
+    # a service account of its own, not KFP's shared pipeline-runner
+    assert kinds == [("ServiceAccount", "mtgrpo-pipeline"),
+                     ("Role", "mtgrpo-pipeline-sagemaker-jobs"),
+                     ("RoleBinding", "mtgrpo-pipeline-sagemaker-jobs-mtgrpo-pipeline")]
 
 
 def test_rbac_with_service_account(tmp_path, capsys):

@@ -169,8 +169,9 @@ JOB_FEATURES: dict[str, Key] = {
                                    default=None),
     "security_exceptions": Key("map_str", "Setting -> reason, for each secure default turned "
                                           "off (enable_network_isolation, "
-                                          "encrypt_inter_container_traffic); rendered as an "
-                                          "annotation.", default={}),
+                                          "encrypt_inter_container_traffic) or loosened "
+                                          "(enable_remote_debug, network_without_vpc); "
+                                          "rendered as an annotation.", default={}),
 }
 JOB.update(JOB_FEATURES)
 

@@ -106,7 +106,12 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
                 resources += built if not found else []
                 continue
             from mtgrpo.validate.kubeflow import check_kubeflow_resources
+            from mtgrpo.validate.pod_security import check_cluster_resources
             checked = check_kubeflow_resources(built, recipe, crd_dir=crd_dir)
+            checked += check_cluster_resources(  # every cluster backend: locked-down pods
+                [r.body for r in built], source=recipe.source, section="kubeflow",
+                namespace=settings.namespace,
+                reasons=(recipe.kubeflow or {}).get("security_exceptions"))
             named = {(p.file, p.key) for p in found}
             problems += [p for p in checked if (p.file, p.key) not in named]
             if not found and not checked:
@@ -175,4 +180,10 @@ def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:
                                 f"image {image!r} is not pinned by digest "
                                 "(require_image_digest in recipes/_project.yaml)",
                                 "<registry>/<repository>@sha256:<64 hex digits>"))
+    if settings.require_kms_key and recipe.backend == "sagemaker":
+        for key in ("output_kms_key", "volume_kms_key"):
+            if not recipe.job.get(key):
+                problems.append(Problem(recipe.where(f"job.{key}"), f"job.{key}",
+                                        "no KMS key (require_kms_key in recipes/_project.yaml)",
+                                        "a KMS key ARN, id or alias of a customer-managed key"))
     return problems

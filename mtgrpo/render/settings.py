@@ -29,6 +29,10 @@ PROJECT: dict[str, schema.Key] = {
     "require_image_digest": schema.Key(
         "bool", "Refuse job.image_uri values not pinned as <repo>@sha256:<digest>.",
         default=False),
+    "require_kms_key": schema.Key(
+        "bool", "Refuse SageMaker recipes without job.output_kms_key and job.volume_kms_key "
+                "(customer-managed KMS keys for the output and the instance volumes).",
+        default=False),
     "placeholders": schema.Key(
         "str", "What the example values left in recipes (account 111122223333, the "
                "amzn-s3-demo-bucket bucket, the all-zero image digest) are: warn prints a line "
@@ -46,6 +50,7 @@ class Settings:
     deletion_policy: str = "retain"
     crd_dir: Path | None = None
     require_image_digest: bool = False
+    require_kms_key: bool = False
     placeholders: str = "warn"
     # Template texts held in memory ((file name, text), ...): used before templates/ (the
     # pipeline's train step renders from the bundle without writing a repository to disk).
@@ -91,5 +96,6 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
     return Settings(root=root, namespace=values["namespace"],
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
                     require_image_digest=values["require_image_digest"],
+                    require_kms_key=values["require_kms_key"],
                     placeholders=values["placeholders"], templates=tuple(templates))
 

@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     try:
+        # Root (SageMaker) becomes the image's user before anything reads the job's input.
+        from mtgrpo.sagemaker.privileges import drop_root
+        drop_root(Path(os.environ.get(ROOT_ENV) or "/opt/ml"))
         # The same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
         from mtgrpo.kubeflow.platform import KUBEFLOW, detect
         if detect() == KUBEFLOW:

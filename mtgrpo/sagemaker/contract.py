@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +19,7 @@ from mtgrpo.contract.channels import CHANNELS, CORPUS, EVAL, MODEL, REQUIRED_CHA
 from mtgrpo.contract.config import TrainerConfig
 from mtgrpo.contract.task_spec import uses_corpus
 from mtgrpo.errors import Problem, UserError, did_you_mean
+from mtgrpo.safepath import extract_tar
 from mtgrpo.trainer.paths import RunPaths
 
 ROOT_ENV = "MTGRPO_OPT_ML"
@@ -256,8 +256,7 @@ def _model_from_channel(layout: OptML) -> str | None:
             partial = target.with_name(target.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            with tarfile.open(archives[0]) as tar:
-                tar.extractall(partial, filter="data")
+            extract_tar(archives[0], partial)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(partial, target)
         if (target / "config.json").is_file():
