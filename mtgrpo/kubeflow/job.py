@@ -28,6 +28,7 @@ from mtgrpo.kubeflow.platform import Topology, read_topology
 from mtgrpo.sagemaker.checkpoints import prepare_resume
 from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
 from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed, clear_failure, report
+from mtgrpo.stopping import EXIT_SIGINT
 from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
                                        resolve_hosts, run_plan, visible_devices)
 
@@ -80,14 +81,14 @@ def run_kubeflow_job(environ: Mapping[str, str] | None = None,
         code = _run(env, layout, config_dir)
     except Exception as err:  # every failure, expected or not, ends as a reason
         code = report(layout.failure_file, err)
-    if code not in (0, EXIT_INTERRUPTED) and layout.failure_file.is_file():
+    if code not in (0, EXIT_INTERRUPTED, EXIT_SIGINT) and layout.failure_file.is_file():
         write_termination_message(termination, layout.failure_file.read_text().strip())
     return code
 
 
 def _run(env: dict, layout: OptML, config_dir: Path) -> int:
     from mtgrpo.kubeflow import s3 as s3sync
-    from mtgrpo.trainer.train import check_batch_shape
+    from mtgrpo.trainer.train import check_batch_shape, check_record_files
 
     topology = read_topology(env)
     job_name = env.get(kc.JOB_NAME_ENV, "")
@@ -119,6 +120,7 @@ def _run(env: dict, layout: OptML, config_dir: Path) -> int:
             print(f"mtgrpo: downloaded {path.name} from {checkpoints}", flush=True)
             done.add(step)
     paths = resolve_paths(config, layout)
+    check_record_files(config, paths)  # a malformed record file fails before vLLM starts
     resources = topology.resource_config()
     master_addr = None
     if topology.num_nodes > 1:

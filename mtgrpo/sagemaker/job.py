@@ -16,7 +16,7 @@ from mtgrpo.sagemaker.failure import JobFailed, clear_failure, report
 from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
                                        resolve_hosts, run_plan, visible_devices)
 from mtgrpo.task.loading import check_task
-from mtgrpo.trainer.train import check_batch_shape
+from mtgrpo.trainer.train import check_batch_shape, check_record_files
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -36,6 +36,7 @@ def run_job(layout: OptML | None = None) -> int:
         if code is not None:
             print(f"mtgrpo: task code from {code}", flush=True)
         check_task(config, source=str(layout.hyperparameters_file))
+        check_record_files(config, paths)  # a malformed record file fails before vLLM starts
         master_addr = None
         if resources.num_hosts > 1:
             master_addr = resolve_hosts(resources.hosts)[resources.master_host]
