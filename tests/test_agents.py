@@ -475,3 +475,25 @@ def test_messages_are_reduced_and_rendered_in_the_models_format(tokenizer):
                          ([], "non-empty list")]:
         with pytest.raises(RequestError, match=message):
             messages_of(bad)
+
+
+def test_only_calls_followed_by_a_tool_result_earn_turn_rewards(tokenizer):
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.rewards import RewardWeights, builtin_rubric
+
+    rec = EpisodeRecorder("e", RECORD, 0, tokenizer.decode)
+    call = tokenizer.encode("<tool> x </tool>")
+    user = tokenizer.encode("<|im_start|>user\nThe code of bravo is seven.<|im_end|>\n")
+    result = tokenizer.encode("<|im_start|>user\n<result>\nThe code of bravo is seven.\n"
+                              "</result><|im_end|>\n")
+    rec.add([1], call, None, "<tool> x </tool>", "stop")
+    rec.add([1] + call + user, call, None, "<tool> x </tool>", "stop")  # a user message
+    rec.add([1] + call + user + call + result, call, None, "<answer> seven </answer>", "stop",
+            tool_results=["The code of bravo is seven."], tool_name="wiki_search")
+    ep = rec.episode(answer="seven")
+    scored = AgentScorer(builtin_rubric(RewardWeights()), task_parser())(ep)
+    # The first call was answered by a user message (no tool: no turn reward, even though the
+    # message holds the answer); the second by a tool result; the third is the answer.
+    assert scored.calls == (None, pytest.approx(0.7), None)
+    assert ep.tool_counts()["tool_failures"] == 0
+    assert [t.tool_name for t in ep.turns if t.role == "tool"] == ["", "wiki_search"]

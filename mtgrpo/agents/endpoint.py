@@ -355,8 +355,10 @@ class AgentEndpoint:
         prompt, results = self._chat_prompt(state, messages, tools)
         budget = self._budget(state, prompt, body)
         sample = await self._sample(prompt, budget, self._stop(body))
+        called = state.last_chat.reply.tool_calls if state.last_chat else ()
         state.recorder.add(prompt, sample.token_ids, sample.logprobs, sample.text,
-                           sample.finish_reason, tool_results=results)
+                           sample.finish_reason, tool_results=results,
+                           tool_name=called[0][0] if called else "")
         state.calls += 1
         call_id = f"call_{state.recorder.episode_id}_{state.calls}"
         message, reduced = self.renderer.reply(sample.text, call_id)

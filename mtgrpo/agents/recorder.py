@@ -94,10 +94,11 @@ class EpisodeRecorder:
 
     def add(self, prompt_ids: Sequence[int], token_ids: Sequence[int],
             logprobs: Sequence[float] | None, text: str, finish_reason: str, *,
-            tool_results: Sequence[str] = ()) -> bool:
+            tool_results: Sequence[str] = (), tool_name: str = "") -> bool:
         """Record one call; True when it continued the current sequence, False when it started
         one (the first call, or a break). ``tool_results``: the contents of the tool messages
-        the agent added since the last call (they make up the context turn)."""
+        the agent added since the last call (they make up the context turn); ``tool_name``: the
+        tool the previous reply called, if any (for the per-tool metrics)."""
         prompt = [int(i) for i in prompt_ids]
         with self._lock:
             self.calls += 1
@@ -108,8 +109,10 @@ class EpisodeRecorder:
                 if len(prompt) >= len(prefix) and prompt[:len(prefix)] == prefix:
                     context = prompt[len(prefix):]
                     if context:
+                        # tool_ok None: no tool result in it (a new user message), no call.
                         seq.turns.append(Turn(role="tool", text=self.decode(context),
-                                              token_ids=context, tool_ok=tool_ok(tool_results)))
+                                              token_ids=context, tool_ok=tool_ok(tool_results),
+                                              tool_name=tool_name if tool_results else ""))
                     continued = True
                 else:
                     self.breaks += 1

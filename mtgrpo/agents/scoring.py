@@ -3,7 +3,8 @@
 Turn-level reward functions are called once per call, on a view of the episode holding just
 that call and the context that followed it (its tool result): ``tool_execution`` then says
 whether that call's tool ran, ``answer_in_result`` whether its result holds the answer. A call
-with no context after it (the answer) has no turn reward. Outcome-level reward functions see
+with no tool result after it (the answer, or a reply the agent answered with a new user
+message) has no turn reward. Outcome-level reward functions see
 the whole trained sequence with the episode's answer; a reward the agent returned replaces
 their sum (the components are still logged). ``RewardBreakdown.turn`` is the mean over the
 rewarded calls (the mean-turn reward ``grpo_mr`` trains on), and ``CallRewards.calls`` the
@@ -27,13 +28,15 @@ class CallRewards(RewardBreakdown):
 
 def call_views(episode: Episode) -> list[Episode | None]:
     """Per assistant turn: an episode of that turn and the context turn after it (None when
-    nothing followed it)."""
+    no tool result followed it)."""
     views: list[Episode | None] = []
     turns = episode.turns
     for i, turn in enumerate(turns):
         if turn.role != "assistant":
             continue
         after = turns[i + 1] if i + 1 < len(turns) and turns[i + 1].role == "tool" else None
+        if after is not None and after.tool_ok is None:
+            after = None  # no tool result after it (a new user message): no tool call to score
         views.append(None if after is None else Episode(
             record=episode.record, prompt_ids=episode.prompt_ids, turns=[turn, after],
             group=episode.group))
