@@ -195,7 +195,7 @@ class AgentRunner:
         call = self.agent.call
         make_client = self.make_client_factory(base_url, http)
         if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
-                getattr(call, "__call__", None)):
+                type(call).__call__):  # an async function, or an object with async __call__
             return await call(base_url, record, make_client)
         # A plain function runs in a thread (an agent framework's blocking run loop); it is
         # abandoned, not stopped, when it times out: its later calls get 404.
