@@ -21,6 +21,8 @@ def agent_components(config, paths, tokenizer, task, sampler, weight_sync, *, sc
     from mtgrpo.task.api import TaskContext
 
     spec = agent or load_agent(config, TaskContext(config, paths, tokenizer), source=source)
+    if spec is None:
+        raise ValueError("agent_components needs an agent (agent or agent_command)")
     # Every training process serves its own episodes: a fixed port is offset by the local rank.
     port = config.agent_port + int(os.environ.get("LOCAL_RANK", "0")) if config.agent_port else 0
     renderer = ChatRenderer(tokenizer, task.parser)

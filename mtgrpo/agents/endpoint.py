@@ -165,7 +165,7 @@ class AgentEndpoint:
         self._socket.bind((host, int(port)))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
-        self._server = None
+        self._server: Any = None  # uvicorn.Server once started
         self._thread: threading.Thread | None = None
 
     # -- episodes ---------------------------------------------------------------------------------
@@ -284,13 +284,13 @@ class AgentEndpoint:
         except RequestError as err:
             return self._error(400, str(err))
         except _BackendFailure as failure:  # the agent sees a 500; the runner stops the run
-            err = failure.error
+            cause = failure.error
             if self.backend_error is None:
-                self.backend_error = err
+                self.backend_error = cause
             log.warning("agent endpoint: episode %s: the rollout backend failed: %s: %s",
-                        state.recorder.episode_id, type(err).__name__, err)
-            return self._error(500, f"the rollout backend failed: {type(err).__name__}: {err}",
-                               "server_error")
+                        state.recorder.episode_id, type(cause).__name__, cause)
+            return self._error(500, f"the rollout backend failed: {type(cause).__name__}: "
+                                    f"{cause}", "server_error")
         except Exception as err:  # noqa: BLE001 - one request's fault costs that request
             log.warning("agent endpoint: episode %s: %s: %s", state.recorder.episode_id,
                         type(err).__name__, err)

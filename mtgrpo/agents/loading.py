@@ -69,7 +69,7 @@ def load_agent(config, context=None, *, source: str = "", check_only: bool = Fal
     if not hasattr(module, attr):
         raise UserError(Problem(source, "agent", f"{config.agent!r}: module {module_name} has "
                                 f"no attribute {attr!r}", f"a module-level name of {module_name}"))
-    obj = getattr(module, attr)
+    obj: Any = getattr(module, attr)
     if not callable(obj):
         raise UserError(Problem(source, "agent", f"{config.agent!r}: is a {type(obj).__name__}, "
                                 "not callable", "an async function agent(base_url, record, "
@@ -77,8 +77,9 @@ def load_agent(config, context=None, *, source: str = "", check_only: bool = Fal
     if inspect.isclass(obj):
         if check_only:
             return AgentSpec(config.agent, call=obj)
+        factory: Any = obj
         try:
-            obj = obj(context) if _takes_argument(obj) else obj()
+            obj = factory(context) if _takes_argument(factory) else factory()
         except Exception as err:  # noqa: BLE001 - a factory raising at load ends the run
             raise UserError(Problem(source, "agent", f"{config.agent!r}: failed at load "
                                     f"({_one_line(err)})")) from None

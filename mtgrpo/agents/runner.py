@@ -88,8 +88,8 @@ class AgentRunner:
         def make_client(*, sync: bool = False, **kwargs: Any):
             import openai
 
-            options = dict(base_url=base_url, api_key=API_KEY, max_retries=0,
-                           timeout=self.timeout_s)
+            options: dict[str, Any] = dict(base_url=base_url, api_key=API_KEY, max_retries=0,
+                                           timeout=self.timeout_s)
             if sync:  # a plain-function agent (run in a thread): a blocking client of its own
                 options.update(kwargs)
                 return openai.OpenAI(**options)
@@ -132,7 +132,7 @@ class AgentRunner:
             stats.dropped_tokens += ep.dropped_tokens
             if ep.failed:
                 stats.failed += 1
-                stats.timed_out += ep.error.startswith("timed out")
+                stats.timed_out += (ep.error or "").startswith("timed out")
                 stats.errors.append(f"{ep.episode_id}: {ep.error}")
         self.last_stats = stats
         return episodes
@@ -216,13 +216,13 @@ class AgentRunner:
         except OSError as err:
             raise AgentFailure(f"could not start {self.agent.command[0]!r}: {err}") from None
         try:
-            out, err = await proc.communicate()
+            out, errout = await proc.communicate()
         except BaseException:  # the timeout (cancelled) or a stop: no process left behind
             _kill_group(proc)
             await proc.wait()
             raise
         if proc.returncode != 0:
-            tail = " ".join(err.decode(errors="replace").split())[-300:]
+            tail = " ".join(errout.decode(errors="replace").split())[-300:]
             raise AgentFailure(f"exited with status {proc.returncode}: {tail}")
         lines = [x.strip() for x in out.decode(errors="replace").splitlines() if x.strip()]
         if not lines:
