@@ -16,29 +16,24 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-import jinja2
-
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.contract.config import format_value
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import Recipe
-from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
 from mtgrpo.render import naming
+from mtgrpo.render.objects import (MANAGED_BY_LABEL, RECIPE_LABEL, SOURCE_ANNOTATION,
+                                   SYNC_OPTIONS, SYNC_OPTIONS_ANNOTATION, Resource, emit,
+                                   render_object)
 from mtgrpo.render.settings import Settings
-from mtgrpo.render import templating
-from mtgrpo.render.templating import fill_values
+from mtgrpo.render.templating import template_path
 
+BACKEND = "kubeflow"
 TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 KATIB_API = "kubeflow.org/v1beta1"
-RECIPE_LABEL = "mtgrpo.io/recipe"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-SOURCE_ANNOTATION = "mtgrpo.io/source"
 VERSION_ANNOTATION = "mtgrpo.io/kubeflow-trainer-version"
-SYNC_OPTIONS_ANNOTATION = "argocd.argoproj.io/sync-options"
-# Run-once jobs: removing a manifest from Git must not stop the job; never Replace or Force
-# (TrainJob's runtimeRef, trainer and activeDeadlineSeconds are immutable).
-SYNC_OPTIONS = "Prune=false"
+# SYNC_OPTIONS (Prune=false) also because TrainJob's runtimeRef, trainer and
+# activeDeadlineSeconds are immutable: never Replace or Force.
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 # The pod's grace period after SIGTERM: the launcher's stop (100 s) plus the final uploads.
@@ -90,7 +85,7 @@ def managed_vllm(trainer: TrainerConfig) -> bool:
 
 def placement(recipe: Recipe) -> tuple[Placement | None, list[Problem]]:
     """The GPU split of a Kubeflow recipe, or the problems that make it impossible."""
-    kf = recipe.kubeflow or {}
+    kf = recipe.section or {}
     trainer = recipe.trainer
     gpus = kf["gpus_per_node"]
     problems: list[Problem] = []
@@ -142,8 +137,8 @@ def placement(recipe: Recipe) -> tuple[Placement | None, list[Problem]]:
     return Placement(gpus, vllm, procs, rendered), []
 
 
-def build_kubeflow_resources(recipe: Recipe, settings: Settings):
-    """The resources of a ``backend: kubeflow`` recipe (``mtgrpo.render.build.Resource``s)."""
+def build_kubeflow_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
+    """The resources of a ``backend: kubeflow`` recipe."""
     place, problems = placement(recipe)
     if problems:
         raise UserError(problems)
@@ -158,7 +153,7 @@ def build_kubeflow_resources(recipe: Recipe, settings: Settings):
 # -- shared values ------------------------------------------------------------------------------
 
 def _namespace(recipe: Recipe, settings: Settings) -> str:
-    return (recipe.kubeflow or {}).get("namespace") or settings.namespace
+    return (recipe.section or {}).get("namespace") or settings.namespace
 
 
 def _labels(recipe: Recipe) -> dict[str, str]:
@@ -169,7 +164,7 @@ def _labels(recipe: Recipe) -> dict[str, str]:
 
 def _annotations(recipe: Recipe) -> dict[str, str]:
     return {SOURCE_ANNOTATION: recipe.source, SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS,
-            VERSION_ANNOTATION: recipe.kubeflow["trainer_version"]}
+            VERSION_ANNOTATION: recipe.section["trainer_version"]}
 
 
 def _config_data(recipe: Recipe, hyperparameters: Mapping[str, str]) -> dict[str, str]:
@@ -212,7 +207,7 @@ def _resources(kf: Mapping[str, Any], place: Placement) -> dict:
 
 
 def _context(recipe: Recipe, settings: Settings, place: Placement) -> dict:
-    kf = dict(recipe.kubeflow or {})
+    kf = dict(recipe.section or {})
     kf["procs_per_node"] = place.procs_per_node
     return {"name": _NAME, "namespace": _namespace(recipe, settings),
             "labels": _labels(recipe), "annotations": _annotations(recipe),
@@ -225,34 +220,8 @@ def _context(recipe: Recipe, settings: Settings, place: Placement) -> dict:
 
 
 def _render(kind: str, recipe: Recipe, settings: Settings, ctx: dict) -> dict:
-    template = TEMPLATE_FILES[kind]
-    try:
-        text, values = render_template(template, settings.templates_dir, ctx)
-    except jinja2.TemplateSyntaxError as err:
-        raise UserError(Problem(f"templates/{template}", f"line {err.lineno}",
-                                f"template syntax error: {err.message}",
-                                "Jinja2 syntax")) from None
-    except jinja2.TemplateError as err:
-        raise UserError(Problem(f"templates/{template}", "",
-                                f"template failed for {recipe.source}: {err}",
-                                "variables listed in docs/kubeflow.md")) from None
-    where = f"templates/{template} (rendered for {recipe.source})"
-    body = fill_values(parse_yaml(text, source=where), values, source=where)
-    if not isinstance(body, dict) or body.get("kind") != kind or \
-            not isinstance(body.get("metadata"), dict):
-        raise UserError(Problem(f"templates/{template}", "",
-                                f"must render one {kind} with metadata",
-                                f"kind {kind} with metadata.name {{{{ name | json }}}}"))
-    return body
-
-
-def render_template(template: str, templates_dir, context: dict) -> tuple[str, list]:
-    """As :func:`mtgrpo.render.templating.render_template`, for a template file by name (the
-    SageMaker kinds' table stays as it is)."""
-    values: list = []
-    text = templating.environment(templates_dir).get_template(template).render(
-        **context, **{templating._VALUES: values})
-    return text, values
+    return render_object(TEMPLATE_FILES[kind], kind, settings, ctx, source=recipe.source,
+                         allowed=f"kind {kind} with metadata.name {{{{ name | json }}}}")[0]
 
 
 def hash_input(bodies: list[dict]) -> list[dict]:
@@ -265,20 +234,17 @@ def hash_input(bodies: list[dict]) -> list[dict]:
     return out
 
 
-def _named(recipe: Recipe, kinds_bodies: list[tuple[str, dict]], limit: int):
-    from mtgrpo.render.build import Resource
-
+def _named(recipe: Recipe, kinds_bodies: list[tuple[str, dict]], limit: int,
+           settings: Settings) -> list[Resource]:
+    # "backend" stays in the hash input as it always was: job names must not change.
     name = naming.job_name(recipe.name, {"backend": "kubeflow", "objects": hash_input(
         [b for _, b in kinds_bodies])}, limit)
     out = []
     for kind, body in kinds_bodies:
-        body = _replace(body, _NAME, name)
         template = TEMPLATE_FILES[kind]
-        header = (f"# Generated by `mtgrpo render` from {recipe.source} "
-                  f"(template templates/{template}).\n"
-                  f"# Do not edit: change the recipe and run `mtgrpo render`.\n")
-        out.append(Resource(kind=kind, name=name, body=body, text=header + dump_yaml(body),
-                            source=recipe.source, recipe=recipe.name))
+        shown = template_path(template, settings.templates_dir, settings.templates)[1]
+        out.append(emit(kind, name, _replace(body, _NAME, name), source=recipe.source,
+                        recipe=recipe.name, template=template, shown=shown, backend=BACKEND))
     return out
 
 
@@ -303,12 +269,12 @@ def _training(recipe: Recipe, settings: Settings, place: Placement):
     hyperparameters = _trainer(recipe, place).to_hyperparameters()
     ctx["config_data"] = _config_data(recipe, hyperparameters)
     job_ctx = dict(ctx)
-    if recipe.kubeflow["queue"]:
-        job_ctx["labels"] = {**ctx["labels"], QUEUE_LABEL: recipe.kubeflow["queue"]}
+    if recipe.section["queue"]:
+        job_ctx["labels"] = {**ctx["labels"], QUEUE_LABEL: recipe.section["queue"]}
     bodies = [("ConfigMap", _render("ConfigMap", recipe, settings, ctx)),
               ("TrainingRuntime", _render("TrainingRuntime", recipe, settings, ctx)),
               ("TrainJob", _render("TrainJob", recipe, settings, job_ctx))]
-    return _named(recipe, bodies, train_job_name_limit(recipe.kubeflow["num_nodes"]))
+    return _named(recipe, bodies, train_job_name_limit(recipe.section["num_nodes"]), settings)
 
 
 # -- tuning -------------------------------------------------------------------------------------
@@ -319,7 +285,7 @@ def _text(value: Any) -> str:
 
 def distribution(strategy: str, scaling: str) -> str | None:
     """Katib's distribution for a continuous or integer range; None when it cannot be honoured
-    (mtgrpo.validate.kubeflow names the reason)."""
+    (mtgrpo.kubeflow.validate names the reason)."""
     if scaling == "ReverseLogarithmic":
         return None
     if strategy == "Bayesian":
@@ -363,8 +329,8 @@ def _tuning(recipe: Recipe, settings: Settings, place: Placement):
                                  "value": "${trialParameters.%s}" % n} for n in sorted(ranges)]
     trial = _render("TrainJob", recipe, settings, trial_ctx)
     labels = {RECIPE_LABEL: recipe.name}
-    if recipe.kubeflow["queue"]:
-        labels[QUEUE_LABEL] = recipe.kubeflow["queue"]
+    if recipe.section["queue"]:
+        labels[QUEUE_LABEL] = recipe.section["queue"]
     trial["metadata"] = {"labels": labels}  # Katib names each trial's TrainJob itself
     metric = tuning["objective_metric_name"]
     exp_ctx = dict(ctx)
@@ -386,5 +352,5 @@ def _tuning(recipe: Recipe, settings: Settings, place: Placement):
     bodies = [("ConfigMap", _render("ConfigMap", recipe, settings, ctx)),
               ("TrainingRuntime", _render("TrainingRuntime", recipe, settings, ctx)),
               ("Experiment", _render("Experiment", recipe, settings, exp_ctx))]
-    return _named(recipe, bodies, EXPERIMENT_NAME_LIMIT)
+    return _named(recipe, bodies, EXPERIMENT_NAME_LIMIT, settings)
 
