@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mtgrpo.render.settings import Settings
 
 GROUP = "sagemaker.services.k8s.aws"
+FIRST_HOST = "algo-1"  # SageMaker's name of a job's first host (mtgrpo.ack.placement)
 
 
 class AckSageMaker:
@@ -86,7 +87,7 @@ class AckSageMaker:
         job = recipe.job
         return Hardware(nodes=int(job["instance_count"]), instance_type=job["instance_type"],
                         region=job.get("region") or "", price_type=job["instance_type"],
-                        spot=bool(job.get("use_spot_instances")))
+                        spot=bool(job.get("use_spot_instances")), first_host=FIRST_HOST)
 
     def training_job_for(self, recipe: "Recipe", settings: "Settings",
                          hyperparameter_overrides: Mapping[str, str]) -> "Resource":

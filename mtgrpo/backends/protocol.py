@@ -58,6 +58,7 @@ class Hardware:
     region: str = ""
     unknown: str = ""
     price_type: str = ""  # the price table's row that prices a node ("": not priced)
+    first_host: str = ""  # the first node's host name, where known (SageMaker: algo-1)
     spot: bool = False  # priced at the spot estimate
 
 

@@ -12,12 +12,11 @@ the ``tuning:`` section) and the names. docs/kubeflow.md describes the output.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.contract.config import format_value
+from mtgrpo.contract.placement import Placement, place, starts_vllm
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import Recipe
@@ -38,7 +37,6 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 # The pod's grace period after SIGTERM: the launcher's stop (100 s) plus the final uploads.
 GRACE_SECONDS = 300
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0")
 
 TEMPLATE_FILES = {"ConfigMap": "kubeflow/configmap.yaml.j2",
                   "TrainingRuntime": "kubeflow/trainingruntime.yaml.j2",
@@ -64,27 +62,11 @@ def train_job_name_limit(num_nodes: int) -> int:
     return 63 - len("-node-0-") - len(str(max(num_nodes - 1, 0))) - len("-abcde")
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where the GPUs go on each pod: ``vllm_gpus`` for the server on the first pod (idle on
-    the others, as on SageMaker), ``procs_per_node`` training ranks."""
-
-    gpus_per_node: int
-    vllm_gpus: int
-    procs_per_node: int
-    trainer_vllm_gpus: str  # the trainer's vllm_gpus hyperparameter as rendered
-
-
-def managed_vllm(trainer: TrainerConfig) -> bool:
-    """The job starts its own vLLM server (the URL names this pod), as opposed to an outside
-    server or no server at all."""
-    if trainer.generation_backend != "vllm":
-        return False
-    return (urlsplit(trainer.vllm_server_url).hostname or "") in LOCAL_HOSTS
-
-
 def placement(recipe: Recipe) -> tuple[Placement | None, list[Problem]]:
-    """The GPU split of a Kubeflow recipe, or the problems that make it impossible."""
+    """The GPU split of a Kubeflow recipe by the one placement rule
+    (:func:`mtgrpo.contract.placement.place`, which the launcher in each pod runs too), or the
+    problems that make it impossible. ``kubeflow.vllm_gpus`` is a count: the server gets the
+    last that many GPUs of the first pod unless ``trainer.vllm_gpus`` names them."""
     kf = recipe.section or {}
     trainer = recipe.trainer
     gpus = kf["gpus_per_node"]
@@ -93,48 +75,49 @@ def placement(recipe: Recipe) -> tuple[Placement | None, list[Problem]]:
     def problem(key: str, message: str, allowed: str) -> None:
         problems.append(Problem(recipe.where(key), key, message, allowed))
 
-    indices: tuple[int, ...] = ()
-    if trainer.vllm_gpus.strip():
-        try:
-            indices = tuple(int(p) for p in trainer.vllm_gpus.split(","))
-        except ValueError:
-            problem("trainer.vllm_gpus", f"invalid value {trainer.vllm_gpus!r}",
-                    "comma-separated GPU indices")
-            return None, problems
-    managed = managed_vllm(trainer)
+    managed = starts_vllm(trainer)  # the pods' first host is not known here: URLs name this pod
+    shared = trainer.generation_backend == "vllm_shared"
     wanted = kf["vllm_gpus"]
+    text = trainer.vllm_gpus
+    count = 0
     if not managed or gpus == 0:
         if wanted:
             why = ("0 GPUs per node" if gpus == 0 else
                    "no vLLM server is started by the job (generation_backend "
                    f"{trainer.generation_backend}, vllm_server_url {trainer.vllm_server_url})")
             problem("kubeflow.vllm_gpus", f"{wanted} GPUs for vLLM with {why}", "0 or unset")
-        vllm = 0
-    elif indices:
-        vllm = len(indices)
-        if wanted is not None and wanted != vllm:
+    elif text.strip():
+        count = len(text.split(","))
+        if wanted is not None and wanted != count:
             problem("kubeflow.vllm_gpus", f"{wanted} differs from trainer.vllm_gpus "
-                    f"{trainer.vllm_gpus!r} ({vllm} GPUs)", f"{vllm}, or unset")
-        if len(set(indices)) != vllm or any(not 0 <= i < gpus for i in indices):
-            problem("trainer.vllm_gpus", f"{trainer.vllm_gpus!r} names GPUs a pod with "
-                    f"kubeflow.gpus_per_node {gpus} does not have",
-                    f"distinct indices in [0, {gpus - 1}]")
+                    f"{trainer.vllm_gpus!r} ({count} GPUs)", f"{count}, or unset")
     else:
-        vllm = 1 if wanted is None else wanted
-        if vllm < 1:
-            problem("kubeflow.vllm_gpus", f"{vllm} GPUs for the vLLM server the job starts",
+        count = 1 if wanted is None else wanted
+        if count < 1:
+            problem("kubeflow.vllm_gpus", f"{count} GPUs for the vLLM server the job starts",
                     "at least 1 (or generation_backend transformers)")
-    if gpus > 0 and managed and gpus - vllm < 1:
+        text = ",".join(str(g) for g in range(max(gpus - count, 0), gpus))  # the last GPUs
+    if gpus > 0 and managed and not shared and gpus - count < 1:
         problem("kubeflow.gpus_per_node", f"{gpus} GPUs per node leave none for training "
-                f"after {vllm} for vLLM", f"at least {vllm + 1}, or generation_backend "
+                f"after {count} for vLLM", f"at least {count + 1}, or generation_backend "
                 "transformers")
     if problems:
         return None, problems
-    rendered = trainer.vllm_gpus
-    if managed and gpus > 0 and not indices:
-        rendered = ",".join(str(g) for g in range(gpus - vllm, gpus))  # the last GPUs
-    procs = gpus - vllm if gpus > 0 else 1
-    return Placement(gpus, vllm, procs, rendered), []
+    try:
+        where = place(trainer.replace(vllm_gpus=text) if text != trainer.vllm_gpus else trainer,
+                      num_nodes=kf["num_nodes"], gpus_per_node=gpus,
+                      source=recipe.where("trainer.vllm_gpus"), key_prefix="trainer.")
+    except UserError as err:
+        return None, [Problem(recipe.where(p.key), p.key, p.message, p.allowed)
+                      for p in err.problems]
+    return where, []
+
+
+def rendered_vllm_gpus(recipe: Recipe, where: Placement) -> str:
+    """The trainer's ``vllm_gpus`` as rendered: the placement's GPUs made explicit."""
+    if where.starts_vllm and where.gpus_per_node > 0 and not recipe.trainer.vllm_gpus.strip():
+        return where.vllm_gpus_text
+    return recipe.trainer.vllm_gpus
 
 
 def build_kubeflow_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
@@ -208,7 +191,7 @@ def _resources(kf: Mapping[str, Any], place: Placement) -> dict:
 
 def _context(recipe: Recipe, settings: Settings, place: Placement) -> dict:
     kf = dict(recipe.section or {})
-    kf["procs_per_node"] = place.procs_per_node
+    kf["procs_per_node"] = place.processes_per_node
     return {"name": _NAME, "namespace": _namespace(recipe, settings),
             "labels": _labels(recipe), "annotations": _annotations(recipe),
             "pod_labels": {RECIPE_LABEL: recipe.name},
@@ -257,8 +240,9 @@ def _replace(node: Any, old: str, new: str) -> Any:
 
 
 def _trainer(recipe: Recipe, place: Placement) -> TrainerConfig:
-    if place.trainer_vllm_gpus != recipe.trainer.vllm_gpus:
-        return recipe.trainer.replace(vllm_gpus=place.trainer_vllm_gpus)
+    rendered = rendered_vllm_gpus(recipe, place)
+    if rendered != recipe.trainer.vllm_gpus:
+        return recipe.trainer.replace(vllm_gpus=rendered)
     return recipe.trainer
 
 

@@ -125,7 +125,7 @@ def _batch_shape(recipe: Recipe) -> list[Problem]:
     if place is None:
         return []
     try:
-        check_batch_shape(recipe.trainer, place.procs_per_node * recipe.section["num_nodes"],
+        check_batch_shape(recipe.trainer, place.world_size,
                           source=recipe.where("trainer.num_generations"))
     except UserError as err:
         return err.problems

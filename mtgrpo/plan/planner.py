@@ -90,7 +90,8 @@ def plan_recipe(recipe, *, model_dir: Path | None = None,
     if inst is not None:
         configs = trial_configs(config, recipe.tuning)
         tuned = tuple(sorted((recipe.tuning or {}).get("hyperparameter_ranges") or {}))
-        plans = [plan_config(c, inst, hardware.nodes, shape) for c in configs]
+        plans = [plan_config(c, inst, hardware.nodes, shape, first_host=hardware.first_host)
+                 for c in configs]
         trials = len(plans)
         main = worst(plans)
     host_need = 0
@@ -128,12 +129,12 @@ def node_instance(hardware) -> Instance | None:
 
 
 def plan_config(config: TrainerConfig, inst: Instance, instance_count: int,
-                shape: ModelShape | None) -> ConfigPlan:
+                shape: ModelShape | None, *, first_host: str = "") -> ConfigPlan:
     """Placement, batch shape and memory of one trainer config."""
     from mtgrpo.trainer.train import check_batch_shape  # the trainer's own rule (no torch)
 
     where = placement(config, instance_count=instance_count, gpus_per_host=inst.gpus,
-                      gpu_memory_bytes=inst.gpu_memory_bytes)
+                      gpu_memory_bytes=inst.gpu_memory_bytes, first_host=first_host)
     batch_error = ""
     if not where.error:
         try:
