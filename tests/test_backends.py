@@ -161,6 +161,9 @@ def fake_project(tmp_path, monkeypatch) -> Path:
     for path in (root / "recipes").glob("*.yaml"):
         if not path.name.startswith("_"):
             path.unlink()
+    settings = root / "recipes" / "_project.yaml"
+    settings.write_text(settings.read_text().replace("backends: [sagemaker, kubeflow]",
+                                                     "backends: [sagemaker, kubeflow, fake]"))
     (root / "templates" / "fake").mkdir()
     (root / "templates" / "fake" / "fakejob.yaml.j2").write_text(FAKE_TEMPLATE)
     (root / "recipes" / "tiny-fake.yaml").write_text(
@@ -177,9 +180,10 @@ def test_a_registered_backend_is_rendered_and_validated_through_the_table(fake_p
     body = result.resources[0].body
     assert body["spec"] == {"image": "example.com/trainer@sha256:" + "0" * 64,
                             "learningRate": 2e-06, "nodes": 3}
-    written = fake_project / "manifests" / result.resources[0].path
-    assert written.is_file() or (fake_project / "manifests" / result.resources[0].filename
-                                 ).is_file()
+    # its own folder and kustomization, listed by the top-level one
+    assert (fake_project / "manifests" / "fake" / result.resources[0].filename).is_file()
+    assert (fake_project / "manifests" / "fake" / "kustomization.yaml").is_file()
+    assert "- manifests/fake\n" in (fake_project / "kustomization.yaml").read_text()
     # its rule, its section's schema and a section it does not own, in one run
     path = fake_project / "recipes" / "tiny-fake.yaml"
     path.write_text(path.read_text().replace("nodes: 3", "nodes: 0\n  typo: 1")
@@ -283,3 +287,54 @@ def test_pipeline_refuses_a_kubeflow_recipe_in_one_line(capsys):
     assert code == 1
     assert "backend: mtgrpo pipeline is not available for backend kubeflow" in err
     assert "internal error" not in err and "Traceback" not in err
+
+
+# -- output per backend ------------------------------------------------------------------------
+
+def test_a_project_enabling_only_sagemaker_builds_only_ack_kinds(tmp_path):
+    """Real `kubectl kustomize`: the top-level kustomization of an ACK-only project holds no
+    Kubeflow kind (so an ACK-only cluster applies it cleanly); the Kubeflow folder is still
+    rendered and builds on its own."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    root = copy_project(tmp_path, rendered=False)
+    settings = root / "recipes" / "_project.yaml"
+    text = settings.read_text()
+    assert "backends: [sagemaker, kubeflow]" in text
+    settings.write_text(text.replace("backends: [sagemaker, kubeflow]", "backends: [sagemaker]"))
+    assert main(["render", "--root", str(root), "--crd-dir", str(SHARED_CRDS)]) == 0
+
+    def kinds(path: Path) -> set[str]:
+        built = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True,
+                               text=True, timeout=120)
+        assert built.returncode == 0, built.stderr
+        return {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
+
+    assert kinds(root) == {"TrainingJob", "HyperParameterTuningJob"}
+    assert kinds(root / "manifests" / "kubeflow") == {"ConfigMap", "TrainingRuntime",
+                                                      "TrainJob", "Experiment"}
+    settings.write_text(text.replace("backends: [sagemaker, kubeflow]", "backends: [k8s]"))
+    with pytest.raises(UserError, match="backends\\[0\\]: unknown backend 'k8s'"):
+        render_all(root, write=False, crd_dir=SHARED_CRDS)
+
+
+def test_the_applicationset_makes_one_application_per_backend_folder():
+    import yaml
+
+    appset = yaml.safe_load((REPO / "deploy" / "argocd" / "applicationset.yaml").read_text())
+    assert appset["kind"] == "ApplicationSet"
+    [generator] = appset["spec"]["generators"]
+    assert generator["git"]["directories"][0] == {"path": "manifests/*"}
+    folders = sorted(p.name for p in (REPO / "manifests").iterdir() if p.is_dir())
+    assert folders == sorted(backends.names())  # every backend of the shipped recipes
+    template = appset["spec"]["template"]["spec"]
+    policy = template["syncPolicy"]
+    assert policy["automated"] == {"prune": False, "selfHeal": False}
+    assert "Prune=false" in policy["syncOptions"]
+    assert not any(o.startswith(("Replace=", "Force=")) for o in policy["syncOptions"])
+    assert appset["spec"]["syncPolicy"]["preserveResourcesOnDeletion"] is True
