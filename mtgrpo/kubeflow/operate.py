@@ -151,7 +151,7 @@ def logs(kube: Any, name: str, *, node: int = 0, tail: int | None = None) -> str
                                     "numNodes-1"))
         pod = max(pods, key=lambda p: (str(p.metadata.creation_timestamp or ""),
                                        p.metadata.name))  # a restarted JobSet's newest pod
-        kwargs = {"container": kc.CONTAINER}
+        kwargs: dict[str, Any] = {"container": kc.CONTAINER}
         if tail is not None:
             kwargs["tail_lines"] = tail
         return core.read_namespaced_pod_log(pod.metadata.name, kube.namespace, **kwargs)

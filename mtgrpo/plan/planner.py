@@ -121,7 +121,7 @@ def node_instance(hardware) -> Instance | None:
                 or i.gpu.upper() in product]
         sized = [i for i in rows if f"{round(i.gpu_memory_bytes / GIB)}GB" in
                  product.replace(" ", "")]
-        inst = (sized or rows or [None])[0]
+        inst = (sized or rows)[0] if (sized or rows) else None
     if inst is not None and hardware.gpus_per_node is not None \
             and hardware.gpus_per_node != inst.gpus:
         inst = dataclasses.replace(inst, gpus=hardware.gpus_per_node)
