@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from mtgrpo.errors import Problem, UserError
+from mtgrpo.errors import Problem, Unreachable, UserError
 from mtgrpo.kubeflow import contract as kc
 
 BACKEND = "kubeflow"
@@ -69,6 +69,11 @@ def get_custom(kube: Any, resource: tuple[str, str, str], selector: str,
         raise UserError(Problem(f"namespace {kube.namespace}", selector,
                                 f"the API server answered {err.status} {err.reason}",
                                 allowed)) from None
+    except Exception as err:  # urllib3 MaxRetryError, connection refused, TLS
+        reason = getattr(err, "reason", None) or err
+        raise Unreachable(Problem(getattr(kube, "server", f"namespace {kube.namespace}"),
+                                  selector, f"cannot reach the Kubernetes API: {reason}",
+                                  allowed)) from None
 
 
 def get(kube: Any, name: str) -> dict | None:

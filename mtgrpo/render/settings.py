@@ -29,6 +29,11 @@ PROJECT: dict[str, schema.Key] = {
     "require_image_digest": schema.Key(
         "bool", "Refuse job.image_uri values not pinned as <repo>@sha256:<digest>.",
         default=False),
+    "placeholders": schema.Key(
+        "str", "What the example values left in recipes (account 111122223333, the "
+               "amzn-s3-demo-bucket bucket, the all-zero image digest) are: warn prints a line "
+               "for each; error refuses them (a project past its first day).", default="warn",
+        choices=("warn", "error")),
     "backends": schema.Key(
         "list_str", "The backends the top-level kustomization.yaml deploys (their "
                     "manifests/<backend>/ folders); empty: every backend a recipe uses. Each "
@@ -46,6 +51,7 @@ class Settings:
     deletion_policy: str = "retain"
     crd_dir: Path | None = None
     require_image_digest: bool = False
+    placeholders: str = "warn"
     backends: tuple[str, ...] = ()  # enabled in the top-level kustomization; (): all rendered
     # Template texts held in memory ((file name, text), ...): used before templates/ (the
     # pipeline's train step renders from the bundle without writing a repository to disk).
@@ -97,5 +103,6 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
     return Settings(root=root, namespace=values["namespace"],
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
                     require_image_digest=values["require_image_digest"],
-                    backends=tuple(values["backends"]), templates=tuple(templates))
+                    placeholders=values["placeholders"], backends=tuple(values["backends"]),
+                    templates=tuple(templates))
 
