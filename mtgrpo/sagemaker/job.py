@@ -60,9 +60,9 @@ def run_steps(layout: OptML, presentation: Presentation = Presentation()) -> int
     paths = resolve_paths(config, layout)
     # The task's plug-ins: their code first on the path, then every path imported, so a
     # missing or broken plug-in fails in seconds, before vLLM's start-up (docs/tasks.md).
-    code = activate_code(layout)
-    if code is not None:
-        print(f"mtgrpo: task code from {code}", flush=True)
+    code_dir = activate_code(layout)
+    if code_dir is not None:
+        print(f"mtgrpo: task code from {code_dir}", flush=True)
     check_task(config, source=str(layout.hyperparameters_file))
     master_addr = None
     if resources.num_hosts > 1:
