@@ -170,4 +170,5 @@ class Backend(Protocol):
         """Whether this pod runs under this backend (the image's entry asks each in turn)."""
 
     def run_job(self) -> int:
-        """Present the job to the one trainer launch (``mtgrpo.sagemaker.job.run_job``)."""
+        """Lay out ``/opt/ml`` and present the job to the one sequence every pod runs,
+        :func:`mtgrpo.sagemaker.job.run_steps` (a ``Presentation``); the exit code."""
