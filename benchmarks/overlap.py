@@ -18,7 +18,7 @@ training_step wall time, minus rollouts done inside it), the seconds the learner
 rollouts, the weight push and the total step seconds (between the ends of consecutive
 optimizer steps). Steady state only: the first step (sampled on the spot in every mode) and
 the last (no next batch to prefetch) are left out, and the task has enough questions that no
-epoch ends within a run (the first step of an epoch samples on the spot too). Goal (issue 15):
+epoch ends within a run (the first step of an epoch samples on the spot too). Goal:
 overlapped total <= 1.15 x max(rollout, learn) of the synchronous run, and >= 1.5x fewer
 seconds per step than synchronous when rollout and learn are close.
 

@@ -1,4 +1,4 @@
-"""Where the trainer's default learner step spends its time, on one GPU (issue 14, item 2).
+"""Where the trainer's default learner step spends its time, on one GPU.
 
 It builds the trainer's own default path exactly as ``benchmarks/gpu_learner.py`` does
 (``train._load_model``: bf16 + Liger; ``grpo_args``; ``MTGRPOTrainer`` with packed log-probs;

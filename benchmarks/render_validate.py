@@ -31,8 +31,9 @@ MODELS = ["Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen3-1.7B", "Qwen/Qwen2.5-7B-Inst
 
 def recipe_text(i: int) -> str:
     """A recipe the fit planner accepts (render refuses one that cannot run or fit): the 7B
-    model only on 8-GPU instances under ZeRO-3, the 1.5B one on the one-GPU type, rollouts on the training GPU of a one-GPU instance, and
-    groups of 2 or 4, which divide every generation batch (1 x 4 x the world size)."""
+    model only on 8-GPU instances under ZeRO-3, the 1.5B one on the one-GPU type, rollouts on
+    the training GPU of a one-GPU instance, and groups of 2 or 4, which divide every generation
+    batch (1 x 4 x the world size)."""
     spot = i % 3 == 0
     instance = INSTANCES[i % len(INSTANCES)]
     big = instance.startswith(("ml.p4d", "ml.p5"))

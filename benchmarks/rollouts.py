@@ -14,7 +14,7 @@ the counts exact), timed three ways in one run:
       ("same sampled").
 
 All three send the same request fields: by default without sampler logprobs, as training does
-(``--logprobs`` asks for them in all three). Goals (issue 3): b/a >= 15x and a within 1.25x of
+(``--logprobs`` asks for them in all three). Goals: b/a >= 15x and a within 1.25x of
 c (same tokens). The runs are interleaved and each ratio is the median of the per-repeat
 ratios, because the machine is shared and its load drifts. Also times
 ``ReloadWeightSync.push`` for the tiny model, into a temporary directory (``vllm`` on CPU) and

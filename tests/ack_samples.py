@@ -1,4 +1,5 @@
-"""Hand-written ACK SageMaker resources with every field the renderer writes (FACTS §1).
+"""Hand-written ACK SageMaker resources with every field the renderer writes
+(docs/ack-controller.md).
 
 Used by the validate, ACK translation and moto tests so they do not depend on the renderer;
 the same tests also run over the real rendered ``manifests/*.yaml`` when those exist.

@@ -3,6 +3,10 @@
 The server takes about a minute to start on a 2-core machine, so every test that needs one
 shares this session-scoped server. A test that changes the server's weights (a weight sync)
 must not assume other tests' weights: reload what it needs first.
+
+pytest puts this folder on ``sys.path`` (its default import mode, for a conftest.py outside a
+package), so tests in subfolders (``tests/gpu/``: GPU-only, skipped without CUDA) import the
+helper modules here (``opt_ml``, ``stand_in``) as the top-level tests do.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 
 
 def free_port() -> int:
@@ -37,7 +40,10 @@ def _no_real_aws(monkeypatch):
 
 @pytest.fixture(scope="session")
 def crd_dir() -> Path:
-    path = Path(os.environ.get("MTGRPO_CRD_DIR", SHARED / "crds"))
+    """The CRDs shipped in the package (or ``$MTGRPO_CRD_DIR``): nothing outside the repository."""
+    from mtgrpo.validate import default_crd_dir
+
+    path = default_crd_dir()
     assert (path / "sagemaker.services.k8s.aws_trainingjobs.yaml").is_file(), path
     return path
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_CRDS = REPO.parent / "shared" / "crds"
+CRDS = REPO / "mtgrpo" / "validate" / "crds"  # the packaged copies (versions.json)
 
 
 def copy_project(dest: Path, *, rendered: bool = True) -> Path:

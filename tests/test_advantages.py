@@ -1,4 +1,4 @@
-"""Advantages against numbers computed by hand (FACTS section 4).
+"""Advantages against numbers computed by hand (docs/trainer.md).
 
 One batch of 7 episodes from 3 prompts, interleaved so that grouping must follow the group
 labels, not positions:

@@ -174,6 +174,34 @@ def test_application_syncs_run_once_jobs_safely():
     assert "resources-finalizer.argocd.argoproj.io" not in app["metadata"].get("finalizers", [])
     namespace = yaml.safe_load((REPO / "recipes" / "_project.yaml").read_text())["namespace"]
     assert app["spec"]["destination"]["namespace"] == namespace
+    # its own AppProject, and the namespace it creates enforces the restricted Pod Security
+    assert app["spec"]["project"] == "mtgrpo"
+    labels = policy["managedNamespaceMetadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_app_project_allows_this_repository_namespace_and_rendered_kinds_only():
+    from mtgrpo import backends
+
+    app = yaml.safe_load((ARGOCD / "application.yaml").read_text())
+    project = yaml.safe_load((ARGOCD / "appproject.yaml").read_text())
+    assert project["kind"] == "AppProject" and project["metadata"]["name"] == "mtgrpo"
+    spec = project["spec"]
+    assert spec["sourceRepos"] == [app["spec"]["source"]["repoURL"]]
+    assert spec["destinations"] == [app["spec"]["destination"]]
+    assert spec["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    allowed = {(r["group"], r["kind"]) for r in spec["namespaceResourceWhitelist"]}
+    assert not any(r["group"] == "*" or r["kind"] == "*"
+                   for r in spec["namespaceResourceWhitelist"])
+    assert {kind for _, kind in allowed} == {kind for backend in backends.registry().values()
+                                             for kind in backend.kinds}
+    built = subprocess.run(["kubectl", "kustomize", str(REPO)], capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stderr
+    for doc in yaml.safe_load_all(built.stdout):
+        group = doc["apiVersion"].rpartition("/")[0]
+        assert (group, doc["kind"]) in allowed, doc["kind"]
+        assert doc["metadata"]["namespace"] == app["spec"]["destination"]["namespace"]
 
 
 def test_rendered_resources_opt_out_of_pruning():

@@ -17,7 +17,7 @@ from mtgrpo.cli import main
 from mtgrpo.errors import UserError
 from mtgrpo.recipes.schema import Key
 from mtgrpo.render import render_all
-from tests.renderkit import REPO, SHARED_CRDS, copy_project
+from tests.renderkit import REPO, CRDS, copy_project
 
 SHARED_PACKAGES = ("render", "validate", "commands", "operate", "recipes", "plan", "gitops",
                    "backends", "contract", "pipelines")
@@ -176,7 +176,7 @@ def fake_project(tmp_path, monkeypatch) -> Path:
 
 def test_a_registered_backend_is_rendered_and_validated_through_the_table(fake_project):
     assert isinstance(FakeBackend(), Backend)
-    result = render_all(fake_project, write=True, crd_dir=SHARED_CRDS)
+    result = render_all(fake_project, write=True, crd_dir=CRDS)
     assert [r.kind for r in result.resources] == ["FakeJob"]
     body = result.resources[0].body
     assert body["spec"] == {"image": "example.com/trainer@sha256:" + "0" * 64,
@@ -190,7 +190,7 @@ def test_a_registered_backend_is_rendered_and_validated_through_the_table(fake_p
     path.write_text(path.read_text().replace("nodes: 3", "nodes: 0\n  typo: 1")
                     + "kubeflow:\n  num_nodes: 2\n")
     with pytest.raises(UserError) as err:
-        render_all(fake_project, write=False, crd_dir=SHARED_CRDS)
+        render_all(fake_project, write=False, crd_dir=CRDS)
     text = str(err.value)
     assert "fake.typo: unknown key in fake keys" in text
     assert "kubeflow: only used with backend: kubeflow" in text
@@ -200,7 +200,7 @@ def test_a_registered_backend_is_a_choice_of_backend(fake_project):
     path = fake_project / "recipes" / "tiny-fake.yaml"
     path.write_text(path.read_text().replace("backend: fake", "backend: fak"))
     with pytest.raises(UserError, match="one of " + ", ".join(backends.names())):
-        render_all(fake_project, write=False, crd_dir=SHARED_CRDS)
+        render_all(fake_project, write=False, crd_dir=CRDS)
 
 
 # -- no branch on a backend's name outside its package ----------------------------------------
@@ -271,7 +271,7 @@ def test_a_failing_template_expression_is_one_line_naming_file_and_line(
     text = path.read_text()
     line = text.count("\n") + 1
     path.write_text(text + "# {{ (1 / 0) }}\n")  # a failing expression on its last line
-    code = main(["validate", "--root", str(root), "--crd-dir", str(SHARED_CRDS),
+    code = main(["validate", "--root", str(root), "--crd-dir", str(CRDS),
                  f"{root}/recipes/{recipe}.yaml"])
     err = capsys.readouterr().err
     assert code == 1
@@ -308,7 +308,7 @@ def test_a_project_enabling_only_sagemaker_builds_only_ack_kinds(tmp_path):
     text = settings.read_text()
     assert "\nbackends: []" in text  # shipped: every backend a recipe uses
     settings.write_text(text.replace("\nbackends: []", "\nbackends: [sagemaker]"))
-    assert main(["render", "--root", str(root), "--crd-dir", str(SHARED_CRDS)]) == 0
+    assert main(["render", "--root", str(root), "--crd-dir", str(CRDS)]) == 0
 
     def kinds(path: Path) -> set[str]:
         built = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True,
@@ -321,7 +321,7 @@ def test_a_project_enabling_only_sagemaker_builds_only_ack_kinds(tmp_path):
                                                       "TrainJob", "Experiment"}
     settings.write_text(text.replace("\nbackends: []", "\nbackends: [k8s]"))
     with pytest.raises(UserError, match="backends\\[0\\]: unknown backend 'k8s'"):
-        render_all(root, write=False, crd_dir=SHARED_CRDS)
+        render_all(root, write=False, crd_dir=CRDS)
 
 
 def test_the_applicationset_makes_one_application_per_backend_folder():
@@ -339,3 +339,16 @@ def test_the_applicationset_makes_one_application_per_backend_folder():
     assert "Prune=false" in policy["syncOptions"]
     assert not any(o.startswith(("Replace=", "Force=")) for o in policy["syncOptions"])
     assert appset["spec"]["syncPolicy"]["preserveResourcesOnDeletion"] is True
+    app = yaml.safe_load((REPO / "deploy" / "argocd" / "application.yaml").read_text())
+    assert template["project"] == app["spec"]["project"]
+    assert policy["managedNamespaceMetadata"] == app["spec"]["syncPolicy"][
+        "managedNamespaceMetadata"]
+
+
+def test_the_argo_cd_project_admits_every_registered_backends_kinds():
+    import yaml
+
+    project = yaml.safe_load((REPO / "deploy" / "argocd" / "appproject.yaml").read_text())
+    allowed = {item["kind"] for item in project["spec"]["namespaceResourceWhitelist"]}
+    for backend in backends.registry().values():
+        assert set(backend.kinds) <= allowed, (backend.name, set(backend.kinds) - allowed)

@@ -153,7 +153,7 @@ def test_bad_input_is_refused_with_one_line_errors(project, capsys, case, edit, 
     assert code == 1, captured
     assert "Traceback" not in captured.err + captured.out
     assert lines and all(line.startswith("error: ") for line in lines), lines
-    assert any(line.startswith("error: " + prefix) and f"(allowed: " in line
+    assert any(line.startswith("error: " + prefix) and "(allowed: " in line
                and allowed in line.split("(allowed: ", 1)[1] for line in lines), lines
     assert snapshot(project) == before  # nothing written, nothing removed
     if case == "secret-in-environment":

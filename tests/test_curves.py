@@ -27,6 +27,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+@pytest.mark.slow
 def test_plot_two_runs_same_bytes_twice_and_across_processes(tmp_path, capsys):
     runs = [str(FIXTURES / "mt_grpo"), str(FIXTURES / "grpo_or" / "metrics.jsonl")]
     first, second = tmp_path / "a.png", tmp_path / "b.png"
@@ -46,6 +47,7 @@ def test_plot_two_runs_same_bytes_twice_and_across_processes(tmp_path, capsys):
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_plot_draws_what_the_records_say(tmp_path):
     """A different record gives different bytes (the PNG is drawn from the data)."""
     from mtgrpo.curves import plot_runs

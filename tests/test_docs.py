@@ -17,6 +17,7 @@ import pytest
 from mtgrpo.cli import COMMANDS, _command_parser
 from mtgrpo.contract.config import field_specs
 from mtgrpo.recipes import schema
+from mtgrpo.render.features import EXCEPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = sorted([REPO / "README.md", REPO / "recipes" / "local" / "README.md",
@@ -32,8 +33,7 @@ _KEY = re.compile(r"(job|tuning|trainer)\.([a-z_]+)(?:\.([a-z_]+))?")
 _SUBSECTIONS = {("job", "debugger_hook_config"): schema.DEBUGGER,
                 ("tuning", "completion_criteria"): schema.COMPLETION_CRITERIA,
                 ("tuning", "warm_start"): schema.WARM_START,
-                ("job", "security_exceptions"): {"enable_network_isolation": 1,
-                                                 "encrypt_inter_container_traffic": 1}}
+                ("job", "security_exceptions"): dict.fromkeys(EXCEPTIONS)}
 
 
 def _name(path: Path) -> str:
@@ -131,6 +131,14 @@ def test_code_cites_only_docs_that_exist():
                       for m in re.findall(r"docs/[\w-]+\.md", p.read_text(errors="replace"))
                       if not (REPO / m).is_file()})
     assert not missing, missing
+
+
+def test_nothing_cites_issue_numbers():
+    """Comments and docs say why, not which ticket: issue numbers mean nothing in a clone."""
+    files = [*CODE, *DOCS, *(REPO / "benchmarks").glob("*.md")]
+    cited = sorted(f"{_name(p)}: {m}" for p in files if "validate/crds" not in _name(p)
+                   for m in re.findall(r"\bissues? #?[0-9]+\b", p.read_text(errors="replace")))
+    assert not cited, cited
 
 
 def test_concrete_job_names_of_shipped_recipes_are_rendered():

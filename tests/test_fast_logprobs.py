@@ -110,7 +110,7 @@ def test_gradients_equal_trl(trainer):
     assert ours.keys() == theirs.keys() and len(ours) == len(list(model.parameters()))
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-5,
-                                   msg=lambda m: f"{name}: {m}")
+                                   msg=lambda m, name=name: f"{name}: {m}")
     assert any(g.abs().sum() > 0 for g in ours.values())
 
 

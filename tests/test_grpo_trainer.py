@@ -197,6 +197,7 @@ def test_unresponsive_server_ends_training_with_a_clear_error(tiny_model_dir, tm
         server.close()
 
 
+@pytest.mark.slow
 def test_stop_request_saves_and_resume_continues(tiny_model_dir, tokenizer, tmp_path, capsys):
     from transformers import TrainerCallback
 

@@ -223,6 +223,26 @@ def test_template_errors_name_the_template(project, capsys):
     assert run(capsys, project, "validate")[0] == 0
 
 
+SANDBOX_ESCAPES = {
+    "globals": "{{ cycler.__init__.__globals__.os.system('touch ESCAPED') | json }}",
+    "subclasses": "{{ ''.__class__.__mro__[1].__subclasses__() | length | json }}",
+    "mutation": "{{ job.tags.append({'Key': 'x', 'Value': 'y'}) | json }}",
+    "format": "{{ '{0.__class__.__init__.__globals__}'.format(job) | json }}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SANDBOX_ESCAPES))
+def test_templates_render_in_the_immutable_sandbox(project, capsys, case):
+    original = (project / TEMPLATE).read_text()
+    (project / TEMPLATE).write_text(original.replace("{{ job.max_run | json }}",
+                                                     SANDBOX_ESCAPES[case]))
+    code, out = run(capsys, project, "validate")
+    assert code == 1 and any(line.startswith(f"error: {TEMPLATE}: line ") and "unsafe" in line
+                             or "not safely callable" in line or "access to attribute" in line
+                             for line in out), out
+    assert not (project / "ESCAPED").exists() and not Path("ESCAPED").exists()
+
+
 def test_manifests_of_the_wrong_type_or_encoding_are_drift(project, capsys, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET\n")
@@ -375,3 +395,28 @@ def test_tree_layouts(tmp_path, capsys, layout):
     code, out = run(capsys, root, "validate")
     assert code == 0 if may_pass else code == 1 and out
     run(capsys, root, "diff")  # drift or problems, never a hang or a traceback
+
+
+def test_a_bytes_bomb_is_refused_with_memory_flat(project):
+    """A document under the size limit whose aliases repeat one long string (half a megabyte,
+    doubled 12 times: 2 GB once expanded) is refused by the reader, in a process whose peak
+    memory stays near that of validating a normal recipe."""
+    import subprocess
+    import sys
+
+    lines = ["name: bomb", "s0: &s0 \"" + "y" * 500_000 + "\""]
+    lines += [f"s{i}: &s{i} [*s{i - 1}, *s{i - 1}]" for i in range(1, 13)]
+    (project / G5).write_text("\n".join(lines) + "\n")
+    peaks = []
+    for rel in ("recipes/qwen2-5-1-5b-tune.yaml", G5):
+        code = ("import resource, sys; from mtgrpo.cli import main; "
+                f"rc = main(['validate', '--root', {str(project)!r}, {str(project / rel)!r}]); "
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120)
+        peaks.append(int(done.stdout.split()[-1]))  # KiB
+    assert done.returncode == 1
+    (line,) = [line for line in done.stderr.splitlines() if "aliases are expanded" in line]
+    assert line.startswith(f"error: {G5}: ") and "more than 10000000 bytes" in line, done.stderr
+    assert "Traceback" not in done.stderr
+    assert peaks[1] < peaks[0] + 64 * 1024, peaks  # within 64 MiB of a normal validate

@@ -23,10 +23,12 @@ from mtgrpo.render.project import DIGEST
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "docker" / "requirements-gpu.lock"
+PIPELINES_LOCK = REPO / "docker" / "requirements-pipelines.lock"
 SCRIPT = REPO / "docker" / "build_and_push.sh"
 PLATFORMS = [f"manylinux_2_{v}_x86_64" for v in range(39, 16, -1)] + [
     "manylinux2014_x86_64", "linux_x86_64"]
-SDISTS = {"deepspeed"}  # no wheels on PyPI: installed last in the Dockerfile
+SDISTS = {"deepspeed", "kfp-server-api"}  # no wheels on PyPI: installed last in the Dockerfile
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) --hash=sha256:([0-9a-f]{64})$")
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -41,13 +43,15 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def lock() -> dict[str, str]:
+def lock(path: Path = LOCK) -> dict[str, str]:
+    """name -> version; every line one exact pin with the sha256 --require-hashes checks."""
     pins = {}
-    for line in LOCK.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        name, sep, version = line.partition("==")
-        assert sep and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name), line
+        match = _PIN.match(line)
+        assert match, f"{path.name}: {line!r} is not `name==version --hash=sha256:<64 hex>`"
+        name, version = match.group(1), match.group(2)
         Version(version)  # a plain version, nothing looser
         assert canonicalize_name(name) not in pins, f"{name} pinned twice"
         pins[canonicalize_name(name)] = version
@@ -88,16 +92,84 @@ def test_update_lock_help_leaves_the_lock_alone():
     assert LOCK.read_bytes() == before
 
 
+def stages(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions, by its `AS` name (the unnamed last one: "final")."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            parts = args.split()
+            current = parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else "final"
+            out[current] = []
+        if current is not None:
+            out[current].append((keyword, args))
+    return out
+
+
 def test_dockerfile_copies_what_dockerignore_lets_through():
     steps = instructions((REPO / "Dockerfile").read_text())
-    copied = [args.split()[:-1] for kw, args in steps if kw == "COPY"]
-    sources = [s for group in copied for s in group]
-    assert sources == ["docker/requirements-gpu.lock", "pyproject.toml", "README.md", "mtgrpo"]
+    copied = [args.split()[:-1] for kw, args in steps
+              if kw == "COPY" and not args.startswith("--from=")]
+    sources = sorted({s for group in copied for s in group})
     allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.startswith("!")]
-    assert sorted(sources) == sorted(allowed)
+    assert sources == sorted(allowed)
     assert all((REPO / s).exists() for s in sources)
     assert any(kw == "FROM" for kw, _ in steps)
+
+
+def test_base_is_pinned_by_digest_and_the_build_refuses_a_tag():
+    text = (REPO / "Dockerfile").read_text()
+    steps = instructions(text)
+    assert ("ARG", "BASE_IMAGE") in steps  # no default: no build from a moving tag
+    assert all(args.split()[0] == "${BASE_IMAGE}" for kw, args in steps if kw == "FROM")
+    pinned = [line for line in (REPO / "docker" / "base-image.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")][-1]
+    assert pinned.startswith("nvidia/cuda:13.0.1-devel-ubuntu24.04")
+    if not re.search(r"@sha256:[0-9a-f]{64}$", pinned):  # not pinned yet: the build refuses
+        out = subprocess.run(["bash", str(SCRIPT), "--account", "1", "--region", "eu-west-1",
+                              "--tag", "t"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "is not pinned by digest" in out.stderr
+
+
+def test_stages_keep_build_tools_out_and_run_as_a_user():
+    by_stage = stages((REPO / "Dockerfile").read_text())
+    assert list(by_stage) == ["build", "pipelines", "trainer"]  # the trainer is the default
+    for name in ("pipelines", "trainer"):
+        runs = " ".join(args for kw, args in by_stage[name] if kw == "RUN")
+        for tool in ("build-essential", "git", "make", "g++"):
+            assert not re.search(rf"(?<![\w-]){re.escape(tool)}(?![\w-])", runs), (name, tool)
+        assert "pip uninstall -y pip" in runs or name == "trainer"
+    build_runs = " ".join(args for kw, args in by_stage["build"] if kw == "RUN")
+    assert "pip uninstall -y pip" in build_runs  # the venv the trainer copies has no pip
+    # every lock installed with --require-hashes
+    for name in ("build", "pipelines"):
+        for _, args in by_stage[name]:
+            if re.search(r"pip install .*-r /tmp/(wheels|sdists)\.lock", args):
+                assert all("--require-hashes" in part for part in
+                           re.findall(r"pip install [^&]*-r /tmp/\w+\.lock", args)), args
+    users = {name: [args for kw, args in steps if kw == "USER"]
+             for name, steps in by_stage.items()}
+    assert users["pipelines"] == ["10001"]
+    import shlex
+
+    env = {}
+    for keyword, args in by_stage["trainer"]:
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(args) if "=" in item)
+    # SageMaker starts it as root: the entry point drops to this user (privileges.py)
+    assert env["MTGRPO_RUN_AS"] == "10001:10001" and env["HOME"] == "/home/mtgrpo"
+    from mtgrpo.validate.pod_security import HOME_DIR, USER_ID
+
+    assert env["MTGRPO_RUN_AS"] == f"{USER_ID}:{USER_ID}" and env["HOME"] == HOME_DIR
+    assert any(kw == "COPY" and args.startswith("--from=build /opt/venv")
+               for kw, args in by_stage["trainer"])
+
+
+def test_kfp_is_in_the_pipelines_lock_not_the_trainers():
+    pipelines = lock(PIPELINES_LOCK)
+    assert pipelines["kfp"] == "2.17.3" and "kfp-server-api" in pipelines
+    assert "kfp" not in lock() and "torch" not in pipelines
 
 
 def test_lock_pins_the_trainer_stack_compatibly():
@@ -146,8 +218,12 @@ def test_build_script_dry_run_prints_commands_and_a_digest_uri(tmp_path):
     lines = out.stdout.splitlines()
     image = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/mtgrpo-trainer"
     assert any(line.startswith("aws ecr get-login-password --region eu-west-1") for line in lines)
-    assert (f"docker build --platform linux/amd64 --build-arg FLASH_ATTN=2.8.3 -f Dockerfile "
-            f"-t {image}:t1 .") in [line.strip() for line in lines]
+    build = next(line.strip() for line in lines if line.startswith("docker build"))
+    # the base from docker/base-image.txt, always by digest
+    assert re.fullmatch(r"docker build --platform linux/amd64 --build-arg "
+                        r"BASE_IMAGE=nvidia/cuda:13\.0\.1-devel-ubuntu24\.04@sha256:\S+ "
+                        rf"--build-arg FLASH_ATTN=2\.8\.3 -f Dockerfile -t {re.escape(image)}:t1 \.",
+                        build), build
     assert f"docker push {image}:t1" in [line.strip() for line in lines]
     assert lines[-1].startswith(f"image_uri: {image}@sha256:")
     # What the real run prints has the form the renderer's require_image_digest rule accepts.
@@ -179,7 +255,7 @@ def test_lock_resolves_on_pypi_as_a_closed_set(tmp_path):
     resolved = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
                 for i in json.loads(report.read_text())["install"]}
     assert resolved == {n: v for n, v in pins.items() if n not in SDISTS}
-    for name in SDISTS:
+    for name in sorted(SDISTS & set(pins)):
         dest = tmp_path / name
         got = subprocess.run([sys.executable, "-m", "pip", "--isolated", "download", "--no-deps",
                               "--no-binary", ":all:", "-d", str(dest), f"{name}=={pins[name]}"],

@@ -1,4 +1,4 @@
-"""The SDK's job features and the secure defaults (issue 16): what the shipped and golden
+"""The SDK's job features and the secure defaults: what the shipped and golden
 recipes render, and at least one bad input per recipe key, each refused with the key named,
 through the whole `render_all` path (schema, rules, real CRDs, botocore's service model)."""
 

@@ -19,14 +19,13 @@ from mtgrpo.recipes import load_recipe
 from mtgrpo.recipes.yamlfile import Loader
 from mtgrpo.render import load_settings, render_all
 from mtgrpo.kubeflow.render import METRICS_FORMAT, build_kubeflow_resources
-from mtgrpo.render.templating import PACKAGED_TEMPLATES
 from mtgrpo.kubeflow.validate import (CEL_RULES, cel_rules, check_experiment,
                                       check_trainer_object, is_transition_rule,
                                       metrics_format_groups)
 from tests.kubeflowkit import TUNING, project, recipe
-from tests.renderkit import REPO, SHARED_CRDS
+from tests.renderkit import CRDS, REPO
 
-KF_CRDS = SHARED_CRDS / "kubeflow"
+KF_CRDS = CRDS / "kubeflow"
 
 
 def _render(tmp_path, *recipes):
@@ -58,7 +57,9 @@ def test_training_objects(tmp_path):
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "32Gi"}
     mounts = {m["mountPath"]: m["name"] for m in node["volumeMounts"]}
-    assert mounts == {"/dev/shm": "dshm", kc.CONFIG_DIR: "mtgrpo-config"}
+    # /dev/shm, the ConfigMap, and writable emptyDirs under the read-only root
+    assert mounts == {"/dev/shm": "dshm", kc.CONFIG_DIR: "mtgrpo-config", "/opt/ml": "opt-ml",
+                      "/tmp": "tmp", "/home/mtgrpo": "home"}
     assert next(v for v in pod["volumes"] if v["name"] == "mtgrpo-config")["configMap"] == {
         "name": job.name}
     assert node["terminationMessagePath"] == kc.TERMINATION_LOG
@@ -211,14 +212,6 @@ def test_validation_refuses_what_the_cluster_would():
     bad["spec"]["maxFailedTrialCount"] = 99
     assert _keys(check_experiment(bad, source="x", crd_dir=KF_CRDS)) == [
         "spec.maxFailedTrialCount"]
-
-
-def test_packaged_kubeflow_templates_match_the_repository_copies():
-    templates = sorted((REPO / "templates" / "kubeflow").glob("*.j2"))
-    assert len(templates) == 4
-    for template in templates:
-        assert (PACKAGED_TEMPLATES / "kubeflow" / template.name).read_bytes() == \
-            template.read_bytes()
 
 
 def test_the_same_recipe_moves_between_backends_with_one_key(tmp_path):

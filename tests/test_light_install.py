@@ -79,6 +79,7 @@ def test_a_module_missing_mid_command_is_named_too(tmp_path):
 _EXTRAS = "torch,httpx,transformers,trl,vllm,accelerate,peft,deepspeed,datasets,bm25s,kfp"
 
 
+@pytest.mark.slow  # four child interpreters over every shipped recipe
 @pytest.mark.parametrize("command", [["validate"], ["plan", "--output", "json"]])
 def test_the_light_install_validates_and_plans_the_shipped_recipes_as_the_full_one(command):
     """`pip install -e . && mtgrpo render` (the README's first command) must accept the shipped

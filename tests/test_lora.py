@@ -157,6 +157,77 @@ def test_transformers_sampler_samples_the_adapted_policy(tiny_model_dir):
     assert max(abs(a - b) for a, b in zip(sample.logprobs, policy.tolist())) < 1e-4
 
 
+def test_sampler_runs_a_lora_policy_from_merged_weights_refreshed_after_each_update(
+        tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from mtgrpo.rollout import TransformersSampler
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = _lora_model(tiny_model_dir)
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters()
+                   if "lora_" not in n}
+    prompt = tok.encode("<|im_start|>user\nWhat is the code?<|im_end|>\n<|im_start|>assistant\n",
+                        add_special_tokens=False)
+    sampler = TransformersSampler(model, tok)
+    unmerged = TransformersSampler(model, tok, merge_lora=False)
+
+    def sample(s):
+        [out] = asyncio.run(s.generate([prompt], max_tokens=8, temperature=1.0, top_p=1.0,
+                                       stop=[], seed=1))
+        return out
+
+    merged, through_adapters = sample(sampler), sample(unmerged)
+    assert sampler.last_sync_seconds > 0 and unmerged.last_sync_seconds == 0
+    plain = sampler._merged.model
+    assert type(plain).__name__ == type(model.get_base_model()).__name__  # no peft wrappers
+    assert not any("lora_" in n for n, _ in plain.named_parameters())
+    # Only the adapted weights are copies; embeddings and norms are the policy's own tensors.
+    shared = {id(p) for p in model.parameters()}
+    embed = plain.get_input_embeddings().weight
+    assert id(embed) in shared and plain.get_output_embeddings().weight is embed
+    assert id(plain.model.layers[0].self_attn.q_proj.weight) not in shared
+    assert merged.token_ids == through_adapters.token_ids
+    assert max(abs(a - b) for a, b in zip(merged.logprobs, through_adapters.logprobs)) < 1e-4
+    # No refresh while the adapters are unchanged; one after an (in-place) update.
+    assert not sampler._merged.refresh()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(3.0)
+    buffer = plain.model.layers[0].self_attn.q_proj.weight
+    address = buffer.data_ptr()
+    sample(sampler)
+    assert buffer.data_ptr() == address  # refreshed in place: a captured graph stays valid
+    model.eval()
+    ids = prompt + list(range(5, 12))
+    assert torch.allclose(_logits(plain, ids), _logits(model, ids), atol=1e-4)
+    # The training model was never merged in place.
+    assert all(torch.equal(p, base_before[n]) for n, p in model.named_parameters()
+               if "lora_" not in n)
+
+
+def test_a_merged_copy_too_large_for_the_gpu_falls_back_to_the_adapters(tiny_model_dir,
+                                                                        monkeypatch):
+    from transformers import AutoTokenizer
+
+    from mtgrpo.rollout import TransformersSampler
+    from mtgrpo.rollout import policy_weights
+
+    assert policy_weights.merge_fits(15, 100) and not policy_weights.merge_fits(16, 100)
+    assert policy_weights.merge_fits(10 ** 12, None)  # CPU: always
+    monkeypatch.setattr(policy_weights, "merge_fits", lambda merged, gpu: False)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = _lora_model(tiny_model_dir)
+    sampler = TransformersSampler(model, tok)
+    prompt = tok.encode("<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n",
+                        add_special_tokens=False)
+    asyncio.run(sampler.generate([prompt], max_tokens=4, temperature=1.0, top_p=1.0, stop=[],
+                                 seed=1))
+    assert sampler._merged is None and not sampler.merge_lora
+    assert sampler.last_sync_seconds == 0
+
+
 # -- a training run -------------------------------------------------------------------------------
 
 def _parity_reward(episode) -> RewardBreakdown:
@@ -186,6 +257,7 @@ def _adapters(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 
+@pytest.mark.slow
 def test_run_trains_adapters_saves_merged_model_and_resumes(tiny_model_dir, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -268,6 +340,7 @@ def test_run_trains_adapters_saves_merged_model_and_resumes(tiny_model_dir, tmp_
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), IDS), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_trains_the_adapters(tiny_model_dir, tmp_path):
     """On CPU the run turns checkpointing off (grpo_args); here it is forced on (reentrant), for
     one optimizer step through TRL's peft path (``enable_input_require_grads``)."""
@@ -353,6 +426,7 @@ def test_both_logprob_paths_agree_on_the_lora_policy(tiny_model_dir, tmp_path):
     assert torch.allclose(out[True][0, :n], expected, atol=1e-4)  # the adapted policy's
 
 
+@pytest.mark.slow
 def test_with_beta_the_reference_adapter_stays_frozen_and_unpushed(tiny_model_dir, tmp_path):
     """beta > 0: TRL adds a frozen copy of the initial adapter ("ref") as the reference; only
     "default" trains, and the merged weights carry "default" alone."""

@@ -90,6 +90,7 @@ FP64, FP32 = 3, 4
 MATRICES = dict(select=lambda name, size: size < 0.1)  # init std 0.02; norm weights are 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_bytes", [master_weights.CAST_CHUNK_BYTES, 4096],
                          ids=["one-chunk", "many-chunks"])
 def test_fp32_master_weights_track_an_fp32_adamw(tiny_model_dir, tmp_path, monkeypatch,
@@ -113,6 +114,7 @@ def test_fp32_master_weights_track_an_fp32_adamw(tiny_model_dir, tmp_path, monke
     assert 0.1 < _worst(rows, FP64) < 0.5
 
 
+@pytest.mark.slow
 def test_bf16_kahan_tracks_an_fp32_adamw(tiny_model_dir, tmp_path):
     trainer = _trainer(tiny_model_dir, tmp_path, "bf16_kahan")
     assert trainer.master_weights.name == "bf16_kahan"
@@ -127,6 +129,7 @@ def test_bf16_kahan_tracks_an_fp32_adamw(tiny_model_dir, tmp_path):
     assert _worst(rows, FP64) < 0.05
 
 
+@pytest.mark.slow
 def test_todays_bf16_adamw_loses_the_updates(tiny_model_dir, tmp_path):
     """Control: HF's AdamW on the bf16 weights, as the trainer built it before master_weights."""
     trainer = _trainer(tiny_model_dir, tmp_path, "fp32")

@@ -83,6 +83,7 @@ def test_reader_reads_only_new_events(cloudwatch):
     assert [m for _, _, m in reader.new_events()] == ["two"]
 
 
+@pytest.mark.slow
 def test_tuning_job_shows_the_best_or_a_named_trial(fake, cloudwatch, capsys):
     fake.put(tuning_job("tune-x", status={"hyperParameterTuningJobStatus": "Completed",
                                           **best_trial("tune-x-002-bbbb", {"learning_rate": "1e-6"})}))
@@ -127,6 +128,7 @@ def test_no_credentials_is_one_line(fake, capsys, monkeypatch, tmp_path):
     assert "AWS credentials" in one_line(capsys)
 
 
+@pytest.mark.slow
 def test_follow_a_trial_ends_when_sagemaker_says_it_finished(fake, cloudwatch, capsys):
     """A trial is no Kubernetes resource: its state comes from DescribeTrainingJob."""
     trial = "tune-v-003-cccc"

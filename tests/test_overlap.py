@@ -70,6 +70,7 @@ def _close(a, b) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("staleness", [0, -1], ids=["0", "auto-with-a-given-sampler"])
 def test_max_staleness_0_is_the_synchronous_loop(tiny_model_dir, tmp_path, staleness):
     """0, and auto (-1) where train.run is handed a sampler (here the scripted one)."""
@@ -82,6 +83,7 @@ def test_max_staleness_0_is_the_synchronous_loop(tiny_model_dir, tmp_path, stale
     assert any(r["grad_norm"] > 0 for r in rows)  # the weights moved: a real comparison
 
 
+@pytest.mark.slow
 def test_max_staleness_1_with_the_scripted_sampler(tiny_model_dir, tmp_path):
     """The pipeline on CPU without a server: episodes one version behind after the first step,
     the background rollout joined before every push, staleness and TIS metrics logged."""
@@ -97,6 +99,7 @@ def test_max_staleness_1_with_the_scripted_sampler(tiny_model_dir, tmp_path):
     assert all(r["sampling_sampling_logp_difference_mean"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_overlap_runs_no_extra_forward(tiny_model_dir, tmp_path, accumulation):
     """The learner's log-probs for the importance weights come from the loss forward: the
@@ -120,6 +123,7 @@ def test_overlap_runs_no_extra_forward(tiny_model_dir, tmp_path, accumulation):
     assert counts[0] == counts[1] == 3 * accumulation, counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation, loss_type",
                          [(1, "grpo"), (2, "dapo"), (2, "bnpo"), (1, "dr_grpo")])
 def test_loss_forward_weights_equal_trls_separate_forward(tiny_model_dir, tmp_path,
@@ -267,6 +271,7 @@ class _FailingSampler:
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fail_at", [3, 5])
 def test_a_failed_background_rollout_ends_the_run_as_the_synchronous_loop(
         tiny_model_dir, tmp_path, fail_at):
@@ -295,6 +300,7 @@ def test_a_failed_background_rollout_ends_the_run_as_the_synchronous_loop(
     assert not [t for t in threading.enumerate() if t.name == "mtgrpo-prefetch"]
 
 
+@pytest.mark.slow
 def test_a_stop_request_joins_the_background_rollout_saves_and_resumes(tiny_model_dir,
                                                                        tmp_path):
     import threading

@@ -116,6 +116,7 @@ def controller(fake, model_uri_box):
     fake.on_create["trainingjobs"] = on_training
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Task:UserWarning", "ignore:You may be:RuntimeWarning")
 def test_pipeline_runs_locally_against_the_fake_cluster(fake, tmp_path, monkeypatch):
     # The docker SDK is not installed; the repo's docker/ folder (the trainer image) must not
@@ -203,8 +204,10 @@ def test_committed_rbac_is_current_and_builds_with_kustomize(tmp_path):
     built = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / "pipelines")],
                            capture_output=True, text=True, check=True).stdout
     kinds = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(built)]
-    assert kinds == [("Role", "mtgrpo-pipeline-sagemaker-jobs"),
-                     ("RoleBinding", "mtgrpo-pipeline-sagemaker-jobs-pipeline-runner")]
+    # a service account of its own, not KFP's shared pipeline-runner
+    assert kinds == [("ServiceAccount", "mtgrpo-pipeline"),
+                     ("Role", "mtgrpo-pipeline-sagemaker-jobs"),
+                     ("RoleBinding", "mtgrpo-pipeline-sagemaker-jobs-mtgrpo-pipeline")]
 
 
 def test_rbac_with_service_account(tmp_path, capsys):

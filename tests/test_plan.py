@@ -48,6 +48,7 @@ class With:
 
 # -- shapes -----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # imports transformers and builds the models on the meta device
 @pytest.mark.parametrize("name", ["Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen3-1.7B",
                                   "Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B"])
 def test_parameter_count_matches_transformers(name):
@@ -82,6 +83,7 @@ def test_shape_from_local_dir_and_channel_name(tmp_path):
     assert resolve_shape("somebody/unknown-model") is None
 
 
+@pytest.mark.slow  # torch autograd on small models
 @pytest.mark.parametrize("family", ["Qwen2Config", "Qwen3Config"])
 def test_layer_activations_are_what_autograd_saves(family):
     """One bf16 decoder layer's forward on CPU: the bytes autograd saves for backward (distinct
@@ -117,6 +119,7 @@ def test_layer_activations_are_what_autograd_saves(family):
     assert sum(saved.values()) == n * memory.layer_activation_bytes(shape, 2)
 
 
+@pytest.mark.slow  # torch autograd on small models
 @pytest.mark.parametrize("family, targets", [("Qwen2Config", "all-linear"),
                                              ("Qwen3Config", "all-linear"),
                                              ("Qwen2Config", "q_proj,v_proj")])
@@ -238,6 +241,17 @@ def test_master_weights_and_lora_terms():
     adapters = 28 * 16 * (3072 + 1792 + 1792 + 3072 + 10496 + 10496 + 10496)
     assert lora.lora and lora.trainable_params == adapters
     assert lora.term("gradients") == 4 * adapters and lora.term("optimizer") == 8 * adapters
+    # the sampler's merged copy of every adapted weight (bf16), held beside the frozen base
+    assert lora.term("merged policy") == 2 * 28 * (1536 * 1536 * 2 + 1536 * 256 * 2
+                                                    + 3 * 1536 * 8960)
+    assert memory.learner_memory(QWEN25, With(base, lora_r=16), world_size=1,
+                                 gpu_bytes=23028 * 2**20,
+                                 rollouts_on_gpu=False).term("merged policy") == 0
+    # a copy above 15% of the GPU is not kept (the sampler runs the adapters): 7B on an A10G
+    seven = KNOWN_SHAPES["Qwen/Qwen2.5-7B-Instruct"]
+    assert memory.learner_memory(seven, With(base, lora_r=16), world_size=1,
+                                 gpu_bytes=23028 * 2**20,
+                                 rollouts_on_gpu=True).term("merged policy") == 0
     qv = memory.adapter_params(With(base, lora_r=8, lora_target_modules="q_proj,v_proj"), QWEN25)
     assert qv == 28 * 8 * (3072 + 1792)
     # without checkpointing: the frozen norms save their fp32 input and rsqrt only, the MLP
@@ -252,6 +266,7 @@ def test_master_weights_and_lora_terms():
 
 # -- DeepSpeed's own estimators -----------------------------------------------------------------
 
+@pytest.mark.slow  # imports DeepSpeed
 @pytest.mark.parametrize("shape", [QWEN25, QWEN3, KNOWN_SHAPES["Qwen/Qwen3-8B"]],
                          ids=lambda s: s.name)
 @pytest.mark.parametrize("world_size", [2, 4, 7, 8, 16])
@@ -544,6 +559,113 @@ def test_render_refuses_vllm_beside_the_learner_on_one_gpu(project, capsys):
     assert ("error: recipes/base/qwen2-5-1-5b-g5.yaml: trainer.generation_backend: "
             "ml.g5.2xlarge: vllm needs its own GPU and this host has only 1") in err
     assert snapshot(project) == before
+
+
+# -- time and duration (timing.py, throughput.json) -----------------------------------------------
+
+def test_every_catalogue_gpu_has_a_throughput_row_that_names_its_source():
+    from mtgrpo.plan.timing import load_throughput
+
+    table = load_throughput()
+    for inst in catalogue().values():
+        row = table.row(inst.gpu)
+        assert row is not None, inst.gpu
+        assert row.kind in ("measured", "reported", "datasheet"), row.source
+    assert table.row("H200-141GB").kind == "measured"
+    assert table.row("H100-80GB").gpu == "H100" and table.row("A100-40GB").gpu == "A100-40GB"
+
+
+def test_episode_shape_at_full_budgets():
+    from mtgrpo.plan.timing import RESULT_FRAME_TOKENS, episode_turns
+
+    config = recipe("qwen2-5-1-5b-g5").trainer  # 768 completion, 256 a turn, 256 a result
+    turns = episode_turns(config, prompt_tokens=200)
+    result = 256 + RESULT_FRAME_TOKENS
+    assert [(t.prompt, t.sampled) for t in turns] == [(200, 256), (200 + 256 + result,
+                                                                  768 - 256 - result)]
+    roomy = config.replace(max_completion_length=2048)  # three turns, two results
+    turns = episode_turns(roomy, prompt_tokens=200)
+    assert [t.sampled for t in turns] == [256, 256, 256]
+    assert turns[2].prompt == 200 + 2 * (256 + result)
+    assert len(episode_turns(roomy.replace(max_tool_calls=0), prompt_tokens=200)) == 1
+
+
+def test_rollout_and_learner_arithmetic_by_hand():
+    from mtgrpo.plan.timing import Turn, learner_flops, load_throughput, rollout_seconds
+
+    table = load_throughput()
+    gpu, d = table.row("H200"), table.defaults
+    turns = [Turn(1, 100, 10)]
+    kvb = QWEN25.kv_bytes_per_token(2)
+    decode = (10 * QWEN25.params * 2 + 4 * kvb * (100 * 10 + 45)) / (4800e9 * d["bandwidth_efficiency"])
+    prefill = 2 * QWEN25.params * 4 * 100 / (989.4e12 * d["prefill_mfu"])
+    expected = decode + 10 * gpu.decode_step_ms / 1000 + prefill + d["sampler_call_s"]
+    assert rollout_seconds(QWEN25, turns, 4, gpu, d) == pytest.approx(expected)
+    config = recipe("qwen2-5-1-5b-g5").trainer
+    full = learner_flops(QWEN25, config, turns, 16, lora=False)
+    lora = learner_flops(QWEN25, config, turns, 16, lora=True)
+    matmul = 28 * (1536 * 1536 * 2 + 1536 * 256 * 2 + 3 * 1536 * 8960)
+    attention = 6 * 28 * 12 * 128 * 110 ** 2 / 2
+    assert full == pytest.approx(16 * (6 * matmul * 110 + 6 * 1536 * 151936 * 10 + attention))
+    assert lora < full
+
+
+def test_the_table_reproduces_the_runs_it_was_fitted_to():
+    """The H200 row against benchmarks/RESULTS.md (sampler 16 x 256 tokens: 0.890 s; learner
+    default 369.7 ms at 12,692 tokens, 10.1 GFLOP each); the H100 row and the per-call and
+    per-micro-batch constants against the reported H100 run of the g5 recipe (one 256-token
+    turn, rollouts 1.36 s, learner about 2.2 s)."""
+    from mtgrpo.plan.timing import Turn, load_throughput, rollout_seconds, step_time
+
+    table = load_throughput()
+    d = dict(table.defaults, sampler_call_s=0.0, prefill_mfu=1e9)  # the decode loop alone
+    h200 = rollout_seconds(QWEN25, [Turn(1, 196, 256)], 16, table.row("H200"), d)
+    assert h200 == pytest.approx(0.890, rel=0.05)
+    assert 12692 * 10.1e9 / (989.4e12 * table.row("H200").learner_mfu) == pytest.approx(
+        0.3697, rel=0.01)
+    one_turn = recipe("qwen2-5-1-5b-g5").trainer.replace(max_turns=1, max_tool_calls=0)
+    step = step_time(QWEN25, one_turn, table.row("H100"), table.defaults, world_size=1,
+                     hosts=1, vllm_gpus=0, lora=False, prompt_tokens=200)
+    assert step.rollout_s == pytest.approx(1.36, rel=0.05)
+    assert step.learner_s == pytest.approx(2.2, rel=0.05)
+
+
+def test_plan_predicts_duration_and_cost_for_every_recipe_within_max_run(capsys):
+    assert main(["plan", "--root", str(REPO), "--output", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data) == 6  # the SageMaker recipes, and the Kubeflow one from its node type
+    for d in data:
+        t = d["time"]
+        assert t["step_seconds"] == pytest.approx(
+            max(t["rollout_seconds"], t["learner_seconds"]) + t["weight_sync_seconds"]
+            if t["overlapped"] else
+            t["rollout_seconds"] + t["learner_seconds"] + t["weight_sync_seconds"], abs=2e-3)
+        assert 0 < t["job_hours"] < t["max_run_hours"] and not t["exceeds_max_run"]
+        if d["cost"]["per_job"] is None:  # a cluster's own nodes: not priced
+            assert t["predicted_cost_per_job"] is None
+            continue
+        assert 0 < t["predicted_cost_per_job"] < d["cost"]["per_job"]
+        assert t["predicted_cost_per_job"] == pytest.approx(
+            d["cost"]["per_job"] * t["job_hours"] / t["max_run_hours"], abs=0.01)
+    by_name = {d["recipe"]: d["time"] for d in data}
+    assert by_name["qwen3-1-7b-2node"]["overlapped"]  # vLLM of its own: max_staleness 1
+    assert not by_name["qwen2-5-1-5b-g5"]["overlapped"]
+    assert by_name["qwen2-5-1-5b-g5"]["decode_graphs"] == 2  # training + evaluation
+    assert main(["plan", "--root", str(REPO), str(REPO / "recipes" / "qwen2-5-1-5b-g5.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "ceiling 12.0 h (max_run)" in out and "predicted: $" in out
+    assert "throughput row A10G (datasheet" in out
+
+
+def test_a_job_longer_than_max_run_is_flagged():
+    from mtgrpo.plan.report import time_rows
+
+    base = recipe("qwen2-5-1-5b-g5")
+    plan = plan_recipe(base)
+    short = plan_recipe(type(base)(**{**vars(base), "job": {**base.job, "max_run": 600}}))
+    assert "LONGER THAN max_run" in "\n".join(t for _, t in time_rows(short))
+    assert "LONGER" not in "\n".join(t for _, t in time_rows(plan))
+    assert short.predicted_cost == pytest.approx(short.cost.per_job)  # capped at max_run
 
 
 def test_a_cluster_recipe_is_planned_from_the_gpu_model_it_names():

@@ -162,7 +162,7 @@ def test_report_user_error_and_bug(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err  # a user mistake: no traceback
     path.unlink()
     try:
-        1 / 0
+        1 / 0  # noqa: B018 (a real exception, raised by Python)
     except ZeroDivisionError as bug:
         assert report(path, bug) == 2
     assert path.read_text().strip() == "ZeroDivisionError: division by zero"
@@ -180,4 +180,4 @@ def test_checkpoint_local_path_from_checkpointconfig(layout):
         "/scratch/ckpt"
     layout.checkpoint_config_file.write_text("{")
     with pytest.raises(UserError, match="checkpointconfig.json: not valid JSON"):
-        layout.checkpoint_dir
+        _ = layout.checkpoint_dir

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from opt_ml import FIXTURES, lay_out
+from opt_ml import lay_out
 from test_sagemaker_job import rendered_hyperparameters, run_job
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,7 @@ def test_plugin_that_cannot_be_imported_fails_before_anything_starts(tmp_path, t
         f"{root}/input/config/hyperparameters.json: task_tools: 'usertask.bad:tool': cannot be "
         "imported (ModuleNotFoundError: No module named 'a_dependency_the_image_lacks') "
         "(allowed: a module importable in the job: the code channel or the image; locally: "
-        "the Python path)")
+        "the config file's folder, the current directory or the Python path)")
 
 
 def test_plugin_that_raises_at_load_ends_the_job_with_one_line(tmp_path, tiny_model_dir):

@@ -4,7 +4,9 @@ the ``task_*`` keys' shapes, the render-time source check, the code channel, the
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -313,7 +315,8 @@ def test_bad_plugins_are_one_line_each_all_in_one_error(tmp_path, plugin):
                  task_records=f"{module}:NUMBER")
     with pytest.raises(UserError) as err:
         load_task(cfg, paths(tmp_path, corpus=None), source="hyperparameters.json")
-    where = "a module importable in the job: the code channel or the image; locally: the config file's folder, the current directory or the Python path"
+    where = ("a module importable in the job: the code channel or the image; locally: the config "
+             "file's folder, the current directory or the Python path")
     assert err.value.lines() == [
         f"hyperparameters.json: task_tools: 'nosuch.pkg:tool': cannot be imported "
         f"(ModuleNotFoundError: No module named 'nosuch') (allowed: {where})",
@@ -430,7 +433,8 @@ def test_code_channel_directory_or_tarball_goes_on_the_path(tmp_path, monkeypatc
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("PYTHONPATH", "/already/there")
     directory = activate_code(layout)
-    assert directory == layout.work_dir / "code" and sys.path[0] == str(directory)
+    # appended: the image's modules come first in this process
+    assert directory == layout.work_dir / "code" and sys.path[-1] == str(directory)
     assert (directory / "tartask" / "__init__.py").read_text() == "VALUE = 7\n"
     import os
 
@@ -441,6 +445,58 @@ def test_code_channel_directory_or_tarball_goes_on_the_path(tmp_path, monkeypatc
         code_dir(layout)
     (chan / "sourcedir.tar.gz").unlink()
     assert code_dir(layout) == chan  # a plain directory (an S3 prefix) is used as it is
+
+
+def _code_channel(tmp_path, files: dict[str, str]):
+    from mtgrpo.sagemaker.contract import OptML
+
+    layout = OptML(tmp_path / "opt_ml")
+    chan = layout.channel_dir("code")
+    chan.mkdir(parents=True)
+    with tarfile.open(chan / "sourcedir.tar.gz", "w:gz") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return layout, chan / "sourcedir.tar.gz"
+
+
+@pytest.mark.parametrize("name", ["json/__init__.py", "_json.py", "mtgrpo/__init__.py",
+                                  "yaml/__init__.py", "os.py"])
+def test_code_that_would_shadow_a_module_of_the_image_is_refused(tmp_path, monkeypatch, name):
+    from mtgrpo.sagemaker.code import activate_code
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    layout, _ = _code_channel(tmp_path, {"mytask/__init__.py": "", name: "X = 1\n"})
+    with pytest.raises(UserError) as err:
+        activate_code(layout)
+    (line,) = err.value.lines()
+    assert f"top-level names {name.split('/')[0]} would replace modules" in line
+    assert "PYTHONPATH" not in os.environ
+
+
+def test_a_pinned_code_archive_is_checked_before_use(tmp_path, monkeypatch):
+    import hashlib
+
+    from mtgrpo.sagemaker.code import SHA256_ENV, activate_code, code_dir
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    layout, archive = _code_channel(tmp_path, {"mytask/__init__.py": "VALUE = 1\n"})
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    monkeypatch.setenv(SHA256_ENV, "0" * 64)
+    with pytest.raises(UserError, match=f"the archive's sha256 is {digest}, not the pinned"):
+        code_dir(layout)
+    assert not (layout.work_dir / "code").exists()  # nothing unpacked
+    monkeypatch.setenv(SHA256_ENV, "not-a-digest")
+    with pytest.raises(UserError, match="is not a sha256 digest"):
+        code_dir(layout)
+    monkeypatch.setenv(SHA256_ENV, digest.upper())
+    assert activate_code(layout) == layout.work_dir / "code"
+    archive.unlink()
+    (archive.parent / "mytask").mkdir()
+    with pytest.raises(UserError, match="is set but the channel holds a directory"):
+        code_dir(layout)
 
 
 # -- the example task ---------------------------------------------------------------------------

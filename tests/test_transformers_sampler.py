@@ -211,6 +211,7 @@ def test_stop_boundaries_give_what_the_old_path_gave(model_and_tok):
     assert checked >= 20
 
 
+@pytest.mark.slow
 def test_greedy_ids_equal_plain_generate(model_and_tok):
     model, tok = model_and_tok
     prompts = prompts_of(tok, "a", "a longer question here", "mid size q")
@@ -247,6 +248,7 @@ def chi_square_p(a: list[int], b: list[int]) -> float:
     return float(torch.special.gammaincc(torch.tensor(df / 2), torch.tensor(stat / 2)))
 
 
+@pytest.mark.slow
 def test_token_frequencies_match_plain_generate(model_and_tok):
     """512 samples of 6 tokens from one prompt, our path and plain ``generate`` at different
     seeds (temperature 0.7, top-p 0.9): the first and the sixth token's frequencies pass a
@@ -351,3 +353,102 @@ def test_the_trainer_builds_the_sampler_sampler_compile_asks_for(tiny_model_dir,
     sampler = parts["sampler"]
     assert sampler.decoder.cache == cache
     assert bool(sampler.decoder.compile) is compiled
+
+
+def test_a_job_decodes_every_turn_in_one_static_shape(model_and_tok):
+    """min_rows + cache_length (what the trainer passes): three turns with fewer rows each
+    and longer prompts use one (rows, length) shape, and sample what the per-turn buckets
+    sample (greedy)."""
+    model, tok = model_and_tok
+    pinned = TransformersSampler(model, tok, cache="static", min_rows=4, cache_length=256)
+    bucketed = TransformersSampler(model, tok, cache="static")
+    first = prompts_of(tok, "a", "b question", "c", "d longer question here")
+    # later turns: the episodes that go on, each with its earlier turns (200-230 tokens)
+    turns = [first, [p + list(range(20, 220 + 7 * k)) for k, p in enumerate(first[:3])],
+             [first[3] + list(range(30, 240))]]
+    for prompts in turns:
+        ours = generate(pinned, prompts, 10, temperature=0.0)
+        theirs = generate(bucketed, prompts, 10, temperature=0.0)
+        assert [s.token_ids for s in ours] == [s.token_ids for s in theirs]
+    assert pinned.decoder.shapes == {(4, 256)}
+    assert len(bucketed.decoder.shapes) == 3  # rows 4, 4, 1 and two lengths
+    # A call longer than the job's cache still runs, in a bucket of its own.
+    generate(pinned, prompts_of(tok, "x " * 150), 120, temperature=0.0)
+    assert len(pinned.decoder.shapes) == 2
+
+
+def test_the_trainer_pins_the_decode_shape_to_the_job(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mtgrpo.contract import TrainerConfig
+    from mtgrpo.testing.synthetic import write_task
+    from mtgrpo.trainer.paths import RunPaths
+    from mtgrpo.trainer.train import build_components
+
+    task = write_task(tmp_path / "task")
+    config = TrainerConfig(model_name_or_path=str(tiny_model_dir),
+                           generation_backend="transformers", sampler_compile="on",
+                           per_device_train_batch_size=2, gradient_accumulation_steps=8,
+                           max_prompt_length=768, max_completion_length=768)
+    paths = RunPaths(str(tiny_model_dir), task / "train.jsonl", None, task / "corpus",
+                     tmp_path / "o", tmp_path / "o" / "m", tmp_path / "o" / "c")
+    sampler = build_components(config, paths, AutoTokenizer.from_pretrained(tiny_model_dir),
+                               AutoModelForCausalLM.from_pretrained(tiny_model_dir))["sampler"]
+    assert (sampler.min_rows, sampler.cache_length) == (16, 1536)
+
+
+def test_later_turns_continue_the_rows_in_the_cache_instead_of_prefilling_again(model_and_tok):
+    """reuse_cache (the default with a job's one decode shape): a turn whose prompts extend the
+    last call's rows (prompt + sampled turn + tool result) prefills only the new tokens, in
+    any order, with rows gone and rows that stopped early, and samples what a full prefill
+    samples (greedy)."""
+    model, tok = model_and_tok
+    kwargs = dict(cache="static", min_rows=4, cache_length=256)
+    reuse = TransformersSampler(model, tok, **kwargs)
+    again = TransformersSampler(model, tok, reuse_cache=False, **kwargs)
+    first = prompts_of(tok, "a", "b question", "c", "d longer question here")
+    result = tok.encode("<|im_end|>\n<|im_start|>user\n<result> seven </result><|im_end|>\n"
+                        "<|im_start|>assistant\n", add_special_tokens=False)
+    prompts, budgets = first, [12, 5, 12, 9]  # rows stop at different steps
+    for turn in range(3):
+        ours = generate(reuse, prompts, budgets, temperature=0.0)
+        theirs = generate(again, prompts, budgets, temperature=0.0)
+        assert [s.token_ids for s in ours] == [s.token_ids for s in theirs], turn
+        for a, b in zip(ours, theirs):
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+        if turn:  # only each row's new tokens were prefilled: the result, and the last
+            # sampled token where the turn ended at the last decode step (never fed back)
+            assert 4 * len(result) <= reuse.last_prefill_tokens <= 4 * (len(result) + 1)
+            assert again.last_prefill_tokens > 2 * reuse.last_prefill_tokens
+        # the next turn: every other episode goes on, longest first (a new order)
+        prompts = [p + s.token_ids + result for p, s in zip(prompts, ours)][::-2]
+        budgets = [10] * len(prompts)
+    assert reuse.decoder.shapes == again.decoder.shapes == {(4, 256)}
+    # a prompt that continues no row (a new rollout) starts afresh
+    fresh = generate(reuse, first[:2], 6, temperature=0.0)
+    assert [s.token_ids for s in fresh] == [
+        s.token_ids for s in generate(again, first[:2], 6, temperature=0.0)]
+
+
+@pytest.mark.slow
+def test_compiled_job_shape_continues_turns_in_one_graph(model_and_tok):
+    """The trainer's GPU configuration (static cache, compiled, one shape, rows continued) on
+    CPU inductor: two turns, the second continuing the first's rows, compile one graph (the
+    second turn passes a mask: padding and earlier columns) and sample what the uncompiled
+    full prefill samples."""
+    from torch._dynamo.utils import counters
+
+    model, tok = model_and_tok
+    kwargs = dict(cache="static", min_rows=2, cache_length=128)
+    compiled = TransformersSampler(model, tok, logprobs=False, compile=True, **kwargs)
+    plain = TransformersSampler(model, tok, logprobs=False, reuse_cache=False, **kwargs)
+    result = tok.encode("<result> seven </result>", add_special_tokens=False)
+    counters.clear()
+    prompts = prompts_of(tok, "hello there", "q")
+    for _ in range(2):
+        ours = generate(compiled, prompts, 8, temperature=0.0)
+        theirs = generate(plain, prompts, 8, temperature=0.0)
+        assert [s.token_ids for s in ours] == [s.token_ids for s in theirs]
+        prompts = [p + s.token_ids + result for p, s in zip(prompts, ours)]
+    assert compiled.last_prefill_tokens < plain.last_prefill_tokens
+    assert counters["stats"]["unique_graphs"] <= 2  # with and without an attention mask

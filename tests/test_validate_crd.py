@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,24 +129,29 @@ def test_field_spellings_keep_initialisms(crd_dir):
     assert spell["type"] == "type_" and spell["volumekmskeyid"] == "volumeKMSKeyID"
 
 
-def test_packaged_crds_equal_the_shared_ones(crd_dir):
-    names = sorted(p.name for p in PACKAGED.glob("*.yaml"))
-    assert names == ["sagemaker.services.k8s.aws_hyperparametertuningjobs.yaml",
-                     "sagemaker.services.k8s.aws_trainingjobs.yaml"]
-    for name in names:
-        assert (PACKAGED / name).read_bytes() == (crd_dir / name).read_bytes()
+def test_vendored_crds_match_the_versions_table():
+    """Every vendored CRD and schema is listed in versions.json with its source and sha256
+    (scripts/refresh_crds.py writes both), and no file is vendored without a row."""
+    table = json.loads((PACKAGED / "versions.json").read_text())["files"]
+    vendored = sorted(p.relative_to(PACKAGED).as_posix() for p in PACKAGED.rglob("*")
+                      if p.suffix in (".yaml", ".json") and p.name != "versions.json")
+    assert vendored == sorted(table)
+    assert {"sagemaker.services.k8s.aws_trainingjobs.yaml",
+            "kubeflow/trainer.kubeflow.org_trainjobs.yaml",
+            "kubeflow/katib_v1beta1_swagger.json"} <= set(table)
+    for name, entry in table.items():
+        assert hashlib.sha256((PACKAGED / name).read_bytes()).hexdigest() == entry["sha256"], name
+        assert re.fullmatch(r"[0-9a-f]{40}", entry["commit"]), name
+        assert entry["repository"].startswith("https://github.com/") and entry["path"], name
+        assert re.fullmatch(r"v[0-9]+\.[0-9]+\.[0-9]+", entry["version"]), name
 
 
-def test_packaged_kubeflow_crds_equal_the_shared_ones(crd_dir):
-    """A fresh clone or a pip install has no ../shared: the Kubeflow backend's CRDs ship too."""
-    names = sorted(p.name for p in (PACKAGED / "kubeflow").iterdir() if p.suffix != ".md")
-    assert names == ["katib_v1beta1_swagger.json", "kubeflow.org_experiments.yaml",
-                     "trainer.kubeflow.org_clustertrainingruntimes.yaml",
-                     "trainer.kubeflow.org_trainingruntimes.yaml",
-                     "trainer.kubeflow.org_trainjobs.yaml"]
-    for name in names:
-        assert (PACKAGED / "kubeflow" / name).read_bytes() == (
-            crd_dir / "kubeflow" / name).read_bytes()
+def test_refresh_script_checks_offline():
+    rows = len(json.loads((PACKAGED / "versions.json").read_text())["files"])
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "refresh_crds.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == f"{rows} files match versions.json"
 
 
 def test_the_shipped_project_validates_against_the_packaged_crds(monkeypatch):
@@ -166,10 +176,7 @@ def test_default_crd_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("MTGRPO_CRD_DIR", str(tmp_path))
     assert default_crd_dir() == tmp_path
     monkeypatch.delenv("MTGRPO_CRD_DIR")
-    shared = REPO.parent / "shared" / "crds"
-    expected = shared if (shared / "sagemaker.services.k8s.aws_trainingjobs.yaml").is_file() \
-        else PACKAGED
-    assert default_crd_dir() == expected
+    assert default_crd_dir() == PACKAGED
 
 
 def test_input_resources_are_not_modified(crd_dir):
@@ -180,6 +187,7 @@ def test_input_resources_are_not_modified(crd_dir):
     assert job == before
 
 
+@pytest.mark.slow  # jsonschema over thousands of generated objects
 def test_structural_fast_check_agrees_with_jsonschema(crd_dir):
     """The quick yes/no must say 'valid' exactly when jsonschema does, or errors would hide."""
     from mtgrpo.validate.crd_schema import validators

@@ -75,8 +75,8 @@ def _convert(shape: Node, value: Any, path: str, strict: bool) -> Any:
     if kind == "list":
         if not isinstance(value, list):
             return _wrong(path, f"must be a list ({shape.name})", value, strict)
-        member = node(shape.member)
-        return [_convert(member, item, f"{path}[{i}]", strict) for i, item in enumerate(value)]
+        items = node(shape.member)
+        return [_convert(items, item, f"{path}[{i}]", strict) for i, item in enumerate(value)]
     if kind == "map":
         if not isinstance(value, dict):
             return _wrong(path, f"must be a mapping ({shape.name})", value, strict)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from mtgrpo.commands.wait import duration
 from mtgrpo.errors import Problem, UserError
+
+PIPELINE_ACCOUNT = "mtgrpo-pipeline"  # the pipeline's own service account (deploy/pipelines)
 
 
 def add_arguments(parser) -> None:
@@ -28,12 +31,15 @@ def add_arguments(parser) -> None:
     rbac = parser.add_argument_group("RBAC (with --rbac, no pipeline is compiled)")
     rbac.add_argument("--rbac", action="store_true",
                       help="write the Role + RoleBinding the run's service account needs")
-    rbac.add_argument("--service-account", default="pipeline-runner",
-                      help="the runs' service account (default: pipeline-runner, KFP standalone)")
+    rbac.add_argument("--service-account", default=PIPELINE_ACCOUNT,
+                      help=f"the runs' service account (default: {PIPELINE_ACCOUNT}, one of "
+                           "its own, not the pipeline-runner every pipeline shares)")
     rbac.add_argument("--service-account-namespace", default="kubeflow",
-                      help="its namespace (default: kubeflow)")
-    rbac.add_argument("--create-service-account", action="store_true",
-                      help="also write the ServiceAccount")
+                      help="its namespace, where the runs' pods run (default: kubeflow, KFP "
+                           "standalone)")
+    rbac.add_argument("--create-service-account", action=argparse.BooleanOptionalAction,
+                      default=True, help="also write the ServiceAccount (default: on; "
+                                         "--no-create-service-account for an existing one)")
     rbac.add_argument("--root", type=Path, default=Path("."),
                       help="project root holding recipes/_project.yaml (default: .)")
 

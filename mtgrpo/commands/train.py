@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from mtgrpo.errors import Problem, UserError
@@ -67,7 +68,7 @@ def load_config(path: Path):
     section = {k: v for k, v in section.items() if v is not None}  # null = the default
     config = TrainerConfig.from_mapping(section, source=source)
     base = path.resolve().parent
-    changes = {}
+    changes: dict[str, Any] = {}
     for key in PATH_KEYS:
         value = getattr(config, key)
         if value and not Path(value).is_absolute():

@@ -78,8 +78,15 @@ class Kubeflow:
         if found:  # its CRD checks would repeat the rules' problems
             return []
         from mtgrpo.kubeflow.validate import check_kubeflow_resources
+        from mtgrpo.render.settings import load_settings
+        from mtgrpo.validate.pod_security import check_cluster_resources
 
-        return check_kubeflow_resources(list(resources), recipe, crd_dir=crd_dir)
+        checked = check_kubeflow_resources(list(resources), recipe, crd_dir=crd_dir)
+        checked += check_cluster_resources(  # every cluster backend: locked-down pods
+            [r.body for r in resources], source=recipe.source, section=self.section,
+            namespace=load_settings(root).namespace,
+            reasons=(recipe.section or {}).get("security_exceptions"))
+        return checked
 
     def hardware(self, recipe: "Recipe") -> Hardware:
         kf = recipe.section or {}

@@ -197,6 +197,7 @@ class _Follower:
         from kubernetes.client.rest import ApiException
 
         cursor = self.cursor
+        assert cursor is not None  # called only with a pod to read
         kwargs: dict[str, Any] = {"container": kc.CONTAINER, "timestamps": True,
                                   "_request_timeout": REQUEST_TIMEOUT_S}
         sent = self.clock()

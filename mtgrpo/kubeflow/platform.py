@@ -82,4 +82,5 @@ def read_topology(environ: Mapping[str, str] | None = None) -> Topology:
                                 f"PET_NNODES {nodes}", f"0 to {nodes - 1}"))
     if problems:
         raise UserError(problems)
+    assert nodes is not None and rank is not None and port is not None  # else a problem above
     return Topology(nodes, rank, master, port, procs)

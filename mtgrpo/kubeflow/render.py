@@ -26,6 +26,7 @@ from mtgrpo.render.objects import (MANAGED_BY_LABEL, RECIPE_LABEL, SOURCE_ANNOTA
                                    render_object)
 from mtgrpo.render.settings import Settings
 from mtgrpo.render.templating import template_path
+from mtgrpo.validate import pod_security
 
 BACKEND = "kubeflow"
 TRAINER_API = "trainer.kubeflow.org/v1alpha1"
@@ -158,7 +159,19 @@ def _labels(recipe: Recipe) -> dict[str, str]:
 
 def _annotations(recipe: Recipe) -> dict[str, str]:
     return {SOURCE_ANNOTATION: recipe.source, SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS,
-            VERSION_ANNOTATION: section(recipe)["trainer_version"]}
+            VERSION_ANNOTATION: section(recipe)["trainer_version"],
+            **pod_security.exception_annotations(
+                section(recipe).get("security_exceptions") or {})}
+
+
+def _pod_security(kf: Mapping[str, Any]) -> dict[str, Any]:
+    """The locked-down pod (mtgrpo.validate.pod_security), loosened where the recipe says why;
+    emptyDirs where the trainer writes under the read-only root."""
+    pod_sc, container_sc, token = pod_security.loosened_pod(kf.get("security_exceptions") or {})
+    return {"pod_security_context": pod_sc, "security_context": container_sc,
+            "automount_token": token,
+            "scratch": [{"name": name, "path": path}
+                        for name, path in sorted(pod_security.SCRATCH.items())]}
 
 
 def _config_data(recipe: Recipe, hyperparameters: Mapping[str, str]) -> dict[str, str]:
@@ -186,10 +199,13 @@ def _env(recipe: Recipe) -> list[dict]:
 def _resources(kf: Mapping[str, Any], place: Placement) -> dict:
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    if kf["cpu"]:
-        requests["cpu"] = kf["cpu"]
-    if kf["memory"]:
-        requests["memory"] = limits["memory"] = kf["memory"]
+    # Without the recipe's numbers: the instance catalogue's (pod_security.catalogue_requests).
+    fallback = {} if "no_resource_requests" in (kf.get("security_exceptions") or {}) \
+        else pod_security.catalogue_requests(kf["node_selector"] or {})
+    if kf["cpu"] or fallback:
+        requests["cpu"] = kf["cpu"] or fallback["cpu"]
+    if kf["memory"] or fallback:
+        requests["memory"] = limits["memory"] = kf["memory"] or fallback["memory"]
     if place.gpus_per_node:
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(place.gpus_per_node)
     out = {}
@@ -210,7 +226,7 @@ def _context(recipe: Recipe, settings: Settings, place: Placement) -> dict:
             "env": _env(recipe), "resources": _resources(kf, place), "kf": kf,
             "max_run": recipe.job["max_run"], "config_dir": kc.CONFIG_DIR,
             "shm_dir": kc.SHM_DIR, "termination_log": kc.TERMINATION_LOG,
-            "grace_seconds": GRACE_SECONDS, "trainer_env": []}
+            "grace_seconds": GRACE_SECONDS, "trainer_env": [], **_pod_security(kf)}
 
 
 def _render(kind: str, recipe: Recipe, settings: Settings, ctx: dict) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mtgrpo.contract.checkpoints import MARKER_DIR, is_complete
+from mtgrpo.safepath import safe_join
 from mtgrpo.sagemaker.checkpoints import list_checkpoints
 from mtgrpo.sagemaker.failure import JobFailed
 
@@ -77,18 +78,26 @@ def _download(s3: Any, bucket: str, key: str, target: Path) -> None:
     os.replace(partial, target)
 
 
+def _relative(prefix: S3Prefix, key: str) -> str:
+    """``key`` below ``prefix`` (one '/' removed: a key ``prefix//x`` is ``/x``, refused)."""
+    return key[len(prefix.key) + 1:] if prefix.key else key
+
+
 def download_prefix(s3: Any, uri: str, dest: Path) -> int:
     """Every object under ``uri`` into ``dest`` (relative keys kept); returns the file count.
-    An S3 URI naming one object downloads that object into ``dest``."""
+    An S3 URI naming one object downloads that object into ``dest``. Every key is checked
+    before anything is written: one that would land outside ``dest`` fails the job."""
     prefix = S3Prefix.parse(uri)
-    count = 0
+    wanted = []
     for item in _objects(s3, prefix):
         key = item["Key"]
         if key.endswith("/"):
             continue  # a console "folder"
-        relative = key[len(prefix.key):].lstrip("/") if key != prefix.key \
-            else key.rsplit("/", 1)[-1]
-        _download(s3, prefix.bucket, key, dest / relative)
+        relative = _relative(prefix, key) if key != prefix.key else key.rsplit("/", 1)[-1]
+        wanted.append((key, safe_join(dest, relative, source=uri)))
+    count = 0
+    for key, target in wanted:
+        _download(s3, prefix.bucket, key, target)
         count += 1
     if count == 0:
         raise JobFailed(f"no objects under {uri}")
@@ -161,9 +170,10 @@ def download_checkpoint(s3: Any, uri: str, step: int, checkpoint_dir: Path) -> P
     """``checkpoint-<step>`` (every node's files and markers) into ``checkpoint_dir``."""
     prefix = S3Prefix.parse(uri).join(f"checkpoint-{step}")
     target = Path(checkpoint_dir) / f"checkpoint-{step}"
-    for item in _objects(s3, prefix):
-        _download(s3, prefix.bucket, item["Key"],
-                  target / item["Key"][len(prefix.key):].lstrip("/"))
+    files = [(item["Key"], safe_join(target, _relative(prefix, item["Key"]), source=str(prefix)))
+             for item in _objects(s3, prefix) if item["Key"] != prefix.key]
+    for key, path in files:
+        _download(s3, prefix.bucket, key, path)
     return target
 
 

@@ -26,16 +26,18 @@ KUBEFLOW: dict[str, Key] = {
     "trainer_version": Key("str", "Kubeflow Trainer minor version targeted (its v1alpha1 "
                                   "fields moved between minors).", default="2.3",
                            choices=TRAINER_VERSIONS),
-    "namespace": Key("str", "Namespace of the TrainJob, its runtime and ConfigMap (empty: "
-                            "recipes/_project.yaml's namespace).", default=None),
+    "namespace": Key("str", "Namespace of the TrainJob, its runtime and ConfigMap: "
+                            "recipes/_project.yaml's (the only one allowed).", default=None),
     "num_nodes": Key("int", "Pods (nodes) of the TrainJob; vLLM runs on the first.",
                      default=1),
     "gpus_per_node": Key("int", "nvidia.com/gpu per pod (0: CPU only).", default=1),
     "vllm_gpus": Key("int", "GPUs of the first pod given to the vLLM server (empty: the "
                             "count trainer.vllm_gpus names, 1 when it is empty, 0 without "
                             "a managed vLLM server).", default=None),
-    "cpu": Key("quantity", "CPU request per pod, e.g. \"32\" (empty: none).", default=None),
-    "memory": Key("quantity", "Memory request and limit per pod, e.g. 180Gi (empty: none).",
+    "cpu": Key("quantity", "CPU request per pod, e.g. \"32\" (empty: 90% of the vCPUs of "
+                           "the node_selector's instance type, else 1).", default=None),
+    "memory": Key("quantity", "Memory request and limit per pod, e.g. 180Gi (empty: 90% of "
+                              "the node_selector's instance type, else 4Gi).",
                   default=None),
     "shm_size": Key("quantity", "Size of the memory-backed /dev/shm (NCCL, vLLM).",
                     default="16Gi"),
@@ -48,6 +50,9 @@ KUBEFLOW: dict[str, Key] = {
     "queue": Key("str", "Kueue LocalQueue (label kueue.x-k8s.io/queue-name).", default=None),
     "max_restarts": Key("int", "JobSet restarts after a pod failure; each restart resumes "
                                "from the newest complete S3 checkpoint.", default=2),
+    "security_exceptions": Key("map_str", "Pod setting -> reason, for each locked-down pod "
+                                          "default loosened (docs/security.md); rendered as "
+                                          "an annotation.", default={}),
 }
 
 TOLERATION: dict[str, Key] = {

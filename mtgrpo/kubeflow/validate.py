@@ -11,7 +11,7 @@ against what the cluster will check.
   (unknown fields rejected) and the rules of Katib's admission webhook; the trial TrainJob
   against the TrainJob CRD.
 
-CRDs are read from ``<crd_dir>/kubeflow/`` (``../shared/crds/kubeflow`` in this repository).
+CRDs are read from ``<crd_dir>/kubeflow/`` (``mtgrpo/validate/crds/kubeflow/`` by default).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def check_kubeflow_resources(resources: list, recipe: Recipe, *, crd_dir: Path) 
     if not (directory / "trainer.kubeflow.org_trainjobs.yaml").is_file():
         return [Problem(recipe.source, "backend", f"Kubeflow CRDs not found in {directory}",
                         "a kubeflow/ folder with the Trainer v2.3.0 CRDs and "
-                        f"{KATIB_OPENAPI} beside the ACK CRDs (../shared/crds/kubeflow)")]
+                        f"{KATIB_OPENAPI} beside the ACK CRDs (as mtgrpo/validate/crds/ has)")]
     problems: list[Problem] = []
     runtimes = {(r.body["metadata"].get("namespace"), r.body["metadata"].get("name"))
                 for r in resources if r.kind == "TrainingRuntime"}

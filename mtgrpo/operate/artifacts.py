@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.operate.jobs import DONE, JobView
 from mtgrpo.operate.kube import TUNING
+from mtgrpo.safepath import extract_tar
 
 
 def artifact_uri(job: JobView) -> str:
@@ -65,8 +66,8 @@ def download(uri: str, dest: Path, s3: Any, *, progress: bool = True) -> list[Pa
             raise UserError(Problem(uri, "", f"cannot download: {code or err}")) from None
         unpacked = work / "unpacked"
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(unpacked, filter="data")  # refuses paths escaping the directory
+            unpacked.mkdir()
+            extract_tar(archive, unpacked, source=uri)  # refuses paths escaping the directory
         except (tarfile.TarError, OSError) as err:
             raise UserError(Problem(uri, "", f"not a readable .tar.gz archive: {err}")) from None
         if dest.exists():

@@ -4,9 +4,10 @@ The waiting is ``wait_for``, the same code as ``mtgrpo wait``. The resource's na
 hash of its spec (``mtgrpo.render.naming``), so a resource that exists already under that name
 is the same job (a retried step): it is waited for, not created again.
 
-Stopping: SageMaker stops a job when its resource is deleted (FACTS §1). When the step is
-cancelled (SIGTERM, as Kubeflow Pipelines / Argo send to a cancelled run's pods, or Ctrl-C) or
-gives up at its timeout, the resource it created is deleted so the job stops and stops costing.
+Stopping: SageMaker stops a job when its resource is deleted (docs/ack-controller.md). When the
+step is cancelled (SIGTERM, as Kubeflow Pipelines / Argo send to a cancelled run's pods, or
+Ctrl-C) or gives up at its timeout, the resource it created is deleted so the job stops and
+stops costing.
 A resource the step found already there is left alone: someone else owns it.
 """
 

@@ -1,8 +1,8 @@
 """What a TrainingJob or HyperParameterTuningJob resource says about its job, in one view.
 
-The ACK controller writes SageMaker's state into ``status`` (FACTS §1): the job status, the
-secondary status, the failure reason, the model artifact, the best trial of a tuning job, and
-the ``ACK.*`` conditions. A Failed or Stopped job is Synced and Ready, not Terminal; Terminal
+The ACK controller writes SageMaker's state into ``status`` (docs/ack-controller.md): the job
+status, the secondary status, the failure reason, the model artifact, the best trial of a tuning
+job, and the ``ACK.*`` conditions. A Failed or Stopped job is Synced and Ready, not Terminal; Terminal
 means the controller itself gave up (for example an invalid spec SageMaker refused).
 """
 
@@ -106,8 +106,8 @@ def _ready_time(status: dict) -> datetime | None:
     """When a finished tuning job last changed (its status has no end time)."""
     if status.get("hyperParameterTuningJobStatus") not in FINISHED:
         return None
-    times = [_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
-    times = [t for t in times if t]
+    times = [t for c in status.get("conditions") or []
+             if (t := _time(c.get("lastTransitionTime"))) is not None]
     return max(times) if times else None
 
 

@@ -10,6 +10,7 @@ context's, else the pod's, else ``default``), and turns the API's failures into 
 
 from __future__ import annotations
 
+import builtins
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class Kube:
         return self.list_with_version(kind, label_selector)[0]
 
     def list_with_version(self, kind: str, label_selector: str = "",
-                          field_selector: str = "") -> tuple[list[dict], str]:
+                          field_selector: str = "") -> tuple[builtins.list[dict], str]:
         """Items sorted by name, and the list's resourceVersion (where a watch starts)."""
         body = self._call(kind, "", lambda: self.api.list_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURALS[kind], label_selector=label_selector,
@@ -82,7 +83,7 @@ class Kube:
         return items, body.get("metadata", {}).get("resourceVersion", "")
 
     def watch(self, kind: str, name: str, resource_version: str,
-              timeout_s: int) -> Iterator[dict]:
+              timeout_s: float) -> Iterator[dict]:
         """Watch events for one resource from ``resource_version`` until the server ends it.
 
         Raises ``WatchGone`` when that version is too old (HTTP 410): relist and start again.
@@ -208,7 +209,7 @@ def connect(kubeconfig: str | None = None, namespace: str | None = None,
                 "--kubeconfig FILE, $KUBECONFIG, ~/.kube/config or an in-cluster service account"))
     except ConfigException as err:
         where = os.pathsep.join(str(p) for p in paths) or "in-cluster config"
-        raise UserError(Problem(where, context or "", f"unusable Kubernetes configuration: {err}"))
+        raise UserError(Problem(where, context or "", f"unusable Kubernetes configuration: {err}")) from None
     # Fail fast on a dead endpoint instead of urllib3's default retries.
     configuration.retries = 1
     api = client.CustomObjectsApi(client.ApiClient(configuration))

@@ -77,7 +77,7 @@ def records(by_name: dict[str, list[tuple[dt.datetime, float]]]) -> list[dict[st
         row["step"] = int(round(row["step"]))
     merged: dict[int, dict[str, float]] = {}
     for row in rows:  # a step logged twice (a restart) keeps its latest values
-        merged.setdefault(row["step"], {}).update(row)
+        merged.setdefault(int(row["step"]), {}).update(row)
     return [merged[step] for step in sorted(merged)]
 
 

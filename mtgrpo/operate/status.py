@@ -93,11 +93,12 @@ def as_records(jobs: list[JobView], now: datetime,
     """JSON-able records; ``counts`` maps tuning jobs to trial counts or why they are unknown."""
     records = []
     for job in jobs:
+        elapsed = job.elapsed_s(now)
         record: dict[str, Any] = {
             "kind": job.kind, "name": job.name, "jobName": job.job_name, "recipe": job.recipe,
             "status": job.status, "secondaryStatus": job.secondary_status,
             "failureReason": job.failure_reason, "terminal": job.terminal,
-            "elapsedSeconds": None if job.elapsed_s(now) is None else int(job.elapsed_s(now)),
+            "elapsedSeconds": None if elapsed is None else int(elapsed),
             "instanceType": job.instance_type, "instanceCount": job.instance_count,
             "modelArtifact": job.model_artifact}
         if job.kind == TUNING:

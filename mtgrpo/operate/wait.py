@@ -69,7 +69,8 @@ def wait_for(kube: Kube, kind: str, name: str, *, timeout_s: float,
             relist = False
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return Outcome(TIMED_OUT, f"{name}: still {job.status or 'pending'} after the "
+            state = (job.status if job is not None else None) or "pending"
+            return Outcome(TIMED_OUT, f"{name}: still {state} after the "
                                       f"{format_elapsed(timeout_s)} timeout", job)
         try:
             for event in kube.watch(kind, name, version, timeout_s=min(remaining, watch_s)):

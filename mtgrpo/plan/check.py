@@ -110,6 +110,7 @@ def cheapest_fixes(plan: RecipePlan, main: ConfigPlan) -> list[str]:
     checkpointing, bf16 Kahan master weights, LoRA, a higher ZeRO stage, then larger types."""
     config = main.config
     inst = plan.instance
+    assert inst is not None  # a learner estimate needs the instance's GPUs
     candidates: list[tuple[str, dict]] = []
     b, ga = config.per_device_train_batch_size, config.gradient_accumulation_steps
     smaller = b // 2
@@ -135,7 +136,7 @@ def cheapest_fixes(plan: RecipePlan, main: ConfigPlan) -> list[str]:
         except (TypeError, ValueError, UserError):  # a key this checkout lacks, or refused
             continue
         trial = plan_config(changed, inst, plan.instance_count, plan.shape)
-        if trial.fits and not trial.batch_error and not trial.placement.error:
+        if trial.learner and trial.fits and not trial.batch_error and not trial.placement.error:
             fixes.append(f"{text} ({gib(trial.learner.required)})")
             if len(fixes) >= 3:
                 break
@@ -157,7 +158,8 @@ def faster_fits(plan: RecipePlan, main: ConfigPlan) -> list[str]:
         return []
     trial = plan_config(config.replace(gradient_checkpointing=False), plan.instance,
                         plan.instance_count, plan.shape)
-    if not (trial.fits and not trial.batch_error and not trial.placement.error):
+    if not (trial.learner and trial.fits and not trial.batch_error
+            and not trial.placement.error):
         return []
     return [f"gradient_checkpointing false also fits ({gib(trial.learner.required)} of "
             f"{gib(trial.learner_capacity)}): no recomputed forward, "
@@ -167,6 +169,7 @@ def faster_fits(plan: RecipePlan, main: ConfigPlan) -> list[str]:
 
 def _larger_instances(plan: RecipePlan, main: ConfigPlan) -> list[str]:
     inst = plan.instance
+    assert inst is not None  # called after a learner estimate, which needs the instance
     found: list[tuple[float, str]] = []
     for other in catalogue().values():
         if other.gpus != inst.gpus or other.gpu_memory_mib <= inst.gpu_memory_mib:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtgrpo.plan.shapes import ModelShape
+from mtgrpo.rollout.policy_weights import merge_fits  # torch-free
 
 GIB = 2 ** 30
 # TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py): tiles of TOKEN_CHUNK_SIZE tokens x
@@ -161,7 +162,7 @@ def resolve_master_weights(config: Any, *, zero_stage: int, trainable_bf16: int,
     try:
         from mtgrpo.trainer.master_weights import resolve
     except ImportError:
-        resolve = None
+        resolve = None  # type: ignore[assignment]  # the light install: no trainer package
     if resolve is not None:
         return resolve(value, weights_bf16=True, deepspeed_stage=0,
                        trainable_params=trainable_bf16, device_bytes=gpu_bytes).name
@@ -271,6 +272,13 @@ def learner_memory(shape: ModelShape, config: Any, *, world_size: int, gpu_bytes
         persistent.append(Term("weights", params * dt, "frozen base model"))
         persistent.append(Term("adapters", adapters * 4, f"{adapters:,} LoRA params, fp32"))
         persistent.append(Term("optimizer", adapters * 8, "AdamW moments of the adapters, fp32"))
+        linears = shape.layer_linear_shapes()
+        merged = dt * shape.layers * sum(linears[n][0] * linears[n][1]
+                                         for n in lora_targets(config, shape))
+        if rollouts_on_gpu and merge_fits(merged, gpu_bytes):
+            # the sampler's merged copy (policy_weights.MergedPolicy), kept between rollouts
+            persistent.append(Term("merged policy", merged,
+                                   "adapted weights merged for the sampler"))
         grads.append(Term("gradients", adapters * 4, "adapters only"))
     elif stage == 2:
         precision = "zero2 fp32 master"

@@ -8,6 +8,7 @@ world size the job will really have.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.errors import UserError
 

@@ -20,6 +20,7 @@ from mtgrpo.plan.cost import Cost, PriceTable, cost_of, load_prices
 from mtgrpo.plan.instances import GIB, Instance, catalogue, instance
 from mtgrpo.plan.placement import Placement, placement
 from mtgrpo.plan.shapes import ModelShape, resolve_shape
+from mtgrpo.plan.timing import JobTime, job_time
 
 HEADROOM = 0.10  # "fits" = the estimate leaves at least this share of the GPU free
 MAX_TRIALS = 256  # tuning: trial configs checked at most (range ends beyond that)
@@ -66,6 +67,15 @@ class RecipePlan:
     skip_fit_check: str | None
     host_memory_need: int = 0
     tuned: tuple[str, ...] = field(default_factory=tuple)
+    time: JobTime | None = None  # predicted step and job duration (timing.py)
+
+    @property
+    def predicted_cost(self) -> float | None:
+        """One job at the predicted duration (the recipe's spot choice), capped by max_run."""
+        cost = self.cost
+        if self.time is None or self.time.hours is None or cost.per_job is None:
+            return None
+        return cost.per_job * min(self.time.hours, cost.hours) / cost.hours
 
 
 def plan_recipe(recipe, *, model_dir: Path | None = None,
@@ -94,6 +104,12 @@ def plan_recipe(recipe, *, model_dir: Path | None = None,
                  for c in configs]
         trials = len(plans)
         main = worst(plans)
+    time = None
+    if main is not None and shape is not None and inst is not None and not main.placement.error:
+        where = main.placement
+        time = job_time(shape, main.config, inst.gpu, world_size=where.world_size,
+                        hosts=where.hosts, vllm_gpus=len(where.vllm_gpus),
+                        lora=main.learner is not None and main.learner.lora)
     host_need = 0
     if main is not None and shape is not None:
         per_host = max(main.placement.processes_per_host or (1,))
@@ -106,7 +122,7 @@ def plan_recipe(recipe, *, model_dir: Path | None = None,
                       trials_checked=trials,
                       cost=cost_of(hardware, int(job["max_run"]), recipe.tuning, prices),
                       prices=prices, skip_fit_check=skip, host_memory_need=host_need,
-                      tuned=tuned)
+                      tuned=tuned, time=time)
 
 
 def node_instance(hardware) -> Instance | None:

@@ -73,7 +73,7 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
         row("model", f"{plan.model}: {s.params / 1e9:.2f} B params (hidden {s.hidden}, "
                      f"{s.layers} layers, {s.heads}/{s.kv_heads} heads, vocab {s.vocab})")
     learner = main.learner if main is not None else None
-    if learner is not None:
+    if main is not None and learner is not None:
         c = main.config
         row("learner", f"{learner.trainable_params / 1e9:.3f} B trainable, optimizer keeps "
                        f"{learner.precision}"
@@ -116,6 +116,8 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
                 f"{v.concurrent_tokens:,} ({share:.0%} at once); max_model_len "
                 f"{v.max_model_len:,} {'fits' if v.fits else 'DOES NOT FIT'}")
     cost = plan.cost
+    for label, text in time_rows(plan):
+        row(label, text)
     price = cost.price_per_hour
     spot = " (managed spot)" if cost.spot else ""
     if price is None:
@@ -126,6 +128,10 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
                     f"{_money(cost.on_demand)} on demand, {_money(cost.spot_estimate)} spot "
                     f"estimate (-{cost.spot_savings:.0%}); this recipe{spot}: "
                     f"{_money(cost.per_job)} a job")
+    if plan.predicted_cost is not None and plan.time is not None:
+        row("", f"predicted: {_money(plan.predicted_cost)} a job at {plan.time.hours:.2f} h"
+            + (f", {_money(plan.predicted_cost * cost.trials)} for {cost.trials} trials"
+               if cost.trials > 1 else ""))
     if cost.trials > 1:
         row("tuning", f"{cost.trials} trials, {cost.parallel} at a time: up to "
                       f"{_money(cost.total)}, wall time up to {cost.wall_hours:.1f} h "
@@ -134,6 +140,51 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
     for p in problems:
         lines.append(f"  ! {p.key}: {p.message}" + (f" ({p.allowed})" if p.allowed else ""))
     return "\n".join(lines)
+
+
+def time_rows(plan: RecipePlan) -> list[tuple[str, str]]:
+    """The predicted step and job duration beside the max_run ceiling (timing.py)."""
+    t = plan.time
+    if t is None:
+        return [("time", "not predicted (no throughput row for this GPU, or no shape)")]
+    s = t.step
+    how = "rollouts beside the learner" if s.overlapped else "rollouts, then the learner"
+    rows = [("time", f"step {s.step_s:.1f} s ({how}: rollouts {s.rollout_s:.1f} s, learner "
+                     f"{s.learner_s:.1f} s, weight sync {s.sync_s:.2f} s) for {s.episodes} "
+                     f"episodes of {len(s.turns)} turn(s) at full budgets, "
+                     f"{s.sampled_tokens:,} sampled tokens")]
+    if t.hours is None:
+        rows.append(("", "job: max_steps follows num_epochs and the data: not predicted; "
+                         f"ceiling {plan.cost.hours:.1f} h (max_run)"))
+    else:
+        over = "  <- LONGER THAN max_run: the job would be stopped" \
+            if t.hours > plan.cost.hours else ""
+        rows.append(("", f"job {t.hours:.2f} h = {t.steps} steps + start {t.startup_s:.0f} s "
+                         f"+ compile {t.compile_s:.0f} s + eval {t.eval_s:.0f} s + checkpoints "
+                         f"{t.save_s:.0f} s; ceiling {plan.cost.hours:.1f} h (max_run){over}"))
+    rows.append(("", f"throughput row {s.gpu.gpu} ({s.gpu.kind}; mtgrpo/plan/throughput.json)"))
+    return rows
+
+
+def time_json(plan: RecipePlan) -> dict[str, Any] | None:
+    t = plan.time
+    if t is None:
+        return None
+    s = t.step
+    return {"step_seconds": round(s.step_s, 3), "rollout_seconds": round(s.rollout_s, 3),
+            "learner_seconds": round(s.learner_s, 3), "weight_sync_seconds": round(s.sync_s, 3),
+            "overlapped": s.overlapped, "episodes": s.episodes,
+            "sampled_tokens": s.sampled_tokens, "turns": [
+                {"prompt_tokens": x.prompt, "sampled_tokens": x.sampled} for x in s.turns],
+            "decode_graphs": s.decode_graphs, "steps": t.steps,
+            "startup_seconds": t.startup_s, "compile_seconds": t.compile_s,
+            "eval_seconds": round(t.eval_s, 1), "checkpoint_seconds": round(t.save_s, 1),
+            "job_hours": None if t.hours is None else round(t.hours, 3),
+            "max_run_hours": plan.cost.hours,
+            "exceeds_max_run": t.hours is not None and t.hours > plan.cost.hours,
+            "throughput_row": s.gpu.gpu, "throughput_source": s.gpu.source,
+            "predicted_cost_per_job": None if plan.predicted_cost is None
+            else round(plan.predicted_cost, 2)}
 
 
 def as_json(plan: RecipePlan, problems: list[Problem]) -> dict[str, Any]:
@@ -191,4 +242,5 @@ def as_json(plan: RecipePlan, problems: list[Problem]) -> dict[str, Any]:
                    "per_job": cost.per_job, "trials": cost.trials,
                    "max_parallel_jobs": cost.parallel, "total": cost.total,
                    "wall_hours": cost.wall_hours}
+    out["time"] = time_json(plan)
     return out

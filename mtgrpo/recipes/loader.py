@@ -156,7 +156,8 @@ def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
             checker.problems += [_relocate(p, provenance, source) for p in err.problems]
     values = {k: v for k, v in top.items() if k not in ("trainer", "job", "tuning", "extends")}
     return Recipe(name=top.get("name", ""), source=source, path=path, data=data,
-                  trainer=trainer, job=job, tuning=tuning, provenance=provenance, values=values,
+                  trainer=trainer,  # type: ignore[arg-type]  # None only with problems
+                  job=job, tuning=tuning, provenance=provenance, values=values,
                   problems=tuple(sorted(set(checker.problems), key=_order)), backend=name,
                   section=section)
 

@@ -150,7 +150,7 @@ RANGE: dict[str, Key] = {
     "values": Key("list_scalar", "Categorical values.", default=None),
 }
 
-# -- job features and security exceptions (issue 16) --------------------------------------------
+# -- job features and security exceptions ---------------------------------------------------------
 # The SDK Estimator's own argument names; rules between values live in
 # mtgrpo/validate/job_features.py, the rendering in the templates.
 
@@ -167,8 +167,9 @@ JOB_FEATURES: dict[str, Key] = {
                                    default=None),
     "security_exceptions": Key("map_str", "Setting -> reason, for each secure default turned "
                                           "off (enable_network_isolation, "
-                                          "encrypt_inter_container_traffic); rendered as an "
-                                          "annotation.", default={}),
+                                          "encrypt_inter_container_traffic) or loosened "
+                                          "(enable_remote_debug, network_without_vpc); "
+                                          "rendered as an annotation.", default={}),
 }
 JOB.update(JOB_FEATURES)
 

@@ -10,8 +10,8 @@ Duplicate keys are refused: PyYAML would silently keep the last one.
 
 This is the one reader of every YAML input (recipes, base files, ``_project.yaml``, the
 templates' output, ``mtgrpo train`` configs, committed manifests in ``mtgrpo diff``), so its
-bounds hold everywhere: document size, nesting depth and values after alias expansion are
-limited (measured on the composed node graph without recursion, before anything is built),
+bounds hold everywhere: document size, nesting depth, and the number and total bytes of values
+after alias expansion are limited (measured on the composed node graph without recursion, before anything is built),
 integers beyond 64 bits and numbers only YAML 1.1 reads as numbers (``60:00``, ``0755``) are
 refused with their key and line, and only JSON-like types are built. docs/validation.md lists
 the limits.
@@ -92,6 +92,9 @@ Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construc
 # values, so these leave room for any real file and stop alias bombs and deep nesting early.
 MAX_DOCUMENT_CHARS = 1_000_000
 MAX_NODES = 100_000  # values after expanding every alias
+# UTF-8 bytes of every scalar (keys and values) after expanding every alias: a document under
+# MAX_DOCUMENT_CHARS that repeats one long string through aliases renders to many GB otherwise.
+MAX_EXPANDED_BYTES = 10_000_000
 MAX_DEPTH = 64       # nested mappings and lists, aliases expanded
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # no reader of a manifest (SageMaker, Kubernetes) goes beyond
 
@@ -163,7 +166,7 @@ def _scan(root: yaml.Node, source: str) -> list[Problem]:
     (an aliased node is visited once; its expanded size and depth are added where it is used).
     Paths are kept as (parent, step) links and spelled out only for a problem."""
     problems: list[Problem] = []
-    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values expanded, depth)
+    done: dict[int, tuple[int, int, int]] = {}  # id(node) -> (values, depth, bytes), expanded
     active: set[int] = set()
     stack: list[tuple[Any, Any, Any]] = [(root, None, None)]
     scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
@@ -171,18 +174,24 @@ def _scan(root: yaml.Node, source: str) -> list[Problem]:
         node, where, kids = stack.pop()
         ident = id(node)
         if kids is not None:  # leaving: every child is done
-            size, depth = 1, 0
+            size, depth, total = 1, 0, 0
             for child in kids:
-                child_size, child_depth = done[id(child)]
+                child_size, child_depth, child_bytes = done[id(child)]
                 size += child_size
+                total += child_bytes
                 if child_depth > depth:
                     depth = child_depth
-            done[ident] = (size, depth + 1)
+            done[ident] = (size, depth + 1, total)
             active.discard(ident)
             if size > MAX_NODES:
                 return [Problem(source, _path(where)[:100], f"more than {MAX_NODES} values once "
                                 "aliases are expanded", f"at most {MAX_NODES} values (an alias "
                                 "counts as the values it repeats)")]
+            if total > MAX_EXPANDED_BYTES:
+                return [Problem(source, _path(where)[:100], f"more than {MAX_EXPANDED_BYTES} "
+                                "bytes of values once aliases are expanded",
+                                f"at most {MAX_EXPANDED_BYTES} bytes (an alias counts as the "
+                                "bytes it repeats)")]
             if depth + 1 > MAX_DEPTH:
                 return [Problem(source, "", f"nested more than {MAX_DEPTH} levels deep (line "
                                 f"{node.start_mark.line + 1})",
@@ -196,14 +205,15 @@ def _scan(root: yaml.Node, source: str) -> list[Problem]:
         if node.tag not in _ALLOWED_TAGS:
             problems.append(Problem(source, _path(where), f"YAML tag {node.tag!r} is not allowed",
                                     "strings, numbers, booleans, null, mappings and lists"))
-            done[ident] = (1, 1)
+            done[ident] = (1, 1, 0)
             continue
         if type(node) is scalar:
             if node.tag in _NUMBER_TAGS:
                 problem = _scalar_problem(node, source, where)
                 if problem:
                     problems.append(problem)
-            done[ident] = (1, 1)
+            value = node.value
+            done[ident] = (1, 1, len(value) if value.isascii() else len(value.encode()))
             continue
         active.add(ident)
         if type(node) is sequence:

@@ -1,4 +1,4 @@
-"""Template values for the SDK's job features and the secure defaults (issue 16).
+"""Template values for the SDK's job features and the secure defaults.
 
 The recipe spells them as the SageMaker Python SDK does (``disable_output_compression``,
 ``tensorboard_output_path``, ``completion_criteria``, ``warm_start``); this module turns them
@@ -14,6 +14,15 @@ from typing import Any, Mapping
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/data/tensorboard"
 SECURITY_EXCEPTION_ANNOTATION = "mtgrpo.io/security-exception-"
 SECURE_DEFAULTS = ("enable_network_isolation", "encrypt_inter_container_traffic")
+# Loosened settings that are not a secure default turned off, each with what makes it loose:
+# shell access into the running container, and a container on the network outside any VPC.
+LOOSE_SETTINGS = {
+    "enable_remote_debug": ("is on", lambda job: job.get("enable_remote_debug") is True),
+    "network_without_vpc": ("enable_network_isolation is off and no subnets are given",
+                            lambda job: job.get("enable_network_isolation") is False
+                            and not job.get("subnets")),
+}
+EXCEPTIONS = SECURE_DEFAULTS + tuple(LOOSE_SETTINGS)
 
 
 def feature_context(job: Mapping[str, Any], tuning: Mapping[str, Any] | None,
@@ -35,7 +44,7 @@ def security_annotations(job: Mapping[str, Any]) -> dict[str, str]:
     """One annotation per secure default a recipe turned off, holding the recipe's reason."""
     reasons = job.get("security_exceptions") or {}
     return {SECURITY_EXCEPTION_ANNOTATION + key.replace("_", "-"): reasons[key]
-            for key in sorted(reasons) if key in SECURE_DEFAULTS}
+            for key in sorted(reasons) if key in EXCEPTIONS}
 
 
 def completion_criteria(tuning: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -49,7 +49,6 @@ _JOB_FIELDS = {
     "enableNetworkIsolation": "job.enable_network_isolation",
     "enableInterContainerTrafficEncryption": "job.encrypt_inter_container_traffic",
     "enableManagedSpotTraining": "job.use_spot_instances",
-    "algorithmSpecification.enableSageMakerMetricsTimeSeries": "job.enable_sagemaker_metrics",
     "debugHookConfig": "job.debugger_hook_config",
     "profilerConfig": "job.disable_profiler",
 }

@@ -158,7 +158,8 @@ def _task_paths(recipe: Recipe, root: Path) -> list[Problem]:
 
 
 def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:
-    """Rules about how a recipe renders (:mod:`mtgrpo.validate` owns the SageMaker rules)."""
+    """Rules about how a recipe renders (:mod:`mtgrpo.validate` owns the shared rules, each
+    backend its own, e.g. ACK's require_kms_key in :mod:`mtgrpo.ack.rules`)."""
     problems = []
     image = recipe.job.get("image_uri")
     if settings.require_image_digest and isinstance(image, str) and not DIGEST.search(image):

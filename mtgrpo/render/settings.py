@@ -24,10 +24,14 @@ PROJECT: dict[str, schema.Key] = {
                "resource is deleted; delete stops a running job.", default="retain",
         choices=("retain", "delete")),
     "crd_dir": schema.Key("str", "CRD directory for validation, relative to the repo root "
-                                 "(empty: $MTGRPO_CRD_DIR, ../shared/crds, or the packaged "
-                                 "copy).", default=""),
+                                 "(empty: $MTGRPO_CRD_DIR, or the copy shipped with "
+                                 "mtgrpo).", default=""),
     "require_image_digest": schema.Key(
         "bool", "Refuse job.image_uri values not pinned as <repo>@sha256:<digest>.",
+        default=False),
+    "require_kms_key": schema.Key(
+        "bool", "Refuse SageMaker recipes without job.output_kms_key and job.volume_kms_key "
+                "(customer-managed KMS keys for the output and the instance volumes).",
         default=False),
     "placeholders": schema.Key(
         "str", "What the example values left in recipes (account 111122223333, the "
@@ -51,6 +55,7 @@ class Settings:
     deletion_policy: str = "retain"
     crd_dir: Path | None = None
     require_image_digest: bool = False
+    require_kms_key: bool = False
     placeholders: str = "warn"
     backends: tuple[str, ...] = ()  # enabled in the top-level kustomization; (): all rendered
     # Template texts held in memory ((file name, text), ...): used before templates/ (the
@@ -103,6 +108,7 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
     return Settings(root=root, namespace=values["namespace"],
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
                     require_image_digest=values["require_image_digest"],
+                    require_kms_key=values["require_kms_key"],
                     placeholders=values["placeholders"], backends=tuple(values["backends"]),
                     templates=tuple(templates))
 

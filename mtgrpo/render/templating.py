@@ -5,9 +5,10 @@ never as text: the filter leaves a quoted placeholder token and keeps the value 
 template's YAML is parsed, each token is replaced by its value. So no string (quotes, colons,
 newlines, ``{{``, ``1e-06``) can change the document's structure or be re-typed by a YAML
 parser, and only the template's own few lines are parsed, which keeps a render fast.
-Undefined variables are errors. Any error a template raises (syntax, an undefined variable, a
-failing expression, a byte that is not UTF-8) is a one-line problem naming the template file
-and line; a template resolving outside its directory (a symlink) is not read.
+Templates render in Jinja's immutable sandbox. Undefined variables are errors. Any error a
+template raises (syntax, an undefined variable, a failing expression, a byte that is not
+UTF-8) is a one-line problem naming the template file and line; a template resolving outside
+its directory (a symlink) is not read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 
 from mtgrpo.errors import Problem, UserError
 
@@ -80,9 +82,12 @@ def environment(templates_dir: Path | None, templates: tuple = ()) -> jinja2.Env
     loader: jinja2.BaseLoader = _InsideLoader(search, anchors)
     if templates:
         loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(templates)), loader])
-    env = jinja2.Environment(loader=loader,
-                             undefined=jinja2.StrictUndefined, autoescape=False,
-                             keep_trailing_newline=True)
+    # The immutable sandbox: a template (code a pull request can change, rendered in CI) reads
+    # its values but cannot reach Python internals (``__class__``, ``os`` through globals) or
+    # change a value (``.append``, ``.update``).
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
+        keep_trailing_newline=True)
     env.filters["json"] = json_filter
     env.filters["tojson"] = json_filter
     return env

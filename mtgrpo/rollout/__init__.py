@@ -19,7 +19,7 @@ _EXPORTS = {
     "resolve_weight_sync": "weight_sync",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (sorted() gives a list)
 
 
 def __getattr__(name: str):

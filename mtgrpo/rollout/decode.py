@@ -133,6 +133,9 @@ class Decoded:
     lengths: object
     reasons: object
     logprobs: object | None
+    mask: object = None  # static cache: which of its columns hold each row's tokens
+    end: int = 0  # static cache: columns written (the next call's tokens go after them)
+    fed: int = 0  # decode steps whose sampled token went into the cache
 
 
 class Decoder:
@@ -147,14 +150,18 @@ class Decoder:
         self.compile = compile
         self._static: OrderedDict[tuple, object] = OrderedDict()
         self._compiled = {}
+        self.shapes: set[tuple[int, int]] = set()  # (rows, cache length) of every static call
 
-    def _cache_for(self, model, batch: int, length: int):
+    def _cache_for(self, model, batch: int, length: int, *, reset: bool = True):
         from transformers import DynamicCache, StaticCache
 
         if self.cache == "dynamic":
             return DynamicCache(config=model.config)
         key = (id(model), batch, length)
         cache = self._static.pop(key, None)
+        if cache is not None and not reset:
+            self._static[key] = cache
+            return cache
         if cache is None:
             while len(self._static) >= STATIC_CACHES:
                 self._static.popitem(last=False)  # the least recently used shape
@@ -181,8 +188,19 @@ class Decoder:
 
     def decode(self, model, ids, mask, budgets, *, eos_ids: Sequence[int], pad_id: int,
                temperature: float, top_p: float, stops=None, logprobs: bool = False,
-               generator=None, length_multiple: int = 1) -> Decoded:
-        """Sample up to ``max(budgets)`` tokens for every row of ``ids`` (see the module doc)."""
+               generator=None, length_multiple: int = 1,
+               cache_length: int | None = None, resume=None) -> Decoded:
+        """Sample up to ``max(budgets)`` tokens for every row of ``ids`` (see the module doc).
+
+        ``cache_length``: the static cache's length whenever the call fits in it (one shape,
+        one compiled graph, for every turn of a job); longer calls round up to
+        ``length_multiple``.
+
+        ``resume = (perm, prefix_mask)`` (static cache of ``cache_length``, see
+        ``TransformersSampler``): the cache already holds earlier tokens of every row in its
+        first ``prefix_mask.shape[1]`` columns (``prefix_mask`` marks them, after the rows are
+        reordered by ``perm``); ``ids``/``mask`` are only the rows' new tokens, prefilled after
+        them. Nothing before is computed again."""
         import torch
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
@@ -190,7 +208,9 @@ class Decoder:
         batch, width = ids.shape
         steps = int(max(budgets))
         total = width + steps
-        if length_multiple > 1:  # static shapes: fewer distinct cache lengths, fewer compiles
+        if cache_length and cache_length >= total:
+            total = cache_length
+        elif length_multiple > 1:  # static shapes: fewer distinct cache lengths, fewer compiles
             total = -(-total // length_multiple) * length_multiple
         greedy = temperature <= 0
         warpers = LogitsProcessorList()
@@ -200,9 +220,22 @@ class Decoder:
             if top_p < 1.0:
                 warpers.append(TopPLogitsWarper(top_p))
 
+        start = 0
+        before = None  # tokens each row already has in the cache
+        if resume is not None:
+            perm, prefix = resume
+            start = prefix.shape[1]
+            before = prefix.sum(-1, keepdim=True)
+            total = cache_length
         full_mask = torch.ones((batch, total), dtype=mask.dtype, device=device)
-        full_mask[:, :width] = mask
+        if resume is not None:
+            full_mask[:, :start] = prefix
+        full_mask[:, start:start + width] = mask
         positions = mask.sum(-1, keepdim=True) - 1  # last prompt position per row
+        prompt_positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        if before is not None:
+            positions = positions + before
+            prompt_positions = prompt_positions + before
         cache_positions = torch.arange(total, device=device)
         budget_t = torch.as_tensor(list(budgets), device=device)
         eos_t = torch.as_tensor(sorted(set(eos_ids)) or [-1], device=device)
@@ -212,25 +245,34 @@ class Decoder:
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         lps = torch.zeros((batch, steps), dtype=torch.float32, device=device) if logprobs else None
         state = stops.initial_state(batch, device) if stops is not None and len(stops) else None
-        cache = self._cache_for(model, batch, total)
+        cache = self._cache_for(model, batch, total, reset=resume is None)
+        if resume is not None:  # the rows in this call's order; addresses kept (CUDA graphs)
+            for layer in cache.layers:
+                layer.keys.copy_(layer.keys.index_select(0, perm))
+                layer.values.copy_(layer.values.index_select(0, perm))
         dynamic = self.cache == "dynamic"
+        if not dynamic:
+            self.shapes.add((batch, total))
         pinned = device.type == "cuda"
         flags = [torch.zeros((), dtype=torch.bool, pin_memory=pinned) for _ in range(2)]
         events = [None, None]
 
         # Without padding, no mask at all: transformers checks a given mask's contents on the
         # host (``padding_mask.all()``) in every forward, a device sync per token.
-        padded = bool((mask == 0).any())
+        padded = resume is not None or bool((mask == 0).any())
 
         def attention(length: int):
             if not padded:
                 return None
             return full_mask[:, :length] if dynamic else full_mask
 
-        out = model(input_ids=ids, attention_mask=attention(width),
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache,
-                    cache_position=cache_positions[:width], use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=attention(start + width),
+                    position_ids=prompt_positions, past_key_values=cache,
+                    cache_position=cache_positions[start:start + width], use_cache=True,
+                    logits_to_keep=1)
         forward = self._step_forward(model)
+        base = start + width  # the first decode step's column
+        fed = 0  # decode steps whose token went into the cache
         for t in range(steps):
             # A copy: a CUDA-graph replay overwrites its outputs, and fp32 .float() would alias.
             logits = out.logits[:, -1].to(torch.float32, copy=True)
@@ -270,9 +312,16 @@ class Decoder:
                         break
             elif bool(flags[slot]):
                 break
-            pos = cache_positions[width + t:width + t + 1]
-            out = forward(input_ids=nxt[:, None], position_ids=positions + t + 1,
-                          attention_mask=attention(width + t + 1),
+            pos = cache_positions[base + t:base + t + 1]
+            out = forward(input_ids=nxt[:, None], position_ids=positions + t + 1,  # noqa: F841
+                          attention_mask=attention(base + t + 1),
                           past_key_values=cache, cache_position=pos, use_cache=True)
+            fed = t + 1
         lengths = torch.where(lengths == 0, steps, lengths)  # (only if the loop ended early)
-        return Decoded(tokens, lengths, reasons, lps)
+        if dynamic:
+            return Decoded(tokens, lengths, reasons, lps)
+        # What the cache now holds per row: its earlier tokens, the new ones, and the sampled
+        # tokens that were fed back (not a finished row's padding, nor the very last token).
+        kept = torch.arange(fed, device=device)[None, :] < lengths[:, None]
+        full_mask[:, base:base + fed] = kept.to(full_mask.dtype)
+        return Decoded(tokens, lengths, reasons, lps, full_mask[:, :base + fed], base + fed, fed)

@@ -144,6 +144,12 @@ class VLLMSampler:
         return f"VLLMSampler({self.client.base_url!r})"
 
 
+def torch_tensor(values, device):
+    import torch
+
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
 class TransformersSampler:
     """Samples with the trainer's current policy in-process (no vLLM needed).
 
@@ -165,11 +171,32 @@ class TransformersSampler:
     reuse the compiled graph. Sampling settings come from the call only: the model's
     ``generation_config`` (e.g. a shipped ``repetition_penalty`` or ``top_k``) is ignored, so
     samples follow the policy's own temperature-scaled distribution.
+
+    A LoRA policy (peft) samples from merged weights (``merge_lora=True``, the default:
+    ``policy_weights.MergedPolicy``, refreshed when the adapters changed; its seconds are
+    ``last_sync_seconds``): the same decode as a full-weight policy, instead of two extra
+    matmuls per adapted layer and token. ``merge_lora=False`` runs the adapters as they are.
+
+    Shapes a job compiles (``cache="static"``): ``min_rows`` pads every batch to at least that
+    many rows (the job's generation batch: later turns, with the episodes that answered gone,
+    reuse the first turn's graph), and ``cache_length`` (the job's ``max_prompt_length +
+    max_completion_length``) is the one cache length of every call that fits it, prompts left
+    unrounded. A job then compiles one decode graph for its rollouts (and one per other batch
+    size, e.g. evaluation's) instead of one per rows bucket and 256-token length bucket of each
+    turn. The price: every step's attention reads the whole cache. ``decoder.shapes`` lists
+    the (rows, length) shapes used.
+
+    With that one shape, ``reuse_cache=True`` (the default) continues the rows of the last call
+    when every prompt of the next one extends a row's tokens (the environment's next turn:
+    prompt + sampled turn + tool result): the cache rows are reordered in place and only the
+    new tokens are prefilled (``Decoder.decode``'s ``resume``); anything else prefills afresh.
+    ``last_prefill_tokens`` counts the prompt tokens a generate computed.
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int | None = None,
                  memory_fraction: float = 0.9, logprobs: bool = True, cache: str = "dynamic",
-                 compile: bool = False):
+                 compile: bool = False, merge_lora: bool = True, min_rows: int = 1,
+                 cache_length: int | None = None, reuse_cache: bool = True):
         from mtgrpo.rollout.decode import Decoder
         from mtgrpo.rollout.weight_sync import unwrap
 
@@ -189,6 +216,15 @@ class TransformersSampler:
         self._vocab: list[bytes] | None = None
         self._stops: dict[tuple, object] = {}
         self.last_batches: list[int] = []  # rows per decode call of the last generate (metrics)
+        self.merge_lora = merge_lora
+        self.min_rows = max(1, int(min_rows))
+        self.cache_length = cache_length
+        self.reuse_cache = reuse_cache
+        self._kept = None  # (cache key, each cache row's tokens, columns used) after a call
+        self._kept_mask = None
+        self.last_prefill_tokens = 0  # prompt tokens the last generate computed (metrics)
+        self._merged = None  # policy_weights.MergedPolicy of a LoRA policy, built on first use
+        self.last_sync_seconds = 0.0  # merging the adapters in the last generate
 
     async def generate(self, prompts: list[list[int]], *, max_tokens: int | list[int],
                        temperature: float, top_p: float, stop: list[str],
@@ -216,17 +252,22 @@ class TransformersSampler:
     def generate_sync(self, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
                       temperature: float, top_p: float, stop: Sequence[str],
                       seed: int | None = None) -> list[Sample]:
-        import torch
-
-        from mtgrpo.rollout.decode import (ModelShape, free_device_bytes, left_pad,
-                                           plan_batch_size)
         from mtgrpo.rollout.weight_sync import unwrap
         # The model's own kernels while it samples: the compiled decode cannot trace Liger's
         # (mtgrpo/trainer/liger.py); nothing to undo where Liger was never applied.
         from mtgrpo.trainer.liger import sampling_kernels
 
         budgets = _budgets(prompts, list(budgets))
-        model = unwrap(self.model)  # DDP and friends have no generate()
+        live = unwrap(self.model)  # DDP and friends have no generate()
+        with sampling_kernels(live):  # (a LoRA policy's merged copy is built inside it too)
+            return self._generate(self._policy(live), prompts, budgets, temperature, top_p,
+                                  stop, seed)
+
+    def _generate(self, model, prompts, budgets, temperature, top_p, stop, seed):
+        import torch
+
+        from mtgrpo.rollout.decode import ModelShape, free_device_bytes, plan_batch_size
+
         device = next(model.parameters()).device
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed) if seed is not None else
@@ -237,50 +278,109 @@ class TransformersSampler:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[Sample | None] = [None] * len(prompts)
         self.last_batches = []
+        self.last_prefill_tokens = 0
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), sampling_kernels(model):
+            with torch.no_grad():
                 start = 0
                 while start < len(order):
                     rest = order[start:]
                     width = len(prompts[rest[0]])  # the longest left (sorted)
+                    new = max(budgets[i] for i in rest)
+                    # The job's one cache length, where this call fits it (see the class doc).
+                    fixed = self.cache_length if static and self.cache_length and \
+                        width + new <= self.cache_length else None
+                    shape = ModelShape.of(model)
+                    free = free_device_bytes(device, self.memory_fraction)
                     rows = self.batch_size or plan_batch_size(
-                        ModelShape.of(model), len(rest), width, max(budgets[i] for i in rest),
-                        free_device_bytes(device, self.memory_fraction))
+                        shape, len(rest), width, fixed - width if fixed else new, free)
                     chunk = rest[:rows]
                     start += len(chunk)
                     padded = rows if self.batch_size else 1 << (rows - 1).bit_length()
+                    if static and not self.batch_size and padded < self.min_rows:
+                        # the job's batch, where memory allows it: one rows shape per job
+                        padded = max(padded, plan_batch_size(
+                            shape, self.min_rows, width, fixed - width if fixed else new, free))
                     self.last_batches.append(len(chunk))
                     for i, sample in zip(chunk, self._batch(
                             model, device, [prompts[i] for i in chunk],
                             [budgets[i] for i in chunk], temperature, top_p, stop, stops,
-                            generator, padded if static else len(chunk))):
+                            generator, padded if static else len(chunk), fixed)):
                         out[i] = sample
         finally:
             model.train(was_training)
         return out  # type: ignore[return-value]
 
+    def _policy(self, model):
+        """The model to sample: a LoRA policy's merged weights (see the class doc), else
+        ``model`` itself."""
+        import time
+
+        from mtgrpo.rollout.policy_weights import MergedPolicy, is_lora, merge_fits
+
+        self.last_sync_seconds = 0.0
+        if not (self.merge_lora and is_lora(model)):
+            return model
+        if self._merged is None:
+            param = next(model.parameters())
+            total = None
+            if param.is_cuda:
+                import torch
+
+                total = torch.cuda.get_device_properties(param.device).total_memory
+            if not merge_fits(MergedPolicy.merged_bytes(model), total):
+                self.merge_lora = False  # too large a copy for this GPU: the adapters it is
+                return model
+        started = time.perf_counter()
+        if self._merged is None or self._merged.peft_model is not model:
+            self._merged = MergedPolicy(model)
+        if self._merged.refresh() and next(model.parameters()).is_cuda:
+            import torch
+
+            torch.cuda.synchronize()  # so the time below is the merge's, not the next step's
+        self.last_sync_seconds = time.perf_counter() - started
+        return self._merged.model
+
     def _batch(self, model, device, prompts, budgets, temperature, top_p, stop, stops,
-               generator, rows: int) -> list[Sample]:
+               generator, rows: int, cache_length: int | None = None) -> list[Sample]:
         from mtgrpo.rollout.decode import left_pad
 
         n = len(prompts)
         static = self.decoder.cache == "static"
         width = max(len(p) for p in prompts)
-        if static:  # fixed shapes between calls: pad the batch and round the width up
-            width = -(-width // 64) * 64
+        if static:  # fixed shapes between calls: pad the batch (and round the width up)
+            if cache_length is None:
+                width = -(-width // 64) * 64
             prompts = list(prompts) + [prompts[0]] * (rows - n)
             budgets = list(budgets) + [1] * (rows - n)  # filler rows end after one token
-        ids, mask = left_pad(prompts, self.pad_id, width)
+        key = (id(model), rows, cache_length)
+        plan = self._resume_plan(key, prompts, budgets, cache_length) \
+            if static and cache_length and self.reuse_cache else None
+        self._kept = None  # replaced below when this call leaves rows to continue
+        resume = None
+        if plan is not None:
+            perm, new = plan
+            ids, mask = left_pad(new, self.pad_id)
+            perm_t = torch_tensor(perm, device)
+            resume = (perm_t, self._kept_mask.index_select(0, perm_t))
+        else:
+            ids, mask = left_pad(prompts, self.pad_id, width)
+        self.last_prefill_tokens += int(mask.sum())
         result = self.decoder.decode(
             model, ids.to(device), mask.to(device), budgets, eos_ids=self.eos_ids,
             pad_id=self.pad_id, temperature=temperature, top_p=top_p, stops=stops,
             logprobs=self.logprobs, generator=generator,
-            length_multiple=256 if static else 1)
-        tokens = result.tokens[:n].tolist()  # the one host transfer of the batch
-        lengths = result.lengths[:n].tolist()
-        reasons = result.reasons[:n].tolist()
+            length_multiple=256 if static else 1, cache_length=cache_length, resume=resume)
+        every = rows if static else n
+        tokens = result.tokens[:every].tolist()  # the one host transfer of the batch
+        lengths = result.lengths[:every].tolist()
+        reasons = result.reasons[:every].tolist()
+        if static and cache_length and result.mask is not None and result.end:
+            # What each cache row now holds, for the next turn (see the class doc).
+            self._kept = (key, [tuple(p) + tuple(t[:min(k, result.fed)])
+                                for p, t, k in zip(prompts, tokens, lengths)], result.end)
+            self._kept_mask = result.mask
         logprobs = result.logprobs[:n].tolist() if result.logprobs is not None else None
         samples = []
         for row in range(n):
@@ -293,6 +393,32 @@ class TransformersSampler:
             samples.append(Sample(ids_row, logprobs[row][:keep] if logprobs else None, text,
                                   "length" if reasons[row] == 3 else "stop"))
         return samples
+
+    def _resume_plan(self, key, prompts, budgets, cache_length):
+        """``(perm, new tokens)`` when every prompt continues a row the cache holds (that row's
+        tokens are a proper prefix of it) and the rest fits the cache; else None."""
+        if self._kept is None or self._kept[0] != key:
+            return None
+        _, contents, end = self._kept
+        rows_of: dict[tuple, list[int]] = {}
+        for r, c in enumerate(contents):
+            rows_of.setdefault(c, []).append(r)
+        lengths = sorted({len(c) for c in contents}, reverse=True)
+        perm, new = [], []
+        for p in prompts:
+            for size in lengths:
+                if size < len(p) and rows_of.get(tuple(p[:size])):
+                    perm.append(rows_of[tuple(p[:size])].pop())
+                    new.append(list(p[size:]))
+                    break
+            else:
+                if not perm or list(p) != list(prompts[0]):
+                    return None
+                perm.append(perm[0])  # a filler row: a copy of the first prompt's
+                new.append(new[0])
+        if end + max(len(x) for x in new) + max(budgets) > cache_length:
+            return None
+        return perm, new
 
     def close(self) -> None:
         """Nothing to release."""

@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     try:
+        # Root (SageMaker) becomes the image's user before anything reads the job's input.
+        from mtgrpo.sagemaker.privileges import drop_root
+        drop_root(Path(os.environ.get(ROOT_ENV) or "/opt/ml"))
         # The same entry point on every backend: the first that recognises the pod presents
         # the job to the one run_job (the default backend for a local run on a laid-out
         # /opt/ml).

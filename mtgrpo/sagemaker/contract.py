@@ -1,7 +1,7 @@
 """The SageMaker container contract: the ``/opt/ml`` layout and the files SageMaker writes there.
 
 SageMaker runs the image as ``docker run IMAGE train`` with the job's configuration under
-``/opt/ml`` (FACTS.md section 3). The root can be moved with ``MTGRPO_OPT_ML`` so the whole
+``/opt/ml`` (docs/image.md). The root can be moved with ``MTGRPO_OPT_ML`` so the whole
 contract runs in a temporary directory (tests, local dry runs). Everything here is standard
 library only: the launcher reads the contract before anything heavy is imported.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +19,7 @@ from mtgrpo.contract.channels import CHANNELS, CORPUS, EVAL, MODEL, REQUIRED_CHA
 from mtgrpo.contract.config import TrainerConfig
 from mtgrpo.contract.task_spec import uses_corpus
 from mtgrpo.errors import Problem, UserError, did_you_mean
+from mtgrpo.safepath import extract_tar
 from mtgrpo.trainer.paths import RunPaths
 
 ROOT_ENV = "MTGRPO_OPT_ML"
@@ -179,7 +179,7 @@ def read_resource_config(layout: OptML) -> ResourceConfig:
     if nic is not None and (not isinstance(nic, str) or not nic):
         raise UserError(Problem(src, "network_interface_name", f"invalid value {nic!r}",
                                 "an interface name such as eth0"))
-    return ResourceConfig(current, tuple(hosts), nic)
+    return ResourceConfig(str(current), tuple(hosts), nic)
 
 
 def read_input_data_config(layout: OptML) -> dict[str, dict]:
@@ -256,8 +256,7 @@ def _model_from_channel(layout: OptML) -> str | None:
             partial = target.with_name(target.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            with tarfile.open(archives[0]) as tar:
-                tar.extractall(partial, filter="data")
+            extract_tar(archives[0], partial)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(partial, target)
         if (target / "config.json").is_file():
@@ -300,6 +299,7 @@ def resolve_paths(config: TrainerConfig, layout: OptML) -> RunPaths:
                                     + " optional"))
     if problems:
         raise UserError(problems)
+    assert train is not None  # a missing train channel is one of the problems
     model = _model_from_channel(layout) or config.model_name_or_path
     return RunPaths(model=model, train_file=train, eval_file=eval_file, corpus_dir=corpus,
                     output_dir=layout.output_data_dir, model_dir=layout.model_dir,

@@ -360,7 +360,7 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
                 if stop.requested or code == EXIT_INTERRUPTED or plan.stopped_file.exists():
                     return EXIT_INTERRUPTED
                 raise JobFailed(f"training exited with code {code}")
-            if server is not None and not server.alive():
+            if server is not None and plan.vllm is not None and not server.alive():
                 raise JobFailed("vLLM server died during training: "
                                 + _log_tail(plan.vllm.log_path))
             if server is None and plan.vllm_url:
@@ -393,8 +393,9 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
 
 def _wait_for_server(plan: LaunchPlan, server, stop: _Stop, poll_s: float) -> None:
     deadline = time.monotonic() + plan.startup_timeout_s
+    assert plan.vllm_url is not None  # called only for a job that uses a vLLM server
     while not stop.requested:
-        if server is not None and not server.alive():
+        if server is not None and plan.vllm is not None and not server.alive():
             raise JobFailed("vLLM server exited during start-up: "
                             + (_log_tail(plan.vllm.log_path) or "no log output"))
         if _healthy(plan.vllm_url):

@@ -76,7 +76,7 @@ def is_async_tool(tool: Any) -> bool:
     if isinstance(flag, bool):
         return flag
     return inspect.iscoroutinefunction(tool) or inspect.iscoroutinefunction(
-        getattr(tool, "__call__", None))
+        getattr(tool, "__call__", None))  # noqa: B004 (the method itself, not a callable test)
 
 
 class FunctionTool:

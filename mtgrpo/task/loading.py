@@ -95,7 +95,7 @@ class _Loader:
                           "factory", "an object with name, description, parameters and "
                           "__call__, or a class or function returning one (or a list of them)")
                 continue
-            made = obj if _is_tool(obj) else self.built("task_tools", ref, obj)
+            made: Any = obj if _is_tool(obj) else self.built("task_tools", ref, obj)
             if made is None:
                 continue
             for tool in made if isinstance(made, (list, tuple)) else [made]:
@@ -199,6 +199,7 @@ def load_task(config, paths=None, tokenizer=None, *, parser: Any = None,
             if hasattr(tool, "close"):
                 tool.close()
         raise UserError(loader.problems)
+    assert rubric is not None  # no rubric is one of loader.problems
     return Task(tools=tools, parser=parser, rubric=rubric, load_records=records)
 
 

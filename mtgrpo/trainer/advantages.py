@@ -1,4 +1,4 @@
-"""Group-normalised advantages for mt_grpo, grpo_or and grpo_mr (FACTS section 4).
+"""Group-normalised advantages for mt_grpo, grpo_or and grpo_mr (docs/trainer.md).
 
 Within each group (the completions of one prompt), each reward R in {R_turn, R_outcome,
 R_combined = R_turn + R_outcome} becomes ``A = (R - mean) / (std + eps)`` with the unbiased

@@ -3,8 +3,9 @@
 ``ToolEnvironment.rollout`` plays every episode of a batch in lock-step: each turn sends all
 still-active episodes to the sampler in ONE ``generate`` call (so the server batches them),
 parses each turn, runs this turn's tool calls concurrently (``async`` tools awaited together on
-the loop, plain ones in a thread pool), and appends the environment's tokens. Token ids are never re-tokenized: an episode's next prompt is its prompt
-ids followed by every earlier turn's ids, exactly as sampled or appended.
+the loop, plain ones in a thread pool), and appends the environment's tokens. Token ids are
+never re-tokenized: an episode's next prompt is its prompt ids followed by every earlier turn's
+ids, exactly as sampled or appended.
 
 The environment tokens after an assistant turn (close the assistant message, the tool-result
 message, open the next assistant message) come from the tokenizer's own chat template,

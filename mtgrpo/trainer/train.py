@@ -1,10 +1,11 @@
 """The training entry point shared by ``mtgrpo train`` and the SageMaker container: ``run``.
 
 ``run(config, paths)`` builds the tokenizer and model, the task's plug-ins (tools, parser,
-rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight sync; maps the TrainerConfig onto TRL's GRPOConfig;
-trains with MTGRPOTrainer (resuming from the newest complete checkpoint); saves the final model
-with its tokenizer to ``paths.model_dir``; scores the held-out split once more and writes
-``eval_summary.json`` to ``paths.output_dir``; returns a summary dict.
+rewards, record loader: ``task_*`` keys), the data, the environment, the sampler and the weight
+sync; maps the TrainerConfig onto TRL's GRPOConfig; trains with MTGRPOTrainer (resuming from
+the newest complete checkpoint); saves the final model with its tokenizer to
+``paths.model_dir``; scores the held-out split once more and writes ``eval_summary.json`` to
+``paths.output_dir``; returns a summary dict.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def grpo_args(config: TrainerConfig, paths: RunPaths, *, world_size: int = 1,
         top_p=config.top_p,
         max_completion_length=config.max_completion_length,
         mask_truncated_completions=False,
-        use_vllm=False,  # FACTS 4: the rollout_func talks to vLLM over HTTP; we sync weights
+        use_vllm=False,  # the rollout_func talks to vLLM over HTTP; we sync weights
         # evaluation, logging, checkpoints
         eval_strategy="steps" if config.eval_steps and evaluate else "no",
         eval_steps=(config.eval_steps or None) if evaluate else None,
@@ -237,9 +238,13 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # The live policy: always on-policy. No sampler logprobs, as with vLLM above.
             compiled = config.sampler_compile == "on" or (
                 config.sampler_compile == "auto" and torch.cuda.is_available())
-            sampler = TransformersSampler(model, tokenizer, logprobs=False,
-                                          cache="static" if compiled else "dynamic",
-                                          compile=compiled)
+            # One decode shape for the job's rollouts (TransformersSampler: min_rows,
+            # cache_length): the generation batch of this process, the longest episode.
+            sampler = TransformersSampler(
+                model, tokenizer, logprobs=False, cache="static" if compiled else "dynamic",
+                compile=compiled,
+                min_rows=config.per_device_train_batch_size * config.gradient_accumulation_steps,
+                cache_length=config.max_prompt_length + config.max_completion_length)
 
     clock = None
     if config.max_staleness > 0:  # rollouts in a background thread: versions and cancel

@@ -1,4 +1,5 @@
-"""Validation before anything is applied: the ACK CRDs check almost nothing (FACTS §1).
+"""Validation before anything is applied: the ACK CRDs check almost nothing
+(docs/ack-controller.md).
 
 - :func:`check_recipe`: the rules between a merged recipe's values (spot, limits, tuning ranges,
   ARNs, S3 URIs, channels, environment, metric definitions) and secrets.

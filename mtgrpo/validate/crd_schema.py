@@ -23,13 +23,10 @@ from mtgrpo.validate.structural import compile_structural
 
 
 def default_crd_dir() -> Path:
-    """``$MTGRPO_CRD_DIR``, else ``<repo>/../shared/crds`` if present, else the packaged copy."""
+    """``$MTGRPO_CRD_DIR``, else the copies shipped in the package (``mtgrpo/validate/crds/``)."""
     env = os.environ.get("MTGRPO_CRD_DIR")
     if env:
         return Path(env)
-    shared = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
-    if (shared / "sagemaker.services.k8s.aws_trainingjobs.yaml").is_file():
-        return shared
     return Path(__file__).resolve().parent / "crds"
 
 

@@ -1,4 +1,4 @@
-"""Rules for the SDK's job features and the secure defaults (issue 16), on the merged recipe.
+"""Rules for the SDK's job features and the secure defaults, on the merged recipe.
 
 The loader has checked types and choices; the service model and the CRDs check the rendered
 fields (name patterns, list lengths, fields the installed CRD lacks). These are the rules
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from mtgrpo.errors import Problem, did_you_mean
-from mtgrpo.render.features import SECURE_DEFAULTS
+from mtgrpo.render.features import EXCEPTIONS, LOOSE_SETTINGS, SECURE_DEFAULTS
 from mtgrpo.validate.recipe_rules import check_s3_uri
 
 MAX_REASON = 256  # an annotation value is free text, but a reason is one sentence
@@ -20,7 +20,7 @@ def check_job_features(recipe_data: Mapping[str, Any], source: str) -> list[Prob
     """Every broken rule of the security exceptions, the TensorBoard path and tuning's
     completion criteria and warm start, one Problem each."""
     data = recipe_data if isinstance(recipe_data, Mapping) else {}
-    job = data.get("job") if isinstance(data.get("job"), Mapping) else {}
+    job = data["job"] if isinstance(data.get("job"), Mapping) else {}
     tuning = data.get("tuning") if isinstance(data.get("tuning"), Mapping) else None
     problems = _security(job, source)
     if job.get("tensorboard_output_path") is not None:
@@ -37,10 +37,14 @@ def _security(job: Mapping[str, Any], source: str) -> list[Problem]:
     problems = []
     for key, reason in reasons.items():
         where = f"job.security_exceptions.{key}"
-        if key not in SECURE_DEFAULTS:
+        if key not in EXCEPTIONS:
             problems.append(Problem(source, where, "not a secure default that can be turned "
-                                    "off" + did_you_mean(str(key), SECURE_DEFAULTS),
-                                    ", ".join(SECURE_DEFAULTS)))
+                                    "off" + did_you_mean(str(key), EXCEPTIONS),
+                                    ", ".join(EXCEPTIONS)))
+        elif key in LOOSE_SETTINGS:
+            if not LOOSE_SETTINGS[key][1](job):
+                problems.append(Problem(source, where, f"a reason for {key}, but it does not "
+                                        "apply", "remove the reason"))
         elif job.get(key, True) is not False:
             problems.append(Problem(source, where, f"a reason for turning {key} off, but it is "
                                     "on", f"remove the reason, or set job.{key}: false"))
@@ -52,6 +56,12 @@ def _security(job: Mapping[str, Any], source: str) -> list[Problem]:
             problems.append(Problem(source, f"job.{key}", "turned off without a reason",
                                     f"true, or say why in job.security_exceptions.{key} "
                                     "(rendered as an annotation)"))
+    for key, (what, loose) in LOOSE_SETTINGS.items():
+        if loose(job) and key not in reasons:
+            at = "job.enable_remote_debug" if key == "enable_remote_debug" else "job.subnets"
+            problems.append(Problem(source, at, f"{key}: {what}, without a reason",
+                                    f"say why in job.security_exceptions.{key} (rendered as "
+                                    "an annotation)"))
     return problems
 
 

@@ -353,7 +353,7 @@ def _one_range(name: str, spec: Mapping[str, Any], config: TrainerConfig | None,
     field_kind = field_type(field_specs()[name]).__name__
     fits = {"continuous": ("float",), "integer": ("int",),
             "categorical": ("float", "int", "str", "bool")}
-    if kind not in RANGE_TYPES:
+    if not isinstance(kind, str) or kind not in RANGE_TYPES:
         return [Problem(source, f"{key}.type", f"invalid range type {kind!r}",
                         ", ".join(RANGE_TYPES))]
     if field_kind not in fits[kind]:

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from mtgrpo.ack import to_request
 from mtgrpo.errors import Problem
 from mtgrpo.validate.crd_schema import check_against_crd, field_spellings
-from mtgrpo.validate.secrets import ALLOWED, looks_like_secret_name, looks_like_secret_value
+from mtgrpo.validate.secrets import find_secrets
 from mtgrpo.validate.service_model import ack_path, check_request
 
 # RFC 1123 subdomain, as the API server requires of metadata.name.
@@ -58,24 +58,7 @@ def _check_one(resource: dict, source: str, crd_dir: Path) -> list[Problem]:
 
 def _secrets(spec: Mapping[str, Any], source: str) -> list[Problem]:
     """Secrets in a resource (hand-edited, or built from overrides at run time): never in Git."""
-    problems = [Problem(source, path, f"the value looks like {kind} (not shown)", ALLOWED)
-                for path, kind in _secret_values(spec, "spec")]
-    for key in _dict(spec.get("environment")):
-        if looks_like_secret_name(str(key)):
-            problems.append(Problem(source, f"spec.environment.{key}", "a key named like a "
-                                    "password, token or secret is refused", ALLOWED))
-    return problems
-
-
-def _secret_values(value: Any, path: str) -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        return [found for k, v in value.items() for found in _secret_values(v, f"{path}.{k}")]
-    if isinstance(value, list):
-        return [found for i, v in enumerate(value) for found in _secret_values(v, f"{path}[{i}]")]
-    if isinstance(value, str):
-        kind = looks_like_secret_value(value)
-        return [(path, kind)] if kind else []
-    return []
+    return find_secrets(spec, source, "spec")
 
 
 def _metadata(resource: Mapping[str, Any], source: str) -> list[Problem]:

@@ -1,8 +1,15 @@
 """Refuse secrets in recipes: rendered manifests live in Git and in the cluster, readable by many.
 
-Two signals: a value that looks like an AWS access key id or secret access key (anywhere in the
-recipe), and a key named like a password, token, secret or credential (in ``job.environment``
-and ``trainer``). Messages never repeat the value.
+Two signals, over every string a recipe renders (``trainer``, ``job`` with its environment and
+tags, ``tuning``, the backend sections) and every rendered resource:
+
+- a value shaped like a credential: one of :data:`SHAPES` (docs/security.md lists them), found
+  anywhere inside the string;
+- a key named like a password, token, secret or credential (any mapping key, an environment
+  variable's name, a tag's key).
+
+Messages name the key and the kind of secret and show at most the first characters of the
+value (a prefix such as ``hf_`` that says which credential to revoke), never the value itself.
 """
 
 from __future__ import annotations
@@ -12,18 +19,15 @@ import re
 from typing import Any, Iterator
 
 from mtgrpo.errors import Problem
+from mtgrpo.secret_shapes import SHAPES, find_shape  # noqa: F401 - SHAPES re-exported
 
-# Access key ids: a 4-letter type prefix and 16 base32 characters (IAM's documented id prefixes).
-_ACCESS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}"
-                            r"(?![A-Z0-9])")
-# Secret access keys: 40 characters of base64 alphabet, standing alone as a value or token.
-_SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+
 # Words that make a key name a secret's name (matched per word: `max_tokens` is not `token`).
 _SECRET_WORDS = {"password", "passwd", "pwd", "secret", "secrets", "token", "apikey",
                  "credential", "credentials", "passphrase", "privatekey", "accesskey",
-                 "sessiontoken", "authtoken", "bearer"}
+                 "sessiontoken", "authtoken", "bearer", "pat", "cookie", "dsn"}
 _SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("auth", "token"),
-                 ("client", "secret"), ("secret", "key")}
+                 ("client", "secret"), ("secret", "key"), ("signing", "key")}
 ALLOWED = ("no secrets in recipes: read them at run time from AWS Secrets Manager or SSM "
            "Parameter Store through the job's IAM role")
 
@@ -31,17 +35,8 @@ ALLOWED = ("no secrets in recipes: read them at run time from AWS Secrets Manage
 @functools.lru_cache(maxsize=65536)  # renders repeat values (metric regexes, S3 prefixes)
 def looks_like_secret_value(value: str) -> str:
     """What kind of secret ``value`` looks like ('' when none)."""
-    if _ACCESS_KEY_ID.search(value):
-        return "an AWS access key id"
-    if value.startswith("s3://"):
-        return ""  # S3 keys are '/'-joined words that can line up to 40 such characters
-    for match in _SECRET_KEY.finditer(value):
-        token = match.group(0)
-        # Real secret keys mix cases and digits; paths and hex digests of that length do not.
-        if (re.search(r"[A-Z]", token) and re.search(r"[a-z]", token)
-                and re.search(r"[0-9]", token)):
-            return "an AWS secret access key"
-    return ""
+    found = find_shape(value)
+    return found[0].kind if found else ""
 
 
 def looks_like_secret_name(key: str) -> bool:
@@ -53,33 +48,59 @@ def looks_like_secret_name(key: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:]))
 
 
-def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+def value_problem(source: str, path: str, kind: str) -> Problem:
+    return Problem(source, path, f"the value looks like {kind} (not shown)", ALLOWED)
+
+
+def name_problem(source: str, path: str) -> Problem:
+    return Problem(source, path, "a key named like a password, token or secret is refused "
+                                 "(its value is not shown)", ALLOWED)
+
+
+def _tag_key(item: Any) -> str | None:
+    """The key of an SDK-style tag ``{Key: .., Value: ..}`` (a name, like a mapping key)."""
+    if isinstance(item, dict) and set(item) <= {"Key", "Value", "key", "value"}:
+        key = item.get("Key", item.get("key"))
+        return key if isinstance(key, str) else None
+    return None
+
+
+def walk(value: Any, path: str) -> Iterator[tuple[str, str, str]]:
+    """(``"value"`` or ``"name"``, path, text) for every string and every key name."""
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _walk(v, f"{path}.{k}" if path else str(k))
+            sub = f"{path}.{k}" if path else str(k)
+            yield "name", sub, str(k)
+            yield from walk(v, sub)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _walk(v, f"{path}[{i}]")
+            tag = _tag_key(v)
+            if tag is not None:
+                yield "name", f"{path}[{i}].Key", tag
+            if isinstance(v, dict) and v.get("name") and isinstance(v.get("value"), str):
+                yield "name", f"{path}[{i}].name", str(v["name"])  # a k8s env entry
+            yield from walk(v, f"{path}[{i}]")
     elif isinstance(value, str):
-        yield path, value
+        yield "value", path, value
+
+
+def find_secrets(value: Any, source: str, path: str = "") -> list[Problem]:
+    """Problems for every secret-shaped string and secret-named key under ``value``; one per
+    key (a secret-named key whose value is also secret-shaped is named once)."""
+    problems: dict[str, Problem] = {}
+    for signal, where, text in walk(value, path):
+        if signal == "value":
+            kind = looks_like_secret_value(text)
+            if kind:
+                problems.setdefault(where, value_problem(source, where, kind))
+        elif looks_like_secret_name(text):
+            # The name's own path: a secret-named tag's Key is reported at the tag.
+            at = where[:-len(".Key")] if where.endswith("].Key") else \
+                where[:-len(".name")] if where.endswith("].name") else where
+            problems.setdefault(at, name_problem(source, at))
+    return list(problems.values())
 
 
 def check_secrets(recipe: dict, source: str) -> list[Problem]:
-    """Problems for secret-looking values anywhere and secret-named keys in environment/trainer."""
-    problems = []
-    for path, value in _walk(recipe, ""):
-        kind = looks_like_secret_value(value)
-        if kind:
-            problems.append(Problem(source, path, f"the value looks like {kind} (not shown)",
-                                    ALLOWED))
-    job = recipe.get("job") if isinstance(recipe.get("job"), dict) else {}
-    for section, mapping in (("job.environment", job.get("environment")),
-                             ("trainer", recipe.get("trainer"))):
-        if not isinstance(mapping, dict):
-            continue
-        for key in mapping:
-            path = f"{section}.{key}"
-            if looks_like_secret_name(str(key)) and not any(p.key == path for p in problems):
-                problems.append(Problem(source, path, "a key named like a password, token or "
-                                        "secret is refused (its value is not shown)", ALLOWED))
-    return problems
+    """Problems for secret-looking values and secret-named keys anywhere in the recipe."""
+    return find_secrets(recipe, source)

@@ -66,9 +66,9 @@ def _check(shape: Node, value: Any, steps: tuple[Step, ...], out: list[Violation
             out.append(Violation(steps, f"must be a list ({shape.name})", "a list"))
             return
         _bounds(shape, len(value), steps, "entries", out)
-        member = node(shape.member)
+        items = node(shape.member)
         for i, item in enumerate(value):
-            _check(member, item, steps + (("index", i),), out)
+            _check(items, item, steps + (("index", i),), out)
     elif kind == "map":
         if not isinstance(value, dict):
             out.append(Violation(steps, f"must be a map ({shape.name})", "a mapping"))
@@ -143,7 +143,7 @@ def _list(values: tuple[str, ...], near: str) -> str:
 def ack_path(spec: Mapping[str, Any], steps: tuple[Step, ...], prefix: str = "spec",
              spellings: Mapping[str, str] | None = None) -> str:
     """An API path spelled in the resource's field names (``spec.resourceConfig.instanceType``)."""
-    path, node = prefix, spec
+    path, node = prefix, spec  # type: str, Any
     for kind, name in steps:
         if kind == "index":
             path += f"[{name}]"
