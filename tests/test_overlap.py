@@ -3,7 +3,8 @@
 - ``max_staleness: 0`` is today's synchronous loop: a seeded short run's metrics equal the ones
   recorded from the code before the overlap existed (``fixtures/overlap/sync_metrics.json``,
   written by this file's ``_seeded_run`` on that commit, ``python tests/test_overlap.py``;
-  timing keys left out).
+  timing keys left out; the tool failure/time-out/truncation counts, logged since, were added
+  to it from the same run).
 - With ``max_staleness: 1`` (real vLLM server): every episode is current or one version
   behind, no request spans a weight push, and the importance weights are exactly 1 for the
   current-version episodes and differ from 1 for the stale ones.

@@ -10,6 +10,11 @@ import from the current directory (docs/tasks.md). Outputs under DIR:
 With ``generation_backend: vllm`` and no server answering at ``vllm_server_url``, the command
 starts one itself on that host and port (serving the initial model), and stops it at the end;
 ``--no-start-server`` turns that off.
+
+Records, corpus and plug-ins are loaded and checked before that server starts. SIGTERM or
+SIGINT (``mtgrpo.stopping``) saves a checkpoint after the current step, stops the server, prints
+one line and exits 143 (SIGTERM) or 130 (SIGINT); a signal before training started exits the
+same way with nothing saved. ``--no-resume`` or not, ``metrics.jsonl`` then holds each step once.
 """
 
 from __future__ import annotations
@@ -231,24 +236,45 @@ def run(args: argparse.Namespace) -> int:
     check_task(config, source=str(args.config))  # a missing plug-in fails before vLLM starts
     paths = run_paths(config, args.output)
     paths.output_dir.mkdir(parents=True, exist_ok=True)
+    from mtgrpo.stopping import RunStop
+
+    summary = None
+    with RunStop("mtgrpo train") as stop:
+        summary = _train(config, paths, args, stop)
+    if stop.stopped and (summary is None or summary.get("stopped_early")):
+        step = (summary or {}).get("global_step")
+        saved = paths.checkpoint_dir / f"checkpoint-{step}"
+        what = ("before training started; nothing saved" if summary is None
+                else f"after saving {saved}" if saved.is_dir() else "with nothing saved")
+        print(stop.line(what), file=sys.stderr, flush=True)
+        return stop.exit_code
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def _train(config, paths, args, stop) -> dict:
+    """Prepare, start the server (owned by ``stop``), train; the summary."""
+    from mtgrpo.rollout.client import SamplerError
+    from mtgrpo.trainer.train import prepare, run as train
+
     if args.warm_start:
         config, paths = _warm_started(config, paths, str(args.config))
-    server = _local_server(config, paths.output_dir, not args.no_start_server)
+    # Records, corpus and plug-ins before the server: a bad file fails in seconds.
+    prepared = prepare(config, paths, source=str(args.config))
     try:
+        server = _local_server(config, paths.output_dir, not args.no_start_server)
         if server is not None:
+            stop.own(server)
             print(f"starting vLLM server on {server.url} (log: {paths.output_dir / 'vllm.log'})",
                   flush=True)
             server.start().wait_healthy(config.vllm_startup_timeout_s)
-        from mtgrpo.rollout.client import SamplerError
-        from mtgrpo.trainer.train import run as train
-
-        try:
-            summary = train(config, paths, resume=not args.no_resume, source=str(args.config))
-        except SamplerError as err:  # the server died or stopped answering: say so, one line
-            raise UserError(Problem(str(args.config), "trainer.vllm_server_url",
-                                    f"training stopped: {err}")) from None
-    finally:
-        if server is not None:
-            server.stop()
-    print(json.dumps(summary, indent=2, sort_keys=True))
-    return 0
+    except BaseException:
+        prepared.close()
+        raise
+    try:
+        return train(config, paths, resume=not args.no_resume, source=str(args.config),
+                     prepared=prepared,
+                     on_trainer=lambda trainer: stop.bind(trainer.request_save_and_stop))
+    except SamplerError as err:  # the server died or stopped answering: say so, one line
+        raise UserError(Problem(str(args.config), "trainer.vllm_server_url",
+                                f"training stopped: {err}")) from None

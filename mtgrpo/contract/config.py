@@ -55,7 +55,8 @@ class TrainerConfig:
         max_prompt_length, max_completion_length.
     Parameters that control multi-turn rollouts and credit assignment:
         algorithm, turn_advantage_coef, tool_format, max_turns, max_tool_calls,
-        max_tokens_per_turn, search_top_k, search_max_tokens.
+        max_tokens_per_turn, search_top_k, search_max_tokens, tool_timeout_s,
+        tool_result_max_chars.
     Parameters that control rewards (weight 0 = logged, not optimised):
         reward_tool_execution, reward_answer_in_result, reward_answer_contains,
         reward_exact_match, reward_format, reward_xml_count, reward_f1.
@@ -123,7 +124,9 @@ class TrainerConfig:
     temperature: float = _f(0.9, "Sampling temperature of rollouts (paper: 0.9).", min=0.0,
                             min_exclusive=True)
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0, min_exclusive=True)
-    max_prompt_length: int = _f(1024, "Prompt tokens kept (left-truncated).", min=1)
+    max_prompt_length: int = _f(
+        1024, "Prompt tokens at most; a record whose prompt is longer is refused at load.",
+        min=1)
     max_completion_length: int = _f(
         1024, "Tokens of the whole multi-turn completion, tool results included.", min=1)
 
@@ -143,6 +146,12 @@ class TrainerConfig:
     search_top_k: int = _f(1, "Passages returned by wiki_search.", min=1, max=20)
     search_max_tokens: int = _f(
         256, "Token budget of one tool result, so the answer turn still fits.", min=16)
+    tool_timeout_s: float = _f(
+        30.0, "A tool call still running after this many seconds becomes a failed call "
+              "('Error: ... timed out'; metric tool_timeouts).", min=0.1)
+    tool_result_max_chars: int = _f(
+        8000, "Characters of a tool result kept, cut before tokenizing with a marker inside "
+              "the result's closing tag (metric tool_truncations).", min=64)
 
     # -- rewards --------------------------------------------------------------------------------
     reward_tool_execution: float = _f(0.2, "Turn reward: share of tool calls that succeeded.")

@@ -30,6 +30,7 @@ from mtgrpo.kubeflow import contract as kc
 from mtgrpo.kubeflow.platform import read_topology
 from mtgrpo.sagemaker.contract import OptML, ResourceConfig, read_hyperparameters
 from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed, clear_failure, report
+from mtgrpo.stopping import EXIT_SIGINT
 
 METRICS_FILE = "metrics.jsonl"
 TERMINATION_LOG_ENV = "MTGRPO_TERMINATION_LOG"  # tests point it at a temporary file
@@ -80,7 +81,7 @@ def run_kubeflow_job(environ: Mapping[str, str] | None = None,
         code = _run(env, layout, config_dir)
     except Exception as err:  # every failure, expected or not, ends as a reason
         code = report(layout.failure_file, err)
-    if code not in (0, EXIT_INTERRUPTED) and layout.failure_file.is_file():
+    if code not in (0, EXIT_INTERRUPTED, EXIT_SIGINT) and layout.failure_file.is_file():
         write_termination_message(termination, layout.failure_file.read_text().strip())
     return code
 

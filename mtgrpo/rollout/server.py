@@ -3,6 +3,8 @@
 Used by the SageMaker launcher, by ``mtgrpo train`` on a local machine and by the benchmarks.
 The command and environment are plain attributes, inspectable without starting anything. The
 process runs in its own process group, so stopping it also stops vLLM's engine-core children;
+it gets SIGTERM from the kernel if the process that started it dies (even by SIGKILL), and an
+``atexit`` hook stops it on any other exit (``mtgrpo.stopping``): it never outlives its run;
 ``wait_healthy`` polls ``/health`` and fails fast, with the log's tail, when the process exits or
 never becomes healthy. Used as a context manager, the server is stopped on every exit path.
 """
@@ -127,9 +129,12 @@ class VLLMServer:
             out = self._log_file
         else:
             out = subprocess.DEVNULL
+        from mtgrpo import stopping
+
         self.proc = subprocess.Popen(self.command, env=self.environment, stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=stopping.die_with_parent)
+        stopping.track(self)
         return self
 
     def alive(self) -> bool:
@@ -163,6 +168,9 @@ class VLLMServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the whole process group, SIGKILL it after ``timeout`` seconds."""
+        from mtgrpo import stopping
+
+        stopping.untrack(self)
         proc, self.proc = self.proc, None
         try:
             if proc is not None and proc.poll() is None:

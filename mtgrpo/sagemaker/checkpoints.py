@@ -121,9 +121,15 @@ class StopRequest:
         return cls(os.environ.get(STOP_FILE_ENV) or None)
 
     def install_handler(self) -> None:
+        """SIGTERM sets the flag (entry points use ``mtgrpo.stopping.RunStop`` with
+        :meth:`set` instead, which also covers SIGINT and the processes the run started)."""
         signal.signal(signal.SIGTERM, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        self.set()
+
+    def set(self) -> None:
+        """Ask for "save this step, then stop" (safe in a signal handler: sets a flag)."""
         self.signalled = True
 
     def requested(self) -> bool:

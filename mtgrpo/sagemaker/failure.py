@@ -68,5 +68,9 @@ def report(path: Path, err: BaseException) -> int:
     if not isinstance(err, (UserError, JobFailed)):
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
     print(f"error: {reason}", file=sys.stderr, flush=True)
-    write_failure(path, reason)
+    try:
+        write_failure(path, reason)
+    except OSError as write_err:  # a full disk: the printed line is the record then
+        print(f"mtgrpo: could not write {path}: {write_err.strerror or write_err}",
+              file=sys.stderr, flush=True)
     return EXIT_USER_ERROR if isinstance(err, (UserError, JobFailed)) else EXIT_INTERNAL_ERROR

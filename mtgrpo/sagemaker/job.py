@@ -20,7 +20,7 @@ from mtgrpo.sagemaker.launcher import (MASTER_PORT, build_plan, describe_plan,
                                        detect_gpu_count, resolve_hosts, run_plan,
                                        visible_devices)
 from mtgrpo.task.loading import check_task
-from mtgrpo.trainer.train import check_batch_shape
+from mtgrpo.trainer.train import check_batch_shape, check_record_files
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -64,6 +64,7 @@ def run_steps(layout: OptML, presentation: Presentation = Presentation()) -> int
     if code_dir is not None:
         print(f"mtgrpo: task code from {code_dir}", flush=True)
     check_task(config, source=str(layout.hyperparameters_file))
+    check_record_files(config, paths)  # a malformed record file fails before vLLM starts
     master_addr = None
     if resources.num_hosts > 1:
         names = presentation.resolve or resources.hosts

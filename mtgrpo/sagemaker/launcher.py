@@ -300,13 +300,16 @@ def _log_tail(path: Path, lines: int = 5) -> str:
 
 
 class _Stop:
-    """SIGTERM (docker stop, spot interruption) seen by the launcher."""
+    """SIGTERM (docker stop, spot interruption) or SIGINT seen by the launcher."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.name = "SIGTERM"
 
     def __call__(self, signum, frame) -> None:
         self.requested = True
+        if signum:
+            self.name = signal.Signals(signum).name
 
 
 def _terminate(proc: subprocess.Popen, grace: float) -> None:
@@ -324,9 +327,21 @@ def _terminate(proc: subprocess.Popen, grace: float) -> None:
 
 
 def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
-    """Start the plan and supervise it. Returns the exit code (143 after a SIGTERM stop)."""
+    """Start the plan and supervise it. Returns the exit code (143 after a SIGTERM stop, 130
+    after SIGINT: ``mtgrpo.stopping``). A second signal stops everything at once."""
+    from mtgrpo.stopping import RunStop
+
     stop = _Stop()
-    previous = signal.signal(signal.SIGTERM, stop)
+    code = None
+    with RunStop("mtgrpo", announce=False) as signals:
+        signals.bind(lambda: stop(signals.signum, None))
+        code = _supervise(plan, stop, poll_s)
+    if code == EXIT_INTERRUPTED and signals.stopped:
+        return signals.exit_code
+    return signals.exit_code if code is None else code
+
+
+def _supervise(plan: LaunchPlan, stop: "_Stop", poll_s: float) -> int:
     plan.stop_file.parent.mkdir(parents=True, exist_ok=True)
     plan.stop_file.unlink(missing_ok=True)
     plan.stopped_file.unlink(missing_ok=True)
@@ -346,9 +361,13 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
         if stop.requested:
             return EXIT_INTERRUPTED
         print(f"mtgrpo: starting training: {' '.join(plan.training.argv)}", flush=True)
+        from mtgrpo.stopping import die_with_parent
+
+        # Its own session (the launcher signals the group); the kernel sends it SIGTERM if the
+        # launcher dies, even by SIGKILL: it then saves and stops, and no process is left.
         training = subprocess.Popen(list(plan.training.argv),
                                     env={**os.environ, **plan.training.env},
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent)
         stop_deadline = None
         last_seen = next_check = time.monotonic()
         while True:
@@ -375,7 +394,7 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
                                         f"{REMOTE_GONE_S:g} s during training (did the "
                                         "first host end?)")
             if stop.requested and stop_deadline is None:
-                print("mtgrpo: SIGTERM: asking training to save a checkpoint and stop",
+                print(f"mtgrpo: {stop.name}: asking training to save a checkpoint and stop",
                       flush=True)
                 plan.stop_file.touch()
                 stop_deadline = time.monotonic() + STOP_GRACE_S
@@ -388,7 +407,6 @@ def run_plan(plan: LaunchPlan, *, poll_s: float = 1.0) -> int:
             _terminate(training, 10.0)
         if server is not None:
             server.stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _wait_for_server(plan: LaunchPlan, server, stop: _Stop, poll_s: float) -> None:

@@ -2,8 +2,9 @@
 directly on CPU or once per GPU through ``accelerate launch``).
 
 It reads the same contract as the launcher, takes the vLLM URL the launcher chose, and calls
-``mtgrpo.trainer.train.run`` with the checkpoint callback. A stop request ends it with 143 after
-the step's checkpoint is saved, without writing a final model.
+``mtgrpo.trainer.train.run`` with the checkpoint callback. A stop request (the launcher's stop
+file, or SIGTERM/SIGINT through ``mtgrpo.stopping.RunStop``) ends it with 143 after the step's
+checkpoint is saved, without writing a final model.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vllm-server-url", default="",
                         help="the server the launcher started or waited for")
     args = parser.parse_args(argv)
+    from mtgrpo.stopping import RunStop
+
     layout = OptML.from_env()
     stop = StopRequest.from_env()
-    stop.install_handler()
+    code = None
+    with RunStop("mtgrpo worker") as signals:
+        signals.bind(stop.set)  # the callback saves at the end of the step, all ranks agreeing
+        code = _run(args, layout, stop)
+    return EXIT_INTERRUPTED if code is None else code  # None: a second signal, stop at once
+
+
+def _run(args, layout: OptML, stop: StopRequest) -> int:
     try:
         config = read_hyperparameters(layout)
         if args.vllm_server_url:

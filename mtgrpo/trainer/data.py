@@ -8,7 +8,10 @@ raw TriviaQA   ``{"question": ..., "question_id": ..., "answer": {"value": ...,
 flat           ``{"question": ..., "aliases": [...]}`` or ``"answers"`` instead of ``"aliases"``
                (a list or one string), with an optional ``"id"``
 
-A bad record is a ``UserError`` naming the file, the line (or row) and the key.
+A bad record is a ``UserError`` naming the file, the line (or row) and the key. A JSONL line
+longer than ``MAX_RECORD_BYTES`` is refused with its line number and size, counted without being
+read into memory; a shorter one is held once as bytes, then once as text while it is parsed. Each
+record keeps where it came from (``QARecord.where``) for later checks (the prompt budget).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from mtgrpo.errors import Problem, UserError
 from mtgrpo.trainer.types import QARecord
 
 SUFFIXES = (".jsonl", ".parquet")
+# A question must fit max_prompt_length tokens; other keys of a raw TriviaQA row may be large
+# (its `rc` rows carry Wikipedia pages), so the line cap is generous. Nothing bigger is read.
+MAX_RECORD_BYTES = 32 * 2**20
+_CHUNK = 2**20
 _COLUMNS = ("question", "question_id", "id", "answer", "aliases", "answers")
 _SHAPES = ('{"question": str, "answer": {"value": str, "aliases": [str]}} (TriviaQA) or '
            '{"question": str, "aliases" or "answers": [str], "id": optional str}')
@@ -43,6 +50,33 @@ def _unique(values: Sequence[str]) -> tuple[str, ...]:
         if v:
             seen.setdefault(v, None)
     return tuple(seen)
+
+
+def _lines(handle, limit: int | None = None):
+    """``(line number, bytes or None, size)`` of every line of a binary file, read in 1 MiB
+    pieces; a line over ``limit`` bytes (default ``MAX_RECORD_BYTES``) comes as None with its
+    size: counted and skipped, never held whole."""
+    limit = MAX_RECORD_BYTES if limit is None else limit
+    lineno = 0
+    while True:
+        buf = bytearray()
+        size = 0
+        while True:
+            chunk = handle.readline(_CHUNK)
+            size += len(chunk)
+            if buf is not None:
+                if size > limit:
+                    buf = None  # too long: count the rest without keeping it
+                else:
+                    buf += chunk
+            if not chunk or chunk.endswith(b"\n"):
+                break
+        if size == 0:
+            return
+        lineno += 1
+        item = (lineno, buf, size)
+        del buf  # the caller's reference is the only one: it can drop the bytes
+        yield item
 
 
 def parse_record(value: Any, where: str, default_id: str) -> QARecord:
@@ -92,7 +126,7 @@ def parse_record(value: Any, where: str, default_id: str) -> QARecord:
     elif not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
         raise UserError(Problem(where, "id", f"must be a string, got "
                                 f"{type(record_id).__name__}", _SHAPES))
-    return QARecord(id=str(record_id), question=question.strip(), aliases=aliases)
+    return QARecord(id=str(record_id), question=question.strip(), aliases=aliases, where=where)
 
 
 def load_records(path: str | Path) -> list[QARecord]:
@@ -109,13 +143,19 @@ def load_records(path: str | Path) -> list[QARecord]:
     elif suffix == ".jsonl":
         records = []
         with path.open("rb") as handle:
-            for lineno, raw in enumerate(handle, start=1):
+            for lineno, raw, size in _lines(handle):
                 where = f"{path}:{lineno}"
+                if raw is None:
+                    raise UserError(Problem(where, "", f"the record is {size} bytes, over the "
+                                            f"{MAX_RECORD_BYTES} bytes a record may have",
+                                            "records of at most that size (a question must "
+                                            "fit max_prompt_length tokens)"))
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise UserError(Problem(where, "", f"not UTF-8 ({exc.reason} at byte "
                                             f"{exc.start})", "UTF-8 text")) from None
+                del raw  # the text is the one copy from here
                 if not line.strip():
                     continue
                 try:
@@ -123,7 +163,9 @@ def load_records(path: str | Path) -> list[QARecord]:
                 except json.JSONDecodeError as exc:
                     raise UserError(Problem(where, "", f"invalid JSON: {exc.msg} at column "
                                             f"{exc.colno}", "one JSON object a line")) from None
+                del line
                 records.append(parse_record(value, where, f"{path.stem}-{lineno}"))
+                del value
     else:
         raise UserError(Problem(str(path), "", f"unsupported file type '{path.suffix}'",
                                 ", ".join(SUFFIXES)))

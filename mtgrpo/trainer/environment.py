@@ -18,12 +18,17 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from mtgrpo.errors import Problem, UserError
 from mtgrpo.rollout.client import run_sync
+from mtgrpo.trainer.tools.base import error_text
 from mtgrpo.trainer.types import Episode, ParsedTurn, QARecord, Turn
+
+# One executed call: (result text, ok, timed out).
+_Result = tuple[str, bool, bool]
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +102,17 @@ class ToolEnvironment:
     Limits: ``max_turns`` assistant turns (the answer turn included), ``max_tool_calls`` executed
     calls, ``max_tokens_per_turn`` sampled tokens per turn, ``max_completion_length`` tokens for
     the whole completion (sampled and environment tokens), ``max_prompt_length`` prompt tokens
-    (left-truncated). ``tool_role`` is the chat role of tool-result messages: ``user`` as in the
-    MT-GRPO reference, or ``tool`` for templates that render it.
+    (records over it are refused at load: :meth:`check_prompts`). ``tool_role`` is the chat
+    role of tool-result messages: ``user`` as in the MT-GRPO reference, or ``tool`` for
+    templates that render it. Bounds on tools: ``tool_timeout_s`` per call,
+    ``tool_result_max_chars`` per result (cut before tokenizing).
     """
 
     def __init__(self, tokenizer, parser, tools: Mapping[str, Any], *, max_turns: int,
                  max_tool_calls: int, max_tokens_per_turn: int, max_completion_length: int,
                  max_prompt_length: int, temperature: float, top_p: float,
-                 tool_workers: int = 16, tool_role: str = "user"):
+                 tool_workers: int = 16, tool_role: str = "user", tool_timeout_s: float = 30.0,
+                 tool_result_max_chars: int = 8000):
         self.tokenizer = tokenizer
         self.parser = parser
         self.tools = dict(tools)
@@ -116,13 +124,15 @@ class ToolEnvironment:
         self.temperature = temperature
         self.top_p = top_p
         self.tool_workers = max(1, tool_workers)
+        self.tool_timeout_s = float(tool_timeout_s)
+        self.tool_result_max_chars = int(tool_result_max_chars)
         self.frame = EnvironmentFrame.from_tokenizer(tokenizer, tool_role=tool_role)
         self.system_prompt = parser.system_prompt(list(self.tools.values()))
         self.stop = list(parser.stop)
         eos = tokenizer.eos_token_id
         self._eos = {eos: tokenizer.convert_ids_to_tokens(eos)} if eos is not None else {}
         self._prompt_cache: dict[tuple[str, str], list[int]] = {}
-        self._pool: ThreadPoolExecutor | None = None  # tool helper threads, started on first use
+        self._helpers: _Helpers | None = None  # tool helper threads, started on first use
         self.last_stats = RolloutStats()
 
     @classmethod
@@ -137,7 +147,8 @@ class ToolEnvironment:
                       max_tokens_per_turn=cfg.max_tokens_per_turn,
                       max_completion_length=cfg.max_completion_length,
                       max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature,
-                      top_p=cfg.top_p)
+                      top_p=cfg.top_p, tool_timeout_s=cfg.tool_timeout_s,
+                      tool_result_max_chars=cfg.tool_result_max_chars)
         kwargs.update(overrides)
         return cls(tokenizer, parser, tools, **kwargs)
 
@@ -152,7 +163,8 @@ class ToolEnvironment:
                                                   add_generation_prompt=True)
 
     def prompt_ids(self, record: QARecord) -> list[int]:
-        """The record's prompt, tokenized once; left-truncated to ``max_prompt_length``."""
+        """The record's prompt, tokenized once. Records over ``max_prompt_length`` are refused
+        at load (:meth:`check_prompts`); one that was not checked is left-truncated."""
         key = (record.id, record.question)
         if key not in self._prompt_cache:
             ids = self.encode(self.prompt_text(record.question))
@@ -162,6 +174,33 @@ class ToolEnvironment:
                 ids = ids[-self.max_prompt_length:]
             self._prompt_cache[key] = ids
         return list(self._prompt_cache[key])
+
+    def check_prompts(self, records: Sequence[QARecord]) -> None:
+        """Refuse records whose prompt (system prompt, question, template) exceeds
+        ``max_prompt_length`` tokens: one ``UserError`` with a line per record, naming its
+        file and line (``QARecord.where``) and its size. A huge question is measured on a
+        prefix, so it is never tokenized whole."""
+        problems = []
+        limit = self.max_prompt_length
+        # ~4 characters a token; a prefix of 16 a token is over the budget for any real text.
+        prefix = 16 * limit
+        for record in records:
+            question = record.question
+            ids = self.encode(self.prompt_text(question[:prefix]))
+            if len(ids) <= limit:
+                continue
+            cut = len(question) > prefix
+            self._prompt_cache.pop((record.id, record.question), None)
+            size = (f"at least {len(ids)} tokens" if cut else f"{len(ids)} tokens") + \
+                f" ({len(question)} characters of question)"
+            problems.append(Problem(record.where or f"record {record.id}", "question",
+                                    f"the prompt is {size}, over max_prompt_length {limit}",
+                                    "a shorter question, or a larger max_prompt_length"))
+        if problems:
+            shown = problems[:20]
+            notes = [f"... and {len(problems) - 20} more records over max_prompt_length"] \
+                if len(problems) > 20 else []
+            raise UserError(shown, notes=notes)
 
     def environment_ids(self, result: str, sampled: Sequence[int]) -> tuple[str, list[int]]:
         """The text and token ids appended after an assistant turn for one tool result."""
@@ -210,9 +249,11 @@ class ToolEnvironment:
             stats.tool_seconds += time.perf_counter() - t0
             stats.tool_calls += len(pending)
             active = []
-            for (i, _), (text, ok) in zip(pending, results):
+            for (i, parsed), (text, ok, timed_out) in zip(pending, results):
                 calls[i] += 1
-                if self._tool_turn(episodes[i], text, ok, used[i]):
+                text, cut = self.cap_result(text)
+                if self._tool_turn(episodes[i], text, ok, used[i], name=_tool_name(parsed),
+                                   timed_out=timed_out, truncated=cut):
                     active.append(i)
                 used[i] += len(episodes[i].turns[-1].token_ids)
         stats.seconds = time.perf_counter() - started
@@ -257,7 +298,11 @@ class ToolEnvironment:
     def _call_tool(self, parsed: ParsedTurn) -> tuple[str, bool]:
         from mtgrpo.trainer.tools import execute_tool_call
 
-        return execute_tool_call(self.tools, parsed)
+        try:
+            return execute_tool_call(self.tools, parsed)
+        except BaseException as exc:  # noqa: BLE001 - on a helper thread: keep the turn going
+            # (execute_tool_call lets only the run's own stop through; here it is a thread's)
+            return error_text(f"{_tool_name(parsed)} stopped: {type(exc).__name__}"), False
 
     def _is_async_call(self, parsed: ParsedTurn) -> bool:
         from mtgrpo.task.api import is_async_tool
@@ -267,9 +312,10 @@ class ToolEnvironment:
             else None
         return tool is not None and is_async_tool(tool)
 
-    async def _call_tools(self, loop, calls: Sequence[ParsedTurn]) -> list[tuple[str, bool]]:
-        """Every call of a turn: ``async`` tools awaited together on the loop, the others in
-        threads (:meth:`_call_sync_tools`); results in call order."""
+    async def _call_tools(self, loop, calls: Sequence[ParsedTurn]) -> list[_Result]:
+        """Every call of a turn: ``async`` tools awaited together on the loop (each cancelled
+        after ``tool_timeout_s``), the others in threads (:meth:`_call_sync_tools`); results
+        in call order."""
         if not calls or not any(self._is_async_call(c) for c in calls):
             return await self._call_sync_tools(loop, calls)
         from mtgrpo.trainer.tools.base import execute_tool_call_async
@@ -277,97 +323,204 @@ class ToolEnvironment:
         awaited = [i for i, c in enumerate(calls) if self._is_async_call(c)]
         threaded = [i for i in range(len(calls)) if i not in set(awaited)]
         # Scheduled first, so they run while the loop waits for the threaded calls.
-        pending = asyncio.gather(*(execute_tool_call_async(self.tools, calls[i])
-                                   for i in awaited))
+        async def bounded(parsed: ParsedTurn) -> _Result:
+            try:
+                text, ok = await asyncio.wait_for(execute_tool_call_async(self.tools, parsed),
+                                                  self.tool_timeout_s)
+                return text, ok, False
+            except asyncio.TimeoutError:
+                return (error_text(f"{_tool_name(parsed)} timed out after "
+                                   f"{self.tool_timeout_s:g}s (tool_timeout_s)"), False, True)
+
+        pending = asyncio.gather(*(bounded(calls[i]) for i in awaited))
         threaded_results = await self._call_sync_tools(loop, [calls[i] for i in threaded])
-        results: list[tuple[str, bool]] = [("", False)] * len(calls)
+        results: list[_Result] = [("", False, False)] * len(calls)
         for i, r in zip(awaited, await pending):
             results[i] = r
         for i, r in zip(threaded, threaded_results):
             results[i] = r
         return results
 
-    async def _call_sync_tools(self, loop,
-                               calls: Sequence[ParsedTurn]) -> list[tuple[str, bool]]:
-        """Every call of a turn, up to ``tool_workers`` at a time, taken from one shared queue by
-        the event-loop thread itself and up to ``tool_workers - 1`` helper threads.
+    async def _call_sync_tools(self, loop, calls: Sequence[ParsedTurn]) -> list[_Result]:
+        """Every call of a turn, up to ``tool_workers`` at a time, on helper threads, each
+        bounded by ``tool_timeout_s``.
 
         Thread hand-offs are what cost here: while a CPU vLLM server's processes keep both cores
-        busy, every thread start or wake-up waits for a time slice (64 trivial calls as 64 pool
-        jobs took 0.12 s of a 0.78 s two-turn rollout in benchmarks/rollouts.py; 16 jobs on a
-        fresh pool, all awaited, still 5-80 ms). So the loop thread works through the queue
-        itself, helpers live as long as the environment, and a helper is woken only by the
-        loop thread's first call or by another helper that found calls still waiting: cheap
-        calls are all done before anyone wakes, slow ones fan out to ``tool_workers`` threads.
-        The turn ends when the last call is done. Nothing else runs on the loop meanwhile: the
-        rollout needs the turn's results for its next request.
+        busy, every thread wake-up waits for a time slice (64 trivial calls as 64 pool jobs took
+        0.12 s of a 0.78 s two-turn rollout in benchmarks/rollouts.py). So helpers live as long
+        as the environment, the calls of a turn are taken from one shared queue, and a helper is
+        woken only by the loop (the turn's first) or by another helper that found calls still
+        waiting: cheap calls are done by one thread, slow ones fan out to ``tool_workers``.
+
+        The loop thread runs no call itself, so it can keep time: a call still running after
+        ``tool_timeout_s`` gets an error result at once, and its thread (stuck in the tool; a
+        Python thread cannot be killed) is abandoned, a daemon that never blocks the exit.
         """
         if not calls:
             return []
-        results: list[tuple[str, bool] | None] = [None] * len(calls)
+        n = len(calls)
+        results: list[_Result | None] = [None] * n
+        started: list[float | None] = [None] * n
+        runner: list[threading.Thread | None] = [None] * n
         lock = threading.Lock()
-        state = {"next": 0, "left": len(calls), "helpers": 0}
+        state = {"next": 0, "left": n, "helpers": 0}
         done = loop.create_future()
-        pool = self._tool_pool()
+        helpers = self._tool_helpers()
 
         def finished() -> None:
             if not done.done():
                 done.set_result(None)
 
         def wake_helper() -> None:  # with the lock held
-            if state["next"] < len(calls) and state["helpers"] < self.tool_workers - 1:
+            if state["next"] < n and state["helpers"] < self.tool_workers:
                 state["helpers"] += 1
-                pool.submit(work, False)
+                helpers.submit(work)
 
-        def work(in_loop: bool) -> None:
+        def work() -> None:
+            me = threading.current_thread()
             while True:
                 with lock:
                     i = state["next"]
-                    if i == len(calls):
+                    if i == n:
+                        state["helpers"] -= 1
                         return
                     state["next"] += 1
-                    if not in_loop:
-                        wake_helper()  # calls are still waiting: one more thread may help
-                try:
-                    results[i] = self._call_tool(calls[i])
-                finally:  # counted even if it raised: an uncounted call would hang the turn
-                    with lock:
-                        state["left"] -= 1
-                        last = state["left"] == 0
-                    if last and not in_loop:
-                        loop.call_soon_threadsafe(finished)
+                    started[i], runner[i] = time.monotonic(), me
+                    wake_helper()  # calls are still waiting: one more thread may help
+                result = self._call_tool(calls[i])
+                with lock:
+                    if results[i] is not None:  # timed out meanwhile: this thread was let go
+                        return
+                    results[i] = (*result, False)
+                    state["left"] -= 1
+                    last = state["left"] == 0
+                if last:
+                    loop.call_soon_threadsafe(finished)
 
-        if len(calls) > 1:
-            with lock:
-                wake_helper()
-        work(True)
         with lock:
-            if state["left"] == 0:
-                finished()
-        await done
+            wake_helper()
+        timeout = self.tool_timeout_s
+        while True:
+            with lock:
+                now = time.monotonic()
+                for i in range(state["next"]):
+                    if results[i] is None and now - started[i] >= timeout:
+                        results[i] = (error_text(f"{_tool_name(calls[i])} timed out after "
+                                                 f"{timeout:g}s (tool_timeout_s)"), False, True)
+                        state["left"] -= 1
+                        state["helpers"] -= 1
+                        helpers.abandon(runner[i])
+                        wake_helper()
+                if state["left"] == 0:
+                    break
+                running = [started[i] for i in range(state["next"]) if results[i] is None]
+                wait = (min(running) + timeout - now) if running else timeout
+            try:
+                await asyncio.wait_for(asyncio.shield(done), max(wait, 0.001))
+            except asyncio.TimeoutError:
+                pass
         return results  # type: ignore[return-value]
 
-    def _tool_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max(1, self.tool_workers - 1),
-                                            thread_name_prefix="mtgrpo-tool")
-        return self._pool
+    def _tool_helpers(self) -> "_Helpers":
+        if self._helpers is None:
+            self._helpers = _Helpers(self.tool_workers)
+        return self._helpers
 
     def close(self) -> None:
-        """Stop the tool helper threads (they also stop when the environment is collected)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Stop the tool helper threads (abandoned ones, stuck in a tool, are daemons)."""
+        if self._helpers is not None:
+            self._helpers.close()
+            self._helpers = None
 
-    def _tool_turn(self, episode: Episode, result: str, ok: bool, used: int) -> bool:
+    def cap_result(self, result: str) -> tuple[str, bool]:
+        """A tool result cut to ``tool_result_max_chars`` (before it is tokenized), and whether
+        it was cut. The marker goes inside the result: the parser's framing (its closing tag)
+        is added after."""
+        limit = self.tool_result_max_chars
+        if len(result) <= limit:
+            return result, False
+        return (result[:limit] + f"\n[... {len(result) - limit} more characters cut: "
+                "tool_result_max_chars]"), True
+
+    def _tool_turn(self, episode: Episode, result: str, ok: bool, used: int, *,
+                   name: str = "", timed_out: bool = False, truncated: bool = False) -> bool:
         """Append the environment's tokens; False when they exhaust the completion budget."""
-        text, ids = self.environment_ids(result, episode.turns[-1].token_ids)
+        sampled = episode.turns[-1].token_ids
+        text, ids = self.environment_ids(result, sampled)
         room = self.max_completion_length - used
+
+        def turn(text: str, ids: list[int]) -> Turn:
+            return Turn(role="tool", text=text, token_ids=ids, tool_ok=ok, tool_name=name,
+                        tool_timed_out=timed_out, tool_truncated=truncated)
+
         if len(ids) >= room:  # no room left for the next assistant turn: keep what fits, stop
-            ids = ids[:room]
-            text = self.tokenizer.decode(ids, skip_special_tokens=False)
-            episode.turns.append(Turn(role="tool", text=text, token_ids=ids, tool_ok=ok))
+            # Cut the result, not its framing, so the result's closing tag stays.
+            frame = len(self.environment_ids("", sampled)[1])
+            keep = room - frame - 16
+            if keep > 0:
+                head = self.tokenizer.decode(self.encode(result)[:keep], skip_special_tokens=False)
+                text, ids = self.environment_ids(head + " [... cut]", sampled)
+            if len(ids) > room:  # not even the framing fits
+                ids = ids[:room]
+                text = self.tokenizer.decode(ids, skip_special_tokens=False)
+            episode.turns.append(turn(text, ids))
             episode.truncated = True
             return False
-        episode.turns.append(Turn(role="tool", text=text, token_ids=ids, tool_ok=ok))
+        episode.turns.append(turn(text, ids))
         return True
+
+
+def _tool_name(parsed: ParsedTurn) -> str:
+    """The called tool's name for messages and metrics ("" when the call did not parse)."""
+    return parsed.tool_call.name if parsed.tool_call is not None else ""
+
+
+class _Helpers:
+    """Daemon threads running tool calls, kept across rollouts. A thread stuck in a call past
+    its time-out is abandoned (:meth:`abandon`): it leaves when its call returns, if ever, and
+    a new thread takes its place when work comes."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._cond = threading.Condition()
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        with self._cond:
+            self._tasks.append(fn)
+            if self._idle >= len(self._tasks):  # a waiting thread will take it
+                self._cond.notify()
+            else:
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name="mtgrpo-tool")
+                self._threads.add(thread)
+                thread.start()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                while not self._tasks and not self._closed and me in self._threads:
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                if self._closed or me not in self._threads:
+                    self._threads.discard(me)
+                    return
+                fn = self._tasks.popleft()
+            fn()
+
+    def abandon(self, thread: threading.Thread | None) -> None:
+        with self._cond:
+            self._threads.discard(thread)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            threads = list(self._threads)
+            self._cond.notify_all()
+        for thread in threads:
+            thread.join(timeout=10)

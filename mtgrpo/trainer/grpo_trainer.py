@@ -256,14 +256,22 @@ class MTGRPOTrainer(*_trainer_bases()):
             return 0.0
         return self._prefetch.join()
 
-    def stop_prefetch(self) -> None:
-        """Cancel the background rollout at its next request and join it; drop its result."""
+    def prefetch_failed(self) -> bool:
+        """The background rollout ended with an error (raised at the next step's rollout)."""
+        pending = self._prefetch
+        return (pending is not None and pending.done() and pending.error is not None
+                and not isinstance(pending.error, PrefetchCancelled))
+
+    def stop_prefetch(self, wait: float | None = None) -> None:
+        """Cancel the background rollout at its next request and join it (at most ``wait``
+        seconds: a run ending on an error does not wait for a stuck request, which the
+        daemon thread abandons); drop its result."""
         pending, self._prefetch = self._prefetch, None
         if pending is None:
             return
         self.policy_clock.cancel()
         try:
-            pending.join()
+            pending.join(wait)
         finally:
             self.policy_clock.resume()
         if pending.error is not None and not isinstance(pending.error, PrefetchCancelled):
@@ -271,9 +279,12 @@ class MTGRPOTrainer(*_trainer_bases()):
 
     def train(self, *args, **kwargs):
         try:
-            return super().train(*args, **kwargs)
-        finally:
-            self.stop_prefetch()  # an error or the end of training: no thread left behind
+            result = super().train(*args, **kwargs)
+        except BaseException:
+            self.stop_prefetch(wait=5.0)  # failing already: not one more request time-out
+            raise
+        self.stop_prefetch()  # the end of training: no thread left behind
+        return result
 
     def _mark_stale(self, output: dict, inputs: list[dict]) -> None:
         """Flag this generation batch's stale episodes (``tis_stale``, one bool per row: TRL's
@@ -379,7 +390,7 @@ class MTGRPOTrainer(*_trainer_bases()):
         out: dict[str, list] = {k: [] for k in (
             "prompt_ids", "completion_ids", "logprobs", "env_mask", "turn_reward",
             "outcome_reward", "first_tool_result_index", "exact_match", "tool_calls",
-            "tool_successes", "reward_components")}
+            "tool_successes", "reward_components", "tool_counts")}
         if self.overlap:
             out["policy_version"] = [ep.policy_version for ep in episodes]
         sampled_logprobs = all(t.logprobs is not None for ep in episodes for t in ep.turns
@@ -405,6 +416,7 @@ class MTGRPOTrainer(*_trainer_bases()):
             out["tool_calls"].append(ep.tool_calls)
             out["tool_successes"].append(ep.tool_successes)
             out["reward_components"].append(dict(breakdown.components))
+            out["tool_counts"].append(ep.tool_counts())
         return out
 
     # -- advantages ----------------------------------------------------------------------------
@@ -447,7 +459,8 @@ class MTGRPOTrainer(*_trainer_bases()):
         from accelerate.utils import gather_object
 
         stats = gather_object([(x["exact_match"], x["tool_calls"], x["tool_successes"],
-                                x["reward_components"]) for x in inputs])
+                                x["reward_components"], x.get("tool_counts") or {})
+                               for x in inputs])
         calls = sum(s[1] for s in stats)
         self._metrics[mode]["exact_match"].append(sum(s[0] for s in stats) / len(stats))
         self._metrics[mode]["tool_calls_per_episode"].append(calls / len(stats))
@@ -458,6 +471,10 @@ class MTGRPOTrainer(*_trainer_bases()):
         for name in names:
             self._metrics[mode][f"rewards/components/{name}"].append(
                 sum(s[3].get(name, 0.0) for s in stats) / len(stats))
+        # Calls that failed, ran out of time or were cut, in the whole batch: totals always,
+        # per tool (tool_failures/<name>) when a call of that tool failed.
+        for key in sorted({k for s in stats for k in s[4]}):
+            self._metrics[mode][key].append(sum(s[4].get(key, 0.0) for s in stats))
         tokens = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1).sum()
         self._step_tokens += int(self.accelerator.gather(tokens.reshape(1)).sum().item())
 
@@ -520,6 +537,16 @@ class MTGRPOTrainer(*_trainer_bases()):
                 f"{prefix}_samples": float(len(rows)),
                 f"{prefix}_seconds": time.perf_counter() - start}
 
+    # -- checkpoints: a full disk is one line, the previous checkpoint kept (disk.py) ----------
+    def _save_checkpoint(self, model, trial):
+        from pathlib import Path
+
+        from mtgrpo.trainer.disk import checkpoint_guard
+
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        with checkpoint_guard(folder, lambda: checkpoint_bytes(self, folder.parent)):
+            super()._save_checkpoint(model, trial)
+
     # -- stop and save on request (SIGTERM, spot interruption) ------------------------------------
     def request_save_and_stop(self) -> None:
         """Ask for a checkpoint and a clean stop at the end of the current optimizer step.
@@ -527,6 +554,21 @@ class MTGRPOTrainer(*_trainer_bases()):
         Safe to call from a signal handler: it only sets a flag.
         """
         self._stop_requested = True
+
+
+def checkpoint_bytes(trainer, checkpoint_dir) -> int:
+    """About what one checkpoint takes: the newest earlier one's size, else the weights plus
+    two optimizer moments per trainable parameter."""
+    from mtgrpo.trainer.disk import tree_bytes
+    from mtgrpo.trainer.train import newest_complete_checkpoint
+
+    previous = newest_complete_checkpoint(checkpoint_dir)
+    if previous is not None:
+        return tree_bytes(previous)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = sum(p.numel() * 4 * 2 for p in model.parameters() if p.requires_grad)
+    return weights + moments
 
 
 @contextlib.contextmanager
@@ -602,7 +644,12 @@ class _StopOnRequest(TrainerCallback):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.trainer._stop_requested:
+        from mtgrpo.sagemaker.callback import _agree
+
+        # Every rank saves the same step: stop if any rank was asked to (a signal reaches the
+        # ranks at different moments).
+        if _agree(self.trainer._stop_requested):
+            self.trainer._stop_requested = True
             control.should_save = True
             control.should_training_stop = True
         return control
@@ -665,6 +712,11 @@ class WeightSyncCallback(TrainerCallback):
         self._sync()
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.finish_prefetch()  # done already by _OverlapCallback; no-op without it
+        if self.trainer.prefetch_failed():
+            # The server died or stopped answering: the next step raises that error. A push
+            # now would wait one more vllm_request_timeout_s to fail the same way.
+            return
         self.trainer.record_weight_sync(self._sync())
 
 

@@ -5,6 +5,13 @@ renderer builds SageMaker metric regexes from, so what the job prints is what th
 Evaluation values (``eval_reward``, ``eval_exact_match``) join the line of the step they were
 measured at: HF Trainer logs a step's training values first and evaluates right after, so a
 step whose evaluation is due is held back until the evaluation arrives.
+
+Resume continues the record exactly: when training begins (the resumed checkpoint's step is
+known then; 0 for a fresh start) :meth:`MetricsLogger.truncate` cuts ``metrics.jsonl`` back to
+that step, TensorBoard discards later events of earlier runs (``purge_step``), and every
+``truncate_hooks`` function gets the step (a tracking run's "truncate to step N" point). So a
+step is recorded exactly once whichever way the previous run ended (a stop, a crash, a full
+disk). A full disk while writing is one line naming the file (``mtgrpo.trainer.disk``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any, Callable, Iterable, Mapping
 
 from transformers import TrainerCallback
 
@@ -49,25 +56,50 @@ class MetricsLogger(TrainerCallback):
     """
 
     def __init__(self, path: str | Path, stream: IO[str] | None = None,
-                 events_dir: str | Path | None = None):
+                 events_dir: str | Path | None = None,
+                 truncate_hooks: Iterable[Callable[[int], None]] = ()):
         self.path = Path(path)
+        # Called with the step training (re)starts from: drop everything logged after it.
+        self.truncate_hooks = list(truncate_hooks)
+        self._purge_step: int | None = None
         self.stream = stream
         self._pending: dict[str, Any] | None = None
         # TensorBoard events of the same records (tensorboard_log.py); None: none written.
         self.events_dir = Path(events_dir) if events_dir is not None else None
         self._events = None
 
+    def truncate(self, step: int) -> None:
+        """Keep only records of steps ``<= step`` (0: none): ``metrics.jsonl`` rewritten
+        atomically, TensorBoard told to purge later steps, every truncate hook called."""
+        from mtgrpo.trainer.disk import disk_full_guard
+
+        self._purge_step = step + 1
+        if self.path.exists():
+            with disk_full_guard(self.path, self.path.stat().st_size, "metrics.jsonl"):
+                truncate_metrics(self.path, step)
+        for hook in self.truncate_hooks:
+            hook(step)
+
     def _write(self, record: Mapping[str, Any]) -> None:
+        from mtgrpo.trainer.disk import disk_full_guard
+
+        line = json.dumps(record, sort_keys=True) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        with disk_full_guard(self.path, len(line.encode("utf-8")), "a metrics record"):
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line)
         stream = self.stream or sys.stdout
         print(format_metric_line(record), file=stream, flush=True)
         if self.events_dir is not None:
-            if self._events is None:  # opened on the first record: only the main process
-                from mtgrpo.trainer.tensorboard_log import EventLog
-                self._events = EventLog(self.events_dir)
-            self._events.add(record)
+            with disk_full_guard(self.events_dir, 4096, "TensorBoard events"):
+                if self._events is None:  # opened on the first record: only the main process
+                    from mtgrpo.trainer.tensorboard_log import EventLog
+                    self._events = EventLog(self.events_dir, purge_step=self._purge_step)
+                self._events.add(record)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.truncate(int(state.global_step))
 
     def _flush(self) -> None:
         if self._pending is not None:
@@ -109,6 +141,27 @@ class MetricsLogger(TrainerCallback):
             if self._events is not None:
                 self._events.close()
                 self._events = None
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Rewrite ``path`` keeping the records of steps ``<= step``, line by line (never the
+    whole file in memory), to a temporary file then renamed. Returns the records kept.
+    A torn last line (a crash mid-write) is dropped."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    kept = 0
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        for raw in src:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) \
+                    and record["step"] <= step:
+                dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                kept += 1
+    tmp.replace(path)
+    return kept
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

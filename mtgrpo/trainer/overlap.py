@@ -140,8 +140,8 @@ class Prefetch:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def join(self) -> float:
-        """Wait for the rollout to end; the seconds waited."""
+    def join(self, timeout: float | None = None) -> float:
+        """Wait for the rollout to end (at most ``timeout`` s); the seconds waited."""
         start = time.perf_counter()
-        self._thread.join()
+        self._thread.join(timeout)
         return time.perf_counter() - start

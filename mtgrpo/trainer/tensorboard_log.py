@@ -31,11 +31,13 @@ def tag_for(name: str) -> str:
 class EventLog:
     """Scalars of one run in ``<directory>`` (one events file per process start)."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, *, purge_step: int | None = None):
+        """``purge_step``: a resumed run's first step; TensorBoard then drops the events of
+        earlier runs at that step or later (a run that went on past its last checkpoint)."""
         # torch's writer needs only the `tensorboard` package (the trainer extra), no TF.
         from torch.utils.tensorboard import SummaryWriter
         self.directory = Path(directory)
-        self._writer = SummaryWriter(log_dir=str(self.directory))
+        self._writer = SummaryWriter(log_dir=str(self.directory), purge_step=purge_step)
 
     def add(self, record: Mapping[str, Any]) -> None:
         step = int(record["step"])

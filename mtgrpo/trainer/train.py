@@ -16,6 +16,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -127,20 +128,29 @@ def _deepspeed_config(config: TrainerConfig) -> dict:
     return json.loads(DEEPSPEED_CONFIGS[config.deepspeed_stage].read_text(encoding="utf-8"))
 
 
-def _load_model(config: TrainerConfig, model_path: str, *, use_cuda: bool | None = None):
+def load_tokenizer(model_path: str):
+    """The model's tokenizer, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_model(config: TrainerConfig, model_path: str, *, use_cuda: bool | None = None,
+                tokenizer=None):
     """Tokenizer and model: bf16 weights with ``bf16`` on CUDA (the optimizer keeps the
     precision ``master_weights`` says, see master_weights.py), else fp32; Liger's kernels
     applied when ``liger_kernels`` resolves to on (before any peft wrapping, see liger.py)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from mtgrpo.trainer import liger
 
     cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
     kernels = liger.resolve(config.liger_kernels, cuda=cuda)  # "on" where unavailable: stop now
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = tokenizer or load_tokenizer(model_path)
     dtype = torch.bfloat16 if (config.bf16 and cuda) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     applied = liger.apply(model, required=config.liger_kernels == "on") if kernels else []
@@ -204,8 +214,70 @@ def _loaded(load_records, path) -> list:
     return records
 
 
+@dataclass
+class Prepared:
+    """What a run loads and checks before anything expensive starts (a vLLM server, the
+    model): the tokenizer, the task's plug-ins (tools, corpus), the records and the
+    environment that renders their prompts. ``close()`` releases the plug-ins."""
+
+    tokenizer: Any
+    task: Any
+    train_records: list
+    eval_records: list
+    environment: Any
+
+    def close(self) -> None:
+        for part in (self.environment, self.task):
+            if hasattr(part, "close"):
+                part.close()
+
+
+def prepare(config: TrainerConfig, paths: RunPaths, *, parser=None,
+            source: str = "") -> Prepared:
+    """Load the tokenizer, the plug-ins, the corpus and the records, and refuse records whose
+    prompt cannot fit ``max_prompt_length`` (one line each, naming the file and line).
+
+    ``mtgrpo train`` calls it before it starts a vLLM server, so a bad record file or plug-in
+    fails in seconds; :func:`run` calls it when not given one.
+    """
+    from mtgrpo.task.loading import load_task
+    from mtgrpo.trainer.environment import ToolEnvironment
+
+    tokenizer = load_tokenizer(paths.model)
+    task = load_task(config, paths, tokenizer, parser=parser, source=source)
+    try:
+        train_records, eval_records = _records(config, paths, task.load_records)
+        environment = ToolEnvironment.from_config(config, tokenizer, task.tools,
+                                                  parser=task.parser)
+        try:
+            environment.check_prompts(train_records + eval_records)
+        except BaseException:
+            environment.close()
+            raise
+    except BaseException:
+        task.close()
+        raise
+    return Prepared(tokenizer, task, train_records, eval_records, environment)
+
+
+def check_record_files(config: TrainerConfig, paths: RunPaths) -> None:
+    """Parse the record files with the built-in loader (no tokenizer, no plug-in factory):
+    what a launcher can check in seconds before it starts a vLLM server. A task with its own
+    record loader (``task_records`` a path) is checked when the run loads it."""
+    from mtgrpo.contract.task_spec import parse_refs
+    from mtgrpo.trainer.data import load_records
+
+    refs, _ = parse_refs("task_records", config.task_records)
+    if refs and refs[0].is_path:
+        return
+    for path in (paths.train_file, paths.eval_file):
+        if path is not None:
+            load_records(path)
+
+
 def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *,
-                     sampler=None, parser=None, scorer=None, task=None) -> dict[str, Any]:
+                     sampler=None, parser=None, scorer=None, task=None,
+                     environment=None) -> dict[str, Any]:
     """Tools, parser, environment, sampler, scorer and weight sync for one run.
 
     ``task``: the loaded plug-ins (:func:`mtgrpo.task.loading.load_task`); default: loaded
@@ -219,7 +291,8 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
     if task is None:
         task = load_task(config, paths, tokenizer, parser=parser)
     parser = task.parser
-    environment = ToolEnvironment.from_config(config, tokenizer, task.tools, parser=parser)
+    if environment is None:
+        environment = ToolEnvironment.from_config(config, tokenizer, task.tools, parser=parser)
     weight_sync = None
     if sampler is None:
         if config.generation_backend in ("vllm", "vllm_shared"):
@@ -264,7 +337,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
 def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = (),
         resume: bool = True, sampler=None, parser=None, scorer=None,
         on_trainer: Callable[[Any], None] | None = None,
-        source: str = "") -> dict[str, Any]:
+        source: str = "", prepared: Prepared | None = None) -> dict[str, Any]:
     """Train, save the final model to ``paths.model_dir`` and return a summary.
 
     callbacks: extra ``transformers.TrainerCallback``s, run after the built-in ones (weight
@@ -276,6 +349,8 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         task's (tests); default: the plug-ins the config's ``task_*`` keys name (docs/tasks.md).
     on_trainer: called with the trainer once it is built (tests and the SageMaker entry).
     source: the file the config came from, named in plug-in loading errors.
+    prepared: what :func:`prepare` loaded already (``mtgrpo train`` does it before vLLM
+        starts); default: prepared here. Closed at the end either way.
     """
     import torch
     from accelerate import PartialState
@@ -301,18 +376,18 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
     for d in (paths.output_dir, paths.model_dir, paths.checkpoint_dir):
         Path(d).mkdir(parents=True, exist_ok=True)
 
-    tokenizer, model = _load_model(config, paths.model)
-    model = apply_lora(model, config)  # a peft model when lora_r > 0, else unchanged
-    from mtgrpo.task.loading import load_task
-
-    task = load_task(config, paths, tokenizer, parser=parser, source=source)
+    if prepared is None:
+        prepared = prepare(config, paths, parser=parser, source=source)
     try:
-        train_records, eval_records = _records(config, paths, task.load_records)
+        tokenizer, model = _load_model(config, paths.model, tokenizer=prepared.tokenizer)
+        model = apply_lora(model, config)  # a peft model when lora_r > 0, else unchanged
+        train_records, eval_records = prepared.train_records, prepared.eval_records
+        parts = build_components(config, paths, tokenizer, model, sampler=sampler,
+                                 scorer=scorer, task=prepared.task,
+                                 environment=prepared.environment)
     except BaseException:
-        task.close()
+        prepared.close()
         raise
-    parts = build_components(config, paths, tokenizer, model, sampler=sampler, scorer=scorer,
-                             task=task)
     try:
         trainer = MTGRPOTrainer(
             model, grpo_args(config, paths, world_size=world_size, evaluate=bool(eval_records)),
@@ -359,8 +434,12 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             result = trainer.train(
                 resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             training_loss = result.training_loss
-        save_final_model(trainer, tokenizer, paths.model_dir)
         stopped = bool(trainer._stop_requested)
+        if not stopped:  # a stop keeps its time for the checkpoint; the run resumes from it
+            from mtgrpo.trainer.disk import disk_full_guard
+
+            with disk_full_guard(paths.model_dir, lambda: _weights_bytes(model), "the model"):
+                save_final_model(trainer, tokenizer, paths.model_dir)
         # A stop request (SIGTERM) leaves little time: skip the final evaluation then.
         final_eval = trainer.score_records(eval_records) if eval_records and not stopped else {}
     finally:
@@ -374,7 +453,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         "train_seconds": round(time.perf_counter() - started, 3),
         "resumed_from": str(checkpoint) if checkpoint else None,
         "stopped_early": stopped,
-        "model_dir": str(paths.model_dir),
+        "model_dir": None if stopped else str(paths.model_dir),
         "eval": {k: _finite(v) for k, v in sorted(final_eval.items())},
         "train_records": len(train_records),
         "eval_records": len(eval_records),
@@ -416,6 +495,10 @@ def save_final_model(trainer, tokenizer, model_dir: str | Path) -> None:
             model.generation_config.save_pretrained(str(model_dir))
 
 
+def _weights_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -424,6 +507,14 @@ def _finite(value: Any) -> Any:
 
 def _write_json(path: Path, data: dict) -> None:
     """Write atomically: a reader never sees half a file."""
+    from mtgrpo.trainer.disk import disk_full_guard
+
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with disk_full_guard(path, len(text.encode("utf-8"))):
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, path)

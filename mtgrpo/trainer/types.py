@@ -23,6 +23,7 @@ class QARecord:
     question: str
     aliases: tuple[str, ...]
     info: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    where: str = field(default="", compare=False)  # "file:line" it was read from, for errors
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class Turn:
     token_ids: list[int]
     logprobs: list[float] | None = None
     tool_ok: bool | None = None  # tool turns: did the call execute without error
+    # tool turns: the tool's name ("" when the call could not be parsed), whether the call ran
+    # past tool_timeout_s, and whether its result was cut to tool_result_max_chars
+    tool_name: str = ""
+    tool_timed_out: bool = False
+    tool_truncated: bool = False
 
 
 @dataclass
@@ -85,6 +91,23 @@ class Episode:
     @property
     def tool_successes(self) -> int:
         return sum(1 for t in self.turns if t.role == "tool" and t.tool_ok)
+
+    def tool_counts(self) -> dict[str, float]:
+        """Per-tool counts of this episode's calls for metrics: ``tool_failures/<name>``,
+        ``tool_timeouts/<name>`` (each call that failed or ran out of time) and the totals
+        ``tool_failures``, ``tool_timeouts``, ``tool_truncations`` (always present)."""
+        out = {"tool_failures": 0.0, "tool_timeouts": 0.0, "tool_truncations": 0.0}
+        for t in self.turns:
+            if t.role != "tool":
+                continue
+            name = t.tool_name or "invalid_call"
+            for key, hit in (("tool_failures", not t.tool_ok), ("tool_timeouts", t.tool_timed_out),
+                             ("tool_truncations", t.tool_truncated)):
+                if hit:
+                    out[key] += 1
+                    if key != "tool_truncations":
+                        out[f"{key}/{name}"] = out.get(f"{key}/{name}", 0.0) + 1
+        return out
 
     @property
     def completion_ids(self) -> list[int]:

@@ -5,13 +5,18 @@ A tool is anything with a ``name``, a ``description`` (what the model reads), a 
 API, :mod:`mtgrpo.task`, documents the contract). :func:`execute_tool_call` runs a parsed
 call and never raises: every failure (a parse error, an unknown tool, bad arguments, an exception
 inside the tool, an empty result) comes back as ``"Error: ..."`` text with ``ok=False``, so one
-bad call can never end a rollout.
+bad call can never end a rollout. That includes ``SystemExit`` and a ``KeyboardInterrupt`` a
+tool raises itself; only the run's own stop (:mod:`mtgrpo.stopping`: a signal, a cancelled
+``async`` call) passes through. The time bound of a call is the environment's
+(``tool_timeout_s``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
+import threading
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import jsonschema
@@ -95,6 +100,24 @@ def _failure(parsed: ParsedTurn, exc: BaseException) -> tuple[str, bool]:
     return error_text(f"{name} failed: {type(exc).__name__}: {exc}"), False
 
 
+def _is_the_runs_own(exc: BaseException) -> bool:
+    """Whether a BaseException out of a tool call is the run stopping, not the tool failing.
+
+    A stop signal (``Interrupted``), a cancelled task (an async call's time-out) and generator
+    clean-up pass through. ``KeyboardInterrupt`` is the run's own Ctrl-C only in the main
+    thread while Python's default SIGINT handler is installed (under ``RunStop`` a Ctrl-C
+    never raises it); anywhere else a tool raised it, and it is that call's failure.
+    """
+    from mtgrpo.stopping import Interrupted
+
+    if isinstance(exc, (Interrupted, asyncio.CancelledError, GeneratorExit)):
+        return True
+    if isinstance(exc, KeyboardInterrupt):
+        return (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    return False
+
+
 def execute_tool_call(tools: Mapping[str, Tool], parsed: ParsedTurn) -> tuple[str, bool]:
     """Run the tool call of one parsed turn. Returns ``(result_text, ok)``; never raises.
 
@@ -110,7 +133,9 @@ def execute_tool_call(tools: Mapping[str, Tool], parsed: ParsedTurn) -> tuple[st
         if inspect.isawaitable(result):
             result = asyncio.run(_awaited(result))
         return _result(parsed.tool_call.name, result)
-    except Exception as exc:  # noqa: BLE001 - a tool failure must become text, whatever it is
+    except BaseException as exc:  # noqa: BLE001 - a tool failure must become text, whatever
+        if _is_the_runs_own(exc):
+            raise
         return _failure(parsed, exc)
 
 
@@ -125,7 +150,9 @@ async def execute_tool_call_async(tools: Mapping[str, Tool],
         if inspect.isawaitable(result):
             result = await result
         return _result(parsed.tool_call.name, result)
-    except Exception as exc:  # noqa: BLE001 - a tool failure must become text, whatever it is
+    except BaseException as exc:  # noqa: BLE001 - a tool failure must become text, whatever
+        if _is_the_runs_own(exc):
+            raise
         return _failure(parsed, exc)
 
 
