@@ -97,3 +97,31 @@ def test_grpo_reaches_goal(vllm_server, warm_model, task, tmp_path, algorithm, m
     # The best 3-step average: one lucky batch is not enough.
     best = max(sum(curve[i:i + 3]) / 3 for i in range(len(curve) - 2))
     assert best >= GOAL, curve
+
+
+def test_agent_reaches_goal(vllm_server, warm_model, task, tmp_path):
+    """The same task played by an agent: the retrieval agent (a plain ``openai``-client loop,
+    ``mtgrpo/examples/retrieval_agent.py``) calls the agent endpoint, its calls are recorded
+    token for token and trained with per-call MT-GRPO credit (docs/agents.md)."""
+    from mtgrpo.testing.synthetic import task_parser
+    from mtgrpo.trainer.train import run
+
+    model_dir, _, warm_success = warm_model
+    out = tmp_path / "out"
+    paths = RunPaths(str(model_dir), task / "train.jsonl", task / "eval.jsonl",
+                     task / "corpus", out, out / "model", out / "checkpoints")
+    config = _config(model_dir, vllm_server.url, "mt_grpo").replace(
+        agent="mtgrpo.examples.retrieval_agent:RetrievalAgent", agent_timeout_s=120)
+    start = time.perf_counter()
+    summary = run(config, paths, parser=task_parser())
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    curve = [round(r["exact_match"], 3) for r in rows]
+    print(f"\nagent (mt_grpo per call): success per step {curve}; calls per episode "
+          f"{[round(r['agent_calls_per_episode'], 2) for r in rows]}; held-out eval "
+          f"{summary['eval']['eval_exact_match']:.3f}; {time.perf_counter() - start:.0f} s")
+    if len(curve) != GRPO_STEPS or summary["global_step"] != GRPO_STEPS:
+        raise RuntimeError(f"expected {GRPO_STEPS} logged steps, got {curve}")
+    assert all(r["agent_sequence_breaks"] == 0 and r["agent_failed_share"] == 0 for r in rows)
+    assert 0.1 <= warm_success <= WARM_MAX, warm_success
+    best = max(sum(curve[i:i + 3]) / 3 for i in range(len(curve) - 2))
+    assert best >= GOAL, curve

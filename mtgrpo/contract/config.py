@@ -73,6 +73,8 @@ class TrainerConfig:
         task_tools, task_rewards, task_parser, task_records.
     Parameters that control the overlap of rollouts and learning (docs/rollouts.md):
         max_staleness, tis_cap.
+    Parameters that control a bring-your-own agent (docs/agents.md):
+        agent, agent_command, agent_concurrency, agent_timeout_s, agent_port.
     """
 
     # -- model and data -------------------------------------------------------------------------
@@ -251,6 +253,23 @@ class TrainerConfig:
         2.0, "Cap of the truncated importance weight min(pi_learner / pi_sampler, tis_cap) on "
              "each token of a stale episode (max_staleness 1; current episodes get weight 1).",
         min=1.0)
+
+    # -- bring your own agent (docs/agents.md) --------------------------------------------------
+    agent: str = _f(
+        "", "An agent to train instead of the built-in tool loop: a package.module:object path "
+            "to an async callable agent(base_url, record, make_client) that talks to the "
+            "OpenAI-compatible endpoint at base_url and returns the reward, the answer or None. "
+            "Empty: the built-in loop.")
+    agent_command: str = _f(
+        "", "An agent in any language: a command line run once per episode, with the endpoint "
+            "in OPENAI_BASE_URL and the record in MTGRPO_RECORD; its last line of output is the "
+            "reward or the answer. Empty: none.")
+    agent_concurrency: int = _f(32, "Agent episodes run at once.", min=1, max=4096)
+    agent_timeout_s: float = _f(
+        300.0, "An agent episode running longer is stopped and scored as failed.", min=1.0)
+    agent_port: int = _f(
+        0, "Port of the agent endpoint on 127.0.0.1 (0 = any free port; with several "
+              "training processes, process k of a host uses agent_port + k).", min=0, max=65535)
 
     def __post_init__(self) -> None:
         problems = [p for f in fields(self) for p in _check_value(f, getattr(self, f.name), "", "")]
@@ -472,6 +491,19 @@ def _cross_field_problems(cfg: TrainerConfig, source: str, prefix: str) -> list[
                                 f"{cfg.max_staleness} needs the sampler on its own server; "
                                 f"generation_backend {cfg.generation_backend} shares the "
                                 "learner's GPU", "0 or -1 (auto), or generation_backend: vllm"))
+    problems += _agent_problems(cfg, source, key)
+    return problems
+
+
+def _agent_problems(cfg: TrainerConfig, source: str, key) -> list[Problem]:
+    from mtgrpo.agents.loading import agent_problems
+
+    problems = [Problem(p.file, key(p.key), p.message, p.allowed)
+                for p in agent_problems(cfg, source)]
+    if (cfg.agent or cfg.agent_command) and cfg.max_staleness > 0:
+        problems.append(Problem(source, key("max_staleness"),
+                                f"{cfg.max_staleness} is not supported with an agent "
+                                "(agent episodes are sampled synchronously)", "0 or -1 (auto)"))
     return problems
 
 
@@ -483,7 +515,8 @@ def resolved_staleness(cfg: TrainerConfig, *, injected_sampler: bool = False) ->
     (0). An explicit 0 or 1 is used as given."""
     if cfg.max_staleness >= 0:
         return cfg.max_staleness
-    return int(cfg.generation_backend == "vllm" and not injected_sampler)
+    agent = bool(cfg.agent or cfg.agent_command)  # agent episodes: synchronous (docs/agents.md)
+    return int(cfg.generation_backend == "vllm" and not injected_sampler and not agent)
 
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")

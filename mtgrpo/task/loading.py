@@ -210,6 +210,12 @@ def check_task(config, *, source: str = "") -> None:
     loader.parser()
     loader.rubric(None)
     loader.records()
+    try:  # the agent plug-in (docs/agents.md), imported like the task's
+        from mtgrpo.agents.loading import load_agent
+
+        load_agent(config, source=source, check_only=True)
+    except UserError as err:
+        loader.problems += err.problems
     if loader.problems:
         raise UserError(loader.problems)
 

@@ -83,3 +83,61 @@ def token_advantages(first: float, later: float, completion_len: int,
     split = completion_len if first_tool_result_index is None else max(
         0, min(first_tool_result_index, completion_len))
     return [float(first)] * split + [float(later)] * (completion_len - split)
+
+
+def call_advantages(outcome_rewards: Sequence[float],
+                    call_turn_rewards: Sequence[Sequence[float | None]],
+                    groups: Sequence[Hashable], *, algorithm: str, turn_coef: float = 1.0,
+                    eps: float = 1e-4) -> list[list[float]]:
+    """Per episode, one advantage per call (agent episodes: each call a turn; docs/agents.md).
+
+    ``call_turn_rewards[i][k]``: the turn reward of call ``k`` of episode ``i``, None for a
+    call with no context after it (the answer), which earns no turn credit.
+
+        mt_grpo  call k: A_outcome + lambda * A_turn(k), where A_turn normalises the turn
+                 rewards of all rewarded calls of the group together (pooled, not per
+                 position: the agent chooses how many calls it makes); unrewarded calls get
+                 A_outcome
+        grpo_or  A_outcome on every call
+        grpo_mr  the mean-turn baseline: A of (outcome + the mean turn reward of the
+                 episode's rewarded calls) on every call
+
+    The pooled turn advantages of a group sum to zero, so making more calls earns no turn
+    credit by itself (tests/test_agents_credit.py checks the expected gradient exactly).
+    """
+    n = len(outcome_rewards)
+    if not (len(call_turn_rewards) == len(groups) == n):
+        raise ValueError(f"lengths differ: {n} outcome rewards, {len(call_turn_rewards)} call "
+                         f"reward lists, {len(groups)} groups")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r} (allowed: {', '.join(ALGORITHMS)})")
+    outcome = np.asarray(outcome_rewards, dtype=np.float64)
+    a_outcome = group_normalize(outcome, groups, eps=eps)
+    if algorithm == "grpo_or":
+        return [[float(a_outcome[i])] * len(calls) for i, calls in enumerate(call_turn_rewards)]
+    if algorithm == "grpo_mr":
+        means = [float(np.mean(r)) if (r := [c for c in calls if c is not None]) else 0.0
+                 for calls in call_turn_rewards]
+        a_mean = group_normalize(outcome + np.asarray(means), groups, eps=eps)
+        return [[float(a_mean[i])] * len(calls) for i, calls in enumerate(call_turn_rewards)]
+    flat = [(i, k) for i, calls in enumerate(call_turn_rewards)
+            for k, c in enumerate(calls) if c is not None]
+    a_turn = group_normalize([call_turn_rewards[i][k] for i, k in flat],
+                             [groups[i] for i, _ in flat], eps=eps) if flat else np.zeros(0)
+    out = [[float(a_outcome[i])] * len(calls) for i, calls in enumerate(call_turn_rewards)]
+    for (i, k), a in zip(flat, a_turn):
+        out[i][k] += turn_coef * float(a)
+    return out
+
+
+def call_token_advantages(call_advantages_row: Sequence[float],
+                          spans: Sequence[tuple[int, int]], completion_len: int) -> list[float]:
+    """One advantage per completion token: call ``k``'s value on its span ``[start, end)``,
+    0 elsewhere (context tokens, which the loss mask zeroes anyway)."""
+    if len(call_advantages_row) != len(spans):
+        raise ValueError(f"{len(call_advantages_row)} advantages for {len(spans)} call spans")
+    values = [0.0] * completion_len
+    for a, (start, end) in zip(call_advantages_row, spans):
+        for t in range(max(0, start), min(end, completion_len)):
+            values[t] = float(a)
+    return values

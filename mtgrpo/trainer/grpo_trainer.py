@@ -390,7 +390,7 @@ class MTGRPOTrainer(*_trainer_bases()):
         out: dict[str, list] = {k: [] for k in (
             "prompt_ids", "completion_ids", "logprobs", "env_mask", "turn_reward",
             "outcome_reward", "first_tool_result_index", "exact_match", "tool_calls",
-            "tool_successes", "reward_components", "tool_counts")}
+            "tool_successes", "reward_components", "tool_counts", "calls")}
         if self.overlap:
             out["policy_version"] = [ep.policy_version for ep in episodes]
         sampled_logprobs = all(t.logprobs is not None for ep in episodes for t in ep.turns
@@ -417,6 +417,7 @@ class MTGRPOTrainer(*_trainer_bases()):
             out["tool_successes"].append(ep.tool_successes)
             out["reward_components"].append(dict(breakdown.components))
             out["tool_counts"].append(ep.tool_counts())
+            out["calls"].append(_calls(ep, breakdown))
         return out
 
     # -- advantages ----------------------------------------------------------------------------
@@ -435,10 +436,13 @@ class MTGRPOTrainer(*_trainer_bases()):
 
         mode = "train" if self.model.training else "eval"
         local = [(float(x["turn_reward"]), float(x["outcome_reward"]),
-                  int(x["first_tool_result_index"])) for x in inputs]
+                  int(x["first_tool_result_index"]), x.get("calls")) for x in inputs]
         rows = gather_object(local)  # the whole generation batch, in TRL's process order
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         groups = [i // num_generations for i in range(len(rows))]
+        if any(r[3] is not None for r in rows):  # agent episodes: per-call credit
+            self._replace_call_advantages(output, inputs, rows, groups, mode)
+            return
         pairs = compute_advantages(
             [r[0] for r in rows], [r[1] for r in rows], groups, [r[2] >= 0 for r in rows],
             algorithm=self.mt_config.algorithm, turn_coef=self.mt_config.turn_advantage_coef)
@@ -454,6 +458,40 @@ class MTGRPOTrainer(*_trainer_bases()):
             per_token[row, :len(values)] = torch.tensor(values[:width], dtype=torch.float32)
         output["advantages"] = per_token.to(completion_ids.device)
         self._log_batch_metrics(mode, inputs, output)
+
+    def _replace_call_advantages(self, output: dict, inputs: list[dict], rows: list,
+                                 groups: list[int], mode: str) -> None:
+        """Agent episodes: one advantage per call (``call_advantages``), on that call's tokens."""
+        from mtgrpo.trainer.advantages import call_advantages, call_token_advantages
+
+        per_call = call_advantages(
+            [r[1] for r in rows], [r[3][0] if r[3] else [] for r in rows], groups,
+            algorithm=self.mt_config.algorithm, turn_coef=self.mt_config.turn_advantage_coef)
+        start = self.accelerator.process_index * len(inputs)
+        completion_ids = output["completion_ids"]
+        width = completion_ids.size(1)
+        per_token = torch.zeros(completion_ids.shape, dtype=torch.float32)
+        for row in range(len(inputs)):
+            calls = rows[start + row][3]
+            values = call_token_advantages(per_call[start + row], calls[1] if calls else [],
+                                           width)
+            per_token[row] = torch.tensor(values, dtype=torch.float32)
+        output["advantages"] = per_token.to(completion_ids.device)
+        self._log_batch_metrics(mode, inputs, output)
+        self._log_agent_metrics(mode, inputs)
+
+    def _log_agent_metrics(self, mode: str, inputs: list[dict]) -> None:
+        from accelerate.utils import gather_object
+
+        stats = gather_object([x["calls"][2] for x in inputs if x.get("calls")])
+        if not stats:
+            return
+        n = len(stats)
+        metrics = self._metrics[mode]
+        metrics["agent_calls_per_episode"].append(sum(s["calls"] for s in stats) / n)
+        metrics["agent_failed_share"].append(sum(s["failed"] for s in stats) / n)
+        metrics["agent_sequence_breaks"].append(float(sum(s["breaks"] for s in stats)))
+        metrics["agent_dropped_tokens"].append(float(sum(s["dropped_tokens"] for s in stats)))
 
     def _log_batch_metrics(self, mode: str, inputs: list[dict], output: dict) -> None:
         from accelerate.utils import gather_object
@@ -554,6 +592,24 @@ class MTGRPOTrainer(*_trainer_bases()):
         Safe to call from a signal handler: it only sets a flag.
         """
         self._stop_requested = True
+
+
+def _calls(episode: Episode, breakdown: RewardBreakdown):
+    """An agent episode's per-call turn rewards, each call's completion span and its counts
+    (None for the built-in loop's episodes, whose breakdown has no ``calls``)."""
+    rewards = getattr(breakdown, "calls", None)
+    if rewards is None:
+        return None
+    spans, offset = [], 0
+    for turn in episode.turns:
+        if turn.role == "assistant":
+            spans.append((offset, offset + len(turn.token_ids)))
+        offset += len(turn.token_ids)
+    counts = {"calls": getattr(episode, "calls", len(spans)),
+              "failed": bool(getattr(episode, "error", None)),
+              "breaks": getattr(episode, "breaks", 0),
+              "dropped_tokens": getattr(episode, "dropped_tokens", 0)}
+    return list(rewards), spans, counts
 
 
 def checkpoint_bytes(trainer, checkpoint_dir) -> int:

@@ -294,6 +294,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
     if environment is None:
         environment = ToolEnvironment.from_config(config, tokenizer, task.tools, parser=parser)
     weight_sync = None
+    agent = bool(config.agent or config.agent_command)  # sampler log-probs are recorded
     if sampler is None:
         if config.generation_backend in ("vllm", "vllm_shared"):
             from mtgrpo.rollout.sampler import VLLMSampler
@@ -303,7 +304,7 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # importance-sampling correction), and they cost the server ~25% of its time. The
             # overlap (max_staleness > 0) corrects stale episodes with them.
             sampler = VLLMSampler(config.vllm_server_url, None, config.vllm_request_timeout_s,
-                                  logprobs=config.max_staleness > 0)
+                                  logprobs=config.max_staleness > 0 or agent)
             weight_sync = make_weight_sync(config)
         else:
             from mtgrpo.rollout.sampler import TransformersSampler
@@ -314,11 +315,16 @@ def build_components(config: TrainerConfig, paths: RunPaths, tokenizer, model, *
             # One decode shape for the job's rollouts (TransformersSampler: min_rows,
             # cache_length): the generation batch of this process, the longest episode.
             sampler = TransformersSampler(
-                model, tokenizer, logprobs=False, cache="static" if compiled else "dynamic",
+                model, tokenizer, logprobs=agent, cache="static" if compiled else "dynamic",
                 compile=compiled,
                 min_rows=config.per_device_train_batch_size * config.gradient_accumulation_steps,
                 cache_length=config.max_prompt_length + config.max_completion_length)
 
+    if agent:  # the agent plays the episodes through its endpoint (docs/agents.md)
+        from mtgrpo.agents.build import agent_components
+
+        return agent_components(config, paths, tokenizer, task, sampler, weight_sync,
+                                scorer=scorer)
     clock = None
     if config.max_staleness > 0:  # rollouts in a background thread: versions and cancel
         from mtgrpo.trainer.overlap import PolicyClock, VersionedSampler

@@ -101,7 +101,9 @@ class Episode:
             if t.role != "tool":
                 continue
             name = t.tool_name or "invalid_call"
-            for key, hit in (("tool_failures", not t.tool_ok), ("tool_timeouts", t.tool_timed_out),
+            # tool_ok None: an agent run's context turn without a tool result, not a failed call
+            for key, hit in (("tool_failures", t.tool_ok is False),
+                             ("tool_timeouts", t.tool_timed_out),
                              ("tool_truncations", t.tool_truncated)):
                 if hit:
                     out[key] += 1
