@@ -181,8 +181,7 @@ def test_application_syncs_run_once_jobs_safely():
 
 
 def test_app_project_allows_this_repository_namespace_and_rendered_kinds_only():
-    from mtgrpo.render.kubeflow import TEMPLATE_FILES
-    from mtgrpo.render.templating import TEMPLATES
+    from mtgrpo import backends
 
     app = yaml.safe_load((ARGOCD / "application.yaml").read_text())
     project = yaml.safe_load((ARGOCD / "appproject.yaml").read_text())
@@ -194,7 +193,8 @@ def test_app_project_allows_this_repository_namespace_and_rendered_kinds_only():
     allowed = {(r["group"], r["kind"]) for r in spec["namespaceResourceWhitelist"]}
     assert not any(r["group"] == "*" or r["kind"] == "*"
                    for r in spec["namespaceResourceWhitelist"])
-    assert {kind for _, kind in allowed} == set(TEMPLATES) | set(TEMPLATE_FILES)
+    assert {kind for _, kind in allowed} == {kind for backend in backends.registry().values()
+                                             for kind in backend.kinds}
     built = subprocess.run(["kubectl", "kustomize", str(REPO)], capture_output=True, text=True,
                            timeout=120)
     assert built.returncode == 0, built.stderr
@@ -205,7 +205,7 @@ def test_app_project_allows_this_repository_namespace_and_rendered_kinds_only():
 
 
 def test_rendered_resources_opt_out_of_pruning():
-    paths = sorted((REPO / "manifests").glob("*.yaml"))
+    paths = sorted((REPO / "manifests").glob("*/*-*.yaml"))
     if not paths:
         pytest.skip("no rendered manifests yet")
     for path in paths:

@@ -144,7 +144,7 @@ def test_nothing_cites_issue_numbers():
 def test_concrete_job_names_of_shipped_recipes_are_rendered():
     """Examples use `<recipe>-<hash>`; a concrete hash must be a job `mtgrpo render` writes."""
     recipes = [p.stem for p in (REPO / "recipes").glob("*.yaml") if not p.name.startswith("_")]
-    rendered = {p.name.rsplit("-", 1)[0] for p in (REPO / "manifests").glob("*.yaml")}
+    rendered = {p.name.rsplit("-", 1)[0] for p in (REPO / "manifests").glob("*/*-*.yaml")}
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, recipes)) + r")-([0-9a-f]{10})\b")
     stale = sorted({f"{_name(doc)}: {m.group(0)}" for doc in DOCS
                     for m in pattern.finditer(doc.read_text()) if m.group(0) not in rendered})

@@ -84,6 +84,8 @@ def test_an_installed_wheel_renders_from_its_own_templates(wheel, tmp_path):
     assert done.returncode == 0, done.stderr
     packaged = Path(done.stdout.splitlines()[0])
     assert packaged == site / "mtgrpo" / "render" / "templates" and not packaged.is_symlink()
-    rendered = {p.name: p.read_bytes() for p in (project / "manifests").iterdir()}
-    committed = {p.name: p.read_bytes() for p in (REPO / "manifests").iterdir()}
+    rendered = {p.relative_to(project).as_posix(): p.read_bytes()
+                for p in (project / "manifests").rglob("*.yaml")}
+    committed = {p.relative_to(REPO).as_posix(): p.read_bytes()
+                 for p in (REPO / "manifests").rglob("*.yaml")}
     assert rendered == committed

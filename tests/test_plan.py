@@ -508,11 +508,18 @@ def test_the_faster_hint_names_checkpointing_off_only_where_it_fits():
 
 def test_plan_command_table_and_json(capsys):
     assert main(["plan", "--root", str(REPO)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     for name in ("qwen2-5-1-5b-g5", "qwen2-5-1-5b-tune", "qwen3-1-7b-2node",
-                 "qwen3-1-7b-p4d-spot", "qwen2-5-1-5b-arithmetic"):
+                 "qwen3-1-7b-p4d-spot", "qwen2-5-1-5b-arithmetic", "qwen3-1-7b-kubeflow"):
         assert f"{name}  (recipes/{name}.yaml)" in out
-    assert out.count("verdict         fits") == 5  # every shipped SageMaker recipe
+    # every shipped SageMaker recipe, and the Kubeflow one from its nodes' instance type
+    assert out.count("verdict         fits") == 6
+    assert "2 x ml.g5.12xlarge: 4 x A10G" in out
+    assert "not priced: no price row" in out  # the cluster's own nodes
+    # the Kubeflow tuning recipe names no node type: said in one line, not planned
+    assert "qwen2-5-1-5b-kf-tune  (recipes/qwen2-5-1-5b-kubeflow-tune.yaml): not planned: " \
+           "kubeflow.node_selector names neither" in captured.err
     assert main(["plan", "--root", str(REPO), "--output", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     by_name = {d["recipe"]: d for d in data}
@@ -626,7 +633,7 @@ def test_the_table_reproduces_the_runs_it_was_fitted_to():
 def test_plan_predicts_duration_and_cost_for_every_recipe_within_max_run(capsys):
     assert main(["plan", "--root", str(REPO), "--output", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert len(data) == 5
+    assert len(data) == 6  # the SageMaker recipes, and the Kubeflow one from its node type
     for d in data:
         t = d["time"]
         assert t["step_seconds"] == pytest.approx(
@@ -634,6 +641,9 @@ def test_plan_predicts_duration_and_cost_for_every_recipe_within_max_run(capsys)
             if t["overlapped"] else
             t["rollout_seconds"] + t["learner_seconds"] + t["weight_sync_seconds"], abs=2e-3)
         assert 0 < t["job_hours"] < t["max_run_hours"] and not t["exceeds_max_run"]
+        if d["cost"]["per_job"] is None:  # a cluster's own nodes: not priced
+            assert t["predicted_cost_per_job"] is None
+            continue
         assert 0 < t["predicted_cost_per_job"] < d["cost"]["per_job"]
         assert t["predicted_cost_per_job"] == pytest.approx(
             d["cost"]["per_job"] * t["job_hours"] / t["max_run_hours"], abs=0.01)
@@ -656,3 +666,19 @@ def test_a_job_longer_than_max_run_is_flagged():
     assert "LONGER THAN max_run" in "\n".join(t for _, t in time_rows(short))
     assert "LONGER" not in "\n".join(t for _, t in time_rows(plan))
     assert short.predicted_cost == pytest.approx(short.cost.per_job)  # capped at max_run
+
+
+def test_a_cluster_recipe_is_planned_from_the_gpu_model_it_names():
+    """A Kubeflow recipe naming only the GPU product label (NVIDIA's feature discovery) is
+    planned on the catalogue row of that GPU with its own GPU count; it is not priced."""
+    import copy
+
+    from mtgrpo.recipes import recipe_from_data
+
+    shipped = recipe("qwen3-1-7b-kubeflow")
+    data = copy.deepcopy(shipped.data)
+    data["kubeflow"]["node_selector"] = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    plan = plan_recipe(recipe_from_data(data, source=shipped.source), root=REPO)
+    assert (plan.instance.gpu, plan.instance.gpus, plan.instance_count) == ("A100-80GB", 4, 2)
+    assert plan.main.placement.processes_per_host == (3, 3)  # the one placement rule
+    assert plan.cost.price_per_hour is None and plan.main.fits

@@ -20,7 +20,7 @@ KF = "recipes/qwen3-1-7b-kubeflow.yaml"
 
 def shipped_pods() -> list[tuple[str, dict]]:
     out = []
-    for path in sorted((REPO / "manifests").glob("*.yaml")):
+    for path in sorted((REPO / "manifests").glob("*/*-*.yaml")):
         for body in parse_yaml_all(path.read_text(), source=str(path)):
             out += [(f"{path.name}:{where}", pod) for where, pod in pod_security.pod_specs(body)]
     return out
@@ -162,7 +162,7 @@ def test_loosening_needs_a_reason_and_is_annotated(project, capsys):
     assert code == 0, err
     assert main(["render", "--root", str(project)]) == 0
     capsys.readouterr()
-    (runtime,) = (project / "manifests").glob("kf-sec-*-trainingruntime.yaml")
+    (runtime,) = (project / "manifests").glob("kubeflow/kf-sec-*-trainingruntime.yaml")
     (body,) = parse_yaml_all(runtime.read_text(), source=str(runtime))
     notes = body["metadata"]["annotations"]
     assert notes["mtgrpo.io/security-exception-writable-root-filesystem"] == \

@@ -34,7 +34,7 @@ def validate(project: Path, path: Path, capsys) -> tuple[int, str]:
 def annotations(project: Path, capsys) -> dict:
     assert main(["render", "--root", str(project)]) == 0, capsys.readouterr().err
     capsys.readouterr()
-    (path,) = (project / "manifests").glob("sec-*-trainingjob.yaml")
+    (path,) = (project / "manifests").glob("sagemaker/sec-*-trainingjob.yaml")
     (body,) = parse_yaml_all(path.read_text(), source=str(path))
     return body["metadata"]["annotations"]
 

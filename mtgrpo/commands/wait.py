@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-import sys
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.operate.kube import add_connection_arguments, connect_from_args
-from mtgrpo.operate.wait import wait_for
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -39,96 +37,37 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from mtgrpo import backends
+
     timeout, heartbeat = duration(args.timeout), duration(args.heartbeat)
+    backend = backends.route(args.job)
+    if args.track and "track" not in backend.commands:
+        serving = [b.name for b in backends.registry().values() if "track" in b.commands]
+        raise UserError(Problem(args.job, "--track", f"backend {backend.name}'s jobs log their "
+                                "runs themselves (their pods reach the network: the recipe's "
+                                "tracking: section)", "a job or recipe of backend "
+                                + " or ".join(serving)))
     kube = connect_from_args(args)
-    from mtgrpo.kubeflow.operate import recipe_targets, train_job_name
-    train_job = train_job_name(args.job)
-    kubeflow = [("TrainJob", train_job, "")] if train_job is not None else \
-        recipe_targets(args.job)
-    if kubeflow is not None:  # backend kubeflow (a TrainJob or a recipe file)
-        if args.track:
-            raise UserError(Problem(args.job, "--track", "Kubeflow jobs log their runs "
-                                    "themselves (their pods reach the network)",
-                                    "a SageMaker job or recipe"))
-        if train_job is None:
-            _check_applied(kube, args.job, kubeflow)
-        return _wait_kubeflow(kube, kubeflow, timeout, min(heartbeat, 10.0))
-    targets = _recipe_targets(args.job)
-    missing = [Problem(args.job, kind, f"{name} is not in namespace {kube.namespace}",
-                       "an applied recipe: kubectl apply -k . (or let Argo CD sync)")
-               for kind, name in targets if not kube.exists(kind, name)]
-    if missing:
-        raise UserError(missing)
-    if not targets:
-        found = kube.find(args.job)
-        targets = [(found["kind"], found["metadata"]["name"])]
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    waited = []
-    code = 0
-    for kind, name in targets:  # a recipe's tuning job, then its training job
-        outcome = wait_for(kube, kind, name, timeout_s=timeout, progress=progress,
-                           heartbeat_s=heartbeat)
-        print(outcome.message, flush=True)
-        waited.append(outcome.job.job_name if outcome.job and outcome.job.job_name else name)
-        if outcome.code:
-            code = outcome.code
-            break
-    if args.track and code != 124:
-        _track(waited, args)
+    code = backend.wait(kube, args.job, timeout_s=timeout, heartbeat_s=heartbeat)
+    if args.track and code != 124:  # a finished job's run, whatever its outcome
+        _track(kube, args)
     return code
 
 
-def _track(names: list[str], args) -> None:
-    """``--track``: the jobs' runs, written from outside (docs/metrics.md)."""
+def _track(kube, args) -> None:
+    """``--track``: the runs of the jobs just waited for, written from outside
+    (docs/metrics.md): SageMaker job names, as the job's spec holds them."""
+    from pathlib import Path
+
     from mtgrpo.commands.track import track_jobs
+    from mtgrpo.operate.jobs import recipe_resources, view
 
+    found = recipe_resources(args.job, "wait")
+    if found is None:
+        names = [view(kube.find(args.job)).job_name]
+    else:
+        names = [view(kube.get(r.kind, r.name)).job_name for r in found[1]]
+        if args.recipe is None:
+            args.recipe = Path(args.job)
     args.region, args.host = getattr(args, "region", ""), "algo-1"
-    if args.recipe is None and _recipe_targets(args.job):  # `wait RECIPE --track`
-        from pathlib import Path
-        args.recipe = Path(args.job)
     track_jobs(names, args)
-
-
-def _recipe_targets(arg: str) -> list[tuple[str, str]]:
-    from mtgrpo.operate.jobs import recipe_resources
-
-    found = recipe_resources(arg, "wait")
-    return [] if found is None else [(r.kind, r.name) for r in found[1]]
-
-
-def _wait_kubeflow(kube, targets, timeout: float, poll_s: float) -> int:
-    """Wait for a recipe's Experiment, then its TrainJob (when both are rendered)."""
-    from mtgrpo.kubeflow import experiment
-    from mtgrpo.kubeflow.operate import in_namespace, wait
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    for kind, name, namespace in sorted(targets, key=lambda t: t[0] != "Experiment"):
-        where = in_namespace(kube, namespace)
-        waiter = experiment.wait if kind == "Experiment" else wait
-        code, message = waiter(where, name, timeout_s=timeout, poll_s=poll_s,
-                               progress=progress)
-        print(message, flush=True)
-        if code:
-            return code
-    return 0
-
-
-def _check_applied(kube, recipe_file: str, targets) -> None:
-    """Every resource the Kubeflow recipe renders to is in the cluster (all missing in one go)."""
-    from mtgrpo.kubeflow import experiment, operate
-
-    missing = []
-    for kind, name, namespace in targets:
-        where = operate.in_namespace(kube, namespace)
-        getter = experiment.get if kind == "Experiment" else operate.get
-        if getter(where, name) is None:
-            missing.append(Problem(recipe_file, kind, f"{name} is not in namespace "
-                                   f"{where.namespace}", "an applied recipe: kubectl apply "
-                                   "-k . (or let Argo CD sync)"))
-    if missing:
-        raise UserError(missing)

@@ -1,7 +1,9 @@
-"""The Kubeflow mode of ``python -m mtgrpo.sagemaker train`` (one run per pod).
+"""The Kubeflow mode of ``python -m mtgrpo.sagemaker train`` (one run per pod): the Kubeflow
+backend's image adapter.
 
-It lays out the same ``/opt/ml`` tree SageMaker would and then runs the SageMaker path
-unchanged (launch plan, vLLM supervision, workers, complete-only checkpoints):
+It lays out the same ``/opt/ml`` tree SageMaker would and then runs the one sequence every
+backend runs, :func:`mtgrpo.sagemaker.job.run_steps` (launch plan, vLLM supervision, workers,
+complete-only checkpoints), presented with the pods' topology:
 
 1. ``PET_*`` -> topology (:mod:`mtgrpo.kubeflow.platform`);
 2. the ConfigMap's ``hyperparameters.json`` plus a Katib trial's ``MTGRPO_HP_<name>`` values
@@ -16,21 +18,19 @@ unchanged (launch plan, vLLM supervision, workers, complete-only checkpoints):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
-from mtgrpo.kubeflow.platform import Topology, read_topology
-from mtgrpo.sagemaker.checkpoints import prepare_resume
-from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
+from mtgrpo.kubeflow.platform import read_topology
+from mtgrpo.sagemaker.contract import OptML, ResourceConfig, read_hyperparameters
 from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed, clear_failure, report
 from mtgrpo.stopping import EXIT_SIGINT
-from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
-                                       resolve_hosts, run_plan, visible_devices)
 
 METRICS_FILE = "metrics.jsonl"
 TERMINATION_LOG_ENV = "MTGRPO_TERMINATION_LOG"  # tests point it at a temporary file
@@ -88,7 +88,7 @@ def run_kubeflow_job(environ: Mapping[str, str] | None = None,
 
 def _run(env: dict, layout: OptML, config_dir: Path) -> int:
     from mtgrpo.kubeflow import s3 as s3sync
-    from mtgrpo.trainer.train import check_batch_shape, check_record_files
+    from mtgrpo.sagemaker.job import Presentation, run_steps
 
     topology = read_topology(env)
     job_name = env.get(kc.JOB_NAME_ENV, "")
@@ -119,48 +119,34 @@ def _run(env: dict, layout: OptML, config_dir: Path) -> int:
             path = s3sync.download_checkpoint(s3, checkpoints, step, layout.checkpoint_dir)
             print(f"mtgrpo: downloaded {path.name} from {checkpoints}", flush=True)
             done.add(step)
-    paths = resolve_paths(config, layout)
-    check_record_files(config, paths)  # a malformed record file fails before vLLM starts
-    resources = topology.resource_config()
-    master_addr = None
-    if topology.num_nodes > 1:
-        master_addr = resolve_hosts([topology.master_addr])[topology.master_addr]
-    metrics = paths.output_dir / METRICS_FILE if resources.is_master else None
-    resumed = prepare_resume(paths.checkpoint_dir, metrics)
-    if resumed is not None:
-        print(f"mtgrpo: resuming from {resumed}", flush=True)
-    plan = build_plan(config, resources, layout, model=paths.model,
-                      gpu_count=detect_gpu_count(env), master_addr=master_addr,
-                      master_port=topology.master_port, visible_devices=visible_devices(env))
-    print(f"mtgrpo: plan {describe_plan(plan)}", flush=True)
-    check_nproc(topology, plan.processes_per_host)
-    check_batch_shape(config, plan.world_size, source=str(layout.hyperparameters_file))
     uploader = None
     if checkpoints:
         uploader = s3sync.CheckpointUploader(s3, layout.checkpoint_dir, checkpoints,
                                              node=topology.node_rank, done=done,
-                                             keep=config.save_total_limit).start()
-    try:
-        code = run_plan(plan)
-    finally:
+                                             keep=config.save_total_limit)
+
+    @contextlib.contextmanager
+    def uploading() -> Iterator[None]:
         if uploader is not None:
-            uploader.flush()  # also the checkpoint a SIGTERM stop saved
-    print(f"mtgrpo: exit {code}", flush=True)
-    if uploader is not None and uploader.errors:
-        raise JobFailed("checkpoint upload failed: " + "; ".join(uploader.errors[-3:]))
-    if code == 0 and resources.is_master:
-        if not (layout.model_dir / "config.json").is_file():
-            raise JobFailed(f"training finished but wrote no model to {layout.model_dir}")
-        out = s3sync.S3Prefix.parse(platform["output_path"]).join(job_name)
-        count = s3sync.upload_tree(s3, layout.model_dir, str(out.join("model")))
-        s3sync.upload_tree(s3, layout.output_data_dir, str(out.join("output", "data")))
-        print(f"mtgrpo: uploaded the model ({count} files) to {out.join('model')}", flush=True)
-    return code
+            uploader.start()
+        try:
+            yield
+        finally:
+            if uploader is not None:
+                uploader.flush()  # also the checkpoint a SIGTERM stop saved
 
+    def finished(code: int, resources: ResourceConfig) -> None:
+        if uploader is not None and uploader.errors:
+            raise JobFailed("checkpoint upload failed: " + "; ".join(uploader.errors[-3:]))
+        if code == 0 and resources.is_master:
+            out = s3sync.S3Prefix.parse(platform["output_path"]).join(job_name)
+            count = s3sync.upload_tree(s3, layout.model_dir, str(out.join("model")))
+            s3sync.upload_tree(s3, layout.output_data_dir, str(out.join("output", "data")))
+            print(f"mtgrpo: uploaded the model ({count} files) to {out.join('model')}",
+                  flush=True)
 
-def check_nproc(topology: Topology, processes_per_host: int) -> None:
-    """The rendered numProcPerNode must be the plan's ranks per pod (vLLM GPUs excluded)."""
-    if topology.nproc_per_node is not None and topology.nproc_per_node != processes_per_host:
-        raise JobFailed(f"PET_NPROC_PER_NODE is {topology.nproc_per_node} but this pod trains "
-                        f"on {processes_per_host} processes (its GPUs minus vLLM's): render "
-                        "the recipe again or fix kubeflow.gpus_per_node / vllm_gpus")
+    # The one sequence every backend runs (mtgrpo.sagemaker.job.run_steps), presented with
+    # the pods' topology: only the first pod's address is resolvable by name.
+    return run_steps(layout, Presentation(
+        resources=topology.resource_config(), resolve=[topology.master_addr],
+        master_port=topology.master_port, environ=env, running=uploading, finished=finished))

@@ -120,10 +120,14 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
         row(label, text)
     price = cost.price_per_hour
     spot = " (managed spot)" if cost.spot else ""
-    row("cost", f"{_money(price)}/h x {cost.instance_count} x {cost.hours:.1f} h (max_run) = "
-                f"{_money(cost.on_demand)} on demand, {_money(cost.spot_estimate)} spot "
-                f"estimate (-{cost.spot_savings:.0%}); this recipe{spot}: "
-                f"{_money(cost.per_job)} a job")
+    if price is None:
+        row("cost", f"not priced: no price row for {plan.instance_type} in "
+                    f"{plan.region or 'this region'} (a cluster's own nodes are not priced)")
+    else:
+        row("cost", f"{_money(price)}/h x {cost.instance_count} x {cost.hours:.1f} h (max_run) = "
+                    f"{_money(cost.on_demand)} on demand, {_money(cost.spot_estimate)} spot "
+                    f"estimate (-{cost.spot_savings:.0%}); this recipe{spot}: "
+                    f"{_money(cost.per_job)} a job")
     if plan.predicted_cost is not None and plan.time is not None:
         row("", f"predicted: {_money(plan.predicted_cost)} a job at {plan.time.hours:.2f} h"
             + (f", {_money(plan.predicted_cost * cost.trials)} for {cost.trials} trials"

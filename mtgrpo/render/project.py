@@ -11,10 +11,11 @@ from pathlib import Path
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.gitops.files import write_tree
-from mtgrpo.gitops.kustomization import KUSTOMIZATION, MANIFESTS, kustomization_text
+from mtgrpo.gitops.kustomization import (KUSTOMIZATION, MANIFESTS, backend_kustomization_text,
+                                         kustomization_text)
+from mtgrpo import backends
 from mtgrpo.recipes import Recipe, discover_recipes, read_recipe, relocate
-from mtgrpo.render.build import Resource, build_resources
-from mtgrpo.render.keymap import to_recipe_keys
+from mtgrpo.render.objects import Resource
 from mtgrpo.render.settings import SETTINGS_FILE, Settings, load_settings
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -45,8 +46,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
     """
     # Imported here: the validators load jsonschema and botocore's service model, which callers
     # of build_resources/training_job_for alone (the pipeline step) do not need.
-    from mtgrpo.plan import check_plan
-    from mtgrpo.validate import check_recipe, check_resources, default_crd_dir
+    from mtgrpo.validate import check_recipe, default_crd_dir
 
     if recipe_paths is not None and write:
         raise ValueError("write=True renders the whole project; do not pass recipe_paths")
@@ -84,46 +84,28 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
                                  f"name of {names[recipe.name]}", "a unique name per recipe"))
         elif recipe.name:
             names[recipe.name] = recipe.source
-        if recipe.job or recipe.trainer is not None:  # read and merged: the rules can run
+        backend = backends.of(recipe) if recipe.backend else None
+        if backend is not None and (recipe.job or recipe.trainer is not None):
+            # read and merged: the rules can run
             found += check_recipe(recipe)
             found += _render_rules(recipe, settings)
             found += relocate(_task_paths(recipe, root), recipe)
-            if recipe.backend == "kubeflow" and recipe.complete:  # its own rules
-                from mtgrpo.validate.kubeflow import check_kubeflow_recipe
-                found += check_kubeflow_recipe(recipe)
         problems += found
-        if not recipe.complete or not can_render:
+        if backend is None or not recipe.complete or not can_render:
             skipped.append(recipe.source)
             continue
         recipes.append(recipe)
         try:
-            built = build_resources(recipe, settings)
+            built = backend.render(recipe, settings)
         except UserError as err:  # a template's problem, named by template file and line
             problems += err.problems
-            continue
-        if recipe.backend == "kubeflow":  # its own validators, no SageMaker planner
-            if found or not can_check:  # its CRD checks would repeat the rules' problems
-                resources += built if not found else []
-                continue
-            from mtgrpo.validate.kubeflow import check_kubeflow_resources
-            from mtgrpo.validate.pod_security import check_cluster_resources
-            checked = check_kubeflow_resources(built, recipe, crd_dir=crd_dir)
-            checked += check_cluster_resources(  # every cluster backend: locked-down pods
-                [r.body for r in built], source=recipe.source, section="kubeflow",
-                namespace=settings.namespace,
-                reasons=(recipe.kubeflow or {}).get("security_exceptions"))
-            named = {(p.file, p.key) for p in found}
-            problems += [p for p in checked if (p.file, p.key) not in named]
-            if not found and not checked:
-                resources += built
             continue
         if not can_check:
             resources += built if not found else []
             continue
         try:
-            checked = to_recipe_keys(check_resources([r.body for r in built],
-                                                     source=recipe.source, crd_dir=crd_dir),
-                                     recipe, built)
+            checked = backend.check_resources(built, recipe, crd_dir=Path(crd_dir), root=root,
+                                              found=found)
         except UserError as err:  # the CRD directory itself is unreadable: say it once
             problems += err.problems
             can_check = False
@@ -131,9 +113,6 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         # One line per mistake: a value the rules already named is not named again.
         named = {(p.file, p.key) for p in found}
         problems += [p for p in checked if (p.file, p.key) not in named]
-        if not found and not checked:  # the fit planner: world size, batch shape, memory
-            checked = check_plan(recipe, root=root)
-            problems += checked
         if not found and not checked:
             resources += built
     if problems:
@@ -145,15 +124,22 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
                         notes=notes, counted=True)
     owners: dict[str, Resource] = {}
     for resource in resources:
-        other = owners.setdefault(resource.filename, resource)
+        other = owners.setdefault(resource.path, resource)
         if other is not resource:  # only a hash collision or a template ignoring the name
             problems.append(Problem(resource.source, "name", f"renders {resource.filename}, "
                                     f"as {other.source} does", "one file per resource"))
     if problems:
         raise UserError(problems, counted=True)
-    resources.sort(key=lambda r: r.filename)
-    files = {f"{MANIFESTS}/{r.filename}": r.text for r in resources}
-    files[KUSTOMIZATION] = kustomization_text(r.filename for r in resources)
+    resources.sort(key=lambda r: r.path)
+    files = {f"{MANIFESTS}/{r.path}": r.text for r in resources}
+    # manifests/<backend>/ per backend, and the top level lists the enabled ones
+    rendered = [name for name in backends.names() if any(r.backend == name for r in resources)]
+    for name in rendered:
+        files[f"{MANIFESTS}/{name}/{KUSTOMIZATION}"] = backend_kustomization_text(
+            r.filename for r in resources if r.backend == name)
+    enabled = settings.backends or tuple(rendered)
+    files[KUSTOMIZATION] = kustomization_text(name for name in backends.names()
+                                              if name in enabled and name in rendered)
     result = RenderResult(root=root, settings=settings, recipes=recipes, resources=resources,
                           files=files)
     if write:
@@ -172,7 +158,8 @@ def _task_paths(recipe: Recipe, root: Path) -> list[Problem]:
 
 
 def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:
-    """Rules about how a recipe renders (:mod:`mtgrpo.validate` owns the SageMaker rules)."""
+    """Rules about how a recipe renders (:mod:`mtgrpo.validate` owns the shared rules, each
+    backend its own, e.g. ACK's require_kms_key in :mod:`mtgrpo.ack.rules`)."""
     problems = []
     image = recipe.job.get("image_uri")
     if settings.require_image_digest and isinstance(image, str) and not DIGEST.search(image):
@@ -180,10 +167,4 @@ def _render_rules(recipe: Recipe, settings: Settings) -> list[Problem]:
                                 f"image {image!r} is not pinned by digest "
                                 "(require_image_digest in recipes/_project.yaml)",
                                 "<registry>/<repository>@sha256:<64 hex digits>"))
-    if settings.require_kms_key and recipe.backend == "sagemaker":
-        for key in ("output_kms_key", "volume_kms_key"):
-            if not recipe.job.get(key):
-                problems.append(Problem(recipe.where(f"job.{key}"), f"job.{key}",
-                                        "no KMS key (require_kms_key in recipes/_project.yaml)",
-                                        "a KMS key ARN, id or alias of a customer-managed key"))
     return problems

@@ -38,6 +38,11 @@ PROJECT: dict[str, schema.Key] = {
                "amzn-s3-demo-bucket bucket, the all-zero image digest) are: warn prints a line "
                "for each; error refuses them (a project past its first day).", default="warn",
         choices=("warn", "error")),
+    "backends": schema.Key(
+        "list_str", "The backends the top-level kustomization.yaml deploys (their "
+                    "manifests/<backend>/ folders); empty: every backend a recipe uses. Each "
+                    "backend's folder is rendered either way (docs/architecture.md).",
+        default=[]),
 }
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -52,6 +57,7 @@ class Settings:
     require_image_digest: bool = False
     require_kms_key: bool = False
     placeholders: str = "warn"
+    backends: tuple[str, ...] = ()  # enabled in the top-level kustomization; (): all rendered
     # Template texts held in memory ((file name, text), ...): used before templates/ (the
     # pipeline's train step renders from the bundle without writing a repository to disk).
     templates: tuple = ()
@@ -90,6 +96,12 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
     if "namespace" in values and not _DNS_LABEL.match(values["namespace"]):
         checker.problem("namespace", f"invalid namespace {values['namespace']!r}",
                         "a DNS label: lower-case letters, digits and '-', at most 63")
+    from mtgrpo import backends
+
+    for i, name in enumerate(values.get("backends") or []):
+        if name not in backends.names():
+            checker.problem(f"backends[{i}]", f"unknown backend {name!r}",
+                            "one of " + ", ".join(backends.names()))
     if checker.problems:
         raise UserError(checker.problems)
     crd_dir = (root / values["crd_dir"]) if values["crd_dir"] else None
@@ -97,5 +109,6 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
                     require_image_digest=values["require_image_digest"],
                     require_kms_key=values["require_kms_key"],
-                    placeholders=values["placeholders"], templates=tuple(templates))
+                    placeholders=values["placeholders"], backends=tuple(values["backends"]),
+                    templates=tuple(templates))
 

@@ -1,9 +1,10 @@
 """``python -m mtgrpo.sagemaker train``: what SageMaker runs (``docker run IMAGE train``), and
-the ``node`` container's command on Kubeflow Trainer (docs/kubeflow.md).
+the container's command on every other backend (each backend's ``detect``/``run_job``).
 
-Only the standard library and ``mtgrpo.sagemaker.failure``'s light helpers are imported before
-the job starts: an image missing one of the trainer's packages still writes its reason to
-``/opt/ml/output/failure`` (SageMaker's FailureReason) instead of dying with a bare traceback.
+Only the standard library, the backend registry and ``mtgrpo.sagemaker.failure``'s light
+helpers are imported before the job starts: an image missing one of the trainer's packages
+still writes its reason to ``/opt/ml/output/failure`` (SageMaker's FailureReason) instead of
+dying with a bare traceback.
 """
 
 from __future__ import annotations
@@ -32,15 +33,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Root (SageMaker) becomes the image's user before anything reads the job's input.
         from mtgrpo.sagemaker.privileges import drop_root
         drop_root(Path(os.environ.get(ROOT_ENV) or "/opt/ml"))
-        # The same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
-        from mtgrpo.kubeflow.platform import KUBEFLOW, detect
-        if detect() == KUBEFLOW:
-            from mtgrpo.kubeflow.job import run_kubeflow_job as run
-        else:
-            from mtgrpo.sagemaker.job import run_job as run  # type: ignore[assignment]  # both: run()
+        # The same entry point on every backend: the first that recognises the pod presents
+        # the job to the one run_job (the default backend for a local run on a laid-out
+        # /opt/ml).
+        from mtgrpo import backends
+
+        table = backends.registry()
+        chosen = next((b for b in table.values() if b.detect(os.environ)),
+                      table[backends.default_name()])
     except Exception as err:  # an image without a trainer package: say which, in the failure file
         return _import_failed(err)
-    return run()
+    try:
+        return chosen.run_job()
+    except ImportError as err:  # the job's modules (each run_job reports its own failures)
+        return _import_failed(err)
 
 
 def _import_failed(err: Exception) -> int:
