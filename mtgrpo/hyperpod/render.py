@@ -57,7 +57,11 @@ def job_name_limit(nodes: int) -> int:
 
 
 def section(recipe: Recipe) -> dict:
-    """The checked ``hyperpod:`` section of a loaded recipe."""
+    """The checked ``hyperpod:`` section of a loaded recipe (the registry's loader keeps it in
+    ``recipe.section``; the interim reader, :mod:`mtgrpo.hyperpod.recipe`, in its values)."""
+    own = getattr(recipe, "section", None)
+    if isinstance(own, dict) and recipe.backend == "hyperpod":
+        return own
     return (recipe.values or {}).get("hyperpod") or {}
 
 
