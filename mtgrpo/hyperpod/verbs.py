@@ -25,7 +25,7 @@ def recipe_target(selector: str) -> tuple[str, str] | None:
     path = Path(selector)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         return None
-    recipe = load_recipe(path) if is_hyperpod(read_yaml(path)) else None
+    recipe = load_recipe(path) if is_hyperpod(read_yaml(path, source=str(path))) else None
     if recipe is None:
         return None
     for resource in build_hyperpod_resources(recipe, load_settings(find_root(path))):
