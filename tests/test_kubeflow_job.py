@@ -14,7 +14,7 @@ import pytest
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import load_recipe
 from mtgrpo.render import load_settings
-from mtgrpo.render.kubeflow import build_kubeflow_resources
+from mtgrpo.kubeflow.render import build_kubeflow_resources
 from tests.conftest import free_port
 from tests.moto_s3 import BUCKET, keys, put_tree, s3_server
 from tests.renderkit import REPO

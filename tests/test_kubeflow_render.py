@@ -18,9 +18,9 @@ from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import load_recipe
 from mtgrpo.recipes.yamlfile import Loader
 from mtgrpo.render import load_settings, render_all
-from mtgrpo.render.kubeflow import METRICS_FORMAT, build_kubeflow_resources
+from mtgrpo.kubeflow.render import METRICS_FORMAT, build_kubeflow_resources
 from mtgrpo.render.templating import PACKAGED_TEMPLATES
-from mtgrpo.validate.kubeflow import (CEL_RULES, cel_rules, check_experiment,
+from mtgrpo.kubeflow.validate import (CEL_RULES, cel_rules, check_experiment,
                                       check_trainer_object, is_transition_rule,
                                       metrics_format_groups)
 from tests.kubeflowkit import TUNING, project, recipe
@@ -251,10 +251,11 @@ def test_sagemaker_only_paths_refuse_kubeflow_recipes():
 
     path = REPO / "recipes" / "qwen3-1-7b-kubeflow.yaml"
     recipe = load_recipe(path, root=REPO)
-    with pytest.raises(UserError, match="backend: tuned hyperparameters are applied to "
-                                        "SageMaker recipes only"):
+    with pytest.raises(UserError, match="backend: a training job from a tuning job's best "
+                                        "values is not available for backend kubeflow"):
         training_job_for(recipe, load_settings(REPO), {})
-    with pytest.raises(UserError, match="mtgrpo status reads ACK SageMaker jobs only"):
+    with pytest.raises(UserError, match="this reads ACK SageMaker jobs; the recipe renders "
+                                        "ConfigMap, TrainingRuntime, TrainJob"):
         _recipe_jobs(str(path))
 
 

@@ -493,11 +493,18 @@ def test_the_faster_hint_names_checkpointing_off_only_where_it_fits():
 
 def test_plan_command_table_and_json(capsys):
     assert main(["plan", "--root", str(REPO)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     for name in ("qwen2-5-1-5b-g5", "qwen2-5-1-5b-tune", "qwen3-1-7b-2node",
-                 "qwen3-1-7b-p4d-spot", "qwen2-5-1-5b-arithmetic"):
+                 "qwen3-1-7b-p4d-spot", "qwen2-5-1-5b-arithmetic", "qwen3-1-7b-kubeflow"):
         assert f"{name}  (recipes/{name}.yaml)" in out
-    assert out.count("verdict         fits") == 5  # every shipped SageMaker recipe
+    # every shipped SageMaker recipe, and the Kubeflow one from its nodes' instance type
+    assert out.count("verdict         fits") == 6
+    assert "2 x ml.g5.12xlarge: 4 x A10G" in out
+    assert "not priced: no price row" in out  # the cluster's own nodes
+    # the Kubeflow tuning recipe names no node type: said in one line, not planned
+    assert "qwen2-5-1-5b-kf-tune  (recipes/qwen2-5-1-5b-kubeflow-tune.yaml): not planned: " \
+           "kubeflow.node_selector names neither" in captured.err
     assert main(["plan", "--root", str(REPO), "--output", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     by_name = {d["recipe"]: d for d in data}

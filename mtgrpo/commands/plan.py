@@ -1,4 +1,6 @@
-"""``mtgrpo plan``: will each recipe run and fit on its instance, and what may it cost?"""
+"""``mtgrpo plan``: will each recipe run and fit on its nodes, and what may it cost? Every
+backend names its hardware (an instance type or a GPU model); the cluster's own nodes are not
+priced."""
 
 from __future__ import annotations
 
@@ -43,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
             problems += err.problems
     if problems:
         raise UserError(problems)
+    from mtgrpo import backends
+
     results = []
     for recipe in recipes:
-        if recipe.backend != "sagemaker":  # the catalogue and prices are SageMaker's (ml.*)
-            print(f"{recipe.name}  ({recipe.source}): not planned: backend {recipe.backend} "
-                  "runs on the cluster's own nodes, which the planner's catalogue does not know",
+        hardware = backends.of(recipe).hardware(recipe)
+        if hardware.unknown:  # e.g. a cluster recipe that names no node type or GPU model
+            print(f"{recipe.name}  ({recipe.source}): not planned: {hardware.unknown}",
                   file=sys.stderr)
             continue
         plan = plan_recipe(recipe, model_dir=args.model_dir, prices=prices, root=args.root)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from datetime import datetime, timezone
-
-from mtgrpo.operate import status
-from mtgrpo.operate.kube import TUNING, add_connection_arguments, connect_from_args
+from mtgrpo.operate.kube import add_connection_arguments, connect_from_args
 
 
 def add_arguments(parser) -> None:
@@ -21,38 +17,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from mtgrpo import backends
+
     kube = connect_from_args(args)
-    # issue 17: trainjob/NAME selectors and backend: kubeflow recipe files are read on their own
-    from mtgrpo.kubeflow import experiment
-    from mtgrpo.kubeflow.operate import in_namespace, recipe_targets, status_line, \
-        train_job_name
-    rest = []
-    for selector in args.selectors:
-        name = train_job_name(selector)
-        targets = recipe_targets(selector) if name is None else None
-        if name is not None:
-            print(status_line(kube, name))
-        elif targets is not None:  # what the recipe renders to now, where it renders it
-            for kind, name, namespace in targets:
-                line = experiment.status_line if kind == "Experiment" else status_line
-                print(line(in_namespace(kube, namespace), name, recipe=selector))
-        else:
-            rest.append(selector)
-    if rest != args.selectors and not rest:
-        return 0
-    args.selectors = rest
-    jobs = status.select(kube, args.selectors)
-    if not args.no_aws:
-        clients = status.sagemaker_clients()
-        counts = {j.name: status.trial_counts(j, clients) for j in jobs
-                  if j.kind == TUNING and j.status != status.NOT_APPLIED}
-    else:
-        counts = {j.name: "not asked: --no-aws" for j in jobs if j.kind == TUNING}
-    records = status.as_records(jobs, datetime.now(timezone.utc), counts)
-    if args.output == "json":
-        print(status.to_json(records))
-    elif records:
-        print(status.to_table(records))
-    else:
-        print(f"no jobs in namespace {kube.namespace}", file=sys.stderr)
-    return 0
+    routed: dict[str, list[str]] = {}
+    for selector in args.selectors:  # each selector to the backend that answers it
+        routed.setdefault(backends.route(selector).name, []).append(selector)
+    if not args.selectors:  # every job of the backends that list jobs by name
+        routed = {b.name: [] for b in backends.registry().values() if b.bare_names}
+    code = 0
+    for name, selectors in routed.items():
+        code = max(code, backends.get(name).status(kube, selectors, output=args.output,
+                                                   ask_cloud=not args.no_aws))
+    return code

@@ -119,10 +119,15 @@ def _local_server(config, output: Path, allowed: bool):
 
     import torch
 
-    gpus = None
-    shared = config.generation_backend == "vllm_shared"
-    if torch.cuda.is_available():
-        gpus = config.vllm_gpus or str(torch.cuda.device_count() - 1)
+    from mtgrpo.contract.placement import place
+
+    # The one placement rule, on this machine's GPUs (one node): which GPUs the server gets and
+    # whether weights go over NCCL; a GPU it cannot place on is one line naming the key.
+    where = place(config, num_nodes=1,
+                  gpus_per_node=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                  source="mtgrpo train", key_prefix="trainer.")
+    gpus = where.vllm_gpus_text or None
+    shared = where.shared
     utilization = config.vllm_gpu_memory_utilization if gpus else 0.3
     if gpus and shared:
         from mtgrpo.rollout.shared_gpu import shared_gpu_memory_utilization
@@ -132,8 +137,7 @@ def _local_server(config, output: Path, allowed: bool):
             config, config.model_name_or_path, torch.cuda.get_device_properties(first).total_memory)
     return VLLMServer(config.model_name_or_path, port=url.port, host=url.hostname, gpus=gpus,
                       gpu_memory_utilization=utilization, log_path=output / "vllm.log",
-                      weight_transfer="nccl" if gpus and config.weight_sync != "reload"
-                      and not shared else None)
+                      weight_transfer="nccl" if gpus and where.weight_sync == "nccl" else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """What the rendered Kubeflow resources and the image agree on (standard library only).
 
-The renderer (:mod:`mtgrpo.render.kubeflow`) mounts the rendered ConfigMap at
+The renderer (:mod:`mtgrpo.kubeflow.render`) mounts the rendered ConfigMap at
 :data:`CONFIG_DIR` and sets the environment below; the image's Kubeflow mode
 (:mod:`mtgrpo.kubeflow.job`) reads them. Both import this module, so they cannot drift apart.
 """

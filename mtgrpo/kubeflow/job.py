@@ -24,7 +24,7 @@ from typing import Mapping
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
-from mtgrpo.kubeflow.platform import Topology, read_topology
+from mtgrpo.kubeflow.platform import read_topology
 from mtgrpo.sagemaker.checkpoints import prepare_resume
 from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
 from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed, clear_failure, report
@@ -131,7 +131,6 @@ def _run(env: dict, layout: OptML, config_dir: Path) -> int:
                       gpu_count=detect_gpu_count(env), master_addr=master_addr,
                       master_port=topology.master_port, visible_devices=visible_devices(env))
     print(f"mtgrpo: plan {describe_plan(plan)}", flush=True)
-    check_nproc(topology, plan.processes_per_host)
     check_batch_shape(config, plan.world_size, source=str(layout.hyperparameters_file))
     uploader = None
     if checkpoints:
@@ -154,11 +153,3 @@ def _run(env: dict, layout: OptML, config_dir: Path) -> int:
         s3sync.upload_tree(s3, layout.output_data_dir, str(out.join("output", "data")))
         print(f"mtgrpo: uploaded the model ({count} files) to {out.join('model')}", flush=True)
     return code
-
-
-def check_nproc(topology: Topology, processes_per_host: int) -> None:
-    """The rendered numProcPerNode must be the plan's ranks per pod (vLLM GPUs excluded)."""
-    if topology.nproc_per_node is not None and topology.nproc_per_node != processes_per_host:
-        raise JobFailed(f"PET_NPROC_PER_NODE is {topology.nproc_per_node} but this pod trains "
-                        f"on {processes_per_host} processes (its GPUs minus vLLM's): render "
-                        "the recipe again or fix kubeflow.gpus_per_node / vllm_gpus")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
 
+BACKEND = "kubeflow"
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 TRAIN_JOB_KIND = "TrainJob"
 PREFIXES = ("trainjob/", "trainjobs/", "trainjob.trainer.kubeflow.org/")
@@ -173,7 +174,7 @@ def recipe_targets(selector: str) -> list[tuple[str, str, str]] | None:
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         return None
     recipe = load_recipe(path)
-    if recipe.backend != "kubeflow":
+    if recipe.backend != BACKEND:
         return None
     return [(r.kind, r.name, r.body["metadata"].get("namespace") or "")
             for r in build_resources(recipe, load_settings(find_root(path)))

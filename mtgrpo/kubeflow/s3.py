@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from mtgrpo.sagemaker.checkpoints import MARKER_DIR, list_checkpoints
+from mtgrpo.contract.checkpoints import MARKER_DIR, is_complete
+from mtgrpo.sagemaker.checkpoints import list_checkpoints
 from mtgrpo.sagemaker.failure import JobFailed
 
 _S3 = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<key>.*)$")
@@ -130,21 +131,12 @@ def latest_complete_checkpoint(s3: Any, uri: str) -> int | None:
 
 
 def _complete(s3: Any, prefix: S3Prefix, step: int, files: dict[str, int]) -> bool:
-    markers = sorted(f for f in files if f.startswith(MARKER_DIR + "/") and f.endswith(".json"))
-    nodes, expected = set(), None
-    for marker in markers:
-        body = s3.get_object(Bucket=prefix.bucket,
-                             Key=prefix.join(f"checkpoint-{step}", marker).key)["Body"]
-        try:
-            data = json.loads(body.read())
-        except json.JSONDecodeError:
-            return False
-        nodes.add(data.get("node"))
-        expected = data.get("num_nodes") if expected is None else expected
-        if data.get("num_nodes") != expected or any(
-                files.get(name) != size for name, size in data.get("files", {}).items()):
-            return False
-    return bool(markers) and isinstance(expected, int) and nodes == set(range(expected))
+    """The one rule (:func:`mtgrpo.contract.checkpoints.is_complete`) over the S3 listing."""
+    def read(name: str) -> bytes:
+        return s3.get_object(Bucket=prefix.bucket,
+                             Key=prefix.join(f"checkpoint-{step}", name).key)["Body"].read()
+
+    return is_complete(files, read)
 
 
 def prune_checkpoints(s3: Any, uri: str, keep: int) -> list[int]:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from mtgrpo.operate.kube import TRAINING, TUNING
-from mtgrpo.render import RECIPE_LABEL, REGION_ANNOTATION
+from mtgrpo.operate.kube import KINDS, TRAINING, TUNING
+from mtgrpo.ack.render import REGION_ANNOTATION
+from mtgrpo.render.objects import RECIPE_LABEL
 DONE = "Completed"
 FAILED = ("Failed", "Stopped")
 FINISHED = (DONE, *FAILED)
@@ -146,8 +147,9 @@ def recipe_resources(selector: str, command: str) -> tuple[str, list] | None:
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         return None
     recipe = load_recipe(path)
-    if recipe.backend == "kubeflow":  # issue 17: not wired into the operate commands yet
-        raise UserError(Problem(recipe.source, "backend", f"mtgrpo {command} reads ACK "
-                                "SageMaker jobs only for a recipe file",
-                                f"mtgrpo {command} trainjob/<name> (docs/kubeflow.md)"))
-    return recipe.name, build_resources(recipe, load_settings(find_root(path)))
+    resources = build_resources(recipe, load_settings(find_root(path)))
+    if not any(r.kind in KINDS for r in resources):  # the registry routes others elsewhere
+        raise UserError(Problem(recipe.source, "backend", f"this reads ACK SageMaker jobs; "
+                                f"the recipe renders {', '.join(r.kind for r in resources)}",
+                                f"mtgrpo {command} {recipe.source}"))
+    return recipe.name, resources

@@ -36,9 +36,13 @@ def pipeline_inputs(recipe_path: Path | str) -> tuple[object, object, dict, dict
     """The recipe, its settings, the tuning job body and the recipe bundle for the train step."""
     from mtgrpo.pipelines.steps import make_bundle
     from mtgrpo.recipes import find_root, load_recipe
-    from mtgrpo.render import DELETION_POLICY_ANNOTATION, build_resources, load_settings
+    from mtgrpo.ack.render import DELETION_POLICY_ANNOTATION
+    from mtgrpo.render import build_resources, load_settings
+
+    from mtgrpo.backends import require
 
     recipe = load_recipe(recipe_path)
+    require(recipe, "pipeline")  # one line for a backend the pipeline does not drive
     settings = load_settings(find_root(Path(recipe_path)))
     if recipe.tuning is None:
         raise UserError(Problem(recipe.source, "tuning", "the pipeline needs a tuning recipe",

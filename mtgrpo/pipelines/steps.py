@@ -75,7 +75,8 @@ def make_bundle(recipe, settings, deletion_policy: str) -> dict:
     exactly what ``mtgrpo render`` would write for those hyperparameters, named by the same
     content hash.
     """
-    from mtgrpo.render.templating import PACKAGED_TEMPLATES, TEMPLATES
+    from mtgrpo.ack.render import TEMPLATES
+    from mtgrpo.render.templating import PACKAGED_TEMPLATES
 
     templates = {}
     for file in sorted(TEMPLATES.values()):

@@ -105,10 +105,13 @@ class Cost:
         return math.ceil(self.trials / max(self.parallel, 1)) * self.hours
 
 
-def cost_of(job: Mapping[str, Any], tuning: Mapping[str, Any] | None,
+def cost_of(hardware: Any, max_run_s: int, tuning: Mapping[str, Any] | None,
             prices: PriceTable) -> Cost:
-    return Cost(price_per_hour=prices.price(job["region"], job["instance_type"]),
-                instance_count=int(job["instance_count"]), max_run_s=int(job["max_run"]),
-                spot=bool(job.get("use_spot_instances")), spot_savings=prices.spot_savings,
+    """The cost bounds of a recipe on ``hardware`` (:class:`mtgrpo.backends.Hardware`): no
+    price for hardware its backend does not price (the cluster's own nodes)."""
+    price = (prices.price(hardware.region, hardware.price_type) if hardware.price_type
+             else None)
+    return Cost(price_per_hour=price, instance_count=hardware.nodes, max_run_s=int(max_run_s),
+                spot=hardware.spot, spot_savings=prices.spot_savings,
                 trials=int(tuning["max_jobs"]) if tuning else 1,
                 parallel=int(tuning["max_parallel_jobs"]) if tuning else 1)

@@ -1,16 +1,13 @@
-"""Where a recipe's processes go: the launcher's own placement, computed at render time.
-
-``placement`` asks :func:`mtgrpo.sagemaker.launcher.build_plan` (the code the container runs)
-what every host of the job would start, with the catalogue's GPU count standing in for
-``nvidia-smi``: the vLLM GPUs of the first host, the training processes per host and the world
-size. So the batch shape is checked against the world size the job will really have.
+"""Where a recipe's processes go, as the planner shows them: the one placement rule
+(:func:`mtgrpo.contract.placement.place`, which the launcher in the container runs too) with
+the catalogue's GPU count standing in for ``nvidia-smi``: the vLLM GPUs of the first host, the
+training processes per host and the world size. So the batch shape is checked against the
+world size the job will really have.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.errors import UserError
 
@@ -37,43 +34,35 @@ class Placement:
 
 
 def placement(config: TrainerConfig, *, instance_count: int, gpus_per_host: int,
-              gpu_memory_bytes: int | None = None, model: str | None = None) -> Placement:
-    """The launcher's placement of this trainer config on ``instance_count`` hosts.
+              gpu_memory_bytes: int | None = None, model: str | None = None,
+              first_host: str = "") -> Placement:
+    """The placement of this trainer config on ``instance_count`` hosts.
 
     ``gpu_memory_bytes`` (the catalogue's) stands in for nvidia-smi where the launcher asks it
     (vLLM sharing the training GPU sizes its share from it); ``model`` is the local model
-    directory the launcher would read, if the planner has one.
+    directory the launcher would read, if the planner has one; ``first_host`` the name of the
+    job's first host, where the backend knows it (a URL naming it is the job's own server).
     """
-    import inspect
+    from mtgrpo.contract.placement import place
 
-    from mtgrpo.sagemaker.contract import OptML, ResourceConfig
-    from mtgrpo.sagemaker.launcher import build_plan
-
-    extra = {}
-    if gpu_memory_bytes and "gpu_memory_bytes" in inspect.signature(build_plan).parameters:
-        extra["gpu_memory_bytes"] = gpu_memory_bytes
-    hosts = tuple(f"algo-{i + 1}" for i in range(max(instance_count, 1)))
-    per_host: list[int] = []
-    vllm: tuple[int, ...] = ()
+    hosts = max(instance_count, 1)
+    try:
+        where = place(config, num_nodes=hosts, gpus_per_node=gpus_per_host,
+                      master_host=first_host)
+    except UserError as err:
+        first = err.problems[0]
+        return Placement(hosts, gpus_per_host, (), (), 0,
+                         error="; ".join(p.message for p in err.problems),
+                         error_key=first.key, error_allowed=first.allowed)
     utilization = None
-    idle = 0
-    for host in hosts:
-        try:
-            plan = build_plan(config, ResourceConfig(current_host=host, hosts=hosts),
-                              OptML(Path("/opt/ml")), model=model or "/opt/ml/input/data/model",
-                              gpu_count=gpus_per_host, master_addr="10.0.0.1",
-                              python="python", **extra)
-        except UserError as err:
-            first = err.problems[0]
-            return Placement(len(hosts), gpus_per_host, (), (), 0,
-                             error="; ".join(p.message for p in err.problems),
-                             error_key=first.key, error_allowed=first.allowed)
-        per_host.append(plan.processes_per_host if gpus_per_host else 1)
-        if plan.node_rank == 0:
-            vllm = plan.vllm_gpus
-            if plan.vllm is not None:
-                utilization = plan.vllm.gpu_memory_utilization
-        else:
-            idle += gpus_per_host - len(plan.train_gpus)
-    return Placement(len(hosts), gpus_per_host, vllm, tuple(per_host), idle,
+    if where.starts_vllm:
+        utilization = config.vllm_gpu_memory_utilization
+        if where.shared and gpus_per_host > 0 and gpu_memory_bytes:
+            from mtgrpo.rollout.shared_gpu import shared_gpu_memory_utilization
+
+            utilization = shared_gpu_memory_utilization(
+                config, model or "/opt/ml/input/data/model", gpu_memory_bytes,
+                world_size=where.world_size)
+    per_host = (where.processes_per_node if gpus_per_host else 1,) * hosts
+    return Placement(hosts, gpus_per_host, where.vllm_gpus, per_host, where.idle_gpus,
                      vllm_utilization=utilization)

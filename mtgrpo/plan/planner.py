@@ -17,7 +17,7 @@ from mtgrpo.contract import TrainerConfig
 from mtgrpo.errors import UserError
 from mtgrpo.plan import memory
 from mtgrpo.plan.cost import Cost, PriceTable, cost_of, load_prices
-from mtgrpo.plan.instances import GIB, Instance, instance
+from mtgrpo.plan.instances import GIB, Instance, catalogue, instance
 from mtgrpo.plan.placement import Placement, placement
 from mtgrpo.plan.shapes import ModelShape, resolve_shape
 
@@ -70,10 +70,14 @@ class RecipePlan:
 
 def plan_recipe(recipe, *, model_dir: Path | None = None,
                 prices: PriceTable | None = None, root: Path | None = None) -> RecipePlan:
-    """Plan a loaded recipe (:class:`mtgrpo.recipes.Recipe`)."""
+    """Plan a loaded recipe (:class:`mtgrpo.recipes.Recipe`) on the hardware its backend names
+    (:meth:`mtgrpo.backends.Backend.hardware`)."""
+    from mtgrpo import backends
+
     job = recipe.job
     prices = prices or load_prices()
-    inst = instance(job["instance_type"])
+    hardware = backends.of(recipe).hardware(recipe)
+    inst = node_instance(hardware)
     config = recipe.trainer
     channel = (job.get("inputs") or {}).get("model") or {}
     shape = resolve_shape(config.model_name_or_path, root=root, model_dir=model_dir,
@@ -86,29 +90,51 @@ def plan_recipe(recipe, *, model_dir: Path | None = None,
     if inst is not None:
         configs = trial_configs(config, recipe.tuning)
         tuned = tuple(sorted((recipe.tuning or {}).get("hyperparameter_ranges") or {}))
-        plans = [plan_config(c, inst, int(job["instance_count"]), shape) for c in configs]
+        plans = [plan_config(c, inst, hardware.nodes, shape, first_host=hardware.first_host)
+                 for c in configs]
         trials = len(plans)
         main = worst(plans)
     host_need = 0
     if main is not None and shape is not None:
         per_host = max(main.placement.processes_per_host or (1,))
         host_need = per_host * shape.params * (2 if config.bf16 else 4)
+    shown = hardware.instance_type or hardware.gpu_model or hardware.unknown
     return RecipePlan(name=recipe.name, source=recipe.source,
-                      instance_type=job["instance_type"], instance=inst,
-                      instance_count=int(job["instance_count"]), region=job["region"],
+                      instance_type=shown, instance=inst,
+                      instance_count=hardware.nodes, region=hardware.region,
                       shape=shape, model=config.model_name_or_path, main=main,
-                      trials_checked=trials, cost=cost_of(job, recipe.tuning, prices),
+                      trials_checked=trials,
+                      cost=cost_of(hardware, int(job["max_run"]), recipe.tuning, prices),
                       prices=prices, skip_fit_check=skip, host_memory_need=host_need,
                       tuned=tuned)
 
 
+def node_instance(hardware) -> Instance | None:
+    """The catalogue row of a node: by instance type, else the first row whose GPU model the
+    GPU product names (``NVIDIA-A100-SXM4-80GB`` -> A100 80 GB), with the node's GPU count."""
+    import dataclasses
+
+    inst = instance(hardware.instance_type) if hardware.instance_type else None
+    if inst is None and hardware.gpu_model:
+        product = hardware.gpu_model.upper().replace("-", " ")
+        rows = [i for i in catalogue().values() if i.gpu.upper() in product.split()
+                or i.gpu.upper() in product]
+        sized = [i for i in rows if f"{round(i.gpu_memory_bytes / GIB)}GB" in
+                 product.replace(" ", "")]
+        inst = (sized or rows or [None])[0]
+    if inst is not None and hardware.gpus_per_node is not None \
+            and hardware.gpus_per_node != inst.gpus:
+        inst = dataclasses.replace(inst, gpus=hardware.gpus_per_node)
+    return inst
+
+
 def plan_config(config: TrainerConfig, inst: Instance, instance_count: int,
-                shape: ModelShape | None) -> ConfigPlan:
+                shape: ModelShape | None, *, first_host: str = "") -> ConfigPlan:
     """Placement, batch shape and memory of one trainer config."""
     from mtgrpo.trainer.train import check_batch_shape  # the trainer's own rule (no torch)
 
     where = placement(config, instance_count=instance_count, gpus_per_host=inst.gpus,
-                      gpu_memory_bytes=inst.gpu_memory_bytes)
+                      gpu_memory_bytes=inst.gpu_memory_bytes, first_host=first_host)
     batch_error = ""
     if not where.error:
         try:

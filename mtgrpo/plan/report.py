@@ -118,10 +118,14 @@ def table(plan: RecipePlan, problems: list[Problem]) -> str:
     cost = plan.cost
     price = cost.price_per_hour
     spot = " (managed spot)" if cost.spot else ""
-    row("cost", f"{_money(price)}/h x {cost.instance_count} x {cost.hours:.1f} h (max_run) = "
-                f"{_money(cost.on_demand)} on demand, {_money(cost.spot_estimate)} spot "
-                f"estimate (-{cost.spot_savings:.0%}); this recipe{spot}: "
-                f"{_money(cost.per_job)} a job")
+    if price is None:
+        row("cost", f"not priced: no price row for {plan.instance_type} in "
+                    f"{plan.region or 'this region'} (a cluster's own nodes are not priced)")
+    else:
+        row("cost", f"{_money(price)}/h x {cost.instance_count} x {cost.hours:.1f} h (max_run) = "
+                    f"{_money(cost.on_demand)} on demand, {_money(cost.spot_estimate)} spot "
+                    f"estimate (-{cost.spot_savings:.0%}); this recipe{spot}: "
+                    f"{_money(cost.per_job)} a job")
     if cost.trials > 1:
         row("tuning", f"{cost.trials} trials, {cost.parallel} at a time: up to "
                       f"{_money(cost.total)}, wall time up to {cost.wall_hours:.1f} h "

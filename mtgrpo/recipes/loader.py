@@ -46,9 +46,10 @@ class Recipe:
     provenance: dict = field(default_factory=dict, repr=False, compare=False)
     values: dict = field(default_factory=dict, repr=False, compare=False)
     problems: tuple = field(default=(), repr=False, compare=False)
-    # issue 17: ``backend: kubeflow`` recipes carry their checked ``kubeflow:`` section.
-    backend: str = "sagemaker"
-    kubeflow: dict | None = None
+    # The registered backend that serves it (mtgrpo/backends/all.py), and that backend's own
+    # checked section (``kubeflow:``), defaults filled in; None for a backend without one.
+    backend: str = ""
+    section: dict | None = None
 
     @property
     def complete(self) -> bool:
@@ -128,23 +129,24 @@ def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
                                               f"{schema._type_name(data)}", _WHAT)])
     data = _without_nulls(dict(data))
     checker = schema.Checker(lambda key: _where(provenance, key, source))
-    top = checker.section(data, schema.TOP, "", "recipe keys")
+    top = checker.section(data, top_keys(), "", "recipe keys")
     tuning = None
     if isinstance(top.get("tuning"), Mapping):
         tuning = checker.section(top["tuning"], schema.TUNING, "tuning", "tuning keys")
-    backend = top.get("backend", "sagemaker")
-    kubeflow = None
+    from mtgrpo import backends
+
+    name = top.get("backend") or backends.default_name()
+    section = None
     if any(p.key == "backend" for p in checker.problems):
         job = {}  # which job keys apply is unknown: report the backend alone
-    elif backend == "kubeflow":  # issue 17: its own job keys and section
-        from mtgrpo.recipes import kubeflow_schema
-        job = kubeflow_schema.check_job(checker, top["job"]) if "job" in top else {}
-        kubeflow = kubeflow_schema.check_section(checker, top.get("kubeflow"))
     else:
-        job = checker.section(top["job"], schema.JOB, "job", "job keys") if "job" in top else {}
-        if top.get("kubeflow") is not None:
-            checker.problem("kubeflow", "only used with backend: kubeflow",
-                            "backend: kubeflow, or remove the section")
+        backend = backends.get(name)
+        job = backend.check_job(checker, top["job"]) if "job" in top else {}
+        section = backend.check_section(checker, top.get(backend.section or ""))
+        for other, owner in backends.section_owners().items():
+            if owner is not backend and top.get(other) is not None:
+                checker.problem(other, f"only used with backend: {owner.name}",
+                                f"backend: {owner.name}, or remove the section")
     trainer = None
     if isinstance(top.get("trainer"), Mapping):
         try:
@@ -155,8 +157,24 @@ def recipe_from_data(data: Any, *, source: str, path: Path | str | None = None,
     values = {k: v for k, v in top.items() if k not in ("trainer", "job", "tuning", "extends")}
     return Recipe(name=top.get("name", ""), source=source, path=path, data=data,
                   trainer=trainer, job=job, tuning=tuning, provenance=provenance, values=values,
-                  problems=tuple(sorted(set(checker.problems), key=_order)), backend=backend,
-                  kubeflow=kubeflow)
+                  problems=tuple(sorted(set(checker.problems), key=_order)), backend=name,
+                  section=section)
+
+
+def top_keys() -> dict[str, schema.Key]:
+    """The recipe's top-level keys: the shared ones, ``backend`` with the registered backends
+    as its choices, and each backend's own section."""
+    from dataclasses import replace
+
+    from mtgrpo import backends
+
+    keys = dict(schema.TOP)
+    keys["backend"] = replace(schema.TOP["backend"], choices=backends.names(),
+                              default=backends.default_name())
+    for name, owner in backends.section_owners().items():
+        keys[name] = owner.section_key or schema.Key(
+            "mapping", f"Settings of backend {owner.name} only.", default=None)
+    return keys
 
 
 def relocate(problems: list[Problem], recipe: Recipe) -> list[Problem]:

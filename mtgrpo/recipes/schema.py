@@ -43,12 +43,10 @@ TOP: dict[str, Key] = {
                required=True),
     "tuning": Key("mapping", "Optional hyperparameter tuning job (SDK HyperparameterTuner).",
                   default=None),
-    # -- issue 17: a second backend (mtgrpo/recipes/kubeflow_schema.py holds the section) --
-    "backend": Key("str", "Where the recipe runs: sagemaker (ACK) or kubeflow (Trainer v2 "
-                          "TrainJob, Katib for tuning).", default="sagemaker",
-                   choices=("sagemaker", "kubeflow")),
-    "kubeflow": Key("mapping", "Kubeflow-only settings (backend: kubeflow; docs/kubeflow.md).",
-                    default=None),
+    # The backends (mtgrpo/backends/all.py) add ``backend``'s choices and their own sections:
+    # mtgrpo.recipes.loader.top_keys.
+    "backend": Key("str", "Where the recipe runs: one of the registered backends "
+                          "(docs/architecture.md).", default=None),
 }
 
 JOB: dict[str, Key] = {
@@ -445,3 +443,14 @@ _CHECKERS: dict[str, Callable[[Checker, Any, str, Key], Any]] = {
     "ranges": _ranges, "section": _section,
     "completion_criteria": _completion_criteria, "warm_start": _warm_start,
 }
+
+
+# -- public API for a backend's own sections ---------------------------------------------------
+# A backend's package checks its section with Checker.section and may add key kinds of its own.
+BAD = _BAD  # a checker's return value for a refused value (a problem has been reported)
+type_name = _type_name
+
+
+def register_checker(kind: str, checker: Callable[[Checker, Any, str, Key], Any]) -> None:
+    """Make ``kind`` usable in any section's ``Key`` (a backend's own value types)."""
+    _CHECKERS.setdefault(kind, checker)

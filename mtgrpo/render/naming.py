@@ -5,7 +5,7 @@ hash of everything that defines the job: any change gives a new resource and a n
 unchanged recipe keeps its name. The hash is the first ``HASH_CHARS`` hex digits of SHA-256
 over the canonical JSON (sorted keys, no spaces) of what the caller passes; the renderer passes
 the kind, the namespace, the region annotation, the recipe name and the whole spec without its
-name field (:func:`mtgrpo.render.build.hash_input`, docs/recipes.md).
+name field (each backend's ``hash_input``, e.g. :func:`mtgrpo.ack.render.hash_input`, docs/recipes.md).
 """
 
 from __future__ import annotations

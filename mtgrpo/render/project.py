@@ -12,9 +12,9 @@ from pathlib import Path
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.gitops.files import write_tree
 from mtgrpo.gitops.kustomization import KUSTOMIZATION, MANIFESTS, kustomization_text
+from mtgrpo import backends
 from mtgrpo.recipes import Recipe, discover_recipes, read_recipe, relocate
-from mtgrpo.render.build import Resource, build_resources
-from mtgrpo.render.keymap import to_recipe_keys
+from mtgrpo.render.objects import Resource
 from mtgrpo.render.settings import SETTINGS_FILE, Settings, load_settings
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -45,8 +45,7 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
     """
     # Imported here: the validators load jsonschema and botocore's service model, which callers
     # of build_resources/training_job_for alone (the pipeline step) do not need.
-    from mtgrpo.plan import check_plan
-    from mtgrpo.validate import check_recipe, check_resources, default_crd_dir
+    from mtgrpo.validate import check_recipe, default_crd_dir
 
     if recipe_paths is not None and write:
         raise ValueError("write=True renders the whole project; do not pass recipe_paths")
@@ -84,41 +83,28 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
                                  f"name of {names[recipe.name]}", "a unique name per recipe"))
         elif recipe.name:
             names[recipe.name] = recipe.source
-        if recipe.job or recipe.trainer is not None:  # read and merged: the rules can run
+        backend = backends.of(recipe) if recipe.backend else None
+        if backend is not None and (recipe.job or recipe.trainer is not None):
+            # read and merged: the rules can run
             found += check_recipe(recipe)
             found += _render_rules(recipe, settings)
             found += relocate(_task_paths(recipe, root), recipe)
-            if recipe.backend == "kubeflow" and recipe.complete:  # issue 17: its own rules
-                from mtgrpo.validate.kubeflow import check_kubeflow_recipe
-                found += check_kubeflow_recipe(recipe)
         problems += found
-        if not recipe.complete or not can_render:
+        if backend is None or not recipe.complete or not can_render:
             skipped.append(recipe.source)
             continue
         recipes.append(recipe)
         try:
-            built = build_resources(recipe, settings)
+            built = backend.render(recipe, settings)
         except UserError as err:  # a template's problem, named by template file and line
             problems += err.problems
-            continue
-        if recipe.backend == "kubeflow":  # issue 17: its own validators, no SageMaker planner
-            if found or not can_check:  # its CRD checks would repeat the rules' problems
-                resources += built if not found else []
-                continue
-            from mtgrpo.validate.kubeflow import check_kubeflow_resources
-            checked = check_kubeflow_resources(built, recipe, crd_dir=crd_dir)
-            named = {(p.file, p.key) for p in found}
-            problems += [p for p in checked if (p.file, p.key) not in named]
-            if not found and not checked:
-                resources += built
             continue
         if not can_check:
             resources += built if not found else []
             continue
         try:
-            checked = to_recipe_keys(check_resources([r.body for r in built],
-                                                     source=recipe.source, crd_dir=crd_dir),
-                                     recipe, built)
+            checked = backend.check_resources(built, recipe, crd_dir=Path(crd_dir), root=root,
+                                              found=found)
         except UserError as err:  # the CRD directory itself is unreadable: say it once
             problems += err.problems
             can_check = False
@@ -126,9 +112,6 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
         # One line per mistake: a value the rules already named is not named again.
         named = {(p.file, p.key) for p in found}
         problems += [p for p in checked if (p.file, p.key) not in named]
-        if not found and not checked:  # the fit planner: world size, batch shape, memory
-            checked = check_plan(recipe, root=root)
-            problems += checked
         if not found and not checked:
             resources += built
     if problems:

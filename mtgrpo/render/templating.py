@@ -23,9 +23,7 @@ import jinja2
 from mtgrpo.errors import Problem, UserError
 
 PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
-TEMPLATES = {"TrainingJob": "trainingjob.yaml.j2",
-             "HyperParameterTuningJob": "hyperparametertuningjob.yaml.j2"}
-_VALUES = "_mtgrpo_values"
+VALUES = "_mtgrpo_values"  # the context variable the ``json`` filter keeps values in
 _JSON_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
 _TOKEN = re.compile(r"@@mtgrpo-value-([0-9]+)@@")
 
@@ -37,7 +35,7 @@ def json_filter(context: Any, value: Any) -> str:
         value._fail_with_undefined_error()  # StrictUndefined lets filters see it: refuse here
     if not isinstance(value, _JSON_TYPES):
         raise TypeError(f"`| json` cannot write a {type(value).__name__}")
-    values = context[_VALUES]
+    values = context[VALUES]
     values.append(value)
     return f'"@@mtgrpo-value-{len(values) - 1}@@"'
 
@@ -90,11 +88,10 @@ def environment(templates_dir: Path | None, templates: tuple = ()) -> jinja2.Env
     return env
 
 
-def template_path(kind: str, templates_dir: Path | None,
+def template_path(name: str, templates_dir: Path | None,
                   templates: tuple = ()) -> tuple[Path, str]:
-    """The file a kind's template is read from, and how problems name it (``templates/x.j2``
-    for the project's own, the package path for the packaged copy)."""
-    name = TEMPLATES[kind]
+    """The file a template (``kubeflow/trainjob.yaml.j2``) is read from, and how problems name
+    it (``templates/x.j2`` for the project's own, the package path for the packaged copy)."""
     if name in dict(templates):
         return Path("templates") / name, f"templates/{name}"
     if templates_dir is not None and os.path.lexists(Path(templates_dir) / name):
@@ -102,17 +99,17 @@ def template_path(kind: str, templates_dir: Path | None,
     return PACKAGED_TEMPLATES / name, f"mtgrpo/render/templates/{name}"
 
 
-def render_template(kind: str, templates_dir: Path | None, context: dict,
+def render_template(name: str, templates_dir: Path | None, context: dict,
                     templates: tuple = ()) -> tuple[str, list]:
     """The template's text (values as tokens) and the values the tokens stand for.
 
     Raises ``UserError`` naming the template file and line for anything the template raises.
     """
     values: list = []
-    file, shown = template_path(kind, templates_dir, templates)
+    file, shown = template_path(name, templates_dir, templates)
     try:
-        text = environment(templates_dir, templates).get_template(TEMPLATES[kind]).render(
-            **context, **{_VALUES: values})
+        text = environment(templates_dir, templates).get_template(name).render(
+            **context, **{VALUES: values})
     except jinja2.TemplateSyntaxError as err:
         raise UserError(Problem(_shown(err.filename, file, shown), f"line {err.lineno}",
                                 f"template syntax error: {err.message}",

@@ -305,20 +305,18 @@ def _bounded(fn, timeout_s: float, what: str) -> None:
 def resolve_weight_sync(cfg) -> str:
     """``none`` (transformers sampler), ``nccl`` or ``reload``; ``auto`` picks nccl with CUDA.
 
-    The launcher starts the server with ``weight_transfer="nccl"`` exactly when this says nccl.
+    The one rule, :func:`mtgrpo.contract.placement.weight_sync`: the launcher starts the server
+    with ``weight_transfer="nccl"`` exactly when it says nccl.
     """
-    if cfg.generation_backend == "transformers":
-        return "none"
-    if cfg.generation_backend == "vllm_shared":
-        return "reload"  # the config refuses nccl: two processes on one GPU cannot pair
-    if cfg.weight_sync != "auto":
-        return cfg.weight_sync
+    from mtgrpo.contract.placement import weight_sync
+
     try:
         import torch
 
-        return "nccl" if torch.cuda.is_available() else "reload"
+        cuda = torch.cuda.is_available()
     except ImportError:
-        return "reload"
+        cuda = False
+    return weight_sync(cfg, gpus=cuda)
 
 
 def make_weight_sync(cfg, *, base_url: str | None = None, save_root: str | Path | None = None,

@@ -1,5 +1,5 @@
 """``python -m mtgrpo.sagemaker train``: what SageMaker runs (``docker run IMAGE train``), and
-the ``node`` container's command on Kubeflow Trainer (docs/kubeflow.md)."""
+the container's command on every other backend (each backend's ``detect``/``run_job``)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args != ["train"]:
         print(USAGE, file=sys.stderr)
         return 2
-    # issue 17: the same entry point on Kubeflow Trainer (PET_* set, no SageMaker files).
-    from mtgrpo.kubeflow.platform import KUBEFLOW, detect
-    if detect() == KUBEFLOW:
-        from mtgrpo.kubeflow.job import run_kubeflow_job
-        return run_kubeflow_job()
-    from mtgrpo.sagemaker.job import run_job
+    # The same entry point on every backend: the first that recognises the pod presents the
+    # job to the one run_job (the default backend for a local run on a laid-out /opt/ml).
+    import os
 
-    return run_job()
+    from mtgrpo import backends
+
+    table = backends.registry()
+    chosen = next((b for b in table.values() if b.detect(os.environ)),
+                  table[backends.default_name()])
+    return chosen.run_job()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ class CheckpointCallback(TrainerCallback):
     """Commits each checkpoint, keeps a metrics copy in it, and turns a stop request into
     "save this step, then stop"."""
 
+    commits_checkpoints = True  # mtgrpo.trainer.train.run adds one when none is given
+
     def __init__(self, stop: StopRequest | None = None, metrics_file: Path | None = None, *,
                  node_rank: int | None = None, num_nodes: int | None = None):
         self.stop = stop or StopRequest.from_env()

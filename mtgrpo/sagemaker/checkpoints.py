@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
-MARKER_DIR = ".mtgrpo-complete"
+from mtgrpo.contract.checkpoints import (MARKER_DIR, checkpoint_dirs, is_complete_dir,
+                                         newest_complete)
+
 METRICS_COPY = "mtgrpo-metrics.jsonl"
 STOP_FILE_ENV = "MTGRPO_STOP_FILE"
 # Written by a worker that stopped after saving: torchrun and accelerate report a worker's 143
@@ -36,7 +37,6 @@ STOP_FILE_ENV = "MTGRPO_STOP_FILE"
 STOPPED_FILE_ENV = "MTGRPO_STOPPED_FILE"
 NODE_RANK_ENV = "MTGRPO_NODE_RANK"
 NUM_NODES_ENV = "MTGRPO_NUM_NODES"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainingInterrupted(BaseException):
@@ -52,11 +52,7 @@ class TrainingInterrupted(BaseException):
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     """``checkpoint-<step>`` directories, oldest first."""
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir()
-             if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
-    return sorted(found)
+    return checkpoint_dirs(directory)
 
 
 def _file_sizes(checkpoint: Path) -> dict[str, int]:
@@ -66,33 +62,13 @@ def _file_sizes(checkpoint: Path) -> dict[str, int]:
 
 
 def is_complete(checkpoint: Path) -> bool:
-    """Every node committed it, and every file a node listed is present with its size."""
-    markers = sorted((checkpoint / MARKER_DIR).glob("node-*.json"))
-    if not markers:
-        return False
-    nodes = set()
-    expected = None
-    for marker in markers:
-        try:
-            data = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            return False
-        nodes.add(data.get("node"))
-        expected = data.get("num_nodes") if expected is None else expected
-        if data.get("num_nodes") != expected:
-            return False
-        for name, size in data.get("files", {}).items():
-            path = checkpoint / name
-            if not path.is_file() or path.stat().st_size != size:
-                return False
-    return isinstance(expected, int) and nodes == set(range(expected))
+    """Every node committed it, and every file a node listed is present with its size (the one
+    rule, :func:`mtgrpo.contract.checkpoints.is_complete`, over the directory's listing)."""
+    return is_complete_dir(checkpoint)
 
 
 def latest_complete_checkpoint(directory: Path) -> Path | None:
-    for _, path in reversed(list_checkpoints(directory)):
-        if is_complete(path):
-            return path
-    return None
+    return newest_complete(directory)
 
 
 def commit(checkpoint: Path, *, node: int, num_nodes: int, step: int) -> Path:

@@ -34,9 +34,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from mtgrpo.contract.config import TrainerConfig
+from mtgrpo.contract.placement import place, server_location, uses_vllm
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.sagemaker.checkpoints import (NODE_RANK_ENV, NUM_NODES_ENV, STOP_FILE_ENV,
                                           STOPPED_FILE_ENV)
@@ -47,7 +47,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEEPSPEED_CONFIGS = {2: PACKAGE_DIR / "deepspeed" / "zero2.json",
                      3: PACKAGE_DIR / "deepspeed" / "zero3.json"}
 MASTER_PORT = 29500
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0")
 HOST_RESOLVE_TIMEOUT_S = float(os.environ.get("MTGRPO_HOST_RESOLVE_TIMEOUT_S", 600))
 # SageMaker sends SIGKILL 120 s after SIGTERM; leave room to stop vLLM and exit.
 STOP_GRACE_S = float(os.environ.get("MTGRPO_STOP_GRACE_S", 100))
@@ -118,39 +117,6 @@ class LaunchPlan:
 
 # -- plan ---------------------------------------------------------------------------------------
 
-def parse_vllm_gpus(text: str, gpu_count: int, *, shared: bool = False) -> tuple[int, ...]:
-    """``vllm_gpus``: comma-separated indices on the first host; empty means the last GPU.
-    ``shared`` (vllm_shared): the server's GPUs train too, so they may be all of them."""
-    allowed = (f"comma-separated distinct GPU indices in [0, {gpu_count - 1}]"
-               + (", or empty for the last GPU" if shared else
-                  " leaving at least one GPU for training, or empty for the last GPU"))
-    if not text.strip():
-        return (gpu_count - 1,)
-    try:
-        gpus = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
-                                f"invalid value {text!r}", allowed)) from None
-    if (len(set(gpus)) != len(gpus) or any(g < 0 or g >= gpu_count for g in gpus)
-            or (not shared and len(gpus) >= gpu_count)):
-        raise UserError(Problem("hyperparameters.json", "vllm_gpus",
-                                f"invalid value {text!r} for {gpu_count} GPUs", allowed))
-    return gpus
-
-
-def _server_location(config: TrainerConfig, resources: ResourceConfig) -> tuple[bool, int, str]:
-    """(managed, port, host part) of vllm_server_url. Managed: this job starts the server,
-    because the URL names this machine or the first host; otherwise it is an outside server."""
-    parts = urlsplit(config.vllm_server_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(Problem("hyperparameters.json", "vllm_server_url",
-                                f"invalid value {config.vllm_server_url!r}",
-                                "an http:// URL such as http://127.0.0.1:8000"))
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    managed = parts.hostname in LOCAL_HOSTS or parts.hostname == resources.master_host
-    return managed, port, parts.hostname
-
-
 def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, *,
                model: str, gpu_count: int, master_addr: str | None = None,
                visible_devices: Sequence[str] | None = None,
@@ -175,24 +141,13 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
     master = master_addr or resources.master_host
     if num_nodes == 1:
         master = "127.0.0.1"
-    shared = config.generation_backend == "vllm_shared"
-    use_vllm = config.generation_backend in ("vllm", "vllm_shared")
-    managed, port, _ = _server_location(config, resources) if use_vllm else (False, 0, "")
-
-    if gpu_count > 0 and shared:
-        vllm_gpus = parse_vllm_gpus(config.vllm_gpus, gpu_count, shared=True) if managed else ()
-        train_gpus = tuple(range(gpu_count))
-    elif gpu_count > 0:
-        vllm_gpus = parse_vllm_gpus(config.vllm_gpus, gpu_count) if use_vllm and managed else ()
-        if use_vllm and managed and gpu_count < 2:
-            raise UserError(Problem("hyperparameters.json", "generation_backend",
-                                    "vllm needs its own GPU and this host has only 1",
-                                    "an instance with 2 or more GPUs, or generation_backend "
-                                    "transformers or vllm_shared"))
-        train_gpus = tuple(g for g in range(gpu_count) if g not in vllm_gpus)
-    else:
-        vllm_gpus, train_gpus = (), ()
-    per_host = max(len(train_gpus), 1)
+    # The one placement rule (mtgrpo.contract.placement), as the renderers and planner use it.
+    where = place(config, num_nodes=num_nodes, gpus_per_node=gpu_count,
+                  master_host=resources.master_host)
+    shared, use_vllm, managed = where.shared, uses_vllm(config), where.starts_vllm
+    port = server_location(config, resources.master_host)[1] if use_vllm else 0
+    vllm_gpus, train_gpus = where.vllm_gpus, where.train_gpus
+    per_host = where.processes_per_node
 
     work = layout.work_dir
     stop_file = work / "stop-requested"
@@ -206,9 +161,7 @@ def build_plan(config: TrainerConfig, resources: ResourceConfig, layout: OptML, 
         else:
             vllm_url = config.vllm_server_url.rstrip("/")
     if use_vllm and managed and node_rank == 0:
-        # Same rule as mtgrpo.rollout.weight_sync.resolve_weight_sync ("auto": nccl on GPUs).
-        # vllm_shared: always reload (NCCL cannot pair two processes on one GPU).
-        nccl = gpu_count > 0 and config.weight_sync in ("auto", "nccl") and not shared
+        nccl = where.weight_sync == "nccl"  # what the trainer's weight sync will do
         utilization = config.vllm_gpu_memory_utilization
         if shared and gpu_count > 0:
             from mtgrpo.rollout.shared_gpu import gpu_total_bytes, shared_gpu_memory_utilization

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 import warnings
 from pathlib import Path
@@ -26,22 +25,15 @@ from mtgrpo.trainer.paths import RunPaths
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def newest_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The highest-step ``checkpoint-N`` directory whose ``trainer_state.json`` exists.
+    """The highest-step complete ``checkpoint-N`` directory: the one rule of
+    :mod:`mtgrpo.contract.checkpoints` (every node's marker, every file it lists), the same
+    the launcher and the S3 resume use. ``run`` commits every checkpoint it saves."""
+    from mtgrpo.contract.checkpoints import newest_complete
 
-    HF Trainer writes ``trainer_state.json`` last, so a directory without it was cut short
-    (a stop or a spot interruption mid-save) and is skipped.
-    """
-    root = Path(checkpoint_dir)
-    if not root.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if p.is_dir() and (m := _CHECKPOINT.match(p.name))
-             and (p / "trainer_state.json").is_file()]
-    return max(found)[1] if found else None
+    return newest_complete(Path(checkpoint_dir))
 
 
 def check_batch_shape(config: TrainerConfig, world_size: int, *, source: str = "") -> None:
@@ -323,6 +315,15 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
             trainer.add_callback(WeightSyncCallback(trainer, parts["weight_sync"].push))
         trainer.add_callback(MetricsLogger(Path(paths.output_dir) / "metrics.jsonl",
                                            events_dir=Path(paths.output_dir) / EVENTS_DIR))
+        if not any(getattr(cb, "commits_checkpoints", False) for cb in callbacks):
+            # Without the job's own callback (a local run): commit each checkpoint as one node,
+            # so resume applies the same completeness rule as a job.
+            from mtgrpo.sagemaker.callback import CheckpointCallback
+            from mtgrpo.sagemaker.checkpoints import StopRequest
+
+            callbacks = [*callbacks, CheckpointCallback(
+                StopRequest(), Path(paths.output_dir) / "metrics.jsonl", node_rank=0,
+                num_nodes=1)]
         for cb in callbacks:
             if hasattr(cb, "bind"):
                 cb.bind(trainer)

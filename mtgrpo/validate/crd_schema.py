@@ -40,14 +40,15 @@ def strict(schema: Any) -> Any:
     """A copy of an openAPIV3Schema in which unlisted fields are errors (kubectl strict mode)
     and integers keep to their ``format`` (int32, int64: the API server refuses the rest)."""
     schema = copy.deepcopy(schema)
-    _strictify(schema)
+    strictify(schema)
     return schema
 
 
-def _strictify(node: Any) -> None:
+def strictify(node: Any) -> None:
+    """:func:`strict` in place (for a schema the caller already owns)."""
     if isinstance(node, list):
         for item in node:
-            _strictify(item)
+            strictify(item)
         return
     if not isinstance(node, dict):
         return
@@ -61,9 +62,9 @@ def _strictify(node: Any) -> None:
     for key, value in node.items():
         if key == "properties":
             for prop in value.values():
-                _strictify(prop)
+                strictify(prop)
         elif key in ("items", "additionalProperties", "allOf", "anyOf", "oneOf", "not"):
-            _strictify(value)
+            strictify(value)
 
 
 @functools.lru_cache(maxsize=None)
@@ -175,7 +176,7 @@ def check_against_crd(resource: dict, *, source: str, crd_dir: Path) -> list[Pro
             return []
         # Invalid: collect every error, with its path, from the thorough validator.
         problems = [p for err in _errors(validator.full, resource)
-                    for p in _problems(err, source)]
+                    for p in error_problems(err, source)]
     except (jsonschema.SchemaError, TypeError, ValueError, KeyError, AttributeError,
             RecursionError) as err:  # a project's own CRD directory with a broken schema
         raise UserError(Problem(str(crd_dir), "", f"the {api_version} {kind} CRD schema cannot "
@@ -190,7 +191,9 @@ def _errors(validator: Any, resource: dict) -> Iterator[Any]:
         yield from (err.context or [err]) if err.validator in ("anyOf", "oneOf") else [err]
 
 
-def _problems(err: Any, source: str) -> list[Problem]:
+def error_problems(err: Any, source: str) -> list[Problem]:
+    """One jsonschema error as problems (an unknown field: one per field, with the fields
+    the schema lists)."""
     where = _join(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         names = sorted(err.schema.get("properties", {}))

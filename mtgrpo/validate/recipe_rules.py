@@ -65,9 +65,7 @@ def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = Non
     problems += check_region(job.get("region"), source, "job.region")
     written = _mapping(_mapping(recipe.data.get("job")).get("inputs"))
     problems += _channels(job, source, written, config)
-    # issue 17: Katib trials do see the environment (only the ACK controller drops it).
-    sagemaker = recipe.backend != "kubeflow"
-    problems += _environment(job, tuning if sagemaker else None, source)
+    problems += _environment(job, source)
     metric_names, metric_problems = _metrics(job, source)
     problems += metric_problems
     tuned = _range_names(tuning)
@@ -78,8 +76,13 @@ def check_recipe(recipe: Recipe | Mapping[str, Any], *, source: str | None = Non
     problems += check_secrets(dict(recipe.data), source)
     from mtgrpo.validate.job_features import check_job_features  # imports check_s3_uri here
     problems += check_job_features(recipe.data, source)
+    own = []  # the recipe's backend adds its own rules (mtgrpo/backends/all.py)
+    if recipe.backend:
+        from mtgrpo import backends
+
+        own = backends.of(recipe).check_recipe(recipe)
     return schema_problems + relocate([p for p in problems if not recipe.invalid(p.key)],
-                                      recipe)
+                                      recipe) + own
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -205,8 +208,7 @@ def _channels(job: Mapping[str, Any], source: str,
     return problems
 
 
-def _environment(job: Mapping[str, Any], tuning: Mapping[str, Any] | None,
-                 source: str) -> list[Problem]:
+def _environment(job: Mapping[str, Any], source: str) -> list[Problem]:
     env = job.get("environment")
     if not isinstance(env, Mapping) or not env:
         return []
@@ -222,11 +224,6 @@ def _environment(job: Mapping[str, Any], tuning: Mapping[str, Any] | None,
         if isinstance(value, str) and len(value) > MAX_ENV_TEXT:
             problems.append(Problem(source, key, f"value is {len(value)} characters long",
                                     f"at most {MAX_ENV_TEXT} characters"))
-    if tuning is not None:
-        # FACTS §1: the ACK controller drops Environment from tuning jobs' trial definitions.
-        problems.append(Problem(source, "job.environment", "tuning trials never see "
-                                "environment variables (the ACK controller drops them)",
-                                "trainer hyperparameters, which reach every trial"))
     return problems
 
 

@@ -2,9 +2,8 @@
 that keep their meaning on Kubeflow Trainer (docs/kubeflow.md).
 
 Shape only, as in :mod:`mtgrpo.recipes.schema`; rules between values live in
-:mod:`mtgrpo.validate.kubeflow`. The hooks into the shared code are small on purpose:
-``schema.TOP`` gains ``backend`` and ``kubeflow``, and the loader calls :func:`check_job` and
-:func:`check_section` instead of the SageMaker job keys when the backend is ``kubeflow``.
+:mod:`mtgrpo.kubeflow.validate`. The backend (:mod:`mtgrpo.kubeflow.backend`) hands
+:func:`check_job` and :func:`check_section` to the loader.
 
 A SageMaker-only key (spot, KMS, network isolation, instance types, the execution role, ...)
 is refused with what to use instead; it is never dropped silently. A base file shared with
@@ -19,8 +18,6 @@ from typing import Any, Mapping
 from mtgrpo.recipes import schema
 from mtgrpo.recipes.schema import Key
 
-BACKENDS = ("sagemaker", "kubeflow")
-DEFAULT_BACKEND = "sagemaker"
 # Kubeflow Trainer minor versions the renderer targets. Both get the same output: the v2.3.0
 # CRDs validate it, and it stays within 2.4's 20-character ReplicatedJob names.
 TRAINER_VERSIONS = ("2.3", "2.4")
@@ -132,12 +129,6 @@ def check_section(checker: schema.Checker, value: Any, path: str = "kubeflow") -
     return checker.section({} if value is None else value, KUBEFLOW, path, "kubeflow keys")
 
 
-def backend_of(data: Mapping[str, Any]) -> str:
-    """The backend a merged recipe names (the default when unset or not a string)."""
-    backend = data.get("backend") if isinstance(data, Mapping) else None
-    return backend if isinstance(backend, str) else DEFAULT_BACKEND
-
-
 # -- checkers for the kinds this section adds --------------------------------------------------
 
 def _quantity(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
@@ -145,17 +136,17 @@ def _quantity(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
         v = str(v)
     if isinstance(v, str) and QUANTITY.match(v):
         return v
-    shown = repr(v) if isinstance(v, str) else schema._type_name(v)
+    shown = repr(v) if isinstance(v, str) else schema.type_name(v)
     c.problem(path, f"invalid quantity {shown}",
               "a Kubernetes quantity such as 16Gi, 512Mi, 32 or 500m")
-    return schema._BAD
+    return schema.BAD
 
 
 def _tolerations(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
     if not isinstance(v, list):
-        c.problem(path, f"must be a list, got {schema._type_name(v)}",
+        c.problem(path, f"must be a list, got {schema.type_name(v)}",
                   "a list of {key, operator, value, effect, tolerationSeconds}")
-        return schema._BAD
+        return schema.BAD
     out = []
     for i, item in enumerate(v):
         checked = c.section(item, TOLERATION, f"{path}[{i}]", "toleration fields")
@@ -165,9 +156,9 @@ def _tolerations(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
 
 def _kubeflow_inputs(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
     if not isinstance(v, Mapping):
-        c.problem(path, f"must be a mapping, got {schema._type_name(v)}",
+        c.problem(path, f"must be a mapping, got {schema.type_name(v)}",
                   "channel -> S3 URI")
-        return schema._BAD
+        return schema.BAD
     out = {}
     for channel, item in v.items():
         sub = f"{path}.{channel}"
@@ -184,7 +175,7 @@ def _kubeflow_inputs(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
     return out
 
 
-# The hook into the shared checker table: the kinds above become usable in any section.
-schema._CHECKERS.setdefault("quantity", _quantity)
-schema._CHECKERS.setdefault("tolerations", _tolerations)
-schema._CHECKERS.setdefault("kubeflow_inputs", _kubeflow_inputs)
+# The kinds above become usable in any section.
+schema.register_checker("quantity", _quantity)
+schema.register_checker("tolerations", _tolerations)
+schema.register_checker("kubeflow_inputs", _kubeflow_inputs)

@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse  # type: ignore[no-redef]
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import Recipe
-from mtgrpo.validate.crd_schema import _problems, _strictify, check_against_crd
+from mtgrpo.validate.crd_schema import check_against_crd, error_problems, strictify
 
 KUBEFLOW_CRD_DIR = "kubeflow"
 KATIB_OPENAPI = "katib_v1beta1_swagger.json"
@@ -60,9 +60,9 @@ _META_REFERENCE = re.compile(r"^\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|"
 def check_kubeflow_recipe(recipe: Recipe) -> list[Problem]:
     """Every Kubeflow rule the recipe breaks (the shared SageMaker-style rules on S3 URIs,
     channels and tuning ranges are :func:`mtgrpo.validate.check_recipe`'s)."""
-    from mtgrpo.render.kubeflow import placement
+    from mtgrpo.kubeflow.render import placement
 
-    kf = recipe.kubeflow or {}
+    kf = recipe.section or {}
     problems: list[Problem] = []
 
     def problem(key: str, message: str, allowed: str) -> None:
@@ -93,7 +93,7 @@ def check_kubeflow_recipe(recipe: Recipe) -> list[Problem]:
                 "a label value: at most 63 letters, digits, '-', '_' or '.'")
     for key, value in (kf.get("node_selector") or {}).items():
         problems += _label("kubeflow.node_selector", key, value, recipe)
-    from mtgrpo.render.kubeflow import MANAGED_BY_LABEL, QUEUE_LABEL, RECIPE_LABEL
+    from mtgrpo.kubeflow.render import MANAGED_BY_LABEL, QUEUE_LABEL, RECIPE_LABEL
     for tag in recipe.job.get("tags", []):
         key = f"job.tags.{tag['Key']}"
         problems += _label("job.tags", tag["Key"], tag["Value"], recipe)
@@ -118,14 +118,14 @@ def check_kubeflow_recipe(recipe: Recipe) -> list[Problem]:
 def _batch_shape(recipe: Recipe) -> list[Problem]:
     """The world size is known at render time here: refuse a batch it cannot split."""
     from mtgrpo.errors import UserError
-    from mtgrpo.render.kubeflow import placement
+    from mtgrpo.kubeflow.render import placement
     from mtgrpo.trainer.train import check_batch_shape
 
     place, problems = placement(recipe)
     if place is None:
         return []
     try:
-        check_batch_shape(recipe.trainer, place.procs_per_node * recipe.kubeflow["num_nodes"],
+        check_batch_shape(recipe.trainer, place.world_size,
                           source=recipe.where("trainer.num_generations"))
     except UserError as err:
         return err.problems
@@ -154,7 +154,7 @@ def _label(base: str, key: str, value: str, recipe: Recipe) -> list[Problem]:
 
 def _tuning(recipe: Recipe) -> list[Problem]:
     """The ``tuning:`` settings Katib cannot express, each with the reason."""
-    from mtgrpo.render.kubeflow import distribution
+    from mtgrpo.kubeflow.render import distribution
 
     tuning = recipe.tuning
     problems = []
@@ -262,7 +262,7 @@ def check_trainer_object(body: dict, *, source: str, crd_dir: Path) -> list[Prob
     kind = body.get("kind")
     spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
     if kind == "TrainJob":
-        from mtgrpo.render.kubeflow import train_job_name_limit
+        from mtgrpo.kubeflow.render import train_job_name_limit
         nodes = (spec.get("trainer") or {}).get("numNodes") or 1
         limit = train_job_name_limit(nodes if isinstance(nodes, int) else 1)
         name = (body.get("metadata") or {}).get("name") or ""
@@ -436,7 +436,7 @@ def _katib_validator(path: str) -> jsonschema.Draft7Validator:
     schemas = copy.deepcopy(document["components"]["schemas"])
     for name, schema in schemas.items():
         if name != "io.k8s.apimachinery.pkg.apis.meta.v1.unstructured.Unstructured":
-            _strictify(schema)
+            strictify(schema)
     root = {"$ref": "#/components/schemas/v1beta1.Experiment", "components": {"schemas": schemas}}
     return jsonschema.Draft7Validator(root)
 
@@ -454,7 +454,7 @@ def check_experiment(body: dict, *, source: str, crd_dir: Path) -> list[Problem]
     """An Experiment: Katib's OpenAPI (strict), its webhook's rules, the trial TrainJob."""
     validator = _katib_validator(str(Path(crd_dir) / KATIB_OPENAPI))
     problems = [p for err in validator.iter_errors(body)
-                for e in (err.context or [err]) for p in _problems(e, source)]
+                for e in (err.context or [err]) for p in error_problems(e, source)]
     problems += _name(body, source, EXPERIMENT_NAME_LIMIT, DNS_1035)
     spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
     problems += _counts(spec, source)

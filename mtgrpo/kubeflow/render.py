@@ -12,38 +12,31 @@ the ``tuning:`` section) and the names. docs/kubeflow.md describes the output.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlsplit
-
-import jinja2
 
 from mtgrpo.contract import TrainerConfig
 from mtgrpo.contract.config import format_value
+from mtgrpo.contract.placement import Placement, place, starts_vllm
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import Recipe
-from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
 from mtgrpo.render import naming
+from mtgrpo.render.objects import (MANAGED_BY_LABEL, RECIPE_LABEL, SOURCE_ANNOTATION,
+                                   SYNC_OPTIONS, SYNC_OPTIONS_ANNOTATION, Resource, emit,
+                                   render_object)
 from mtgrpo.render.settings import Settings
-from mtgrpo.render import templating
-from mtgrpo.render.templating import fill_values
+from mtgrpo.render.templating import template_path
 
+BACKEND = "kubeflow"
 TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 KATIB_API = "kubeflow.org/v1beta1"
-RECIPE_LABEL = "mtgrpo.io/recipe"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-SOURCE_ANNOTATION = "mtgrpo.io/source"
 VERSION_ANNOTATION = "mtgrpo.io/kubeflow-trainer-version"
-SYNC_OPTIONS_ANNOTATION = "argocd.argoproj.io/sync-options"
-# Run-once jobs: removing a manifest from Git must not stop the job; never Replace or Force
-# (TrainJob's runtimeRef, trainer and activeDeadlineSeconds are immutable).
-SYNC_OPTIONS = "Prune=false"
+# SYNC_OPTIONS (Prune=false) also because TrainJob's runtimeRef, trainer and
+# activeDeadlineSeconds are immutable: never Replace or Force.
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 # The pod's grace period after SIGTERM: the launcher's stop (100 s) plus the final uploads.
 GRACE_SECONDS = 300
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0")
 
 TEMPLATE_FILES = {"ConfigMap": "kubeflow/configmap.yaml.j2",
                   "TrainingRuntime": "kubeflow/trainingruntime.yaml.j2",
@@ -69,28 +62,12 @@ def train_job_name_limit(num_nodes: int) -> int:
     return 63 - len("-node-0-") - len(str(max(num_nodes - 1, 0))) - len("-abcde")
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where the GPUs go on each pod: ``vllm_gpus`` for the server on the first pod (idle on
-    the others, as on SageMaker), ``procs_per_node`` training ranks."""
-
-    gpus_per_node: int
-    vllm_gpus: int
-    procs_per_node: int
-    trainer_vllm_gpus: str  # the trainer's vllm_gpus hyperparameter as rendered
-
-
-def managed_vllm(trainer: TrainerConfig) -> bool:
-    """The job starts its own vLLM server (the URL names this pod), as opposed to an outside
-    server or no server at all."""
-    if trainer.generation_backend != "vllm":
-        return False
-    return (urlsplit(trainer.vllm_server_url).hostname or "") in LOCAL_HOSTS
-
-
 def placement(recipe: Recipe) -> tuple[Placement | None, list[Problem]]:
-    """The GPU split of a Kubeflow recipe, or the problems that make it impossible."""
-    kf = recipe.kubeflow or {}
+    """The GPU split of a Kubeflow recipe by the one placement rule
+    (:func:`mtgrpo.contract.placement.place`, which the launcher in each pod runs too), or the
+    problems that make it impossible. ``kubeflow.vllm_gpus`` is a count: the server gets the
+    last that many GPUs of the first pod unless ``trainer.vllm_gpus`` names them."""
+    kf = recipe.section or {}
     trainer = recipe.trainer
     gpus = kf["gpus_per_node"]
     problems: list[Problem] = []
@@ -98,52 +75,53 @@ def placement(recipe: Recipe) -> tuple[Placement | None, list[Problem]]:
     def problem(key: str, message: str, allowed: str) -> None:
         problems.append(Problem(recipe.where(key), key, message, allowed))
 
-    indices: tuple[int, ...] = ()
-    if trainer.vllm_gpus.strip():
-        try:
-            indices = tuple(int(p) for p in trainer.vllm_gpus.split(","))
-        except ValueError:
-            problem("trainer.vllm_gpus", f"invalid value {trainer.vllm_gpus!r}",
-                    "comma-separated GPU indices")
-            return None, problems
-    managed = managed_vllm(trainer)
+    managed = starts_vllm(trainer)  # the pods' first host is not known here: URLs name this pod
+    shared = trainer.generation_backend == "vllm_shared"
     wanted = kf["vllm_gpus"]
+    text = trainer.vllm_gpus
+    count = 0
     if not managed or gpus == 0:
         if wanted:
             why = ("0 GPUs per node" if gpus == 0 else
                    "no vLLM server is started by the job (generation_backend "
                    f"{trainer.generation_backend}, vllm_server_url {trainer.vllm_server_url})")
             problem("kubeflow.vllm_gpus", f"{wanted} GPUs for vLLM with {why}", "0 or unset")
-        vllm = 0
-    elif indices:
-        vllm = len(indices)
-        if wanted is not None and wanted != vllm:
+    elif text.strip():
+        count = len(text.split(","))
+        if wanted is not None and wanted != count:
             problem("kubeflow.vllm_gpus", f"{wanted} differs from trainer.vllm_gpus "
-                    f"{trainer.vllm_gpus!r} ({vllm} GPUs)", f"{vllm}, or unset")
-        if len(set(indices)) != vllm or any(not 0 <= i < gpus for i in indices):
-            problem("trainer.vllm_gpus", f"{trainer.vllm_gpus!r} names GPUs a pod with "
-                    f"kubeflow.gpus_per_node {gpus} does not have",
-                    f"distinct indices in [0, {gpus - 1}]")
+                    f"{trainer.vllm_gpus!r} ({count} GPUs)", f"{count}, or unset")
     else:
-        vllm = 1 if wanted is None else wanted
-        if vllm < 1:
-            problem("kubeflow.vllm_gpus", f"{vllm} GPUs for the vLLM server the job starts",
+        count = 1 if wanted is None else wanted
+        if count < 1:
+            problem("kubeflow.vllm_gpus", f"{count} GPUs for the vLLM server the job starts",
                     "at least 1 (or generation_backend transformers)")
-    if gpus > 0 and managed and gpus - vllm < 1:
+        text = ",".join(str(g) for g in range(max(gpus - count, 0), gpus))  # the last GPUs
+    if gpus > 0 and managed and not shared and gpus - count < 1:
         problem("kubeflow.gpus_per_node", f"{gpus} GPUs per node leave none for training "
-                f"after {vllm} for vLLM", f"at least {vllm + 1}, or generation_backend "
+                f"after {count} for vLLM", f"at least {count + 1}, or generation_backend "
                 "transformers")
     if problems:
         return None, problems
-    rendered = trainer.vllm_gpus
-    if managed and gpus > 0 and not indices:
-        rendered = ",".join(str(g) for g in range(gpus - vllm, gpus))  # the last GPUs
-    procs = gpus - vllm if gpus > 0 else 1
-    return Placement(gpus, vllm, procs, rendered), []
+    try:
+        where = place(trainer.replace(vllm_gpus=text) if text != trainer.vllm_gpus else trainer,
+                      num_nodes=kf["num_nodes"], gpus_per_node=gpus,
+                      source=recipe.where("trainer.vllm_gpus"), key_prefix="trainer.")
+    except UserError as err:
+        return None, [Problem(recipe.where(p.key), p.key, p.message, p.allowed)
+                      for p in err.problems]
+    return where, []
 
 
-def build_kubeflow_resources(recipe: Recipe, settings: Settings):
-    """The resources of a ``backend: kubeflow`` recipe (``mtgrpo.render.build.Resource``s)."""
+def rendered_vllm_gpus(recipe: Recipe, where: Placement) -> str:
+    """The trainer's ``vllm_gpus`` as rendered: the placement's GPUs made explicit."""
+    if where.starts_vllm and where.gpus_per_node > 0 and not recipe.trainer.vllm_gpus.strip():
+        return where.vllm_gpus_text
+    return recipe.trainer.vllm_gpus
+
+
+def build_kubeflow_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
+    """The resources of a ``backend: kubeflow`` recipe."""
     place, problems = placement(recipe)
     if problems:
         raise UserError(problems)
@@ -158,7 +136,7 @@ def build_kubeflow_resources(recipe: Recipe, settings: Settings):
 # -- shared values ------------------------------------------------------------------------------
 
 def _namespace(recipe: Recipe, settings: Settings) -> str:
-    return (recipe.kubeflow or {}).get("namespace") or settings.namespace
+    return (recipe.section or {}).get("namespace") or settings.namespace
 
 
 def _labels(recipe: Recipe) -> dict[str, str]:
@@ -169,7 +147,7 @@ def _labels(recipe: Recipe) -> dict[str, str]:
 
 def _annotations(recipe: Recipe) -> dict[str, str]:
     return {SOURCE_ANNOTATION: recipe.source, SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS,
-            VERSION_ANNOTATION: recipe.kubeflow["trainer_version"]}
+            VERSION_ANNOTATION: recipe.section["trainer_version"]}
 
 
 def _config_data(recipe: Recipe, hyperparameters: Mapping[str, str]) -> dict[str, str]:
@@ -212,8 +190,8 @@ def _resources(kf: Mapping[str, Any], place: Placement) -> dict:
 
 
 def _context(recipe: Recipe, settings: Settings, place: Placement) -> dict:
-    kf = dict(recipe.kubeflow or {})
-    kf["procs_per_node"] = place.procs_per_node
+    kf = dict(recipe.section or {})
+    kf["procs_per_node"] = place.processes_per_node
     return {"name": _NAME, "namespace": _namespace(recipe, settings),
             "labels": _labels(recipe), "annotations": _annotations(recipe),
             "pod_labels": {RECIPE_LABEL: recipe.name},
@@ -225,34 +203,8 @@ def _context(recipe: Recipe, settings: Settings, place: Placement) -> dict:
 
 
 def _render(kind: str, recipe: Recipe, settings: Settings, ctx: dict) -> dict:
-    template = TEMPLATE_FILES[kind]
-    try:
-        text, values = render_template(template, settings.templates_dir, ctx)
-    except jinja2.TemplateSyntaxError as err:
-        raise UserError(Problem(f"templates/{template}", f"line {err.lineno}",
-                                f"template syntax error: {err.message}",
-                                "Jinja2 syntax")) from None
-    except jinja2.TemplateError as err:
-        raise UserError(Problem(f"templates/{template}", "",
-                                f"template failed for {recipe.source}: {err}",
-                                "variables listed in docs/kubeflow.md")) from None
-    where = f"templates/{template} (rendered for {recipe.source})"
-    body = fill_values(parse_yaml(text, source=where), values, source=where)
-    if not isinstance(body, dict) or body.get("kind") != kind or \
-            not isinstance(body.get("metadata"), dict):
-        raise UserError(Problem(f"templates/{template}", "",
-                                f"must render one {kind} with metadata",
-                                f"kind {kind} with metadata.name {{{{ name | json }}}}"))
-    return body
-
-
-def render_template(template: str, templates_dir, context: dict) -> tuple[str, list]:
-    """As :func:`mtgrpo.render.templating.render_template`, for a template file by name (the
-    SageMaker kinds' table stays as it is)."""
-    values: list = []
-    text = templating.environment(templates_dir).get_template(template).render(
-        **context, **{templating._VALUES: values})
-    return text, values
+    return render_object(TEMPLATE_FILES[kind], kind, settings, ctx, source=recipe.source,
+                         allowed=f"kind {kind} with metadata.name {{{{ name | json }}}}")[0]
 
 
 def hash_input(bodies: list[dict]) -> list[dict]:
@@ -265,20 +217,17 @@ def hash_input(bodies: list[dict]) -> list[dict]:
     return out
 
 
-def _named(recipe: Recipe, kinds_bodies: list[tuple[str, dict]], limit: int):
-    from mtgrpo.render.build import Resource
-
+def _named(recipe: Recipe, kinds_bodies: list[tuple[str, dict]], limit: int,
+           settings: Settings) -> list[Resource]:
+    # "backend" stays in the hash input as it always was: job names must not change.
     name = naming.job_name(recipe.name, {"backend": "kubeflow", "objects": hash_input(
         [b for _, b in kinds_bodies])}, limit)
     out = []
     for kind, body in kinds_bodies:
-        body = _replace(body, _NAME, name)
         template = TEMPLATE_FILES[kind]
-        header = (f"# Generated by `mtgrpo render` from {recipe.source} "
-                  f"(template templates/{template}).\n"
-                  f"# Do not edit: change the recipe and run `mtgrpo render`.\n")
-        out.append(Resource(kind=kind, name=name, body=body, text=header + dump_yaml(body),
-                            source=recipe.source, recipe=recipe.name))
+        shown = template_path(template, settings.templates_dir, settings.templates)[1]
+        out.append(emit(kind, name, _replace(body, _NAME, name), source=recipe.source,
+                        recipe=recipe.name, template=template, shown=shown, backend=BACKEND))
     return out
 
 
@@ -291,8 +240,9 @@ def _replace(node: Any, old: str, new: str) -> Any:
 
 
 def _trainer(recipe: Recipe, place: Placement) -> TrainerConfig:
-    if place.trainer_vllm_gpus != recipe.trainer.vllm_gpus:
-        return recipe.trainer.replace(vllm_gpus=place.trainer_vllm_gpus)
+    rendered = rendered_vllm_gpus(recipe, place)
+    if rendered != recipe.trainer.vllm_gpus:
+        return recipe.trainer.replace(vllm_gpus=rendered)
     return recipe.trainer
 
 
@@ -303,12 +253,12 @@ def _training(recipe: Recipe, settings: Settings, place: Placement):
     hyperparameters = _trainer(recipe, place).to_hyperparameters()
     ctx["config_data"] = _config_data(recipe, hyperparameters)
     job_ctx = dict(ctx)
-    if recipe.kubeflow["queue"]:
-        job_ctx["labels"] = {**ctx["labels"], QUEUE_LABEL: recipe.kubeflow["queue"]}
+    if recipe.section["queue"]:
+        job_ctx["labels"] = {**ctx["labels"], QUEUE_LABEL: recipe.section["queue"]}
     bodies = [("ConfigMap", _render("ConfigMap", recipe, settings, ctx)),
               ("TrainingRuntime", _render("TrainingRuntime", recipe, settings, ctx)),
               ("TrainJob", _render("TrainJob", recipe, settings, job_ctx))]
-    return _named(recipe, bodies, train_job_name_limit(recipe.kubeflow["num_nodes"]))
+    return _named(recipe, bodies, train_job_name_limit(recipe.section["num_nodes"]), settings)
 
 
 # -- tuning -------------------------------------------------------------------------------------
@@ -319,7 +269,7 @@ def _text(value: Any) -> str:
 
 def distribution(strategy: str, scaling: str) -> str | None:
     """Katib's distribution for a continuous or integer range; None when it cannot be honoured
-    (mtgrpo.validate.kubeflow names the reason)."""
+    (mtgrpo.kubeflow.validate names the reason)."""
     if scaling == "ReverseLogarithmic":
         return None
     if strategy == "Bayesian":
@@ -363,8 +313,8 @@ def _tuning(recipe: Recipe, settings: Settings, place: Placement):
                                  "value": "${trialParameters.%s}" % n} for n in sorted(ranges)]
     trial = _render("TrainJob", recipe, settings, trial_ctx)
     labels = {RECIPE_LABEL: recipe.name}
-    if recipe.kubeflow["queue"]:
-        labels[QUEUE_LABEL] = recipe.kubeflow["queue"]
+    if recipe.section["queue"]:
+        labels[QUEUE_LABEL] = recipe.section["queue"]
     trial["metadata"] = {"labels": labels}  # Katib names each trial's TrainJob itself
     metric = tuning["objective_metric_name"]
     exp_ctx = dict(ctx)
@@ -386,5 +336,5 @@ def _tuning(recipe: Recipe, settings: Settings, place: Placement):
     bodies = [("ConfigMap", _render("ConfigMap", recipe, settings, ctx)),
               ("TrainingRuntime", _render("TrainingRuntime", recipe, settings, ctx)),
               ("Experiment", _render("Experiment", recipe, settings, exp_ctx))]
-    return _named(recipe, bodies, EXPERIMENT_NAME_LIMIT)
+    return _named(recipe, bodies, EXPERIMENT_NAME_LIMIT, settings)
 

@@ -1,36 +1,33 @@
-"""Recipe -> ACK resources: template context, template, parse, name by content hash, emit.
+"""Recipe -> ACK SageMaker resources: template context, template, name by content hash, emit.
 
 The template lays the spec out; this module computes the values that need SageMaker semantics
-(channels, metric definitions, hyperparameter strings, tuning ranges, tags) and, after the
-template ran, the content-hash name (:mod:`mtgrpo.render.naming`).
+(channels, metric definitions, hyperparameter strings, tuning ranges, tags) and what the
+content-hash name covers (:func:`hash_input`); rendering, naming and emitting are the shared
+:mod:`mtgrpo.render.objects` and :mod:`mtgrpo.render.naming`.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any, Mapping
-
 
 from mtgrpo.contract import TrainerConfig, metric_definitions
 from mtgrpo.contract.config import field_specs, format_value, parse_value
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.recipes import Recipe
-from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
 from mtgrpo.render import naming
 from mtgrpo.render.features import feature_context, security_annotations
+from mtgrpo.render.objects import (MANAGED_BY_LABEL, RECIPE_LABEL, SOURCE_ANNOTATION,
+                                   SYNC_OPTIONS, SYNC_OPTIONS_ANNOTATION, Resource, emit,
+                                   render_object)
 from mtgrpo.render.settings import Settings
-from mtgrpo.render.templating import TEMPLATES, fill_values, render_template, template_path
 
+BACKEND = "sagemaker"
 API_VERSION = "sagemaker.services.k8s.aws/v1alpha1"
-RECIPE_LABEL = "mtgrpo.io/recipe"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-SOURCE_ANNOTATION = "mtgrpo.io/source"
 REGION_ANNOTATION = "services.k8s.aws/region"
 DELETION_POLICY_ANNOTATION = "services.k8s.aws/deletion-policy"
-SYNC_OPTIONS_ANNOTATION = "argocd.argoproj.io/sync-options"
-# Run-once jobs: removing a manifest from Git must not stop the job; never Replace or Force.
-SYNC_OPTIONS = "Prune=false"
+TEMPLATES = {"TrainingJob": "trainingjob.yaml.j2",
+             "HyperParameterTuningJob": "hyperparametertuningjob.yaml.j2"}
 
 NAME_FIELDS = {"TrainingJob": ("trainingJobName", naming.TRAINING_JOB_NAME_LIMIT),
                "HyperParameterTuningJob": ("hyperParameterTuningJobName",
@@ -39,30 +36,9 @@ RANGE_LISTS = {"continuous": "continuousParameterRanges", "integer": "integerPar
                "categorical": "categoricalParameterRanges"}
 
 
-@dataclass(frozen=True)
-class Resource:
-    """One rendered Kubernetes object, written to ``manifests/<filename>``."""
-
-    kind: str
-    name: str
-    body: dict
-    text: str
-    source: str
-    recipe: str
-    template: str = ""  # the template file, as problems name it
-
-    @property
-    def filename(self) -> str:
-        return f"{self.name}-{self.kind.lower()}.yaml"
-
-
 def build_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
     """The resources a recipe renders to: a TrainingJob, or for a recipe with ``tuning:`` a
-    HyperParameterTuningJob (plus the TrainingJob when ``tuning.render_training_job``).
-    A ``backend: kubeflow`` recipe renders Kubeflow objects (:mod:`mtgrpo.render.kubeflow`)."""
-    if recipe.backend == "kubeflow":  # issue 17
-        from mtgrpo.render.kubeflow import build_kubeflow_resources
-        return build_kubeflow_resources(recipe, settings)
+    HyperParameterTuningJob (plus the TrainingJob when ``tuning.render_training_job``)."""
     if recipe.tuning is None:
         return [_build("TrainingJob", recipe, settings, recipe.trainer)]
     out = [_build("HyperParameterTuningJob", recipe, settings, recipe.trainer)]
@@ -76,11 +52,6 @@ def training_job_for(recipe: Recipe, settings: Settings,
     """The recipe's TrainingJob with some trainer hyperparameters replaced by strings (e.g. a
     tuning job's best ``TunedHyperParameters``), named by content hash like any other job.
     Keys SageMaker adds itself (``_tuning_objective_metric``, ``sagemaker_*``) are ignored."""
-    if recipe.backend == "kubeflow":  # issue 17: Katib's best trial is not applied yet
-        raise UserError(Problem(recipe.where("backend"), "backend", "tuned hyperparameters "
-                                "are applied to SageMaker recipes only",
-                                "backend: sagemaker, or copy the best trial's values into "
-                                "trainer:"))
     specs = field_specs()
     changes: dict[str, Any] = {}
     problems = []
@@ -142,41 +113,17 @@ def context_for(recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> d
 def _build(kind: str, recipe: Recipe, settings: Settings, trainer: TrainerConfig) -> Resource:
     ctx = context_for(recipe, settings, trainer)
     template = TEMPLATES[kind]
-    text, values = render_template(kind, settings.templates_dir, ctx, settings.templates)
-    shown = template_path(kind, settings.templates_dir, settings.templates)[1]
-    where = f"{shown} (rendered for {recipe.source})"
-    body = fill_values(_parse_rendered(text, where), values, source=where)
+    body, shown = render_object(template, kind, settings, ctx, source=recipe.source,
+                                allowed=f"apiVersion {API_VERSION}, kind {kind}",
+                                parts=("metadata", "spec"))
     name_field, limit = NAME_FIELDS[kind]
-    if not isinstance(body, dict) or body.get("kind") != kind or \
-            not isinstance(body.get("spec"), dict) or not isinstance(body.get("metadata"), dict):
-        raise UserError(Problem(shown, "",
-                                f"must render one {kind} with metadata and spec",
-                                f"apiVersion {API_VERSION}, kind {kind}"))
     body["spec"].pop(name_field, None)
     body["metadata"].pop("name", None)
     name = naming.job_name(recipe.name, hash_input(body), limit)
     body["metadata"]["name"] = name
     body["spec"][name_field] = name
-    header = (f"# Generated by `mtgrpo render` from {recipe.source} "
-              f"(template templates/{template}).\n"
-              f"# Do not edit: change the recipe and run `mtgrpo render`.\n")
-    return Resource(kind=kind, name=name, body=body, text=header + dump_yaml(body),
-                    source=recipe.source, recipe=recipe.name, template=shown)
-
-
-def _parse_rendered(text: str, where: str) -> Any:
-    """The template output's YAML. Values are tokens in it, so recipes taking the same
-    branches of a template give the same text: it is parsed once (``fill_values`` builds a new
-    tree and never changes this one)."""
-    try:
-        return _parse_text(text)
-    except UserError:
-        return parse_yaml(text, source=where)  # the same problem, named for this recipe
-
-
-@functools.lru_cache(maxsize=64)
-def _parse_text(text: str) -> Any:
-    return parse_yaml(text, source="")
+    return emit(kind, name, body, source=recipe.source, recipe=recipe.name, template=template,
+                shown=shown, backend=BACKEND)
 
 
 def hash_input(body: Mapping[str, Any]) -> dict:
