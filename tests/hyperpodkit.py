@@ -58,7 +58,7 @@ def project(root: Path, *recipes: dict) -> Path:
 def render(root: Path, name: str):
     """(resources, problems) of one recipe of the project, as `mtgrpo render` reaches them:
     schema, rules, render, checks of what it rendered."""
-    from mtgrpo.hyperpod.recipe import read_recipe
+    from mtgrpo.recipes import read_recipe
     from mtgrpo.hyperpod.render import build_hyperpod_resources
     from mtgrpo.hyperpod.validate import check_recipe, check_resources
     from mtgrpo.render.settings import load_settings

@@ -56,9 +56,10 @@ def test_every_registered_backend_implements_the_protocol(name):
 
 def test_the_registry_is_one_table_with_the_default_first():
     table = backends.registry()
-    assert list(table) == ["sagemaker", "kubeflow"]
+    assert list(table) == ["sagemaker", "kubeflow", "hyperpod"]
     assert backends.default_name() == "sagemaker"
-    assert backends.section_owners() == {"kubeflow": table["kubeflow"]}
+    assert backends.section_owners() == {"kubeflow": table["kubeflow"],
+                                         "hyperpod": table["hyperpod"]}
     assert backends.route("trainjob/x") is table["kubeflow"]
     assert backends.route("trainingjob/x") is table["sagemaker"]
     assert backends.route("some-job-name") is table["sagemaker"]
@@ -194,7 +195,7 @@ def test_a_registered_backend_is_rendered_and_validated_through_the_table(fake_p
 def test_a_registered_backend_is_a_choice_of_backend(fake_project):
     path = fake_project / "recipes" / "tiny-fake.yaml"
     path.write_text(path.read_text().replace("backend: fake", "backend: fak"))
-    with pytest.raises(UserError, match="one of sagemaker, kubeflow, fake"):
+    with pytest.raises(UserError, match="one of sagemaker, kubeflow, hyperpod, fake"):
         render_all(fake_project, write=False, crd_dir=SHARED_CRDS)
 
 

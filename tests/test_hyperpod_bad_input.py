@@ -45,7 +45,10 @@ CASES = [
      "from job.instance_type"),
     ("bad quantity", recipe(hyperpod={"shm_size": "lots"}),
      "hyperpod.shm_size: invalid quantity 'lots'"),
-    ("tuning", recipe(tuning={"objective_metric_name": "eval_reward"}),
+    ("tuning", recipe(tuning={"objective_metric_name": "eval_reward", "max_jobs": 4,
+                              "max_parallel_jobs": 2, "hyperparameter_ranges": {
+                                  "learning_rate": {"type": "continuous", "min_value": 1.0e-7,
+                                                    "max_value": 1.0e-5}}}),
      "tuning: hyperparameter tuning is not rendered for backend hyperpod"),
     ("kubeflow section", recipe(kubeflow={"num_nodes": 2}),
      "kubeflow: only used with backend: kubeflow"),
@@ -77,6 +80,5 @@ def test_a_template_error_is_one_line_with_its_file_and_line(tmp_path):
                                               "metadata: {{ nope.name | json }}\n")
     _, problems = render(root, "hp-held-out")
     assert [str(p) for p in problems] == [
-        "templates/hyperpod/configmap.yaml.j2: line 3: template failed for "
-        "recipes/hp-held-out.yaml: 'nope' is undefined (allowed: variables listed in "
-        "docs/hyperpod.md)"]
+        "templates/hyperpod/configmap.yaml.j2: line 3: template failed: 'nope' is undefined "
+        "(allowed: variables listed in docs/recipes.md)"]

@@ -91,7 +91,7 @@ def test_held_out_recipe_renders_a_job_the_sdk_accepts_with_what_it_asked(tmp_pa
 
 
 def test_shipped_recipe_renders_a_job_the_sdk_accepts(tmp_path, sdk):
-    from mtgrpo.hyperpod.recipe import load_recipe
+    from mtgrpo.recipes import load_recipe
     from mtgrpo.hyperpod.render import build_hyperpod_resources
     from mtgrpo.hyperpod.validate import check_recipe, check_resources
     from mtgrpo.render.settings import load_settings

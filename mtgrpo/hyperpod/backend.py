@@ -18,6 +18,7 @@ from mtgrpo.hyperpod import contract as hc
 from mtgrpo.recipes.schema import Key
 
 if TYPE_CHECKING:
+    from mtgrpo.contract.placement import Placement
     from mtgrpo.errors import Problem
     from mtgrpo.recipes import Recipe
     from mtgrpo.recipes.schema import Checker
@@ -55,12 +56,11 @@ class HyperPod:
 
         return check_recipe(recipe)
 
-    def placement(self, recipe: "Recipe"):
-        # TODO(backend protocol): return the shared placement type once it lands; the layout
-        # is the launcher's own placement (mtgrpo.plan.placement) on the node type's GPUs.
+    def placement(self, recipe: "Recipe") -> "tuple[Placement | None, list[Problem]]":
         from mtgrpo.hyperpod.render import layout
 
-        return layout(recipe)
+        where, problems = layout(recipe)
+        return (where.placement if where else None), problems
 
     # -- render -----------------------------------------------------------------------------
     def render(self, recipe: "Recipe", settings: "Settings") -> list:
@@ -81,6 +81,7 @@ class HyperPod:
         from mtgrpo.backends.protocol import Hardware
         from mtgrpo.hyperpod.render import section
 
+        # Not priced: a HyperPod cluster's nodes are paid for by the hour whether a job runs.
         return Hardware(nodes=int(recipe.job["instance_count"]),
                         gpus_per_node=section(recipe).get("gpus_per_node"),
                         instance_type=recipe.job["instance_type"],

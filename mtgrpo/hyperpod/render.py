@@ -15,24 +15,21 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import jinja2
-
 from mtgrpo.contract.metrics import PREFIX as METRICS_PREFIX
+from mtgrpo.contract.placement import Placement, place
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.hyperpod import contract as hc
 from mtgrpo.hyperpod import security
-from mtgrpo.hyperpod.instances import NodeType, node_type
+from mtgrpo.hyperpod.instances import NodeType, known_types, node_type
 from mtgrpo.recipes import Recipe
-from mtgrpo.recipes.yamlfile import dump_yaml, parse_yaml
-from mtgrpo.render import naming, templating
+from mtgrpo.render import naming
+from mtgrpo.render.objects import (MANAGED_BY_LABEL, RECIPE_LABEL, SOURCE_ANNOTATION,
+                                   SYNC_OPTIONS, SYNC_OPTIONS_ANNOTATION, Resource, emit,
+                                   render_object)
 from mtgrpo.render.settings import Settings
+from mtgrpo.render.templating import template_path
 
-RECIPE_LABEL = "mtgrpo.io/recipe"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-SOURCE_ANNOTATION = "mtgrpo.io/source"
-SYNC_OPTIONS_ANNOTATION = "argocd.argoproj.io/sync-options"
-# Run-once jobs: removing a manifest from Git must not stop the job; never Replace or Force.
-SYNC_OPTIONS = "Prune=false"
+BACKEND = "hyperpod"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
@@ -57,32 +54,34 @@ def job_name_limit(nodes: int) -> int:
 
 
 def section(recipe: Recipe) -> dict:
-    """The checked ``hyperpod:`` section of a loaded recipe (the registry's loader keeps it in
-    ``recipe.section``; the interim reader, :mod:`mtgrpo.hyperpod.recipe`, in its values)."""
-    own = getattr(recipe, "section", None)
-    if isinstance(own, dict) and recipe.backend == "hyperpod":
-        return own
-    return (recipe.values or {}).get("hyperpod") or {}
+    """The checked ``hyperpod:`` section of a loaded recipe."""
+    return recipe.section or {}
 
 
 @dataclass(frozen=True)
 class Layout:
     """Where a HyperPod recipe's processes go: ``replicas`` pods of ``node``, each with
-    ``gpus`` GPUs; ``procs_per_node`` training ranks per pod (the vLLM GPUs are not ranks)."""
+    ``gpus`` GPUs and ``efa`` EFA interfaces, split by the one placement rule."""
 
     node: NodeType
-    replicas: int
     gpus: int
     efa: int
-    procs_per_node: int
-    vllm_gpus: tuple[int, ...]
+    placement: Placement
+
+    @property
+    def replicas(self) -> int:
+        return self.placement.num_nodes
+
+    @property
+    def procs_per_node(self) -> int:
+        """Training ranks per pod (the vLLM GPUs are not ranks)."""
+        return self.placement.processes_per_node
 
 
 def layout(recipe: Recipe) -> tuple[Layout | None, list[Problem]]:
-    """The placement of a HyperPod recipe, or the problems that make it impossible: the
-    launcher's own (:func:`mtgrpo.plan.placement.placement`) on the node type's GPUs."""
-    from mtgrpo.plan.placement import placement
-
+    """The placement of a HyperPod recipe on its node type's GPUs, by the one rule
+    (:func:`mtgrpo.contract.placement.place`, which the launcher in each pod runs too), or the
+    problems that make it impossible."""
     hp = section(recipe)
     job = recipe.job
     problems: list[Problem] = []
@@ -92,7 +91,6 @@ def layout(recipe: Recipe) -> tuple[Layout | None, list[Problem]]:
 
     node = node_type(job["instance_type"])
     if node is None:
-        from mtgrpo.hyperpod.instances import known_types
         problem("job.instance_type", f"unknown HyperPod instance type {job['instance_type']!r}",
                 "one of " + ", ".join(known_types()))
         return None, problems
@@ -104,24 +102,23 @@ def layout(recipe: Recipe) -> tuple[Layout | None, list[Problem]]:
     if not 0 <= efa <= node.efa:
         problem("hyperpod.efa", f"{efa} EFA interfaces on {node.name}, which has {node.efa}",
                 f"0 to {node.efa}, or unset")
-    replicas = job["instance_count"]
-    if replicas < 1:
-        problem("job.instance_count", f"{replicas} nodes", "at least 1")
+    if job["instance_count"] < 1:
+        problem("job.instance_count", f"{job['instance_count']} nodes", "at least 1")
     if problems:
         return None, problems
-    where = placement(recipe.trainer, instance_count=replicas, gpus_per_host=gpus,
-                      gpu_memory_bytes=node.gpu_memory_bytes or None)
-    if where.error:
-        key = f"trainer.{where.error_key}" if where.error_key else "hyperpod.gpus_per_node"
-        problem(key, where.error + f" ({gpus} GPUs per pod on {node.name})",
-                where.error_allowed or "a trainer config the launcher can place")
-        return None, problems
-    procs = max(where.processes_per_host or (1,))
-    return Layout(node, replicas, gpus, efa, procs, where.vllm_gpus), []
+    try:
+        # The first pod's host name is the operator's (MASTER_ADDR): URLs name this pod.
+        where = place(recipe.trainer, num_nodes=job["instance_count"], gpus_per_node=gpus,
+                      source=recipe.where("trainer"), key_prefix="trainer.")
+    except UserError as err:
+        return None, [Problem(recipe.where(p.key), p.key,
+                              f"{p.message} ({gpus} GPUs per pod on {node.name})", p.allowed)
+                      for p in err.problems]
+    return Layout(node, gpus, efa, where), []
 
 
-def build_hyperpod_resources(recipe: Recipe, settings: Settings):
-    """The resources of a ``backend: hyperpod`` recipe (``mtgrpo.render.build.Resource``s)."""
+def build_hyperpod_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
+    """The resources of a ``backend: hyperpod`` recipe."""
     if recipe.tuning is not None:
         raise UserError(Problem(recipe.where("tuning"), "tuning", "hyperparameter tuning is "
                                 "not rendered for backend hyperpod",
@@ -131,9 +128,9 @@ def build_hyperpod_resources(recipe: Recipe, settings: Settings):
     if problems:
         raise UserError(problems)
     ctx = context(recipe, settings, place)
-    bodies = [("ConfigMap", render_object("ConfigMap", recipe, settings, ctx)),
-              (hc.KIND, render_object(hc.KIND, recipe, settings, ctx))]
-    return _named(recipe, bodies, job_name_limit(place.replicas))
+    bodies = [("ConfigMap", _render("ConfigMap", recipe, settings, ctx)),
+              (hc.KIND, _render(hc.KIND, recipe, settings, ctx))]
+    return _named(recipe, bodies, job_name_limit(place.replicas), settings)
 
 
 # -- values -------------------------------------------------------------------------------------
@@ -287,48 +284,10 @@ def context(recipe: Recipe, settings: Settings, place: Layout) -> dict:
 
 
 # -- templates and names ------------------------------------------------------------------------
-# TODO(backend protocol): render_object, hash_input and _named move to the shared render
-# module once it lands; they follow mtgrpo.render.templating's rules meanwhile.
 
-def render_object(kind: str, recipe: Recipe, settings: Settings, ctx: dict) -> dict:
-    """One template rendered and parsed; every template error is one line naming the file
-    and line."""
-    template = TEMPLATE_FILES[kind]
-    shown = f"templates/{template}"
-    values: list = []
-    try:
-        text = templating.environment(settings.templates_dir, settings.templates).get_template(
-            template).render(**ctx, **{templating._VALUES: values})
-    except jinja2.TemplateSyntaxError as err:
-        raise UserError(Problem(shown, f"line {err.lineno}",
-                                f"template syntax error: {err.message}",
-                                "Jinja2 syntax")) from None
-    except jinja2.TemplateNotFound as err:
-        raise UserError(Problem(shown, "", f"template not found: {err.message or err.name}",
-                                "templates/hyperpod/ (or the packaged copy)")) from None
-    except Exception as err:  # noqa: BLE001 (whatever a template expression raises is its own)
-        line = _template_line(err)
-        message = str(err) if isinstance(err, jinja2.TemplateError) else \
-            f"{type(err).__name__}: {err}"
-        raise UserError(Problem(shown, f"line {line}" if line else "",
-                                f"template failed for {recipe.source}: {message}",
-                                "variables listed in docs/hyperpod.md")) from None
-    where = f"{shown} (rendered for {recipe.source})"
-    body = templating.fill_values(parse_yaml(text, source=where), values, source=where)
-    if not isinstance(body, dict) or body.get("kind") != kind or \
-            not isinstance(body.get("metadata"), dict):
-        raise UserError(Problem(shown, "", f"must render one {kind} with metadata",
-                                f"kind {kind} with metadata.name {{{{ name | json }}}}"))
-    return body
-
-
-def _template_line(err: BaseException) -> int | None:
-    line, tb = None, err.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+def _render(kind: str, recipe: Recipe, settings: Settings, ctx: dict) -> dict:
+    return render_object(TEMPLATE_FILES[kind], kind, settings, ctx, source=recipe.source,
+                         allowed=f"kind {kind} with metadata.name {{{{ name | json }}}}")[0]
 
 
 def hash_input(bodies: list[dict]) -> list[dict]:
@@ -341,21 +300,16 @@ def hash_input(bodies: list[dict]) -> list[dict]:
     return out
 
 
-def _named(recipe: Recipe, kinds_bodies: list[tuple[str, dict]], limit: int):
-    from mtgrpo.render.build import Resource
-
-    name = naming.job_name(recipe.name, {"backend": "hyperpod", "objects": hash_input(
+def _named(recipe: Recipe, kinds_bodies: list[tuple[str, dict]], limit: int,
+           settings: Settings) -> list[Resource]:
+    name = naming.job_name(recipe.name, {"backend": BACKEND, "objects": hash_input(
         [b for _, b in kinds_bodies])}, limit)
     out = []
     for kind, body in kinds_bodies:
-        body = _replace(body, _NAME, name)
         template = TEMPLATE_FILES[kind]
-        header = (f"# Generated by `mtgrpo render` from {recipe.source} "
-                  f"(template templates/{template}).\n"
-                  f"# Do not edit: change the recipe and run `mtgrpo render`.\n")
-        out.append(Resource(kind=kind, name=name, body=body, text=header + dump_yaml(body),
-                            source=recipe.source, recipe=recipe.name,
-                            template=f"templates/{template}"))
+        shown = template_path(template, settings.templates_dir, settings.templates)[1]
+        out.append(emit(kind, name, _replace(body, _NAME, name), source=recipe.source,
+                        recipe=recipe.name, template=template, shown=shown, backend=BACKEND))
     return out
 
 

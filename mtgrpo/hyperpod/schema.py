@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from mtgrpo.recipes import kubeflow_schema as _kinds  # noqa: F401  (quantity, tolerations)
+# Registers the Kubernetes value kinds both cluster backends use (quantity, tolerations).
+from mtgrpo.kubeflow import schema as _kubernetes_kinds  # noqa: F401
 from mtgrpo.recipes import schema
 from mtgrpo.recipes.schema import Key
 
@@ -151,9 +152,9 @@ def _fsx(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
 
 def _hyperpod_inputs(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
     if not isinstance(v, Mapping):
-        c.problem(path, f"must be a mapping, got {schema._type_name(v)}",
+        c.problem(path, f"must be a mapping, got {schema.type_name(v)}",
                   "channel -> S3 URI or fsx path")
-        return schema._BAD
+        return schema.BAD
     out = {}
     for channel, item in v.items():
         sub = f"{path}.{channel}"
@@ -170,5 +171,5 @@ def _hyperpod_inputs(c: schema.Checker, v: Any, path: str, spec: Key) -> Any:
     return out
 
 
-schema._CHECKERS.setdefault("fsx", _fsx)
-schema._CHECKERS.setdefault("hyperpod_inputs", _hyperpod_inputs)
+schema.register_checker("fsx", _fsx)
+schema.register_checker("hyperpod_inputs", _hyperpod_inputs)

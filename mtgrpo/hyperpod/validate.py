@@ -75,6 +75,10 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
     def problem(key: str, message: str, allowed: str) -> None:
         problems.append(Problem(recipe.where(key), key, message, allowed))
 
+    if recipe.tuning is not None:
+        problem("tuning", "hyperparameter tuning is not rendered for backend hyperpod",
+                "backend sagemaker or kubeflow for tuning, then a hyperpod recipe with the "
+                "chosen values")
     if hp.get("namespace") and not DNS_LABEL.match(hp["namespace"]):
         problem("hyperpod.namespace", f"invalid namespace {hp['namespace']!r}",
                 "a DNS label: lower-case letters, digits and '-', at most 63")

@@ -16,17 +16,15 @@ from mtgrpo.hyperpod import operate
 def recipe_target(selector: str) -> tuple[str, str] | None:
     """(name, namespace) of the job a ``backend: hyperpod`` recipe file renders to now; None
     when ``selector`` is not such a file."""
-    from mtgrpo.hyperpod.recipe import is_hyperpod, load_recipe
-    from mtgrpo.hyperpod.render import build_hyperpod_resources
-    from mtgrpo.recipes import find_root
-    from mtgrpo.recipes.yamlfile import read_yaml
+    from mtgrpo.hyperpod.render import BACKEND, build_hyperpod_resources
+    from mtgrpo.recipes import find_root, load_recipe
     from mtgrpo.render.settings import load_settings
 
     path = Path(selector)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         return None
-    recipe = load_recipe(path) if is_hyperpod(read_yaml(path, source=str(path))) else None
-    if recipe is None:
+    recipe = load_recipe(path)
+    if recipe.backend != BACKEND:
         return None
     for resource in build_hyperpod_resources(recipe, load_settings(find_root(path))):
         if resource.kind == hc.KIND:
