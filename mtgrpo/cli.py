@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         for line in err.report():
             print(f"error: {line}", file=sys.stderr)
-        return 1
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

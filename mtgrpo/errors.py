@@ -39,8 +39,15 @@ class Problem:
         return text
 
 
+# Exit codes of the CLI's error boundary (mtgrpo/cli.py); docs/operate.md lists them.
+EXIT_USER_ERROR = 1
+EXIT_UNREACHABLE = 69  # sysexits' EX_UNAVAILABLE: a service (the cluster, AWS) could not be reached
+
+
 class UserError(Exception):
     """A mistake in user input. Carries one or more ``Problem``s; never shown with a traceback."""
+
+    exit_code = EXIT_USER_ERROR
 
     def __init__(self, problems: Problem | Sequence[Problem] | str, *,
                  notes: Sequence[str] = (), counted: bool = False):
@@ -66,6 +73,13 @@ class UserError(Exception):
             out.append(f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)} in "
                        f"{files} file{'s' * (files != 1)}; nothing written")
         return out
+
+
+class Unreachable(UserError):
+    """A service the command needs (the Kubernetes API, an AWS endpoint) did not answer: not a
+    failed job, so CI can tell the two apart by the exit code."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

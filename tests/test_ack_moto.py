@@ -23,7 +23,7 @@ MOTO_REWRITES = {("AlgorithmSpecification", "MetricDefinitions")}
 
 def manifests() -> list[Path]:
     """The ACK SageMaker manifests (the Kubeflow backend's objects are not SageMaker requests)."""
-    return sorted(p for p in (REPO / "manifests").glob("*.yaml")
+    return sorted(p for p in (REPO / "manifests").glob("*/*-*.yaml")
                   if p.name.endswith(("-trainingjob.yaml", "-hyperparametertuningjob.yaml")))
 
 

@@ -177,7 +177,7 @@ def test_application_syncs_run_once_jobs_safely():
 
 
 def test_rendered_resources_opt_out_of_pruning():
-    paths = sorted((REPO / "manifests").glob("*.yaml"))
+    paths = sorted((REPO / "manifests").glob("*/*-*.yaml"))
     if not paths:
         pytest.skip("no rendered manifests yet")
     for path in paths:

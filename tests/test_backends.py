@@ -33,8 +33,8 @@ def _members() -> dict[str, Any]:
             continue
         if inspect.isfunction(value):
             out[name] = list(inspect.signature(value).parameters)
-    for name in Backend.__annotations__:
-        out.setdefault(name, None)
+        elif isinstance(value, property):
+            out[name] = None
     return out
 
 
@@ -43,7 +43,9 @@ def test_every_registered_backend_implements_the_protocol(name):
     backend = backends.get(name)
     assert isinstance(backend, Backend)
     assert backend.name == name
-    for member, params in _members().items():
+    members = _members()
+    assert {"name", "kinds", "render", "check_resources", "status", "detect"} <= set(members)
+    for member, params in members.items():
         assert hasattr(backend, member), f"{name} lacks {member}"
         if params is not None:  # same parameters, same names (keyword calls)
             assert list(inspect.signature(getattr(type(backend), member)).parameters) == \
@@ -56,10 +58,11 @@ def test_every_registered_backend_implements_the_protocol(name):
 
 def test_the_registry_is_one_table_with_the_default_first():
     table = backends.registry()
-    assert list(table) == ["sagemaker", "kubeflow", "hyperpod"]
+    assert list(table)[:2] == ["sagemaker", "kubeflow"]  # then any added after them
     assert backends.default_name() == "sagemaker"
-    assert backends.section_owners() == {"kubeflow": table["kubeflow"],
-                                         "hyperpod": table["hyperpod"]}
+    owners = backends.section_owners()
+    assert owners["kubeflow"] is table["kubeflow"] and "sagemaker" not in owners
+    assert all(owner.section == name for name, owner in owners.items())
     assert backends.route("trainjob/x") is table["kubeflow"]
     assert backends.route("trainingjob/x") is table["sagemaker"]
     assert backends.route("some-job-name") is table["sagemaker"]
@@ -178,9 +181,10 @@ def test_a_registered_backend_is_rendered_and_validated_through_the_table(fake_p
     body = result.resources[0].body
     assert body["spec"] == {"image": "example.com/trainer@sha256:" + "0" * 64,
                             "learningRate": 2e-06, "nodes": 3}
-    written = fake_project / "manifests" / result.resources[0].path
-    assert written.is_file() or (fake_project / "manifests" / result.resources[0].filename
-                                 ).is_file()
+    # its own folder and kustomization, listed by the top-level one
+    assert (fake_project / "manifests" / "fake" / result.resources[0].filename).is_file()
+    assert (fake_project / "manifests" / "fake" / "kustomization.yaml").is_file()
+    assert "- manifests/fake\n" in (fake_project / "kustomization.yaml").read_text()
     # its rule, its section's schema and a section it does not own, in one run
     path = fake_project / "recipes" / "tiny-fake.yaml"
     path.write_text(path.read_text().replace("nodes: 3", "nodes: 0\n  typo: 1")
@@ -195,7 +199,7 @@ def test_a_registered_backend_is_rendered_and_validated_through_the_table(fake_p
 def test_a_registered_backend_is_a_choice_of_backend(fake_project):
     path = fake_project / "recipes" / "tiny-fake.yaml"
     path.write_text(path.read_text().replace("backend: fake", "backend: fak"))
-    with pytest.raises(UserError, match="one of sagemaker, kubeflow, hyperpod, fake"):
+    with pytest.raises(UserError, match="one of " + ", ".join(backends.names())):
         render_all(fake_project, write=False, crd_dir=SHARED_CRDS)
 
 
@@ -284,3 +288,54 @@ def test_pipeline_refuses_a_kubeflow_recipe_in_one_line(capsys):
     assert code == 1
     assert "backend: mtgrpo pipeline is not available for backend kubeflow" in err
     assert "internal error" not in err and "Traceback" not in err
+
+
+# -- output per backend ------------------------------------------------------------------------
+
+def test_a_project_enabling_only_sagemaker_builds_only_ack_kinds(tmp_path):
+    """Real `kubectl kustomize`: the top-level kustomization of an ACK-only project holds no
+    Kubeflow kind (so an ACK-only cluster applies it cleanly); the Kubeflow folder is still
+    rendered and builds on its own."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    root = copy_project(tmp_path, rendered=False)
+    settings = root / "recipes" / "_project.yaml"
+    text = settings.read_text()
+    assert "\nbackends: []" in text  # shipped: every backend a recipe uses
+    settings.write_text(text.replace("\nbackends: []", "\nbackends: [sagemaker]"))
+    assert main(["render", "--root", str(root), "--crd-dir", str(SHARED_CRDS)]) == 0
+
+    def kinds(path: Path) -> set[str]:
+        built = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True,
+                               text=True, timeout=120)
+        assert built.returncode == 0, built.stderr
+        return {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
+
+    assert kinds(root) == {"TrainingJob", "HyperParameterTuningJob"}
+    assert kinds(root / "manifests" / "kubeflow") == {"ConfigMap", "TrainingRuntime",
+                                                      "TrainJob", "Experiment"}
+    settings.write_text(text.replace("\nbackends: []", "\nbackends: [k8s]"))
+    with pytest.raises(UserError, match="backends\\[0\\]: unknown backend 'k8s'"):
+        render_all(root, write=False, crd_dir=SHARED_CRDS)
+
+
+def test_the_applicationset_makes_one_application_per_backend_folder():
+    import yaml
+
+    appset = yaml.safe_load((REPO / "deploy" / "argocd" / "applicationset.yaml").read_text())
+    assert appset["kind"] == "ApplicationSet"
+    [generator] = appset["spec"]["generators"]
+    assert generator["git"]["directories"][0] == {"path": "manifests/*"}
+    folders = sorted(p.name for p in (REPO / "manifests").iterdir() if p.is_dir())
+    assert {"sagemaker", "kubeflow"} <= set(folders) <= set(backends.names())
+    template = appset["spec"]["template"]["spec"]
+    policy = template["syncPolicy"]
+    assert policy["automated"] == {"prune": False, "selfHeal": False}
+    assert "Prune=false" in policy["syncOptions"]
+    assert not any(o.startswith(("Replace=", "Force=")) for o in policy["syncOptions"])
+    assert appset["spec"]["syncPolicy"]["preserveResourcesOnDeletion"] is True

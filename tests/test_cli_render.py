@@ -63,7 +63,7 @@ def test_diff_exits_1_with_diff_and_summary(project, capsys):
     before = snapshot(project)
     assert main(["diff", "--root", str(project)]) == 1
     captured = capsys.readouterr()
-    assert "--- a/manifests/qwen3-1-7b-p4d-spot-" in captured.out
+    assert "--- a/manifests/sagemaker/qwen3-1-7b-p4d-spot-" in captured.out
     assert "jobs replaced: 1" in captured.out
     assert "run `mtgrpo render`" in captured.err
     assert snapshot(project) == before  # diff writes nothing

@@ -136,7 +136,7 @@ def test_code_cites_only_docs_that_exist():
 def test_concrete_job_names_of_shipped_recipes_are_rendered():
     """Examples use `<recipe>-<hash>`; a concrete hash must be a job `mtgrpo render` writes."""
     recipes = [p.stem for p in (REPO / "recipes").glob("*.yaml") if not p.name.startswith("_")]
-    rendered = {p.name.rsplit("-", 1)[0] for p in (REPO / "manifests").glob("*.yaml")}
+    rendered = {p.name.rsplit("-", 1)[0] for p in (REPO / "manifests").glob("*/*-*.yaml")}
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, recipes)) + r")-([0-9a-f]{10})\b")
     stale = sorted({f"{_name(doc)}: {m.group(0)}" for doc in DOCS
                     for m in pattern.finditer(doc.read_text()) if m.group(0) not in rendered})
@@ -197,3 +197,44 @@ def test_offline_doc_commands_run(command, tmp_path, monkeypatch):
     assert main(_tokens(command)[1:]) == 0, command
     for target in ("deploy/pipelines/rbac.yaml",):  # written by a doc command: unchanged
         assert (root / target).read_bytes() == (REPO / target).read_bytes()
+
+
+def test_tasks_doc_shows_the_exact_episode_layout():
+    """docs/tasks.md's "What the model sees" is the text the environment builds, token for
+    token: the system prompt from the tool, the chat template, the tool-result frame."""
+    import re
+
+    from mtgrpo.task import FunctionTool
+    from mtgrpo.testing.tiny import build_tokenizer
+    from mtgrpo.trainer.environment import EnvironmentFrame
+    from mtgrpo.trainer.parsers import XMLParser
+
+    lookup = FunctionTool(
+        lambda sku: sku, name="lookup", description="Finds an item of the catalogue by its SKU.",
+        parameters={"type": "object", "required": ["sku"], "additionalProperties": False,
+                    "properties": {"sku": {"type": "string", "description": "e.g. A-1042"}}},
+        example_args={"sku": "A-1042"})
+    tokenizer, parser = build_tokenizer(), XMLParser()
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "system", "content": parser.system_prompt([lookup])},
+         {"role": "user", "content": "How much is item A-1042?"}],
+        tokenize=False, add_generation_prompt=True)
+    call = ('<reasoning>\nI should look the item up.\n</reasoning>\n<tool>\n{"name": "lookup", '
+            '"args": {"sku": "A-1042"}}\n</tool><|im_end|>')
+    result = EnvironmentFrame.from_tokenizer(tokenizer).text(
+        parser.format_tool_result("Desk lamp: 24 EUR"), strip_prefix="<|im_end|>")
+    answer = ("<reasoning>\nThe result names the price.\n</reasoning>\n<answer>\n24 EUR\n"
+              "</answer><|im_end|>")
+    text = (REPO / "docs" / "tasks.md").read_text()
+    shown = re.search(r"## What the model sees\n.*?```text\n(.*?)\n```", text, re.S).group(1)
+    assert shown == prompt + call + result + answer
+
+
+def test_recipes_doc_lists_every_shipped_recipe():
+    """docs/recipes.md's tree of recipes/ names every recipe the project ships."""
+    from mtgrpo.recipes import discover_recipes
+
+    text = (REPO / "docs" / "recipes.md").read_text()
+    tree = text.split("```", 2)[1]
+    missing = [p.name for p in discover_recipes(REPO / "recipes") if f"  {p.name} " not in tree]
+    assert not missing, f"add to the recipes/ tree in docs/recipes.md: {missing}"

@@ -227,7 +227,8 @@ def test_manifests_of_the_wrong_type_or_encoding_are_drift(project, capsys, tmp_
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET\n")
     manifests = project / "manifests"
-    first = sorted(manifests.iterdir())[0]
+    first = sorted(p for p in (manifests / "sagemaker").iterdir()
+                   if p.name != "kustomization.yaml")[0]
 
     def non_utf8(): first.write_bytes(b"\xff\xfe not yaml")
     def directory(): first.unlink(); first.mkdir(); (first / "x").write_text("x")
@@ -236,12 +237,15 @@ def test_manifests_of_the_wrong_type_or_encoding_are_drift(project, capsys, tmp_
     def orphan_dir(): (manifests / "zz-extra.yaml").mkdir()
     def kustomization_dir(): (project / "kustomization.yaml").unlink(); \
         (project / "kustomization.yaml").mkdir()
+    def backend_link(): shutil.rmtree(manifests / "kubeflow"); \
+        (manifests / "kubeflow").symlink_to(tmp_path)
     def manifests_link(): shutil.rmtree(manifests); manifests.symlink_to(tmp_path)
     def manifests_file(): shutil.rmtree(manifests); manifests.write_text("x")
 
-    clean = {p.relative_to(project): p.read_bytes() for p in manifests.iterdir()}
+    clean = {p.relative_to(project): p.read_bytes() for p in manifests.rglob("*")
+             if p.is_file()}
     for edit in (non_utf8, directory, link, fifo, orphan_dir, kustomization_dir,
-                 manifests_link, manifests_file):
+                 backend_link, manifests_link, manifests_file):
         edit()
         code, _ = run(capsys, project, "diff")
         captured_out = capsys.readouterr().out
@@ -249,7 +253,7 @@ def test_manifests_of_the_wrong_type_or_encoding_are_drift(project, capsys, tmp_
         assert run(capsys, project, "render")[0] == 0, edit.__name__
         assert run(capsys, project, "diff")[0] == 0, edit.__name__
         assert {p.relative_to(project): p.read_bytes()
-                for p in manifests.iterdir()} == clean, edit.__name__
+                for p in manifests.rglob("*") if p.is_file()} == clean, edit.__name__
     assert secret.read_text() == "TOP-SECRET\n" and list(tmp_path.iterdir())
 
 

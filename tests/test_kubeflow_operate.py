@@ -305,7 +305,7 @@ def test_follow_errors_are_one_line(cluster, capsys):
 
 def committed(recipe: str, kind: str) -> dict:
     """The committed manifest of ``recipe``'s ``kind`` (written by `mtgrpo render`)."""
-    [path] = (REPO / "manifests").glob(f"{recipe}-*-{kind.lower()}.yaml")
+    [path] = (REPO / "manifests").glob(f"*/{recipe}-*-{kind.lower()}.yaml")
     return yaml.safe_load(path.read_text())
 
 

@@ -259,7 +259,7 @@ def test_sagemaker_only_paths_refuse_kubeflow_recipes():
         _recipe_jobs(str(path))
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (REPO / "manifests").glob("*.yaml") if p.name
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "manifests").glob("*/*-*.yaml") if p.name
                                         .endswith(("-trainjob.yaml", "-trainingruntime.yaml",
                                                    "-experiment.yaml"))),
                          ids=lambda p: p.name)

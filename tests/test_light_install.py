@@ -88,3 +88,15 @@ def test_the_light_install_validates_and_plans_the_shipped_recipes_as_the_full_o
     full = _run("", *command, "--root", str(REPO), cwd=REPO)
     assert light.returncode == 0, light.stderr
     assert light.stdout == full.stdout
+
+
+def test_the_task_api_imports_on_the_light_install(tmp_path):
+    """docs/tasks.md: writing a task needs only the light install (no numpy, torch, bm25s)."""
+    script = _CHILD.replace("from mtgrpo.cli import main\nsys.exit(main(sys.argv[2:]))",
+                            "from mtgrpo.task import FunctionTool, Record, reward\n"
+                            "print(FunctionTool.__name__, Record.__name__, reward.__name__)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script, _EXTRAS + ",numpy,pyarrow"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["FunctionTool", "QARecord", "reward"]  # Record is an alias

@@ -197,7 +197,12 @@ def test_unreachable_api_server(tmp_path, capsys):
     dead = FakeKube()  # never started: nothing listens on its port
     kubeconfig = dead.write_kubeconfig(tmp_path / "kubeconfig")
     dead.server.server_close()
-    assert main(["wait", "demo", "--kubeconfig", str(kubeconfig)]) == 1
+    # 69, not 1: CI tells "the job failed" from "the cluster could not be asked"
+    assert main(["wait", "demo", "--kubeconfig", str(kubeconfig)]) == 69
+    assert "cannot reach the Kubernetes API" in one_error_line(capsys)
+    assert main(["status", "--kubeconfig", str(kubeconfig)]) == 69
+    assert "cannot reach the Kubernetes API" in one_error_line(capsys)
+    assert main(["wait", "trainjob/demo", "--kubeconfig", str(kubeconfig)]) == 69
     assert "cannot reach the Kubernetes API" in one_error_line(capsys)
 
 

@@ -51,7 +51,7 @@ def test_compiles_to_the_same_bytes_and_loads_back(tmp_path):
     tuning = json.loads(tasks["tune-step"]["inputs"]["parameters"]["tuning_job"]
                         ["runtimeValue"]["constant"])
     rendered = yaml.safe_load(next((REPO / "manifests").glob(
-        "qwen2-5-1-5b-tune-*-hyperparametertuningjob.yaml")).read_text())
+        "sagemaker/qwen2-5-1-5b-tune-*-hyperparametertuningjob.yaml")).read_text())
     assert tuning["spec"] == rendered["spec"]
     assert tuning["metadata"]["name"] == rendered["metadata"]["name"]
     assert tuning["metadata"]["annotations"]["services.k8s.aws/deletion-policy"] == "delete"

@@ -546,3 +546,19 @@ def test_render_refuses_vllm_beside_the_learner_on_one_gpu(project, capsys):
     assert ("error: recipes/base/qwen2-5-1-5b-g5.yaml: trainer.generation_backend: "
             "ml.g5.2xlarge: vllm needs its own GPU and this host has only 1") in err
     assert snapshot(project) == before
+
+
+def test_a_cluster_recipe_is_planned_from_the_gpu_model_it_names():
+    """A Kubeflow recipe naming only the GPU product label (NVIDIA's feature discovery) is
+    planned on the catalogue row of that GPU with its own GPU count; it is not priced."""
+    import copy
+
+    from mtgrpo.recipes import recipe_from_data
+
+    shipped = recipe("qwen3-1-7b-kubeflow")
+    data = copy.deepcopy(shipped.data)
+    data["kubeflow"]["node_selector"] = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    plan = plan_recipe(recipe_from_data(data, source=shipped.source), root=REPO)
+    assert (plan.instance.gpu, plan.instance.gpus, plan.instance_count) == ("A100-80GB", 4, 2)
+    assert plan.main.placement.processes_per_host == (3, 3)  # the one placement rule
+    assert plan.cost.price_per_hour is None and plan.main.fits

@@ -46,10 +46,12 @@ def test_same_input_same_bytes_across_processes(tmp_path):
         env = dict(os.environ, PYTHONHASHSEED=seed)
         subprocess.run([sys.executable, "-m", "mtgrpo.cli", "render", "--root", str(dest)],
                        check=True, env=env, capture_output=True)
-        outputs.append({p.name: p.read_bytes() for p in sorted((dest / "manifests").iterdir())}
+        outputs.append({p.relative_to(dest / "manifests").as_posix(): p.read_bytes()
+                        for p in sorted((dest / "manifests").rglob("*.yaml"))}
                        | {"kustomization.yaml": (dest / "kustomization.yaml").read_bytes()})
     assert outputs[0] == outputs[1]
-    committed = {p.name: p.read_bytes() for p in (REPO / "manifests").iterdir()}
+    committed = {p.relative_to(REPO / "manifests").as_posix(): p.read_bytes()
+                 for p in (REPO / "manifests").rglob("*.yaml")}
     assert {k: v for k, v in outputs[0].items() if k != "kustomization.yaml"} == committed
 
 

@@ -313,7 +313,7 @@ def test_bad_plugins_are_one_line_each_all_in_one_error(tmp_path, plugin):
                  task_records=f"{module}:NUMBER")
     with pytest.raises(UserError) as err:
         load_task(cfg, paths(tmp_path, corpus=None), source="hyperparameters.json")
-    where = "a module importable in the job: the code channel or the image; locally: the Python path"
+    where = "a module importable in the job: the code channel or the image; locally: the config file's folder, the current directory or the Python path"
     assert err.value.lines() == [
         f"hyperparameters.json: task_tools: 'nosuch.pkg:tool': cannot be imported "
         f"(ModuleNotFoundError: No module named 'nosuch') (allowed: {where})",

@@ -94,6 +94,28 @@ def test_no_server_and_no_start_is_a_clear_error(tmp_path, tiny_model_dir, capsy
     assert "no vLLM server answers at http://127.0.0.1:8299" in line
 
 
+def test_vllm_port_flag_replaces_the_configs_port(tmp_path, tiny_model_dir, capsys, task):
+    cfg = _write(tmp_path / "c.yaml", _config(
+        tiny_model_dir, generation_backend="vllm", vllm_server_url="http://127.0.0.1:8299"))
+    out = str(tmp_path / "out")
+    assert main(["train", str(cfg), "-o", out, "--no-start-server", "--vllm-port", "8297"]) == 1
+    (line,) = _error_lines(capsys)
+    assert "no vLLM server answers at http://127.0.0.1:8297" in line
+    assert main(["train", str(cfg), "-o", out, "--vllm-port", "70000"]) == 1
+    (line,) = _error_lines(capsys)
+    assert line == "error: --vllm-port: 70000 is not a TCP port (allowed: 1-65535)"
+
+
+def test_tiny_model_help_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mtgrpo.testing.tiny", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "OUT_DIR" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_run_writes_metrics_model_and_summary(tmp_path, tiny_model_dir, capsys, task):
     """The transformers backend (no vLLM): one step, one evaluation, final model saved."""
@@ -159,3 +181,23 @@ def test_config_is_read_by_the_recipes_yaml_reader(tmp_path, capsys):
     assert main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 1
     (line,) = _error_lines(capsys)
     assert line.startswith(f"error: {cfg}: trainer.save_steps: '0750' is a number in YAML 1.1")
+
+
+@pytest.mark.slow
+def test_a_finished_run_run_again_trains_no_step_past_max_steps(tmp_path, tiny_model_dir, capsys,
+                                                                task):
+    """Re-running a finished run resumes from its last checkpoint, which is at max_steps: nothing
+    more is trained and the record is not extended."""
+    cfg = _write(tmp_path / "c.yaml", _config(tiny_model_dir, max_steps=2, save_steps=1,
+                                              eval_steps=0))
+    out = tmp_path / "out"
+    assert main(["train", str(cfg), "--output", str(out)]) == 0
+    first = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--output", str(out)]) == 0
+    assert "checkpoint-2 already reached max_steps 2: nothing to train" in capsys.readouterr().out
+    assert (out / "metrics.jsonl").read_text() == first
+    summary = json.loads((out / "eval_summary.json").read_text())
+    assert summary["global_step"] == 2
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert (out / "model" / "model.safetensors").is_file()

@@ -19,7 +19,7 @@ SOURCE = "recipes/sample.yaml"
 
 def manifests() -> list[Path]:
     """The ACK manifests (backend kubeflow's are checked in tests/test_kubeflow_render.py)."""
-    return sorted(p for p in (REPO / "manifests").glob("*.yaml")
+    return sorted(p for p in (REPO / "manifests").glob("*/*-*.yaml")
                   if p.name.endswith(("-trainingjob.yaml", "-hyperparametertuningjob.yaml")))
 
 

@@ -16,16 +16,18 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "argocd-cm-health.yaml"
-GROUP = "sagemaker.services.k8s.aws"
-# ConfigMap key -> Lua file: Argo CD reads `resource.customizations.health.<group>_<kind>`.
-SCRIPTS = {
-    f"resource.customizations.health.{GROUP}_TrainingJob": "health/trainingjob.lua",
-    f"resource.customizations.health.{GROUP}_HyperParameterTuningJob":
-        "health/hyperparametertuningjob.lua",
-    # issue 17: backend kubeflow (Kubeflow Trainer v2 and Katib)
-    "resource.customizations.health.trainer.kubeflow.org_TrainJob": "health/trainjob.lua",
-    "resource.customizations.health.kubeflow.org_Experiment": "health/experiment.lua",
-}
+sys.path.insert(0, str(HERE.parent.parent))  # this repository's mtgrpo, not an installed one
+
+
+def scripts() -> dict[str, str]:
+    """ConfigMap key -> Lua file, from every registered backend's ``health_checks``: Argo CD
+    reads ``resource.customizations.health.<group>_<kind>``."""
+    from mtgrpo.backends import registry
+
+    return {f"resource.customizations.health.{kind}": path
+            for backend in registry().values() for kind, path in backend.health_checks.items()}
+
+
 HEADER = """\
 # GENERATED from deploy/argocd/health/*.lua by deploy/argocd/build_health_config.py: do not edit.
 # Argo CD health checks for ACK SageMaker jobs, Kubeflow TrainJobs and Katib Experiments that
@@ -53,7 +55,7 @@ _Dumper.add_representer(_Literal, _literal)
 
 def render() -> str:
     """The ConfigMap patch text, built from the Lua files."""
-    data = {key: _Literal((HERE / path).read_text()) for key, path in SCRIPTS.items()}
+    data = {key: _Literal((HERE / path).read_text()) for key, path in scripts().items()}
     body = {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "argocd-cm", "namespace": "argocd",
                          "labels": {"app.kubernetes.io/name": "argocd-cm",

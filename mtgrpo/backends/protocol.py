@@ -74,15 +74,33 @@ class Target:
 
 @runtime_checkable
 class Backend(Protocol):
+    """A backend. Data members are read-only (a class attribute implements one)."""
+
     # -- identity ---------------------------------------------------------------------------
-    name: str  # the recipe's ``backend:`` value and the folder manifests/<name>/
-    title: str  # for people: "ACK SageMaker", "Kubeflow Trainer + Katib"
-    kinds: tuple[str, ...]  # the Kubernetes kinds it renders
-    commands: frozenset[str]  # which of OPTIONAL_COMMANDS it serves
+    @property
+    def name(self) -> str:
+        """The recipe's ``backend:`` value and the folder ``manifests/<name>/``."""
+
+    @property
+    def title(self) -> str:
+        """For people: "ACK SageMaker", "Kubeflow Trainer + Katib"."""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The Kubernetes kinds it renders."""
+
+    @property
+    def commands(self) -> frozenset[str]:
+        """Which of ``OPTIONAL_COMMANDS`` it serves."""
 
     # -- recipe -----------------------------------------------------------------------------
-    section: str | None  # its own top-level recipe section (``kubeflow:``), None for none
-    section_key: "Key | None"  # the schema entry of that section (help text for docs)
+    @property
+    def section(self) -> str | None:
+        """Its own top-level recipe section (``kubeflow:``); None for none."""
+
+    @property
+    def section_key(self) -> "Key | None":
+        """The schema entry of that section (its help text)."""
 
     def check_job(self, checker: "Checker", value: Any) -> dict:
         """The ``job:`` section typed with defaults; keys it does not take are refused with
@@ -114,8 +132,13 @@ class Backend(Protocol):
         """What ``mtgrpo plan`` plans on."""
 
     # -- operate ----------------------------------------------------------------------------
-    selector_prefixes: tuple[str, ...]  # ``trainjob/``: selectors this backend answers
-    bare_names: bool  # whether a bare job name (no prefix) is looked up among its kinds
+    @property
+    def selector_prefixes(self) -> tuple[str, ...]:
+        """Operate selectors it answers, such as ``trainjob/``."""
+
+    @property
+    def bare_names(self) -> bool:
+        """Whether a bare job name (no prefix) is looked up among its kinds."""
 
     def targets(self, recipe: "Recipe") -> list[Target]:
         """The jobs ``status``/``wait``/``logs`` follow for a recipe file, as it renders now
@@ -138,7 +161,9 @@ class Backend(Protocol):
         node rank where the backend has one log per node)."""
 
     # -- Argo CD ----------------------------------------------------------------------------
-    health_checks: Mapping[str, str]  # "<group>_<Kind>" -> Lua file under deploy/argocd/
+    @property
+    def health_checks(self) -> Mapping[str, str]:
+        """``<group>_<Kind>`` -> its Argo CD Lua health check, a file under ``deploy/argocd/``."""
 
     # -- the image --------------------------------------------------------------------------
     def detect(self, environ: Mapping[str, str]) -> bool:

@@ -18,10 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtgrpo.commands._project import guard_placeholders
     from mtgrpo.gitops import compare
     from mtgrpo.render import render_all
 
-    result = render_all(args.root, write=False, crd_dir=args.crd_dir)
+    result = guard_placeholders(args.root, None, getattr(args, "placeholders", None),
+                                lambda dry: render_all(args.root, write=False,
+                                                       crd_dir=args.crd_dir))
     drift = compare(result.root, result.files)
     if drift.clean:
         print(f"no drift: {len(result.resources)} resources match "

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rows replace the shipped ones, e.g. negotiated rates")
     parser.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
                         help="a local copy of the model (its config.json gives the shape)")
+    from mtgrpo.commands._project import add_placeholder_argument
+
+    add_placeholder_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +46,15 @@ def run(args: argparse.Namespace) -> int:
             recipes.append(load_recipe(path, root=args.root if not args.recipes else None))
         except UserError as err:
             problems += err.problems
+    from mtgrpo.commands._project import placeholder_mode
+    from mtgrpo.validate.placeholders import find_all, warn
+
+    placeholders = find_all(recipes)
+    if placeholder_mode(args.root, args.placeholders) == "error":
+        problems += placeholders
     if problems:
-        raise UserError(problems)
+        raise UserError(sorted(problems) if placeholders else problems)
+    warn(placeholders)
     from mtgrpo import backends
 
     results = []

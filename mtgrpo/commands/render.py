@@ -16,10 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.check:
         from mtgrpo.commands import diff
-        return diff.run(argparse.Namespace(root=args.root, crd_dir=args.crd_dir, quiet=False))
+        return diff.run(argparse.Namespace(root=args.root, crd_dir=args.crd_dir, quiet=False,
+                                           placeholders=args.placeholders))
+    from mtgrpo.commands._project import guard_placeholders
     from mtgrpo.render import render_all
 
-    result = render_all(args.root, write=True, crd_dir=args.crd_dir)
+    result = guard_placeholders(args.root, None, args.placeholders, lambda dry: render_all(
+        args.root, write=not dry, crd_dir=args.crd_dir))
     for rel in result.written:
         print(f"wrote {rel}")
     for rel in result.removed:

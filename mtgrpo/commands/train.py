@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start fresh even if DIR/checkpoints holds a checkpoint")
     parser.add_argument("--no-start-server", action="store_true",
                         help="never start a vLLM server; fail if none answers")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="first teach the model the task's tool-call format from scripted "
+                             "episodes (a small model that never calls a new task's tool; "
+                             "docs/tasks.md), saved in DIR/warm-start and trained from there")
+    parser.add_argument("--vllm-port", type=int, metavar="PORT",
+                        help="use (or start) the local vLLM server on this port instead of the "
+                             "port in trainer.vllm_server_url")
 
 
 def load_config(path: Path):
@@ -83,6 +90,72 @@ def load_config(path: Path):
             raise UserError(Problem(source, f"trainer.{key}", f"{value} does not exist",
                                     "a path relative to the config file, or absolute"))
     return config
+
+
+def plugin_path(config_file: Path) -> None:
+    """Make task plug-ins importable the way data paths resolve: from the config file's
+    directory first, then the current directory (as under ``python -m``). docs/tasks.md."""
+    for folder in (os.getcwd(), str(Path(config_file).resolve().parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+
+
+def validate_local(path: Path) -> str:
+    """Every check ``mtgrpo train`` runs on a local config before it starts anything: the
+    values, the paths, the batch shape and each plug-in (imported as ``train`` imports it).
+    Returns a summary line; raises ``UserError`` with every problem."""
+    config = load_config(path)
+    plugin_path(path)
+    problems = []
+    from mtgrpo.trainer.train import check_batch_shape
+    from mtgrpo.task.loading import check_task
+
+    for check in (lambda: check_batch_shape(config, int(os.environ.get("WORLD_SIZE", "1")),
+                                            source=str(path)),
+                  lambda: check_task(config, source=str(path))):
+        try:
+            check()
+        except UserError as err:
+            problems += err.problems
+    if problems:
+        raise UserError(problems)
+    return (f"ok: {path}: local trainer config valid ({config.generation_backend} rollouts, "
+            f"{config.max_steps} steps, task tools {config.task_tools or 'built-in'})")
+
+
+def is_local_config(path: Path) -> bool:
+    """A ``mtgrpo train`` config (only a ``trainer:`` section, no job), not a recipe."""
+    from mtgrpo.recipes.yamlfile import read_yaml
+
+    try:
+        data = read_yaml(path, source=str(path))
+    except UserError:  # reported by whichever reader the file's place says it is for
+        return "recipes" not in Path(os.path.abspath(path)).parent.parts
+    return isinstance(data, dict) and "trainer" in data and not (
+        {"job", "extends", "name", "backend", "tuning"} & set(data))
+
+
+def _warm_started(config, paths, source: str):
+    """The config and paths with the model replaced by its format warm start (made once per
+    output directory: a re-run, which resumes, reuses it)."""
+    warm_dir = paths.output_dir / "warm-start"
+    if not (warm_dir / "config.json").is_file():
+        from mtgrpo.testing.task_warm_start import warm_start_task
+
+        warm = warm_start_task(config, paths, warm_dir, source=source,
+                               progress=lambda line: print(line, flush=True))
+        print(warm.summary(), flush=True)
+    config = dataclasses.replace(config, model_name_or_path=str(warm_dir))
+    return config, dataclasses.replace(paths, model=str(warm_dir))
+
+
+def with_port(config, port: int):
+    """The config with ``vllm_server_url``'s port replaced (``--vllm-port``)."""
+    if not 1 <= port <= 65535:
+        raise UserError(Problem("--vllm-port", "", f"{port} is not a TCP port", "1-65535"))
+    url = urlparse(config.vllm_server_url)
+    netloc = f"{url.hostname}:{port}" if url.hostname else f"127.0.0.1:{port}"
+    return dataclasses.replace(config, vllm_server_url=url._replace(netloc=netloc).geturl())
 
 
 def run_paths(config, output: Path):
@@ -144,12 +217,12 @@ def run(args: argparse.Namespace) -> int:
     from mtgrpo.commands._extras import require
 
     config = load_config(args.config)  # config mistakes first: they need no extra
+    if args.vllm_port is not None:
+        config = with_port(config, args.vllm_port)
     require("trainer", "train")
     from mtgrpo.trainer.train import check_batch_shape
 
-    # Task plug-ins (docs/tasks.md) import from the current directory, as under `python -m`.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    plugin_path(args.config)
     # Before any heavy import: a bad batch shape is a config mistake, reported at once.
     check_batch_shape(config, int(os.environ.get("WORLD_SIZE", "1")), source=str(args.config))
     from mtgrpo.task.loading import check_task
@@ -157,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
     check_task(config, source=str(args.config))  # a missing plug-in fails before vLLM starts
     paths = run_paths(config, args.output)
     paths.output_dir.mkdir(parents=True, exist_ok=True)
+    if args.warm_start:
+        config, paths = _warm_started(config, paths, str(args.config))
     server = _local_server(config, paths.output_dir, not args.no_start_server)
     try:
         if server is not None:

@@ -109,7 +109,7 @@ def _pair(drift: Drift, old_jobs: list[Job], new_jobs: list[Job]) -> None:
 
 
 def _job(rel: str, text: str) -> Job | None:
-    if not rel.startswith("manifests/"):
+    if not rel.startswith("manifests/") or Path(rel).name == "kustomization.yaml":
         return None
     try:
         body: Any = parse_yaml(text, source=rel)

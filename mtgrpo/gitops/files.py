@@ -1,9 +1,10 @@
 """Writing the rendered tree: atomic per file (temp file + rename), orphans removed.
 
-Everything under ``manifests/`` named ``*.yaml``/``*.yml`` is the renderer's, whatever it is on
-disk: a file that is not UTF-8, a directory, a symlink or a FIFO in its place is drift to
-``mtgrpo diff`` (never followed, never read) and is replaced by ``mtgrpo render``; so is a
-``manifests`` or ``kustomization.yaml`` that is not a plain directory or file.
+Everything named ``*.yaml``/``*.yml`` directly under ``manifests/`` or one of its backend
+folders (``manifests/<backend>/``) is the renderer's, whatever it is on disk: a file that is
+not UTF-8, a directory, a symlink or a FIFO in its place is drift to ``mtgrpo diff`` (never
+followed, never read) and is replaced by ``mtgrpo render``; so is a ``manifests`` (or backend
+folder) or ``kustomization.yaml`` that is not a plain directory or file.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ SUFFIXES = (".yaml", ".yml")
 
 
 def managed_files(root: Path) -> list[str]:
-    """Entries on disk that the renderer owns: ``manifests/*.yaml`` of any type, relative to
-    ``root`` (none when ``manifests`` is not a real directory)."""
+    """Entries on disk that the renderer owns: ``manifests/*.yaml`` and
+    ``manifests/<folder>/*.yaml`` of any type, relative to ``root`` (none under a
+    ``manifests`` or folder that is not a real directory)."""
     folder = Path(root) / MANIFESTS
     if _kind(folder) != "directory":
         return []
-    return sorted(f"{MANIFESTS}/{p.name}" for p in folder.iterdir() if p.suffix in SUFFIXES)
+    out = []
+    for entry in folder.iterdir():
+        if entry.suffix in SUFFIXES:
+            out.append(f"{MANIFESTS}/{entry.name}")
+        elif _kind(entry) == "directory":
+            out += [f"{MANIFESTS}/{entry.name}/{p.name}" for p in entry.iterdir()
+                    if p.suffix in SUFFIXES]
+    return sorted(out)
 
 
 def _kind(path: Path) -> str | None:
@@ -47,8 +56,10 @@ def read_text(path: Path) -> str | None:
     """The text of a managed file; None when absent; for an entry of the wrong type or
     encoding, a one-line description that never equals rendered text (so it shows as drift)."""
     path = Path(path)
-    if path.parent.name == MANIFESTS and _kind(path.parent) not in ("directory", None):
-        return None  # manifests/ is a symlink or a file: nothing under it is ours to read
+    folders = [path.parent] if path.parent.name == MANIFESTS else \
+        [path.parent, path.parent.parent] if path.parent.parent.name == MANIFESTS else []
+    if any(_kind(f) not in ("directory", None) for f in folders):
+        return None  # manifests/ (or a backend's folder) is a symlink or a file: not ours
     kind = _kind(path)
     if kind is None:
         return None
@@ -71,8 +82,12 @@ def _clear(path: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    if _kind(path.parent) not in ("directory", None):
-        path.parent.unlink()  # a file or symlink where the directory belongs
+    # manifests/ first, then manifests/<backend>/: never write through a symlink
+    folders = [path.parent.parent, path.parent] if path.parent.parent.name == MANIFESTS \
+        else [path.parent]
+    for folder in folders:
+        if _kind(folder) not in ("directory", None):
+            folder.unlink()  # a file or symlink where the directory belongs
     path.parent.mkdir(parents=True, exist_ok=True)
     _clear(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -95,9 +110,11 @@ def write_tree(root: Path, files: Mapping[str, str]) -> tuple[list[str], list[st
     """
     root = Path(root)
     written = []
-    manifests = sorted(k for k in files if k.startswith(f"{MANIFESTS}/"))
-    others = sorted(k for k in files if k not in manifests)
-    for rel in manifests + others:  # the kustomization last: it names the manifests
+
+    def order(rel: str) -> tuple:  # objects, then the folders' kustomizations, then the top
+        return (rel.count("/") == 0, Path(rel).name == "kustomization.yaml", rel)
+
+    for rel in sorted(files, key=order):  # a kustomization never names a missing file
         if read_text(root / rel) != files[rel]:
             write_atomic(root / rel, files[rel])
             written.append(rel)
@@ -105,4 +122,8 @@ def write_tree(root: Path, files: Mapping[str, str]) -> tuple[list[str], list[st
     for rel in removed:
         _clear(root / rel)
         (root / rel).unlink(missing_ok=True)
+    for folder in {(root / rel).parent for rel in removed}:  # a backend with no recipes left
+        if folder != root / MANIFESTS and _kind(folder) == "directory" and \
+                not any(folder.iterdir()):
+            folder.rmdir()
     return written, removed

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Callable
 
-from mtgrpo.errors import Problem, UserError
+from mtgrpo.errors import Problem, Unreachable, UserError
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.kubeflow.operate import COMPLETE, FAILED, RANK_LABEL, state
 
@@ -100,8 +100,8 @@ def follow(kube: Any, name: str, *, node: int, write: Callable[[str], None],
     try:
         obj = _job(kube, name)
     except _Transient as err:
-        raise UserError(Problem(where, f"trainjob/{name}", f"the API server could not be "
-                                f"read ({err})", "a reachable cluster")) from None
+        raise Unreachable(Problem(where, f"trainjob/{name}", f"the API server could not be "
+                                  f"read ({err})", "a reachable cluster")) from None
     if obj is None:
         raise UserError(Problem(where, f"trainjob/{name}", "no TrainJob of that name",
                                 "kubectl get trainjobs"))
@@ -120,10 +120,10 @@ def follow(kube: Any, name: str, *, node: int, write: Callable[[str], None],
         except _Transient as err:
             failures += 1
             if failures > MAX_FAILURES:
-                raise UserError(Problem(where, f"trainjob/{name}", f"the API server could not "
-                                        f"be read {failures} times in a row ({err})",
-                                        "a reachable cluster; the job runs on: follow it "
-                                        "again")) from None
+                raise Unreachable(Problem(where, f"trainjob/{name}", f"the API server could "
+                                          f"not be read {failures} times in a row ({err})",
+                                          "a reachable cluster; the job runs on: follow it "
+                                          "again")) from None
             note(f"reading trainjob/{name} failed ({err}); trying again")
             done = None
         if done is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from mtgrpo.errors import Problem, UserError
+from mtgrpo.errors import Problem, Unreachable, UserError
 from mtgrpo.kubeflow import contract as kc
 
 BACKEND = "kubeflow"
@@ -69,6 +69,11 @@ def get_custom(kube: Any, resource: tuple[str, str, str], selector: str,
         raise UserError(Problem(f"namespace {kube.namespace}", selector,
                                 f"the API server answered {err.status} {err.reason}",
                                 allowed)) from None
+    except Exception as err:  # urllib3 MaxRetryError, connection refused, TLS
+        reason = getattr(err, "reason", None) or err
+        raise Unreachable(Problem(getattr(kube, "server", f"namespace {kube.namespace}"),
+                                  selector, f"cannot reach the Kubernetes API: {reason}",
+                                  allowed)) from None
 
 
 def get(kube: Any, name: str) -> dict | None:
@@ -151,7 +156,7 @@ def logs(kube: Any, name: str, *, node: int = 0, tail: int | None = None) -> str
                                     "numNodes-1"))
         pod = max(pods, key=lambda p: (str(p.metadata.creation_timestamp or ""),
                                        p.metadata.name))  # a restarted JobSet's newest pod
-        kwargs = {"container": kc.CONTAINER}
+        kwargs: dict[str, Any] = {"container": kc.CONTAINER}
         if tail is not None:
             kwargs["tail_lines"] = tail
         return core.read_namespaced_pod_log(pod.metadata.name, kube.namespace, **kwargs)

@@ -62,6 +62,17 @@ def train_job_name_limit(num_nodes: int) -> int:
     return 63 - len("-node-0-") - len(str(max(num_nodes - 1, 0))) - len("-abcde")
 
 
+def section(recipe: Recipe) -> dict:
+    """The recipe's checked ``kubeflow:`` section (defaults filled in)."""
+    assert recipe.section is not None, recipe.source  # the loader fills it for this backend
+    return recipe.section
+
+
+def tuning_of(recipe: Recipe) -> dict:
+    assert recipe.tuning is not None, recipe.source
+    return recipe.tuning
+
+
 def placement(recipe: Recipe) -> tuple[Placement | None, list[Problem]]:
     """The GPU split of a Kubeflow recipe by the one placement rule
     (:func:`mtgrpo.contract.placement.place`, which the launcher in each pod runs too), or the
@@ -123,7 +134,7 @@ def rendered_vllm_gpus(recipe: Recipe, where: Placement) -> str:
 def build_kubeflow_resources(recipe: Recipe, settings: Settings) -> list[Resource]:
     """The resources of a ``backend: kubeflow`` recipe."""
     place, problems = placement(recipe)
-    if problems:
+    if place is None:
         raise UserError(problems)
     if recipe.tuning is None:
         return _training(recipe, settings, place)
@@ -147,7 +158,7 @@ def _labels(recipe: Recipe) -> dict[str, str]:
 
 def _annotations(recipe: Recipe) -> dict[str, str]:
     return {SOURCE_ANNOTATION: recipe.source, SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS,
-            VERSION_ANNOTATION: recipe.section["trainer_version"]}
+            VERSION_ANNOTATION: section(recipe)["trainer_version"]}
 
 
 def _config_data(recipe: Recipe, hyperparameters: Mapping[str, str]) -> dict[str, str]:
@@ -253,12 +264,12 @@ def _training(recipe: Recipe, settings: Settings, place: Placement):
     hyperparameters = _trainer(recipe, place).to_hyperparameters()
     ctx["config_data"] = _config_data(recipe, hyperparameters)
     job_ctx = dict(ctx)
-    if recipe.section["queue"]:
-        job_ctx["labels"] = {**ctx["labels"], QUEUE_LABEL: recipe.section["queue"]}
+    if section(recipe)["queue"]:
+        job_ctx["labels"] = {**ctx["labels"], QUEUE_LABEL: section(recipe)["queue"]}
     bodies = [("ConfigMap", _render("ConfigMap", recipe, settings, ctx)),
               ("TrainingRuntime", _render("TrainingRuntime", recipe, settings, ctx)),
               ("TrainJob", _render("TrainJob", recipe, settings, job_ctx))]
-    return _named(recipe, bodies, train_job_name_limit(recipe.section["num_nodes"]), settings)
+    return _named(recipe, bodies, train_job_name_limit(section(recipe)["num_nodes"]), settings)
 
 
 # -- tuning -------------------------------------------------------------------------------------
@@ -302,7 +313,7 @@ def tuned_env_name(parameter: str) -> str:
 
 
 def _tuning(recipe: Recipe, settings: Settings, place: Placement):
-    tuning = recipe.tuning
+    tuning = tuning_of(recipe)
     ranges = tuning["hyperparameter_ranges"]
     ctx = _context(recipe, settings, place)
     hyperparameters = _trainer(recipe, place).to_hyperparameters()
@@ -313,8 +324,8 @@ def _tuning(recipe: Recipe, settings: Settings, place: Placement):
                                  "value": "${trialParameters.%s}" % n} for n in sorted(ranges)]
     trial = _render("TrainJob", recipe, settings, trial_ctx)
     labels = {RECIPE_LABEL: recipe.name}
-    if recipe.section["queue"]:
-        labels[QUEUE_LABEL] = recipe.section["queue"]
+    if section(recipe)["queue"]:
+        labels[QUEUE_LABEL] = section(recipe)["queue"]
     trial["metadata"] = {"labels": labels}  # Katib names each trial's TrainJob itself
     metric = tuning["objective_metric_name"]
     exp_ctx = dict(ctx)

@@ -104,7 +104,7 @@ INPUT: dict[str, Key] = {"s3_data": schema.INPUT["s3_data"]}
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
-def _refusal(key: str, instead: str) -> str:
+def _refusal(key: str, instead: str) -> tuple[str, str]:
     return (f"{key} is a SageMaker-only setting, refused with backend kubeflow (set it to "
             f"null to drop a base file's value)"), instead
 

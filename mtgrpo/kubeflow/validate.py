@@ -20,6 +20,7 @@ import copy
 import functools
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -27,11 +28,11 @@ import jsonschema
 
 from mtgrpo.errors import Problem
 
-try:  # Python 3.11+: the regex parser moved (the old names warn)
+if sys.version_info >= (3, 11):  # the regex parser moved (the old names warn)
     from re import _constants as sre_constants, _parser as sre_parse
-except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants  # type: ignore[no-redef]
-    import sre_parse  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import sre_constants
+    import sre_parse
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.recipes import Recipe
 from mtgrpo.validate.crd_schema import check_against_crd, error_problems, strictify
@@ -156,7 +157,7 @@ def _tuning(recipe: Recipe) -> list[Problem]:
     """The ``tuning:`` settings Katib cannot express, each with the reason."""
     from mtgrpo.kubeflow.render import distribution
 
-    tuning = recipe.tuning
+    tuning = recipe.tuning or {}
     problems = []
 
     def problem(key: str, message: str, allowed: str) -> None:
@@ -260,7 +261,7 @@ def check_trainer_object(body: dict, *, source: str, crd_dir: Path) -> list[Prob
     problems = check_against_crd(body, source=source, crd_dir=crd_dir)
     problems += check_cel(body, source=source, crd_dir=crd_dir)
     kind = body.get("kind")
-    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    spec: dict = body["spec"] if isinstance(body.get("spec"), dict) else {}
     if kind == "TrainJob":
         from mtgrpo.kubeflow.render import train_job_name_limit
         nodes = (spec.get("trainer") or {}).get("numNodes") or 1
@@ -447,7 +448,8 @@ def metrics_format_groups(regex: str) -> int | None:
         parsed = sre_parse.parse(regex)
     except (re.error, sre_constants.error):
         return None
-    return sum(1 for op, arg in parsed if op is sre_constants.SUBPATTERN and arg[0] is not None)
+    items: list[Any] = list(parsed.data)  # (opcode, argument) pairs
+    return sum(1 for op, arg in items if op is sre_constants.SUBPATTERN and arg[0] is not None)
 
 
 def check_experiment(body: dict, *, source: str, crd_dir: Path) -> list[Problem]:
@@ -456,7 +458,7 @@ def check_experiment(body: dict, *, source: str, crd_dir: Path) -> list[Problem]
     problems = [p for err in validator.iter_errors(body)
                 for e in (err.context or [err]) for p in error_problems(e, source)]
     problems += _name(body, source, EXPERIMENT_NAME_LIMIT, DNS_1035)
-    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    spec: dict = body["spec"] if isinstance(body.get("spec"), dict) else {}
     problems += _counts(spec, source)
     problems += _objective(spec, source)
     algorithm = (spec.get("algorithm") or {}).get("algorithmName")
@@ -542,13 +544,15 @@ def _parameters(spec: Mapping, source: str, algorithm: Any) -> tuple[set, list[P
                 problems.append(Problem(source, f"{key}.feasibleSpace", f"{kind} needs min and "
                                         "max and no list", "min, max (step, distribution)"))
             else:
+                low: float | None
+                high: float | None
                 try:
                     low, high = float(space["min"]), float(space["max"])
                 except ValueError:
                     low = high = None
                     problems.append(Problem(source, f"{key}.feasibleSpace", "min/max are not "
                                             "numbers", "numbers as strings"))
-                if low is not None and low >= high:
+                if low is not None and high is not None and low >= high:
                     problems.append(Problem(source, f"{key}.feasibleSpace.min", f"{low} is not "
                                             f"below max {high}", "min < max"))
                 if low is not None and algorithm == "bayesianoptimization" and \

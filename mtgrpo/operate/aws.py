@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from mtgrpo.errors import Problem, UserError
+from mtgrpo.errors import Problem, Unreachable, UserError
 
 
 @contextmanager
@@ -23,7 +23,7 @@ def aws_errors(what: str) -> Iterator[None]:
         raise UserError(Problem("AWS region", what, "no region: the job's status names none "
                                 "and none is configured", "AWS_REGION or AWS_DEFAULT_REGION")) from None
     except EndpointConnectionError as err:
-        raise UserError(Problem("AWS", what, f"cannot reach the endpoint: {err}")) from None
+        raise Unreachable(Problem("AWS", what, f"cannot reach the endpoint: {err}")) from None
     except ClientError as err:
         error = err.response.get("Error", {})
         raise UserError(Problem("AWS", what, f"{error.get('Code', 'error')}: "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from mtgrpo.errors import Problem, UserError, did_you_mean
+from mtgrpo.errors import Problem, Unreachable, UserError, did_you_mean
 
 GROUP = "sagemaker.services.k8s.aws"
 VERSION = "v1alpha1"
@@ -161,7 +161,7 @@ class Kube:
 
     def _unreachable(self, err: Exception) -> UserError:
         reason = getattr(err, "reason", None) or err
-        return UserError(Problem(self.server, "", f"cannot reach the Kubernetes API: {reason}"))
+        return Unreachable(Problem(self.server, "", f"cannot reach the Kubernetes API: {reason}"))
 
 
 class _NotFound(Exception):

@@ -111,17 +111,15 @@ def plan_recipe(recipe, *, model_dir: Path | None = None,
 
 def node_instance(hardware) -> Instance | None:
     """The catalogue row of a node: by instance type, else the first row whose GPU model the
-    GPU product names (``NVIDIA-A100-SXM4-80GB`` -> A100 80 GB), with the node's GPU count."""
+    GPU product label names (``NVIDIA-A100-SXM4-80GB``: the row of ``A100-80GB``), with the
+    node's own GPU count."""
     import dataclasses
 
     inst = instance(hardware.instance_type) if hardware.instance_type else None
     if inst is None and hardware.gpu_model:
-        product = hardware.gpu_model.upper().replace("-", " ")
-        rows = [i for i in catalogue().values() if i.gpu.upper() in product.split()
-                or i.gpu.upper() in product]
-        sized = [i for i in rows if f"{round(i.gpu_memory_bytes / GIB)}GB" in
-                 product.replace(" ", "")]
-        inst = (sized or rows or [None])[0]
+        product = set(hardware.gpu_model.upper().replace(" ", "-").split("-"))
+        inst = next((i for i in catalogue().values()
+                     if set(i.gpu.upper().split("-")) <= product), None)
     if inst is not None and hardware.gpus_per_node is not None \
             and hardware.gpus_per_node != inst.gpus:
         inst = dataclasses.replace(inst, gpus=hardware.gpus_per_node)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.gitops.files import write_tree
-from mtgrpo.gitops.kustomization import KUSTOMIZATION, MANIFESTS, kustomization_text
+from mtgrpo.gitops.kustomization import (KUSTOMIZATION, MANIFESTS, backend_kustomization_text,
+                                         kustomization_text)
 from mtgrpo import backends
 from mtgrpo.recipes import Recipe, discover_recipes, read_recipe, relocate
 from mtgrpo.render.objects import Resource
@@ -123,15 +124,22 @@ def render_all(root: Path | str, *, write: bool, crd_dir: Path | None = None,
                         notes=notes, counted=True)
     owners: dict[str, Resource] = {}
     for resource in resources:
-        other = owners.setdefault(resource.filename, resource)
+        other = owners.setdefault(resource.path, resource)
         if other is not resource:  # only a hash collision or a template ignoring the name
             problems.append(Problem(resource.source, "name", f"renders {resource.filename}, "
                                     f"as {other.source} does", "one file per resource"))
     if problems:
         raise UserError(problems, counted=True)
-    resources.sort(key=lambda r: r.filename)
-    files = {f"{MANIFESTS}/{r.filename}": r.text for r in resources}
-    files[KUSTOMIZATION] = kustomization_text(r.filename for r in resources)
+    resources.sort(key=lambda r: r.path)
+    files = {f"{MANIFESTS}/{r.path}": r.text for r in resources}
+    # manifests/<backend>/ per backend, and the top level lists the enabled ones
+    rendered = [name for name in backends.names() if any(r.backend == name for r in resources)]
+    for name in rendered:
+        files[f"{MANIFESTS}/{name}/{KUSTOMIZATION}"] = backend_kustomization_text(
+            r.filename for r in resources if r.backend == name)
+    enabled = settings.backends or tuple(rendered)
+    files[KUSTOMIZATION] = kustomization_text(name for name in backends.names()
+                                              if name in enabled and name in rendered)
     result = RenderResult(root=root, settings=settings, recipes=recipes, resources=resources,
                           files=files)
     if write:

@@ -29,6 +29,16 @@ PROJECT: dict[str, schema.Key] = {
     "require_image_digest": schema.Key(
         "bool", "Refuse job.image_uri values not pinned as <repo>@sha256:<digest>.",
         default=False),
+    "placeholders": schema.Key(
+        "str", "What the example values left in recipes (account 111122223333, the "
+               "amzn-s3-demo-bucket bucket, the all-zero image digest) are: warn prints a line "
+               "for each; error refuses them (a project past its first day).", default="warn",
+        choices=("warn", "error")),
+    "backends": schema.Key(
+        "list_str", "The backends the top-level kustomization.yaml deploys (their "
+                    "manifests/<backend>/ folders); empty: every backend a recipe uses. Each "
+                    "backend's folder is rendered either way (docs/architecture.md).",
+        default=[]),
 }
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -41,6 +51,8 @@ class Settings:
     deletion_policy: str = "retain"
     crd_dir: Path | None = None
     require_image_digest: bool = False
+    placeholders: str = "warn"
+    backends: tuple[str, ...] = ()  # enabled in the top-level kustomization; (): all rendered
     # Template texts held in memory ((file name, text), ...): used before templates/ (the
     # pipeline's train step renders from the bundle without writing a repository to disk).
     templates: tuple = ()
@@ -79,11 +91,18 @@ def settings_from_data(raw: object, root: Path | str, *, templates: tuple = ()) 
     if "namespace" in values and not _DNS_LABEL.match(values["namespace"]):
         checker.problem("namespace", f"invalid namespace {values['namespace']!r}",
                         "a DNS label: lower-case letters, digits and '-', at most 63")
+    from mtgrpo import backends
+
+    for i, name in enumerate(values.get("backends") or []):
+        if name not in backends.names():
+            checker.problem(f"backends[{i}]", f"unknown backend {name!r}",
+                            "one of " + ", ".join(backends.names()))
     if checker.problems:
         raise UserError(checker.problems)
     crd_dir = (root / values["crd_dir"]) if values["crd_dir"] else None
     return Settings(root=root, namespace=values["namespace"],
                     deletion_policy=values["deletion_policy"], crd_dir=crd_dir,
                     require_image_digest=values["require_image_digest"],
+                    placeholders=values["placeholders"], backends=tuple(values["backends"]),
                     templates=tuple(templates))
 

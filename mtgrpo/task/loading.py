@@ -19,7 +19,8 @@ from mtgrpo.errors import Problem, UserError
 from mtgrpo.task import builtin
 from mtgrpo.task.api import Parser, RewardFunction, Rubric, TaskContext, reward
 
-WHERE = "in the job: the code channel or the image; locally: the Python path"
+WHERE = ("in the job: the code channel or the image; locally: the config file's folder, the "
+         "current directory or the Python path")
 
 
 @dataclass

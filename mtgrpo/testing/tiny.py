@@ -88,9 +88,20 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, extra_text: str = ""
     return out
 
 
-if __name__ == "__main__":  # python -m mtgrpo.testing.tiny OUT_DIR  (the local CPU recipe's model)
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mtgrpo.testing.tiny OUT_DIR``: the local CPU recipes' model."""
+    import argparse
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m mtgrpo.testing.tiny OUT_DIR")
-    print(build_tiny_model(sys.argv[1]))
+    parser = argparse.ArgumentParser(
+        prog="python -m mtgrpo.testing.tiny",
+        description="Write a tiny two-layer Qwen2 model and its tokenizer (seeded random "
+                    "weights, nothing downloaded) for the local CPU recipes and the tests.")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (created)")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    args = parser.parse_args(argv)
+    print(build_tiny_model(args.out_dir, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -36,6 +36,12 @@ def newest_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return newest_complete(Path(checkpoint_dir))
 
 
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The global step a complete checkpoint was saved at (its ``trainer_state.json``)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("global_step") or 0)
+
+
 def check_batch_shape(config: TrainerConfig, world_size: int, *, source: str = "") -> None:
     """GRPO needs whole prompt groups in a generation batch; say which keys to change if not."""
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size
@@ -334,7 +340,20 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
         checkpoint = newest_complete_checkpoint(paths.checkpoint_dir) if resume else None
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        done = checkpoint_step(checkpoint) if checkpoint is not None else 0
+        if config.max_steps > 0 and done >= config.max_steps:
+            # HF Trainer resumed at max_steps still runs one more step when max_steps is not a
+            # whole number of epochs: a finished run re-run must train nothing.
+            if trainer.accelerator.is_main_process:
+                print(f"mtgrpo: {checkpoint.name} already reached max_steps "
+                      f"{config.max_steps}: nothing to train", flush=True)
+            trainer._load_from_checkpoint(str(checkpoint))  # the checkpoint's weights
+            trainer.state.global_step = done
+            training_loss = None
+        else:
+            result = trainer.train(
+                resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            training_loss = result.training_loss
         save_final_model(trainer, tokenizer, paths.model_dir)
         stopped = bool(trainer._stop_requested)
         # A stop request (SIGTERM) leaves little time: skip the final evaluation then.
@@ -346,7 +365,7 @@ def run(config: TrainerConfig, paths: RunPaths, *, callbacks: Sequence[Any] = ()
                 part.close()
     summary = {
         "global_step": int(trainer.state.global_step),
-        "train_loss": _finite(result.training_loss),
+        "train_loss": _finite(training_loss),
         "train_seconds": round(time.perf_counter() - started, 3),
         "resumed_from": str(checkpoint) if checkpoint else None,
         "stopped_early": stopped,
