@@ -147,12 +147,14 @@ def test_tuning_job_health(status, health, message):
 
 
 def test_config_map_holds_exactly_the_lua_files():
+    from mtgrpo import backends
+
     data = config_map()["data"]
-    assert data == {TRAINING: (ARGOCD / "health" / "trainingjob.lua").read_text(),
-                    TUNING: (ARGOCD / "health" / "hyperparametertuningjob.lua").read_text(),
-                    # backend kubeflow (tests/test_argocd_kubeflow_health.py)
-                    TRAIN_JOB: (ARGOCD / "health" / "trainjob.lua").read_text(),
-                    EXPERIMENT: (ARGOCD / "health" / "experiment.lua").read_text()}
+    assert {TRAINING, TUNING, TRAIN_JOB, EXPERIMENT} <= set(data)
+    # every registered backend's checks (tests/test_argocd_*_health.py), nothing else
+    assert data == {f"resource.customizations.health.{kind}": (ARGOCD / path).read_text()
+                    for backend in backends.registry().values()
+                    for kind, path in backend.health_checks.items()}
     assert config_map()["metadata"]["name"] == "argocd-cm"
 
 

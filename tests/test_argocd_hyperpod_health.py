@@ -9,14 +9,18 @@ import pytest
 
 from mtgrpo.hyperpod import operate
 from mtgrpo.hyperpod.backend import BACKEND
-from tests.test_argocd_health import cond, run_health
+from tests.test_argocd_health import config_map, cond, run_health
 
 ARGOCD = Path(__file__).resolve().parents[1] / "deploy" / "argocd"
 
 
 def script() -> str:
-    (path,) = BACKEND.health_checks.values()
-    return (ARGOCD / path).read_text()
+    """The check as Argo CD gets it: the argocd-cm patch's key for this kind (the same text as
+    the backend's Lua file)."""
+    ((kind, path),) = BACKEND.health_checks.items()
+    text = config_map()["data"][f"resource.customizations.health.{kind}"]
+    assert text == (ARGOCD / path).read_text()
+    return text
 
 
 def hp_job(status=None) -> dict:
