@@ -119,11 +119,9 @@ def test_hyperpod_pod_trains_and_a_restart_resumes_from_fsx(tmp_path, tiny_model
 
     port = free_port()
     fsx = fsx_volume(tmp_path, tiny_model_dir)
-    tiny = {k: v for k, v in TINY.items() if k != "deepspeed_stage"}
-    config = rendered_config(tmp_path, **{
-        k: (v if k not in ("learning_rate",) else float(v)) for k, v in {
-            **tiny, "max_steps": "4", "save_steps": "100",
-            "vllm_server_url": f"http://127.0.0.1:{port}"}.items()})
+    config = rendered_config(tmp_path)
+    # the rendered hyperparameters with the tiny model's; save_steps beyond max_steps: the only
+    # checkpoint is the one SIGTERM asks for
     hp = json.loads((config / hc.HYPERPARAMETERS_KEY).read_text())
     hp.update({**TINY, "max_steps": "4", "save_steps": "100", "vllm_gpus": "",
                "vllm_server_url": f"http://127.0.0.1:{port}"})

@@ -125,7 +125,7 @@ def build_hyperpod_resources(recipe: Recipe, settings: Settings) -> list[Resourc
                                 "backend sagemaker or kubeflow for tuning, then a hyperpod "
                                 "recipe with the chosen values"))
     place, problems = layout(recipe)
-    if problems:
+    if place is None:
         raise UserError(problems)
     ctx = context(recipe, settings, place)
     bodies = [("ConfigMap", _render("ConfigMap", recipe, settings, ctx)),
@@ -235,12 +235,12 @@ def _volumes(hp: Mapping[str, Any], ctx_name: str) -> tuple[list[dict], list[dic
     """(volumes, volumeMounts): /dev/shm in memory, the ConfigMap, writable scratch for the
     read-only root filesystem, the FSx claim if any."""
     scratch = hp["scratch_size"]
-    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": hp["shm_size"]}},
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": hp["shm_size"]}},
                {"name": "mtgrpo-config", "configMap": {"name": ctx_name}},
                {"name": "opt-ml", "emptyDir": {"sizeLimit": scratch}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "16Gi"}},
                {"name": "home", "emptyDir": {"sizeLimit": "64Gi"}}]
-    mounts = [{"name": "dshm", "mountPath": hc.SHM_DIR},
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": hc.SHM_DIR},
               {"name": "mtgrpo-config", "mountPath": hc.CONFIG_DIR, "readOnly": True},
               {"name": "opt-ml", "mountPath": hc.OPT_ML},
               {"name": "tmp", "mountPath": hc.TMP_DIR},

@@ -106,7 +106,7 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
         problem("job.max_run", f"{job['max_run']} seconds", "at least 1")
     fsx = hp.get("fsx")
     mount = PurePosixPath(fsx["mount_path"]) if fsx else None
-    if fsx is not None:
+    if fsx is not None and mount is not None:
         if not mount.is_absolute() or ".." in mount.parts or mount == PurePosixPath("/") or \
                 any(_under(mount, PurePosixPath(p)) or _under(PurePosixPath(p), mount)
                     for p in (hc.OPT_ML, hc.CONFIG_DIR, hc.HOME_DIR, hc.TMP_DIR, hc.SHM_DIR)):
@@ -119,7 +119,8 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
     checkpoint_dir = hp.get("checkpoint_dir")
     if checkpoint_dir:
         path = PurePosixPath(checkpoint_dir)
-        if fsx is None or not _under(path, mount) or path == mount or ".." in path.parts:
+        if fsx is None or mount is None or not _under(path, mount) or path == mount or \
+                ".." in path.parts:
             problem("hyperpod.checkpoint_dir", f"{checkpoint_dir!r} is not a directory under "
                     "the fsx mount", "a path under hyperpod.fsx.mount_path (with hyperpod.fsx)")
         elif fsx["read_only"]:
@@ -136,7 +137,7 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
         if uri.startswith("s3://"):
             continue
         path = PurePosixPath(uri)
-        if fsx is None or not path.is_absolute() or not _under(path, mount) or \
+        if mount is None or not path.is_absolute() or not _under(path, mount) or \
                 ".." in path.parts:
             problem(f"job.inputs.{channel}", f"{uri!r} is neither an S3 URI nor a path under "
                     "the fsx mount", "s3://bucket/prefix, or a directory under "
@@ -173,7 +174,7 @@ def _asked(body: dict, recipe: Recipe, where: str) -> list[Problem]:
     """What the recipe asked for, read back from the rendered job (a template edit that drops
     one is caught here, not on the cluster)."""
     place, found = render.layout(recipe)
-    if found:
+    if place is None:
         return found
     hp = render.section(recipe)
     spec = body.get("spec") or {}

@@ -40,6 +40,7 @@ def load_models(directory: Path = HERE):
     for name in ("sdk_job_models", "sdk_metadata"):
         spec = importlib.util.spec_from_file_location(f"_mtgrpo_hyperpod_{name}",
                                                       directory / f"{name}.py")
+        assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         out[name] = module
@@ -110,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [f"| {wheel.name} | wheel | {hashlib.sha256(wheel.read_bytes()).hexdigest()} |"]
     with zipfile.ZipFile(wheel) as archive:
         for member, target in MEMBERS.items():
-            data = archive.read(member)
-            (HERE / target).write_bytes(data)
-            rows.append(f"| {member} | {target} | {hashlib.sha256(data).hexdigest()} |")
+            raw = archive.read(member)
+            (HERE / target).write_bytes(raw)
+            rows.append(f"| {member} | {target} | {hashlib.sha256(raw).hexdigest()} |")
         constants = archive.read(CONSTANTS).decode("utf-8")
     models, metadata = load_models()
     for path, data in ((SCHEMA_FILE, job_schema(models, metadata)),
