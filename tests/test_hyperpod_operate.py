@@ -208,3 +208,17 @@ def test_logs_of_a_node_come_from_its_pod(cluster, capsys):
     cluster.forbidden.add("pods")
     with pytest.raises(UserError, match="RBAC to list pods"):
         verbs.logs(cluster.kube, f"hpjob/{JOB}")
+
+
+def test_the_commands_reach_hyperpod_through_the_registry(cluster, capsys, tmp_path):
+    from mtgrpo.cli import main
+
+    kubeconfig = str(tmp_path / "kubeconfig")
+    cluster.jobs[("ml", JOB)]["status"] = {"conditions": [cond("Completed", message="done")]}
+    assert main(["status", f"hyperpodpytorchjob/{JOB}", "--kubeconfig", kubeconfig]) == 0
+    assert capsys.readouterr().out.strip() == \
+        f"HyperPodPyTorchJob {JOB}: Completed (done); 2 nodes"
+    assert main(["wait", f"hpjob/{JOB}", "--kubeconfig", kubeconfig]) == 0
+    assert capsys.readouterr().out.strip() == f"HyperPodPyTorchJob {JOB} completed"
+    assert main(["logs", f"hpjob/{JOB}", "--node", "1", "--kubeconfig", kubeconfig]) == 0
+    assert capsys.readouterr().out == f"log of {JOB}-pods-1\n"
