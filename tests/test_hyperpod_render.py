@@ -160,8 +160,8 @@ def test_a_loosened_pod_is_named():
 
 def test_vendored_files_match_their_recorded_checksums():
     table = (VENDOR / "SOURCE.md").read_text()
-    rows = re.findall(r"^\| (\S+\.(?:py|json)) \| .* \| ([0-9a-f]{64}) \|$", table, re.MULTILINE)
-    assert {name for name, _ in rows} == {"sdk_job_models.py", "sdk_metadata.py",
+    rows = re.findall(r"^\| (\S+\.(?:py\.txt|json)) \| .* \| ([0-9a-f]{64}) \|$", table, re.MULTILINE)
+    assert {name for name, _ in rows} == {"sdk_job_models.py.txt", "sdk_metadata.py.txt",
                                           "hyperpodpytorchjob.schema.json",
                                           "instance_resources.json"}
     for name, digest in rows:

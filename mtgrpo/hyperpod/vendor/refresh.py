@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.machinery
 import importlib.util
 import json
 import sys
@@ -22,10 +23,12 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
+# Kept verbatim as text (.py.txt): the SDK's generated code is not this project's to lint or
+# type-check, and no import finds it by accident; load_models imports it from its file.
 MEMBERS = {
     "sagemaker/hyperpod/training/config/hyperpod_pytorch_job_unified_config.py":
-        "sdk_job_models.py",
-    "sagemaker/hyperpod/common/config/metadata.py": "sdk_metadata.py",
+        "sdk_job_models.py.txt",
+    "sagemaker/hyperpod/common/config/metadata.py": "sdk_metadata.py.txt",
 }
 CONSTANTS = "sagemaker/hyperpod/training/constants.py"
 SCHEMA_FILE = HERE / "hyperpodpytorchjob.schema.json"
@@ -38,8 +41,9 @@ def load_models(directory: Path = HERE):
     """The vendored SDK modules, imported from their files (pydantic needed)."""
     out = {}
     for name in ("sdk_job_models", "sdk_metadata"):
-        spec = importlib.util.spec_from_file_location(f"_mtgrpo_hyperpod_{name}",
-                                                      directory / f"{name}.py")
+        path = str(directory / f"{name}.py.txt")
+        loader = importlib.machinery.SourceFileLoader(f"_mtgrpo_hyperpod_{name}", path)
+        spec = importlib.util.spec_from_file_location(loader.name, path, loader=loader)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
