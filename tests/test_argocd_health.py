@@ -147,12 +147,14 @@ def test_tuning_job_health(status, health, message):
 
 
 def test_config_map_holds_exactly_the_lua_files():
+    from mtgrpo import backends
+
     data = config_map()["data"]
-    assert data == {TRAINING: (ARGOCD / "health" / "trainingjob.lua").read_text(),
-                    TUNING: (ARGOCD / "health" / "hyperparametertuningjob.lua").read_text(),
-                    # backend kubeflow (tests/test_argocd_kubeflow_health.py)
-                    TRAIN_JOB: (ARGOCD / "health" / "trainjob.lua").read_text(),
-                    EXPERIMENT: (ARGOCD / "health" / "experiment.lua").read_text()}
+    assert {TRAINING, TUNING, TRAIN_JOB, EXPERIMENT} <= set(data)
+    # every registered backend's checks (tests/test_argocd_*_health.py), nothing else
+    assert data == {f"resource.customizations.health.{kind}": (ARGOCD / path).read_text()
+                    for backend in backends.registry().values()
+                    for kind, path in backend.health_checks.items()}
     assert config_map()["metadata"]["name"] == "argocd-cm"
 
 
@@ -219,9 +221,10 @@ def test_application_path_builds_with_kustomize():
     built = subprocess.run(["kubectl", "kustomize", str(REPO)], capture_output=True, text=True,
                            timeout=120)
     assert built.returncode == 0, built.stderr
+    from mtgrpo import backends
+
     kinds = {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
-    assert kinds <= {"TrainingJob", "HyperParameterTuningJob", "ConfigMap", "TrainingRuntime",
-                     "TrainJob", "Experiment"} and kinds
+    assert kinds <= {k for b in backends.registry().values() for k in b.kinds} and kinds
 
 
 def test_patch_merges_into_a_live_argocd_cm(tmp_path):

@@ -41,7 +41,7 @@ def test_render_writes_then_is_idempotent(tmp_path, capsys):
     root = copy_project(tmp_path, rendered=False)
     assert main(["render", "--root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "wrote kustomization.yaml" in out and "rendered 7 recipes into 11 resources" in out
+    assert "wrote kustomization.yaml" in out and "rendered 8 recipes into 13 resources" in out
     before = snapshot(root)
     assert main(["render", "--root", str(root)]) == 0
     assert "(0 files written, 0 removed)" in capsys.readouterr().out
@@ -50,11 +50,11 @@ def test_render_writes_then_is_idempotent(tmp_path, capsys):
 
 def test_validate_and_diff_on_a_clean_checkout(project, capsys):
     assert main(["validate", "--root", str(project)]) == 0
-    assert capsys.readouterr().out.strip() == "ok: 7 recipes, 11 resources valid"
+    assert capsys.readouterr().out.strip() == "ok: 8 recipes, 13 resources valid"
     assert main(["validate", "--root", str(project), str(project / SPOT)]) == 0
     assert capsys.readouterr().out.strip() == "ok: 1 recipes, 1 resources valid"
     assert main(["diff", "--root", str(project)]) == 0
-    assert capsys.readouterr().out.startswith("no drift: 11 resources")
+    assert capsys.readouterr().out.startswith("no drift: 13 resources")
     assert main(["render", "--check", "--root", str(project)]) == 0
 
 

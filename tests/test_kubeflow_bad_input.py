@@ -11,7 +11,7 @@ from tests.renderkit import snapshot
 
 CASES = [
     ("unknown backend", recipe(backend="k8s"),
-     "backend: invalid value 'k8s' (allowed: one of sagemaker, kubeflow)"),
+     "backend: invalid value 'k8s' (allowed: one of sagemaker, kubeflow, hyperpod)"),
     ("kubeflow section on a SageMaker recipe",
      {**recipe(backend="sagemaker"), "job": {**recipe()["job"], "role":
       "arn:aws:iam::111122223333:role/x", "instance_type": "ml.g5.2xlarge"}},

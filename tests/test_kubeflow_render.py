@@ -232,7 +232,7 @@ def test_kubectl_kustomize_builds_both_backends():
     docs = [d for d in yaml.load_all(built, Loader=Loader) if d]
     kinds = {d["kind"] for d in docs}
     assert kinds == {"TrainingJob", "HyperParameterTuningJob", "ConfigMap", "TrainingRuntime",
-                     "TrainJob", "Experiment"}
+                     "TrainJob", "Experiment", "HyperPodPyTorchJob"}
     expected = {(r.kind, r.name): r.body for r in render_all(REPO, write=False).resources}
     assert {(d["kind"], d["metadata"]["name"]): d for d in docs} == expected
 

@@ -511,10 +511,12 @@ def test_plan_command_table_and_json(capsys):
     captured = capsys.readouterr()
     out = captured.out
     for name in ("qwen2-5-1-5b-g5", "qwen2-5-1-5b-tune", "qwen3-1-7b-2node",
-                 "qwen3-1-7b-p4d-spot", "qwen2-5-1-5b-arithmetic", "qwen3-1-7b-kubeflow"):
+                 "qwen3-1-7b-p4d-spot", "qwen2-5-1-5b-arithmetic", "qwen3-1-7b-kubeflow",
+                 "qwen3-8b-hyperpod"):
         assert f"{name}  (recipes/{name}.yaml)" in out
-    # every shipped SageMaker recipe, and the Kubeflow one from its nodes' instance type
-    assert out.count("verdict         fits") == 6
+    # every shipped SageMaker recipe, the Kubeflow one from its nodes' instance type and the
+    # HyperPod one from its instance type
+    assert out.count("verdict         fits") == 7
     assert "2 x ml.g5.12xlarge: 4 x A10G" in out
     assert "not priced: no price row" in out  # the cluster's own nodes
     # the Kubeflow tuning recipe names no node type: said in one line, not planned

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from mtgrpo.ack.backend import BACKEND as ACK
 from mtgrpo.backends.protocol import Backend
+from mtgrpo.hyperpod.backend import BACKEND as HYPERPOD
 from mtgrpo.kubeflow.backend import BACKEND as KUBEFLOW
 
 BACKENDS: dict[str, Backend] = {
     ACK.name: ACK,
     KUBEFLOW.name: KUBEFLOW,
+    HYPERPOD.name: HYPERPOD,
 }
