@@ -12,7 +12,9 @@ from mtgrpo.errors import UserError
 
 IMAGE = ("111122223333.dkr.ecr.us-west-2.amazonaws.com/mtgrpo-trainer@sha256:" + "0" * 64)
 # Held out from the shipped recipe: another node type, three nodes, two GPUs of each left
-# idle, fewer EFA interfaces than the node has, FSx for data and checkpoints, a toleration.
+# idle, fewer EFA interfaces than the node has, FSx for data and checkpoints, a toleration; the
+# project is a task-governance team's (namespace hyperpod-ns-agents, its LocalQueue).
+NAMESPACE = "hyperpod-ns-agents"
 RECIPE = {
     "name": "hp-held-out",
     "backend": "hyperpod",
@@ -24,7 +26,7 @@ RECIPE = {
             "inputs": {"train": "s3://amzn-s3-demo-bucket/data/train",
                        "corpus": "/fsx/corpus/wiki", "model": "/fsx/models/Qwen3-1.7B"},
             "environment": {"NCCL_DEBUG": "WARN"}, "tags": {"team": "agents"}},
-    "hyperpod": {"namespace": "hyperpod-ns-agents", "gpus_per_node": 6, "efa": 2,
+    "hyperpod": {"gpus_per_node": 6, "efa": 2,
                  "queue": "hyperpod-ns-agents-localqueue", "priority": "inference-priority",
                  "service_account": "mtgrpo-trainer", "max_retries": 5,
                  "deep_health_check_passed_only": True,
@@ -49,7 +51,7 @@ def recipe(**changes) -> dict:
 
 def project(root: Path, *recipes: dict) -> Path:
     (root / "recipes").mkdir(parents=True, exist_ok=True)
-    (root / "recipes" / "_project.yaml").write_text("namespace: ml-jobs\n")
+    (root / "recipes" / "_project.yaml").write_text(f"namespace: {NAMESPACE}\n")
     for data in recipes:
         (root / "recipes" / f"{data['name']}.yaml").write_text(yaml.safe_dump(data))
     return root
@@ -73,4 +75,5 @@ def render(root: Path, name: str):
         resources = build_hyperpod_resources(data, load_settings(root))
     except UserError as err:
         return [], list(err.problems)
-    return resources, check_resources(resources, data)
+    return resources, check_resources(resources, data,
+                                      namespace=load_settings(root).namespace)

@@ -50,6 +50,9 @@ CASES = [
                                   "learning_rate": {"type": "continuous", "min_value": 1.0e-7,
                                                     "max_value": 1.0e-5}}}),
      "tuning: hyperparameter tuning is not rendered for backend hyperpod"),
+    ("a namespace of its own", recipe(hyperpod={"namespace": "kube-system"}),
+     "hyperpod.namespace: the namespace is the project's, not a recipe's (allowed: "
+     "recipes/_project.yaml namespace"),
     ("kubeflow section", recipe(kubeflow={"num_nodes": 2}),
      "kubeflow: only used with backend: kubeflow"),
 ]
@@ -62,6 +65,18 @@ def test_one_line_per_mistake(tmp_path, data, expected):
     lines = [str(p) for p in problems]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{SOURCE}: ") and expected in lines[0], lines[0]
+
+
+def test_another_teams_queue_is_refused(tmp_path):
+    """A LocalQueue is namespaced: task governance's queue of another team's namespace never
+    admits the job (caught in what it renders, where the project's namespace is known)."""
+    data = recipe(hyperpod={"queue": "hyperpod-ns-vision-localqueue"})
+    _, problems = render(project(tmp_path, data), "hp-held-out")
+    assert [str(p) for p in problems] == [
+        f"{SOURCE}: hyperpod.queue: hyperpod-ns-vision-localqueue is the LocalQueue of "
+        "namespace hyperpod-ns-vision, but the job renders into hyperpod-ns-agents (allowed: a "
+        "LocalQueue of hyperpod-ns-agents, or recipes/_project.yaml namespace "
+        "hyperpod-ns-vision (docs/hyperpod.md, task governance))"]
 
 
 def test_every_problem_in_one_run(tmp_path):

@@ -166,7 +166,7 @@ def test_status_of_a_recipe_file_not_applied(cluster, capsys):
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(r"HyperPodPyTorchJob qwen3-8b-hyperpod-[0-9a-f]{10}: NotApplied \(what "
                         r".*qwen3-8b-hyperpod\.yaml renders to now; not in namespace "
-                        r"hyperpod-ns-research\)", line), line
+                        r"mtgrpo\)", line), line
 
 
 def test_wait_returns_when_the_job_ends(cluster, capsys):

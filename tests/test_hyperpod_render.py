@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mtgrpo.hyperpod import security
 from mtgrpo.hyperpod.validate import schema_problems
 from mtgrpo.hyperpod.vendor.refresh import load_models
+from mtgrpo.validate import pod_security
 from tests.hyperpodkit import project, recipe, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,8 +83,8 @@ def test_held_out_recipe_renders_a_job_the_sdk_accepts_with_what_it_asked(tmp_pa
     assert '"checkpoints": {"dir": "/fsx/checkpoints"}' in config["data"]["hyperpod.json"]
     assert '"corpus": "/fsx/corpus/wiki"' in config["data"]["hyperpod.json"]
     # locked down by default
-    assert security.check_pod(body["spec"]["replicaSpecs"][0]["template"]["spec"], "x",
-                              "pod") == []
+    assert pod_security.check_pod(body["spec"]["replicaSpecs"][0]["template"]["spec"],
+                                  source="x", key="pod") == []
     assert pod.automountServiceAccountToken is False
     assert container.securityContext.readOnlyRootFilesystem is True
     assert container.securityContext.capabilities.drop == ["ALL"]
@@ -100,7 +100,8 @@ def test_shipped_recipe_renders_a_job_the_sdk_accepts(tmp_path, sdk):
     data = load_recipe(path, root=REPO)
     assert check_recipe(data) == []
     resources = build_hyperpod_resources(data, load_settings(REPO))
-    assert check_resources(resources, data) == []
+    assert check_resources(resources, data, namespace="mtgrpo") == []
+    assert {r.body["metadata"]["namespace"] for r in resources} == {"mtgrpo"}
     spec = sdk_accepts(sdk, job_of(resources))
     assert spec.replicaSpecs[0].replicas == 2 and spec.nprocPerNode == "7"
     requests = spec.replicaSpecs[0].template.spec.containers[0].resources.requests
@@ -142,20 +143,41 @@ def test_the_schema_check_refuses_what_the_sdk_refuses(tmp_path, sdk, change, ke
             sdk_accepts(sdk, body)
 
 
-def test_a_loosened_pod_is_named():
-    pod = {"automountServiceAccountToken": True, "securityContext": {},
-           "containers": [{"name": "pytorch", "securityContext": {
-               "allowPrivilegeEscalation": True, "capabilities": {"add": ["SYS_ADMIN"]}},
-               "resources": {"requests": {"cpu": "1"}}}],
-           "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
-    keys = {p.key.split(".", 1)[1] for p in security.check_pod(pod, "x", "pod")}
-    assert keys == {"automountServiceAccountToken", "volumes[0]",
-                    "containers[pytorch].securityContext.runAsNonRoot",
-                    "containers[pytorch].securityContext.allowPrivilegeEscalation",
-                    "containers[pytorch].securityContext.readOnlyRootFilesystem",
-                    "containers[pytorch].securityContext.capabilities",
-                    "containers[pytorch].securityContext.seccompProfile",
-                    "containers[pytorch].resources.requests.memory"}
+def test_a_template_that_opens_the_pod_up_is_refused_by_the_shared_rule(tmp_path):
+    from mtgrpo.hyperpod.validate import check_resources
+    from mtgrpo.recipes import read_recipe
+
+    root = project(tmp_path, recipe())
+    resources, _ = render(root, "hp-held-out")
+    (job,) = [r for r in resources if r.kind == "HyperPodPyTorchJob"]
+    pod = job.body["spec"]["replicaSpecs"][0]["template"]["spec"]
+    pod["automountServiceAccountToken"] = True
+    pod["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    job.body["metadata"]["namespace"] = "kube-system"
+    data = read_recipe(root / "recipes" / "hp-held-out.yaml", root=root)
+    keys = {p.key for p in check_resources(resources, data, namespace="hyperpod-ns-agents")}
+    where = "spec.replicaSpecs[0].template.spec"
+    assert {"hyperpod.namespace", f"{where}.automountServiceAccountToken",
+            f"{where}.volumes[{len(pod['volumes']) - 1}]",
+            f"{where}.containers[pytorch].securityContext.allowPrivilegeEscalation"} <= keys
+
+
+def test_loosening_needs_a_reason_and_is_annotated(tmp_path, sdk):
+    reason = "the profiler needs to write its traces under /usr/local"
+    root = project(tmp_path, recipe(hyperpod={"security_exceptions": {
+        "writable_root_filesystem": reason}}))
+    resources, problems = render(root, "hp-held-out")
+    assert problems == []
+    body = job_of(resources)
+    sdk_accepts(sdk, body)
+    pod = body["spec"]["replicaSpecs"][0]["template"]["spec"]
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+    assert body["metadata"]["annotations"][
+        "mtgrpo.io/security-exception-writable-root-filesystem"] == reason
+    _, problems = render(project(tmp_path, recipe(hyperpod={"security_exceptions": {
+        "privileged": "why not"}})), "hp-held-out")
+    assert [p.key for p in problems] == ["hyperpod.security_exceptions.privileged"]
 
 
 def test_vendored_files_match_their_recorded_checksums():

@@ -3,8 +3,9 @@ the nodes of a SageMaker HyperPod (EKS) cluster, run by the HyperPod training op
 
 Where its pieces live, all in this package: the ``hyperpod:`` section and the ``job:`` keys it
 takes in :mod:`.schema`; rendering in :mod:`.render` (templates ``templates/hyperpod/*.j2``);
-its rules and the checks of what it renders (the HyperPod SDK's own models, the locked-down
-pod) in :mod:`.validate` and :mod:`.security`; operate verbs in :mod:`.verbs` over
+its rules and the checks of what it renders (the HyperPod SDK's own models; the project's
+namespace and the locked-down pod by the rule of every cluster backend,
+:mod:`mtgrpo.validate.pod_security`) in :mod:`.validate`; operate verbs in :mod:`.verbs` over
 :mod:`.operate`; the image side in :mod:`.platform` and :mod:`.job`. Argo CD health check:
 ``deploy/argocd/health/hyperpodpytorchjob.lua``.
 """
@@ -73,8 +74,10 @@ class HyperPod:
         if found:  # the placement and labels checks would repeat the rules' problems
             return []
         from mtgrpo.hyperpod.validate import check_resources
+        from mtgrpo.render.settings import load_settings
 
-        return check_resources(list(resources), recipe)
+        return check_resources(list(resources), recipe,
+                               namespace=load_settings(root).namespace)
 
     def hardware(self, recipe: "Recipe"):
         """HyperPod nodes are SageMaker instance types: the planner's catalogue rows."""

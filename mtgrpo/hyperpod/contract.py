@@ -43,12 +43,6 @@ RESTART_COUNT = "JOB_RESTART_COUNT"
 
 TERMINATION_LOG = "/dev/termination-log"
 SHM_DIR = "/dev/shm"
-# The read-only root filesystem leaves these writable (emptyDirs): the SageMaker layout the
-# launcher writes (/opt/ml), temporary files and caches (HOME, /tmp).
-OPT_ML = "/opt/ml"
-TMP_DIR = "/tmp"
-HOME_DIR = "/home/mtgrpo"
-USER_ID = 10001  # the image's non-root user (mtgrpo.validate.pod_security.USER_ID)
 
 
 def command(nodes: int) -> list[str]:

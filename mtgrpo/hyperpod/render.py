@@ -5,7 +5,8 @@ Both objects share one content-hashed name; the hash covers both whole (names le
 any change that alters what runs gives a new job. Templates live in ``templates/hyperpod/``;
 this module computes the values: the placement (the launcher's own, through
 :func:`mtgrpo.plan.placement.placement`), the node's resources from its instance type, the
-operator's run policy, the Kueue labels and the locked-down pod. docs/hyperpod.md describes
+operator's run policy, the Kueue labels and the locked-down pod (the one rule of every
+cluster backend, :mod:`mtgrpo.validate.pod_security`). docs/hyperpod.md describes
 the output.
 """
 
@@ -19,7 +20,6 @@ from mtgrpo.contract.metrics import PREFIX as METRICS_PREFIX
 from mtgrpo.contract.placement import Placement, place
 from mtgrpo.errors import Problem, UserError
 from mtgrpo.hyperpod import contract as hc
-from mtgrpo.hyperpod import security
 from mtgrpo.hyperpod.instances import NodeType, known_types, node_type
 from mtgrpo.recipes import Recipe
 from mtgrpo.render import naming
@@ -28,6 +28,7 @@ from mtgrpo.render.objects import (MANAGED_BY_LABEL, RECIPE_LABEL, SOURCE_ANNOTA
                                    render_object)
 from mtgrpo.render.settings import Settings
 from mtgrpo.render.templating import template_path
+from mtgrpo.validate import pod_security
 
 BACKEND = "hyperpod"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -135,8 +136,10 @@ def build_hyperpod_resources(recipe: Recipe, settings: Settings) -> list[Resourc
 
 # -- values -------------------------------------------------------------------------------------
 
-def namespace(recipe: Recipe, settings: Settings) -> str:
-    return section(recipe).get("namespace") or settings.namespace
+def namespace(settings: Settings) -> str:
+    """The project's namespace, as on every backend (with task governance, the team's
+    ``hyperpod-ns-<team>``: docs/hyperpod.md)."""
+    return settings.namespace
 
 
 def _labels(recipe: Recipe) -> dict[str, str]:
@@ -180,12 +183,25 @@ def _env(recipe: Recipe, place: Layout) -> list[dict]:
         env += [{"name": "AWS_REGION", "value": job["region"]},
                 {"name": "AWS_DEFAULT_REGION", "value": job["region"]}]
     env += [{"name": hc.NNODES_ENV, "value": str(place.replicas)},
-            {"name": "HOME", "value": hc.HOME_DIR},
+            {"name": "HOME", "value": pod_security.HOME_DIR},
             {"name": hc.JOB_NAME_ENV, "valueFrom": {"fieldRef": {
                 "fieldPath": f"metadata.labels['{hc.JOB_NAME_LABEL}']"}}}]
     if place.efa:
         env.append({"name": "FI_PROVIDER", "value": "efa"})
     return env
+
+
+def _pod_security(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The locked-down pod (mtgrpo.validate.pod_security), loosened where the recipe says why.
+    The operator's schema types the pod's securityContext as a container's (the SDK's generated
+    models do too), so a pod-level field a container's lacks (fsGroup, sysctls, ...) would be
+    refused: only the fields both have are kept."""
+    from mtgrpo.hyperpod.validate import job_schema
+
+    allowed = job_schema()["$defs"]["SecurityContext"]["properties"]
+    pod_sc, container_sc, token = pod_security.loosened_pod(hp.get("security_exceptions") or {})
+    return {"pod_security_context": {k: v for k, v in pod_sc.items() if k in allowed},
+            "security_context": container_sc, "automount_token": token}
 
 
 def _resources(hp: Mapping[str, Any], place: Layout) -> dict:
@@ -234,17 +250,17 @@ def _run_policy(recipe: Recipe) -> dict:
 def _volumes(hp: Mapping[str, Any], ctx_name: str) -> tuple[list[dict], list[dict]]:
     """(volumes, volumeMounts): /dev/shm in memory, the ConfigMap, writable scratch for the
     read-only root filesystem, the FSx claim if any."""
-    scratch = hp["scratch_size"]
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": hp["shm_size"]}},
-               {"name": "mtgrpo-config", "configMap": {"name": ctx_name}},
-               {"name": "opt-ml", "emptyDir": {"sizeLimit": scratch}},
-               {"name": "tmp", "emptyDir": {"sizeLimit": "16Gi"}},
-               {"name": "home", "emptyDir": {"sizeLimit": "64Gi"}}]
-    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": hc.SHM_DIR},
-              {"name": "mtgrpo-config", "mountPath": hc.CONFIG_DIR, "readOnly": True},
-              {"name": "opt-ml", "mountPath": hc.OPT_ML},
-              {"name": "tmp", "mountPath": hc.TMP_DIR},
-              {"name": "home", "mountPath": hc.HOME_DIR}]
+    # Where the trainer writes under the read-only root: the shared rule's emptyDirs.
+    sizes = {"opt-ml": hp["scratch_size"], "tmp": "16Gi", "home": "64Gi"}
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": hp["shm_size"]}},
+        {"name": "mtgrpo-config", "configMap": {"name": ctx_name}}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": hc.SHM_DIR},
+        {"name": "mtgrpo-config", "mountPath": hc.CONFIG_DIR, "readOnly": True}]
+    for name, path in pod_security.SCRATCH.items():
+        volumes.append({"name": name, "emptyDir": {"sizeLimit": sizes[name]}})
+        mounts.append({"name": name, "mountPath": path})
     fsx = hp.get("fsx")
     if fsx:
         volumes.append({"name": "fsx", "persistentVolumeClaim": {
@@ -261,10 +277,12 @@ def context(recipe: Recipe, settings: Settings, place: Layout) -> dict:
     volumes, mounts = _volumes(hp, _NAME)
     node_selector = {INSTANCE_TYPE_LABEL: place.node.name, **hp["node_selector"]}
     return {
-        "name": _NAME, "namespace": namespace(recipe, settings),
+        "name": _NAME, "namespace": namespace(settings),
         "labels": _labels(recipe), "job_labels": {**_labels(recipe), **scheduling},
         "annotations": {SOURCE_ANNOTATION: recipe.source,
-                                          SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS},
+                        SYNC_OPTIONS_ANNOTATION: SYNC_OPTIONS,
+                        **pod_security.exception_annotations(
+                            hp.get("security_exceptions") or {})},
         "config_data": _config_data(recipe),
         # The SDK's own job template puts the Kueue labels on the pods as well.
         "pod_labels": {RECIPE_LABEL: recipe.name, **scheduling},
@@ -276,8 +294,7 @@ def context(recipe: Recipe, settings: Settings, place: Layout) -> dict:
         "resources": _resources(hp, place), "node_selector": node_selector,
         "affinity": _affinity(hp), "tolerations": hp["tolerations"],
         "service_account": hp.get("service_account") or "",
-        "pod_security_context": security.POD_SECURITY_CONTEXT,
-        "security_context": security.CONTAINER_SECURITY_CONTEXT,
+        **_pod_security(hp),
         "volumes": volumes, "volume_mounts": mounts,
         "termination_log": hc.TERMINATION_LOG, "grace_seconds": GRACE_SECONDS,
     }

@@ -24,9 +24,6 @@ from mtgrpo.recipes.schema import Key
 BACKEND = "hyperpod"
 
 HYPERPOD: dict[str, Key] = {
-    "namespace": Key("str", "Namespace of the job and its ConfigMap (with task governance: the "
-                            "team's hyperpod-ns-<team>; empty: recipes/_project.yaml's).",
-                     default=None),
     "gpus_per_node": Key("int", "nvidia.com/gpu per pod (empty: every GPU of "
                                 "job.instance_type).", default=None),
     "efa": Key("int", "vpc.amazonaws.com/efa interfaces per pod (empty: every interface of "
@@ -51,8 +48,10 @@ HYPERPOD: dict[str, Key] = {
     "service_account": Key("str", "Service account of the pods: S3 access through EKS Pod "
                                   "Identity or IRSA (empty: the namespace's default).",
                            default=None),
-    "queue": Key("str", "Kueue LocalQueue (label kueue.x-k8s.io/queue-name; HyperPod task "
-                        "governance: hyperpod-ns-<team>-localqueue).", default=None),
+    "queue": Key("str", "Kueue LocalQueue of the project's namespace (label "
+                        "kueue.x-k8s.io/queue-name; HyperPod task governance: the namespace is "
+                        "hyperpod-ns-<team> and this hyperpod-ns-<team>-localqueue).",
+                 default=None),
     "priority": Key("str", "Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class, "
                            "e.g. training-priority).", default=None),
     "max_retries": Key("int", "Auto-resume: the operator restarts the job up to this many "
@@ -66,6 +65,9 @@ HYPERPOD: dict[str, Key] = {
     "fsx": Key("fsx", "An FSx for Lustre (or any) PersistentVolumeClaim mounted in every pod: "
                       "{claim_name, mount_path (default /fsx), read_only (default false)}.",
                default=None),
+    "security_exceptions": Key("map_str", "Pod setting -> reason, for each locked-down pod "
+                                          "default loosened (docs/security.md); rendered as "
+                                          "an annotation.", default={}),
     "checkpoint_dir": Key("str", "Checkpoints in a directory under the fsx mount instead of "
                                  "job.checkpoint_s3_uri (one subdirectory per job).",
                           default=None),
@@ -141,6 +143,12 @@ def check_job(checker: schema.Checker, value: Any, path: str = "job") -> dict:
 
 def check_section(checker: schema.Checker, value: Any, path: str = "hyperpod") -> dict:
     """The ``hyperpod:`` section (a missing one is all defaults)."""
+    if isinstance(value, Mapping) and "namespace" in value:
+        # Every backend renders into the project's namespace (docs/security.md).
+        checker.problem(f"{path}.namespace", "the namespace is the project's, not a recipe's",
+                        "recipes/_project.yaml namespace (with task governance, the team's "
+                        "hyperpod-ns-<team>: docs/hyperpod.md)")
+        value = {k: v for k, v in value.items() if k != "namespace"}
     return checker.section({} if value is None else value, HYPERPOD, path, "hyperpod keys")
 
 

@@ -3,7 +3,8 @@
 :func:`check_recipe`: rules between values the schema cannot see (FSx paths and checkpoints,
 Kubernetes names, the placement). :func:`check_resources`: every rendered
 ``HyperPodPyTorchJob`` against the HyperPod SDK's own models (as the JSON schema generated from
-them, vendor/SOURCE.md), the locked-down pod (:mod:`mtgrpo.hyperpod.security`), and what the
+them, vendor/SOURCE.md), the project's namespace and the locked-down pod (the rule of every
+cluster backend, :func:`mtgrpo.validate.pod_security.check_cluster_resources`), and what the
 recipe asked for (replicas, GPUs, EFA, the node selector, the Kueue labels) read back from the
 rendered object. One line per problem, naming the file and the key.
 """
@@ -18,12 +19,15 @@ from typing import Any
 
 from mtgrpo.errors import Problem
 from mtgrpo.hyperpod import contract as hc
-from mtgrpo.hyperpod import render, security
+from mtgrpo.hyperpod import render
 from mtgrpo.recipes import Recipe
+from mtgrpo.validate import pod_security
 
 SCHEMA_FILE = Path(__file__).parent / "vendor" / "hyperpodpytorchjob.schema.json"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # A label value: <= 63 of alphanumerics, '-', '_', '.', starting and ending alphanumeric.
+# HyperPod task governance's LocalQueue of a team's namespace: hyperpod-ns-<team>-localqueue.
+TEAM_QUEUE = re.compile(r"^(hyperpod-ns-[a-z0-9-]+)-localqueue$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 
 
@@ -79,9 +83,6 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
         problem("tuning", "hyperparameter tuning is not rendered for backend hyperpod",
                 "backend sagemaker or kubeflow for tuning, then a hyperpod recipe with the "
                 "chosen values")
-    if hp.get("namespace") and not DNS_LABEL.match(hp["namespace"]):
-        problem("hyperpod.namespace", f"invalid namespace {hp['namespace']!r}",
-                "a DNS label: lower-case letters, digits and '-', at most 63")
     for key in ("queue", "priority"):
         if hp.get(key) and not DNS_LABEL.match(hp[key]):
             problem(f"hyperpod.{key}", f"invalid name {hp[key]!r}",
@@ -109,7 +110,7 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
     if fsx is not None and mount is not None:
         if not mount.is_absolute() or ".." in mount.parts or mount == PurePosixPath("/") or \
                 any(_under(mount, PurePosixPath(p)) or _under(PurePosixPath(p), mount)
-                    for p in (hc.OPT_ML, hc.CONFIG_DIR, hc.HOME_DIR, hc.TMP_DIR, hc.SHM_DIR)):
+                    for p in (hc.CONFIG_DIR, hc.SHM_DIR, *pod_security.SCRATCH.values())):
             problem("hyperpod.fsx.mount_path", f"{fsx['mount_path']!r} is not a free absolute "
                     "path", "an absolute path such as /fsx, apart from /opt/ml, /etc/mtgrpo, "
                     "/tmp, /dev/shm and the home directory")
@@ -152,22 +153,34 @@ def _under(path: PurePosixPath, root: PurePosixPath) -> bool:
     return path == root or root in path.parents
 
 
-def check_resources(resources: list, recipe: Recipe) -> list[Problem]:
-    """The rendered objects of one recipe: the job against the SDK's models, its pod against
-    the security defaults, and the placement and labels against what the recipe asked."""
-    problems: list[Problem] = []
+def check_resources(resources: list, recipe: Recipe, *, namespace: str) -> list[Problem]:
+    """The rendered objects of one recipe: every object in the project's ``namespace`` with its
+    pod locked down (the shared rule), the job against the SDK's models, and the placement and
+    labels against what the recipe asked."""
+    problems = pod_security.check_cluster_resources(
+        [r.body for r in resources], source=recipe.source, section=render.BACKEND,
+        namespace=namespace, reasons=render.section(recipe).get("security_exceptions"))
     for resource in resources:
         if resource.kind != hc.KIND:
             continue
         where = f"manifests/{resource.filename}"
-        body = resource.body
-        problems += schema_problems(body, where)
-        specs = (body.get("spec") or {}).get("replicaSpecs") or []
-        for i, replica in enumerate(specs):
-            pod = ((replica.get("template") or {}).get("spec")) or {}
-            problems += security.check_pod(pod, where, f"spec.replicaSpecs[{i}].template.spec")
-        problems += _asked(body, recipe, where)
-    return problems
+        problems += schema_problems(resource.body, where)
+        problems += _asked(resource.body, recipe, where)
+    return problems + _team_queue(recipe, namespace)
+
+
+def _team_queue(recipe: Recipe, namespace: str) -> list[Problem]:
+    """A LocalQueue is namespaced: task governance's ``hyperpod-ns-<team>-localqueue`` admits
+    only jobs of ``hyperpod-ns-<team>``, so naming it from another namespace leaves the job
+    pending for ever."""
+    queue = render.section(recipe).get("queue") or ""
+    team = TEAM_QUEUE.match(queue)
+    if team is None or team.group(1) == namespace:
+        return []
+    return [Problem(recipe.where("hyperpod.queue"), "hyperpod.queue", f"{queue} is the "
+                    f"LocalQueue of namespace {team.group(1)}, but the job renders into "
+                    f"{namespace}", f"a LocalQueue of {namespace}, or recipes/_project.yaml "
+                    f"namespace {team.group(1)} (docs/hyperpod.md, task governance)")]
 
 
 def _asked(body: dict, recipe: Recipe, where: str) -> list[Problem]:
