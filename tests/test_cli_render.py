@@ -158,9 +158,9 @@ def test_bad_input_is_refused_with_one_line_errors(project, capsys, case, edit, 
     assert snapshot(project) == before  # nothing written, nothing removed
     if case == "secret-in-environment":
         assert "not-a-real-secret-value" not in captured.err
-    if case.startswith("bad-instance-type"):  # a spec path mapped back to the recipe key
-        assert "(rendered as spec." in captured.err
+    if case.startswith("bad-instance-type"):  # with the recipe's values, said once
         assert "'ml.p4d.huge'" in captured.err or "'ml.g5.huge'" in captured.err
+        assert captured.err.count("job.instance_type") == 1
 
 
 def test_missing_crd_dir_is_one_error(project, capsys):

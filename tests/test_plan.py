@@ -635,7 +635,8 @@ def test_the_table_reproduces_the_runs_it_was_fitted_to():
 def test_plan_predicts_duration_and_cost_for_every_recipe_within_max_run(capsys):
     assert main(["plan", "--root", str(REPO), "--output", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert len(data) == 6  # the SageMaker recipes, and the Kubeflow one from its node type
+    # the SageMaker recipes, the Kubeflow one from its node type, the HyperPod one
+    assert len(data) == 7
     for d in data:
         t = d["time"]
         assert t["step_seconds"] == pytest.approx(

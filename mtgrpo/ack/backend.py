@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 GROUP = "sagemaker.services.k8s.aws"
 FIRST_HOST = "algo-1"  # SageMaker's name of a job's first host (mtgrpo.ack.placement)
+# Recipe keys the fit planner reads (mtgrpo/plan/): a problem with one of them skips the check.
+FIT_READS = ("trainer.", "tuning.", "job.instance_type", "job.instance_count", "job.inputs",
+             "job.region", "job.use_spot_instances", "job.skip_fit_check", "job.max_run")
 
 
 class AckSageMaker:
@@ -77,10 +80,15 @@ class AckSageMaker:
                                                  source=recipe.source, crd_dir=crd_dir),
                                  recipe, list(resources))
         named = {(p.file, p.key) for p in found}
-        if not found and not [p for p in checked if (p.file, p.key) not in named]:
-            from mtgrpo.plan import check_plan  # world size, batch shape, memory
+        fresh = [p for p in checked if (p.file, p.key) not in named]
+        # The fit check (world size, batch shape, memory, cost) runs whenever the values it
+        # reads are valid, beside any other problem, each reported once.
+        if not any(p.key.startswith(FIT_READS) for p in (*found, *fresh)):
+            from mtgrpo.plan import check_plan
 
-            checked += check_plan(recipe, root=root)
+            named |= {(p.file, p.key) for p in fresh}
+            checked += [p for p in check_plan(recipe, root=root)
+                        if (p.file, p.key) not in named]
         return checked
 
     def hardware(self, recipe: "Recipe") -> Hardware:
