@@ -170,7 +170,22 @@ def supervised_steps(model, episodes, steps: int, *, lr: float = 3e-3, pad_id: i
     model.eval()
     return optimizer
 
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mtgrpo.testing.synthetic OUT_DIR``: the synthetic code-lookup task."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mtgrpo.testing.synthetic",
+        description="Write the synthetic code-lookup task (train.jsonl, eval.jsonl and a "
+                    "generated corpus) that the local recipes and the learning tests use.")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (created)")
+    parser.add_argument("--seed", type=int, default=0, help="which code assignment (default 0)")
+    args = parser.parse_args(argv)
+    print(write_task(args.out_dir, seed=args.seed))
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m mtgrpo.testing.synthetic OUT_DIR")
-    print(write_task(sys.argv[1]))
+    sys.exit(main())
