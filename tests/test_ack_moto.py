@@ -189,6 +189,8 @@ job:
   enable_sagemaker_metrics: true
   enable_infra_check: true
   enable_remote_debug: true
+  security_exceptions:
+    enable_remote_debug: "shell access to inspect a stuck collective, removed after the run"
   disable_output_compression: true
   tensorboard_output_path: s3://amzn-s3-demo-bucket/mtgrpo/tensorboard
   disable_profiler: false
