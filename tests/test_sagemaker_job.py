@@ -30,7 +30,7 @@ TINY = {"generation_backend": "vllm", "weight_sync": "reload", "deepspeed_stage"
         "vllm_gpu_memory_utilization": "0.3", "vllm_startup_timeout_s": "900",
         "num_generations": "2", "per_device_train_batch_size": "2",
         "gradient_accumulation_steps": "1", "max_turns": "2", "max_tool_calls": "1",
-        "max_tokens_per_turn": "16", "max_completion_length": "128", "max_prompt_length": "512",
+        "max_tokens_per_turn": "16", "max_completion_length": "128", "max_prompt_length": "1024",
         "search_max_tokens": "32", "learning_rate": "0.001", "bf16": "false",
         "gradient_checkpointing": "false", "eval_steps": "0", "max_eval_samples": "2",
         "logging_steps": "1", "save_total_limit": "2"}
