@@ -1,6 +1,6 @@
 """A local demo that visibly learns: train the warm-started tiny model with MT-GRPO.
 
-    python -m mtgrpo.testing.demo --output out/demo      # about 3 minutes on 2 CPU cores
+    python -m mtgrpo.testing.demo --output out/demo      # about 2 minutes on 2 CPU cores
     mtgrpo plot out/demo --output out/demo/curves.png
 
 Builds the synthetic code-lookup task (``recipes/local/``'s), starts one vLLM CPU server and
@@ -10,7 +10,7 @@ the supervised warm start of ``tests/test_learning.py``, :mod:`mtgrpo.testing.wa
 policy that can use the search tool but has not learned what to search for, about 30 %
 success). The printed ``mtgrpo-metrics:`` lines, ``metrics.jsonl`` and the TensorBoard events
 show reward and exact match rising. ``--warm-start`` redoes the warm start from the random tiny
-model first (most of the time: 15-35 minutes on 2 loaded cores); ``--rebuild-warm-model DIR``
+model first (9-35 minutes on 2 loaded cores, docs/trainer.md); ``--rebuild-warm-model DIR``
 only does that and saves the result (how the shipped model was made, see its SOURCE.md).
 Nothing is downloaded.
 """
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=15, help="GRPO steps (default 15)")
     parser.add_argument("--warm-start", action="store_true",
                         help="redo the supervised warm start from the random tiny model instead "
-                             "of using the shipped warm model (15-35 minutes on 2 CPU cores)")
+                             "of using the shipped warm model (9-35 minutes on 2 loaded CPU cores)")
     parser.add_argument("--rebuild-warm-model", type=Path, metavar="DIR",
                         help="only warm-start the tiny model and save it with its SOURCE.md to "
                              "DIR (how mtgrpo/testing/warm_model was made)")
