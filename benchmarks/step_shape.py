@@ -220,8 +220,9 @@ def run_child(spec: dict) -> dict:
     tokenizer = build_tokenizer(" ".join(filler))
     if tiny:
         shape = ModelShape(name="tiny", vocab=len(tokenizer), **fit.TINY_SHAPE)
+        # max_prompt_length: the whole system prompt in the tiny tokenizer (longer is refused)
         config = config.replace(per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                                num_generations=4, max_prompt_length=96,
+                                num_generations=4, max_prompt_length=640,
                                 max_completion_length=224, max_tokens_per_turn=40,
                                 bf16=False, gradient_checkpointing=False)
     else:

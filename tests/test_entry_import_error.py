@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 
-# numpy is imported by the job's modules at load time (mtgrpo.task); None in sys.modules makes
-# its import raise ModuleNotFoundError as a missing package would.
+# PyYAML is imported by the job's modules at load time (the backend registry's recipe code);
+# None in sys.modules makes its import raise ModuleNotFoundError as a missing package would.
 BLOCKED = """
 import sys
-sys.modules["numpy"] = None
+sys.modules["yaml"] = None
 from mtgrpo.sagemaker.__main__ import main
 sys.exit(main(["train"]))
 """
@@ -24,11 +24,11 @@ def test_missing_package_writes_failure_file(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "error: mtgrpo could not start: the image lacks the Python package 'numpy' (build the "
+        "error: mtgrpo could not start: the image lacks the Python package 'yaml' (build the "
         "image from the project's Dockerfile, or install mtgrpo[trainer] in it)"]
     failure = (tmp_path / "opt_ml" / "output" / "failure").read_text()
     assert failure.startswith("mtgrpo could not start: the image lacks the Python package "
-                              "'numpy'")
+                              "'yaml'")
     assert failure.count("\n") == 1
 
 
