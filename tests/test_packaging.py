@@ -55,7 +55,7 @@ def wheel(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow  # builds a wheel
-def test_the_wheel_holds_the_templates_and_the_crds(wheel):
+def test_the_wheel_holds_the_templates_the_crds_and_the_demo_model(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         templates = {name: archive.read(f"mtgrpo/render/templates/{name}")
@@ -63,6 +63,8 @@ def test_the_wheel_holds_the_templates_and_the_crds(wheel):
         crds = {p.relative_to(CRDS).as_posix() for p in CRDS.rglob("*")
                 if p.is_file() and p.suffix in (".yaml", ".json", ".md")}
         assert {f"mtgrpo/validate/crds/{name}" for name in crds} <= names
+        warm = REPO / "mtgrpo" / "testing" / "warm_model"  # the local demo's model
+        assert {f"mtgrpo/testing/warm_model/{p.name}" for p in warm.iterdir()} <= names
     assert templates == _templates() and len(templates) >= 6
 
 
