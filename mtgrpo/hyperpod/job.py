@@ -29,13 +29,11 @@ from mtgrpo.hyperpod import contract as hc
 from mtgrpo.hyperpod.platform import read_topology
 from mtgrpo.sagemaker.checkpoints import prepare_resume
 from mtgrpo.sagemaker.contract import OptML, read_hyperparameters, resolve_paths
-from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed, clear_failure, report
+from mtgrpo.sagemaker.failure import TERMINATION_LOG_ENV, JobFailed, run_pod
 from mtgrpo.sagemaker.launcher import (build_plan, describe_plan, detect_gpu_count,
                                        resolve_hosts, run_plan, visible_devices)
 
 METRICS_FILE = "metrics.jsonl"
-TERMINATION_LOG_ENV = "MTGRPO_TERMINATION_LOG"  # tests point it at a temporary file
-MAX_TERMINATION_MESSAGE = 4096  # what the kubelet keeps
 
 
 def read_config(path: Path, what: str) -> dict:
@@ -52,30 +50,13 @@ def read_config(path: Path, what: str) -> dict:
     return data
 
 
-def write_termination_message(path: Path, reason: str) -> None:
-    """The reason Kubernetes shows for the container (the kubelet reads this file)."""
-    try:
-        with open(path, "w", encoding="utf-8") as handle:  # the kubelet's file: no rename
-            handle.write(reason.encode("utf-8")[:MAX_TERMINATION_MESSAGE].decode(
-                "utf-8", errors="ignore"))
-    except OSError as err:
-        print(f"mtgrpo: cannot write the termination message to {path}: {err}", flush=True)
-
-
 def run_hyperpod_job(environ: Mapping[str, str] | None = None,
                      layout: OptML | None = None) -> int:
     env = dict(os.environ if environ is None else environ)
     layout = layout or OptML.from_env(env)
     config_dir = Path(env.get(hc.CONFIG_DIR_ENV) or hc.CONFIG_DIR)
     termination = Path(env.get(TERMINATION_LOG_ENV) or hc.TERMINATION_LOG)
-    clear_failure(layout.failure_file)
-    try:
-        code = _run(env, layout, config_dir)
-    except Exception as err:  # every failure, expected or not, ends as a reason
-        code = report(layout.failure_file, err)
-    if code not in (0, EXIT_INTERRUPTED) and layout.failure_file.is_file():
-        write_termination_message(termination, layout.failure_file.read_text().strip())
-    return code
+    return run_pod(lambda: _run(env, layout, config_dir), layout.failure_file, termination)
 
 
 def link_channel(target: Path, source: Path) -> None:

@@ -29,12 +29,9 @@ from mtgrpo.errors import Problem, UserError
 from mtgrpo.kubeflow import contract as kc
 from mtgrpo.kubeflow.platform import read_topology
 from mtgrpo.sagemaker.contract import OptML, ResourceConfig, read_hyperparameters
-from mtgrpo.sagemaker.failure import EXIT_INTERRUPTED, JobFailed, clear_failure, report
-from mtgrpo.stopping import EXIT_SIGINT
+from mtgrpo.sagemaker.failure import TERMINATION_LOG_ENV, JobFailed, run_pod
 
 METRICS_FILE = "metrics.jsonl"
-TERMINATION_LOG_ENV = "MTGRPO_TERMINATION_LOG"  # tests point it at a temporary file
-MAX_TERMINATION_MESSAGE = 4096  # what the kubelet keeps
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -60,30 +57,13 @@ def hyperparameters(config_dir: Path, environ: Mapping[str, str]) -> dict[str, s
     return values
 
 
-def write_termination_message(path: Path, reason: str) -> None:
-    """The reason Kubernetes shows for the container (the kubelet reads this file)."""
-    try:
-        with open(path, "w", encoding="utf-8") as handle:  # the kubelet's file: no rename
-            handle.write(reason.encode("utf-8")[:MAX_TERMINATION_MESSAGE].decode(
-                "utf-8", errors="ignore"))
-    except OSError as err:
-        print(f"mtgrpo: cannot write the termination message to {path}: {err}", flush=True)
-
-
 def run_kubeflow_job(environ: Mapping[str, str] | None = None,
                      layout: OptML | None = None) -> int:
     env = dict(os.environ if environ is None else environ)
     layout = layout or OptML.from_env(env)
     config_dir = Path(env.get(kc.CONFIG_DIR_ENV) or kc.CONFIG_DIR)
     termination = Path(env.get(TERMINATION_LOG_ENV) or kc.TERMINATION_LOG)
-    clear_failure(layout.failure_file)
-    try:
-        code = _run(env, layout, config_dir)
-    except Exception as err:  # every failure, expected or not, ends as a reason
-        code = report(layout.failure_file, err)
-    if code not in (0, EXIT_INTERRUPTED, EXIT_SIGINT) and layout.failure_file.is_file():
-        write_termination_message(termination, layout.failure_file.read_text().strip())
-    return code
+    return run_pod(lambda: _run(env, layout, config_dir), layout.failure_file, termination)
 
 
 def _run(env: dict, layout: OptML, config_dir: Path) -> int:

@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from mtgrpo.errors import UserError
 
@@ -19,6 +20,10 @@ MAX_REASON = 1024
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM: stopped after saving a checkpoint
+EXIT_SIGINT = 130  # 128 + SIGINT (mtgrpo.stopping.EXIT_SIGINT): stopped, not failed
+# A cluster pod's termination message: what `kubectl describe pod` shows as the reason.
+TERMINATION_LOG_ENV = "MTGRPO_TERMINATION_LOG"  # tests point it at a temporary file
+MAX_TERMINATION_MESSAGE = 4096  # what the kubelet keeps
 
 
 class JobFailed(Exception):
@@ -74,3 +79,26 @@ def report(path: Path, err: BaseException) -> int:
         print(f"mtgrpo: could not write {path}: {write_err.strerror or write_err}",
               file=sys.stderr, flush=True)
     return EXIT_USER_ERROR if isinstance(err, (UserError, JobFailed)) else EXIT_INTERNAL_ERROR
+
+
+def write_termination_message(path: Path, reason: str) -> None:
+    """The reason Kubernetes shows for the container (the kubelet reads this file)."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:  # the kubelet's file: no rename
+            handle.write(reason.encode("utf-8")[:MAX_TERMINATION_MESSAGE].decode(
+                "utf-8", errors="ignore"))
+    except OSError as err:
+        print(f"mtgrpo: cannot write the termination message to {path}: {err}", flush=True)
+
+
+def run_pod(run: Callable[[], int], failure_file: Path, termination: Path) -> int:
+    """A cluster pod's job: ``run`` with every failure as ``output/failure`` and, unless the
+    run succeeded or was stopped, as the pod's termination message too."""
+    clear_failure(failure_file)
+    try:
+        code = run()
+    except Exception as err:  # every failure, expected or not, ends as a reason
+        code = report(failure_file, err)
+    if code not in (0, EXIT_INTERRUPTED, EXIT_SIGINT) and failure_file.is_file():
+        write_termination_message(termination, failure_file.read_text().strip())
+    return code
